@@ -1,0 +1,782 @@
+//! Image commands: images, import, load, save, tag, rmi, history, inspect, prune.
+
+use std::{
+    collections::BTreeSet,
+    fs::File,
+    io::{self, IsTerminal, Read, Write},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use berth_reference::Reference;
+use berth_store::{ArchiveFormat, ImageRecord, ImportOptions, RemoveEvent, RunConfig, SaveRequest, Store};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{Status, one_line, open_store, print_json_indented};
+use crate::{changes, filters::{Filters, path_match}, format, units};
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// List images
+    #[command(visible_alias = "list")]
+    Ls(ListArgs),
+    /// Remove one or more images
+    #[command(visible_alias = "remove")]
+    Rm(RemoveArgs),
+    /// Display detailed information on one or more images
+    Inspect(ImageInspectArgs),
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Remove unused images
+    Prune(PruneArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(TagArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(ImportArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(LoadArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(SaveArgs),
+}
+
+pub fn dispatch(root: &Path, cmd: ImageCommand) -> Result<()> {
+    match cmd {
+        ImageCommand::Ls(a) => list(root, a),
+        ImageCommand::Rm(a) => remove(root, a),
+        ImageCommand::Inspect(a) => inspect_images(root, &a.images, a.format.as_deref()),
+        ImageCommand::History(a) => history(root, a),
+        ImageCommand::Prune(a) => prune(root, a),
+        ImageCommand::Tag(a) => tag(root, a),
+        ImageCommand::Import(a) => import(root, a),
+        ImageCommand::Load(a) => load(root, a),
+        ImageCommand::Save(a) => save(root, a),
+    }
+}
+
+// ---------------------------------------------------------------- images
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Show all images (default hides intermediate images)
+    #[arg(short, long)]
+    all: bool,
+    /// Show digests
+    #[arg(long)]
+    digests: bool,
+    /// Filter output based on conditions provided
+    #[arg(short, long = "filter")]
+    filter: Vec<String>,
+    /// Format output using a custom template ('table', 'table TEMPLATE', 'json', 'TEMPLATE')
+    #[arg(long)]
+    format: Option<String>,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// [REPOSITORY[:TAG]]
+    repository: Option<String>,
+}
+
+/// One row of `images`, with the field names docker's templates use.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImageRow {
+    containers: String,
+    created_at: String,
+    created_since: String,
+    digest: String,
+    #[serde(rename = "ID")]
+    id: String,
+    repository: String,
+    shared_size: String,
+    size: String,
+    tag: String,
+    unique_size: String,
+    virtual_size: String,
+}
+
+fn created_at(created: Option<&str>) -> Option<jiff::Timestamp> {
+    created.and_then(|c| c.parse::<jiff::Timestamp>().ok())
+}
+
+/// Go's `time.Time.String()` in UTC, as docker prints CreatedAt.
+fn go_time(ts: Option<jiff::Timestamp>) -> String {
+    match ts {
+        Some(t) => t.strftime("%Y-%m-%d %H:%M:%S +0000 UTC").to_string(),
+        None => "0001-01-01 00:00:00 +0000 UTC".into(),
+    }
+}
+
+fn since(ts: Option<jiff::Timestamp>) -> String {
+    match ts {
+        Some(t) => units::ago(t, jiff::Timestamp::now()),
+        None => "N/A".into(),
+    }
+}
+
+fn short_id(rec: &ImageRecord, no_trunc: bool) -> String {
+    if no_trunc {
+        rec.id.to_string()
+    } else {
+        rec.id.short().to_string()
+    }
+}
+
+pub fn list(root: &Path, args: ListArgs) -> Result<()> {
+    let store = open_store(root)?;
+    let filters = Filters::parse(
+        &args.filter,
+        &["dangling", "label", "before", "since", "reference", "until"],
+    )?;
+    let mut images = store.images()?;
+    let mut references = filters.get("reference").to_vec();
+    if let Some(r) = &args.repository {
+        references.push(r.clone());
+    }
+    let dangling = filters.bool("dangling")?;
+    let bound = |key: &str| -> Result<Option<jiff::Timestamp>> {
+        match filters.get(key).last() {
+            None => Ok(None),
+            Some(name) => {
+                let rec = store.resolve(name)?;
+                Ok(created_at(rec.created.as_deref()))
+            }
+        }
+    };
+    let (before, after) = (bound("before")?, bound("since")?);
+    let until = match filters.get("until").last() {
+        None => None,
+        Some(u) => Some(parse_until(u)?),
+    };
+    let mut rows = Vec::new();
+    let mut ids = Vec::new();
+    images.retain(|rec| {
+        let created = created_at(rec.created.as_deref());
+        if dangling.is_some_and(|d| d != rec.tags.is_empty()) {
+            return false;
+        }
+        if before.is_some_and(|b| created.is_none_or(|c| c >= b)) {
+            return false;
+        }
+        if after.is_some_and(|s| created.is_none_or(|c| c <= s)) {
+            return false;
+        }
+        if until.is_some_and(|u| created.is_none_or(|c| c > u)) {
+            return false;
+        }
+        true
+    });
+    for rec in &images {
+        let image = store.image(rec.clone())?;
+        if !filters.labels_match(image.config.config.as_ref().and_then(|c| c.labels.as_ref())) {
+            continue;
+        }
+        let created = created_at(rec.created.as_deref());
+        let mut names: Vec<(String, String, String)> = Vec::new();
+        for t in &rec.tags {
+            let digest = rec
+                .repo_digests
+                .iter()
+                .find(|d| d.name() == t.name())
+                .and_then(|d| d.digest())
+                .map_or("<none>".to_string(), |d| d.to_string());
+            names.push((t.familiar_name(), t.tag().unwrap_or("latest").into(), digest));
+        }
+        if rec.tags.is_empty() {
+            for d in &rec.repo_digests {
+                let digest = d.digest().map_or("<none>".into(), |d| d.to_string());
+                names.push((d.familiar_name(), "<none>".into(), digest));
+            }
+        }
+        if names.is_empty() {
+            names.push(("<none>".into(), "<none>".into(), "<none>".into()));
+        }
+        if !references.is_empty() {
+            names.retain(|(repo, tag, _)| {
+                references.iter().any(|pat| {
+                    path_match(pat, repo) || path_match(pat, &format!("{repo}:{tag}"))
+                })
+            });
+            if names.is_empty() {
+                continue;
+            }
+        }
+        let size = units::human_size(rec.size as f64);
+        for (repo, tag, digest) in names {
+            rows.push(ImageRow {
+                containers: "N/A".into(),
+                created_at: go_time(created),
+                created_since: since(created),
+                digest,
+                id: short_id(rec, args.no_trunc),
+                repository: repo,
+                shared_size: "N/A".into(),
+                size: size.clone(),
+                tag,
+                unique_size: "N/A".into(),
+                virtual_size: size.clone(),
+            });
+        }
+        ids.push(short_id(rec, args.no_trunc));
+    }
+    let mut out = io::stdout().lock();
+    if args.quiet {
+        let mut seen = BTreeSet::new();
+        for id in ids {
+            if seen.insert(id.clone()) {
+                writeln!(out, "{id}")?;
+            }
+        }
+        return Ok(());
+    }
+    let default = if args.digests {
+        "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+    } else {
+        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+    };
+    let headers = headers(&[
+        ("Containers", "CONTAINERS"),
+        ("CreatedAt", "CREATED AT"),
+        ("CreatedSince", "CREATED"),
+        ("Digest", "DIGEST"),
+        ("ID", "IMAGE ID"),
+        ("Repository", "REPOSITORY"),
+        ("SharedSize", "SHARED SIZE"),
+        ("Size", "SIZE"),
+        ("Tag", "TAG"),
+        ("UniqueSize", "UNIQUE SIZE"),
+        ("VirtualSize", "VIRTUAL SIZE"),
+    ]);
+    let fmt = format::parse_format(args.format.as_deref());
+    format::render_rows(&fmt, default, &headers, &rows, &mut out)?;
+    Ok(())
+}
+
+/// `until=` takes a timestamp or a duration before now (`10m`, `24h`).
+fn parse_until(s: &str) -> Result<jiff::Timestamp> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(jiff::Timestamp::from_second(secs)?);
+    }
+    let span: jiff::SignedDuration = s
+        .parse()
+        .with_context(|| format!("invalid filter 'until={s}'"))?;
+    Ok(jiff::Timestamp::now() - span)
+}
+
+pub fn headers(pairs: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect()
+}
+
+// ---------------------------------------------------------------- import
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short, long = "change")]
+    change: Vec<String>,
+    /// Set commit message for imported image
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Set platform if server is multi-platform capable (os/arch)
+    #[arg(long)]
+    platform: Option<String>,
+    /// file|- : the tarball to import ("-" reads standard input)
+    file: String,
+    /// [REPOSITORY[:TAG]]
+    reference: Option<String>,
+}
+
+pub fn import(root: &Path, args: ImportArgs) -> Result<()> {
+    let mut config = RunConfig::default();
+    for c in &args.change {
+        changes::apply_change(&mut config, c).with_context(|| format!("--change {c:?}"))?;
+    }
+    let tag = args
+        .reference
+        .as_deref()
+        .map(Reference::parse_with_default_tag)
+        .transpose()?;
+    if tag.as_ref().is_some_and(|t| t.digest().is_some()) {
+        bail!("import cannot tag an image with a digest");
+    }
+    let architecture = match args.platform.as_deref() {
+        None => None,
+        Some(p) => match p.split('/').collect::<Vec<_>>().as_slice() {
+            ["linux", arch] | ["linux", arch, _] => Some(arch.to_string()),
+            _ => bail!("invalid platform {p:?}: expected linux/ARCH"),
+        },
+    };
+    if args.file.contains("://") {
+        bail!("importing from a URL is not supported: download the tarball and pass its path or -");
+    }
+    let mut store = open_store(root)?;
+    let opts = ImportOptions {
+        config,
+        message: args.message,
+        source: args.file.clone(),
+        tag,
+        architecture,
+    };
+    let rec = if args.file == "-" {
+        store.import(stdin_file()?, opts)
+    } else {
+        let f = File::open(&args.file).with_context(|| format!("open {}", args.file))?;
+        store.import(f, opts)
+    }
+    .with_context(|| format!("importing {}", args.file))?;
+    println!("{}", rec.id);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- load / save
+
+/// Standard input as a `File`, so that it can be read on the unpacker's thread.
+fn stdin_file() -> Result<File> {
+    use std::os::fd::AsFd;
+    Ok(File::from(io::stdin().as_fd().try_clone_to_owned().context("duplicate stdin")?))
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Read from tar archive file, instead of STDIN
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+    /// Suppress the load output
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn load(root: &Path, args: LoadArgs) -> Result<()> {
+    let mut store = open_store(root)?;
+    let loaded = match &args.input {
+        Some(p) => {
+            let f = File::open(p).with_context(|| format!("open {}", p.display()))?;
+            store.load(f)
+        }
+        None => {
+            if io::stdin().is_terminal() {
+                bail!("requested load from stdin, but stdin is empty");
+            }
+            store.load(stdin_file()?)
+        }
+    }
+    .context("loading images")?;
+    for image in loaded {
+        if image.tags.is_empty() {
+            println!("Loaded image ID: {}", image.id);
+        }
+        for t in image.tags {
+            println!("Loaded image: {}", t.familiar_string());
+        }
+    }
+    let _ = args.quiet;
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct SaveArgs {
+    /// Write to a file, instead of STDOUT
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Archive format: "docker" (docker save's format) or "oci" (an OCI image layout)
+    #[arg(long, default_value = "docker")]
+    format: String,
+    /// IMAGE...
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// What `save NAME` includes, as docker decides it: a tag saves that tag, a bare repository
+/// name every tag of that repository, an ID the image without tags.
+fn save_request(store: &Store, name: &str) -> Result<SaveRequest> {
+    let rec = store.resolve(name)?;
+    let tags = match Reference::parse_normalized(name) {
+        Ok(r) if r.tag().is_some() || r.digest().is_some() => {
+            let r = if r.digest().is_some() { r } else { Reference::parse_with_default_tag(name)? };
+            rec.tags.iter().filter(|t| **t == r).cloned().collect()
+        }
+        Ok(r) if rec.tags.iter().any(|t| t.name() == r.name()) => {
+            let repo = r.name();
+            let mut tags: Vec<Reference> = Vec::new();
+            for other in store.images()? {
+                tags.extend(other.tags.into_iter().filter(|t| t.name() == repo && store.resolve(&t.to_string()).is_ok_and(|x| x.id == rec.id)));
+            }
+            tags
+        }
+        _ => Vec::new(),
+    };
+    Ok(SaveRequest { image: rec, tags })
+}
+
+pub fn save(root: &Path, args: SaveArgs) -> Result<()> {
+    let format = match args.format.as_str() {
+        "docker" | "docker-archive" => ArchiveFormat::Docker,
+        "oci" | "oci-archive" => ArchiveFormat::Oci,
+        other => bail!("unknown archive format {other:?}: expected docker or oci"),
+    };
+    let store = open_store(root)?;
+    let mut requests: Vec<SaveRequest> = Vec::new();
+    for name in &args.images {
+        let req = save_request(&store, name)?;
+        match requests.iter_mut().find(|r| r.image.id == req.image.id) {
+            Some(r) => {
+                for t in req.tags {
+                    if !r.tags.contains(&t) {
+                        r.tags.push(t);
+                    }
+                }
+            }
+            None => requests.push(req),
+        }
+    }
+    match &args.output {
+        Some(path) => {
+            // Written beside the target and renamed, so a failed save leaves no partial file.
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".berth-save-")
+                .tempfile_in(dir)
+                .with_context(|| format!("failed to save image: create a file in {}", dir.display()))?;
+            store.save(&requests, format, io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()))?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(path)
+                .map_err(|e| e.error)
+                .with_context(|| format!("failed to save image: write {}", path.display()))?;
+        }
+        None => {
+            if io::stdout().is_terminal() {
+                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+            }
+            store.save(&requests, format, io::BufWriter::with_capacity(1 << 20, io::stdout().lock()))?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- tag / rmi / prune
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    /// SOURCE_IMAGE[:TAG]
+    source: String,
+    /// TARGET_IMAGE[:TAG]
+    target: String,
+}
+
+pub fn tag(root: &Path, args: TagArgs) -> Result<()> {
+    let target = Reference::parse_with_default_tag(&args.target)?;
+    let mut store = open_store(root)?;
+    store.tag(&args.source, &target)?;
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct RemoveArgs {
+    /// Force removal of the image
+    #[arg(short, long)]
+    force: bool,
+    /// Do not delete untagged parents
+    #[arg(long)]
+    no_prune: bool,
+    /// IMAGE...
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+fn print_events(out: &mut impl Write, events: &[RemoveEvent], lower: bool) -> io::Result<()> {
+    for e in events {
+        match (e, lower) {
+            (RemoveEvent::Untagged(t), false) => writeln!(out, "Untagged: {t}")?,
+            (RemoveEvent::Deleted(d), false) => writeln!(out, "Deleted: {d}")?,
+            (RemoveEvent::Untagged(t), true) => writeln!(out, "untagged: {t}")?,
+            (RemoveEvent::Deleted(d), true) => writeln!(out, "deleted: {d}")?,
+        }
+    }
+    Ok(())
+}
+
+pub fn remove(root: &Path, args: RemoveArgs) -> Result<()> {
+    let mut store = open_store(root)?;
+    let mut failed = false;
+    let _ = args.no_prune;
+    for name in &args.images {
+        match store.remove_image(name, args.force) {
+            Ok(events) => print_events(&mut io::stdout().lock(), &events, false)?,
+            Err(e) => {
+                failed = true;
+                eprintln!("Error: {}", one_line(&e.into()));
+            }
+        }
+    }
+    if failed {
+        return Err(Status(1).into());
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Remove all unused images, not just dangling ones
+    #[arg(short, long)]
+    all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+    /// Provide filter values (e.g. "until=<timestamp>")
+    #[arg(long = "filter")]
+    filter: Vec<String>,
+}
+
+/// Asks the docker-style `[y/N]` question on the terminal.
+pub fn confirm(warning: &str) -> Result<bool> {
+    eprint!("{warning}\nAre you sure you want to continue? [y/N] ");
+    io::stderr().flush()?;
+    let mut answer = String::new();
+    io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
+    if !args.filter.is_empty() {
+        Filters::parse(&args.filter, &["until", "label"])?;
+        bail!("image prune --filter is not supported yet");
+    }
+    if !args.force {
+        let warning = if args.all {
+            "WARNING! This will remove all images without at least one container associated to them."
+        } else {
+            "WARNING! This will remove all dangling images."
+        };
+        if !confirm(warning)? {
+            return Ok(());
+        }
+    }
+    let mut store = open_store(root)?;
+    let report = store.prune_images(args.all)?;
+    let mut out = io::stdout().lock();
+    if !report.events.is_empty() {
+        writeln!(out, "Deleted Images:")?;
+        print_events(&mut out, &report.events, true)?;
+        writeln!(out)?;
+    }
+    writeln!(out, "Total reclaimed space: {}", units::human_size(report.reclaimed as f64))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- history
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Format output using a custom template
+    #[arg(long)]
+    format: Option<String>,
+    /// Print sizes and dates in human readable format
+    #[arg(short = 'H', long, default_value = "true", action = clap::ArgAction::Set)]
+    human: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// IMAGE
+    image: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct HistoryRow {
+    #[serde(rename = "ID")]
+    id: String,
+    created_since: String,
+    created_at: String,
+    created_by: String,
+    size: String,
+    comment: String,
+}
+
+/// Docker's `stringutils.Ellipsis`.
+fn ellipsis(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+pub fn history(root: &Path, args: HistoryArgs) -> Result<()> {
+    let store = open_store(root)?;
+    let rec = store.resolve(&args.image)?;
+    let image = store.image(rec.clone())?;
+    let chains = image.chain_ids()?;
+    let mut layer_sizes = Vec::new();
+    for c in &chains {
+        layer_sizes.push(store.layer(c)?.map_or(0, |l| l.size));
+    }
+    let mut entries = image.config.history.clone();
+    if entries.is_empty() {
+        entries = chains.iter().map(|_| berth_store::History::default()).collect();
+    }
+    let mut sizes = layer_sizes.into_iter();
+    let mut rows: Vec<HistoryRow> = entries
+        .iter()
+        .map(|h| {
+            let size = if h.empty_layer { 0 } else { sizes.next().unwrap_or(0) };
+            let created = created_at(h.created.as_deref());
+            let created_by = h.created_by.clone().unwrap_or_default();
+            HistoryRow {
+                id: "<missing>".into(),
+                created_since: if args.human { since(created) } else { h.created.clone().unwrap_or_default() },
+                created_at: h.created.clone().unwrap_or_default(),
+                created_by: if args.no_trunc { created_by } else { ellipsis(&created_by, 45) },
+                size: if args.human { units::human_size(size as f64) } else { size.to_string() },
+                comment: h.comment.clone().unwrap_or_default(),
+            }
+        })
+        .collect();
+    rows.reverse();
+    if let Some(top) = rows.first_mut() {
+        top.id = short_id(&rec, args.no_trunc);
+    }
+    let mut out = io::stdout().lock();
+    if args.quiet {
+        for r in &rows {
+            writeln!(out, "{}", r.id)?;
+        }
+        return Ok(());
+    }
+    let headers = headers(&[
+        ("ID", "IMAGE"),
+        ("CreatedSince", "CREATED"),
+        ("CreatedAt", "CREATED AT"),
+        ("CreatedBy", "CREATED BY"),
+        ("Size", "SIZE"),
+        ("Comment", "COMMENT"),
+    ]);
+    let fmt = format::parse_format(args.format.as_deref());
+    format::render_rows(
+        &fmt,
+        "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+        &headers,
+        &rows,
+        &mut out,
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- inspect
+
+#[derive(Args, Debug)]
+pub struct ImageInspectArgs {
+    /// Format output using a custom template
+    #[arg(short, long)]
+    format: Option<String>,
+    /// IMAGE...
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Format output using a custom template
+    #[arg(short, long)]
+    format: Option<String>,
+    /// Return JSON for specified type
+    #[arg(long = "type")]
+    kind: Option<String>,
+    /// NAME|ID...
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+pub fn inspect(root: &Path, args: InspectArgs) -> Result<()> {
+    match args.kind.as_deref() {
+        None | Some("image") => inspect_images(root, &args.names, args.format.as_deref()),
+        Some(other) => bail!("\"{other}\" is not a valid value for --type"),
+    }
+}
+
+/// The docker `image inspect` document of one image.
+fn inspect_document(store: &Store, rec: &ImageRecord) -> Result<Value> {
+    let image = store.image(rec.clone())?;
+    let chains = image.chain_ids()?;
+    let dirs: Vec<String> = chains
+        .iter()
+        .rev()
+        .map(|c| store.layer_dir(c).display().to_string())
+        .collect();
+    let mut graph = serde_json::Map::new();
+    if let Some((upper, lower)) = dirs.split_first() {
+        if !lower.is_empty() {
+            graph.insert("LowerDir".into(), lower.join(":").into());
+        }
+        graph.insert("UpperDir".into(), upper.clone().into());
+    }
+    let c = &image.config;
+    let mut doc = json!({
+        "Id": rec.id.to_string(),
+        "RepoTags": rec.tags.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
+        "RepoDigests": rec.repo_digests.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
+        "Parent": rec.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+        "Comment": c.extra.get("comment").cloned().unwrap_or(Value::String(String::new())),
+        "Created": c.created.clone().unwrap_or_default(),
+        "DockerVersion": c.extra.get("docker_version").cloned().unwrap_or(Value::String(String::new())),
+        "Author": c.author.clone().unwrap_or_default(),
+        "Config": c.config.clone().unwrap_or_default(),
+        "Architecture": c.architecture,
+        "Os": c.os,
+        "Size": rec.size,
+        "GraphDriver": { "Data": graph, "Name": "overlay2" },
+        "RootFS": { "Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids },
+        "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
+        "Descriptor": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": rec.manifest.to_string(),
+            "size": store.blobs().size(&rec.manifest)?,
+        },
+    });
+    if let Some(v) = &c.variant {
+        doc["Variant"] = v.clone().into();
+    }
+    Ok(doc)
+}
+
+pub fn inspect_images(root: &Path, names: &[String], format: Option<&str>) -> Result<()> {
+    let store = open_store(root)?;
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for name in names {
+        match store.resolve(name).map_err(anyhow::Error::from).and_then(|r| inspect_document(&store, &r)) {
+            Ok(doc) => docs.push(doc),
+            Err(e) => errors.push(one_line(&e)),
+        }
+    }
+    match format {
+        Some(tmpl) if !tmpl.is_empty() && tmpl != "json" => {
+            let mut out = io::stdout().lock();
+            for d in &docs {
+                writeln!(out, "{}", format::render_one(tmpl, d)?)?;
+            }
+        }
+        _ => print_json_indented(&Value::Array(docs))?,
+    }
+    if !errors.is_empty() {
+        for e in errors {
+            eprintln!("Error: {e}");
+        }
+        return Err(Status(1).into());
+    }
+    Ok(())
+}
+

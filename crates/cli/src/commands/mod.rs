@@ -1,0 +1,56 @@
+//! One module per object kind; each command is a function taking the state root and its
+//! parsed arguments.
+
+pub mod image;
+pub mod system;
+
+use std::path::Path;
+
+use anyhow::Context;
+use berth_store::Store;
+
+/// An error already reported to the user; the process exits with this status.
+#[derive(Debug)]
+pub struct Status(pub u8);
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Status {}
+
+/// The whole error chain on one line, each cause once.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if s.is_empty() || out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
+/// Opens the store under `root`.
+pub fn open_store(root: &Path) -> anyhow::Result<Store> {
+    Store::open(root).with_context(|| format!("opening the berth store at {}", root.display()))
+}
+
+/// Writes JSON indented like the docker CLI does (four spaces).
+pub fn print_json_indented(value: &serde_json::Value) -> anyhow::Result<()> {
+    use serde::Serialize;
+    use std::io::Write;
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    value.serialize(&mut ser)?;
+    buf.push(b'\n');
+    std::io::stdout().lock().write_all(&buf)?;
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! The `berth` command line: Docker's commands and flags, over berth's libraries.
+//!
+//! This crate is glue: it parses arguments (clap), opens the store, calls the libraries, and
+//! prints tables and JSON the way the docker CLI does. No engine logic lives here.
+
+#![forbid(unsafe_code)]
+
+mod changes;
+mod commands;
+mod filters;
+mod format;
+mod units;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for a bad command line, as docker uses it.
+const EXIT_USAGE: u8 = 125;
+/// Exit status when a command fails.
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    about = "A daemonless, Docker-compatible container engine",
+    disable_version_flag = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// State directory (images, layers, containers)
+    #[arg(long, global = true, env = "BERTH_ROOT", default_value = "/var/lib/berth")]
+    root: PathBuf,
+    /// Set the logging level ("debug", "info", "warn", "error", "fatal")
+    #[arg(short = 'l', long, global = true, default_value = "warn", env = "BERTH_LOG")]
+    log_level: String,
+    /// Enable debug mode
+    #[arg(short = 'D', long, global = true)]
+    debug: bool,
+    /// Print version information and quit
+    #[arg(short = 'v', long = "version")]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List images
+    Images(commands::image::ListArgs),
+    /// Manage images
+    Image {
+        #[command(subcommand)]
+        command: commands::image::ImageCommand,
+    },
+    /// Import the contents from a tarball to create a filesystem image
+    Import(commands::image::ImportArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(commands::image::LoadArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(commands::image::SaveArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(commands::image::TagArgs),
+    /// Remove one or more images
+    Rmi(commands::image::RemoveArgs),
+    /// Show the history of an image
+    History(commands::image::HistoryArgs),
+    /// Return low-level information on berth objects
+    Inspect(commands::image::InspectArgs),
+    /// Manage berth
+    System {
+        #[command(subcommand)]
+        command: commands::system::SystemCommand,
+    },
+    /// Show the berth version information
+    Version,
+}
+
+fn init_tracing(cli: &Cli) {
+    let level = if cli.debug {
+        "debug"
+    } else {
+        match cli.log_level.as_str() {
+            "fatal" => "error",
+            l => l,
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("berth={level},berth_store={level},berth_reference={level}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let Some(command) = cli.command else {
+        unreachable!("main prints help when no command is given")
+    };
+    let root = cli.root;
+    match command {
+        Command::Images(args) => commands::image::list(&root, args),
+        Command::Image { command } => commands::image::dispatch(&root, command),
+        Command::Import(args) => commands::image::import(&root, args),
+        Command::Load(args) => commands::image::load(&root, args),
+        Command::Save(args) => commands::image::save(&root, args),
+        Command::Tag(args) => commands::image::tag(&root, args),
+        Command::Rmi(args) => commands::image::remove(&root, args),
+        Command::History(args) => commands::image::history(&root, args),
+        Command::Inspect(args) => commands::image::inspect(&root, args),
+        Command::System { command } => commands::system::dispatch(&root, command),
+        Command::Version => {
+            print_version();
+            Ok(())
+        }
+    }
+}
+
+fn print_version() {
+    println!("berth version {}", env!("CARGO_PKG_VERSION"));
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => EXIT_FAILURE,
+                _ => EXIT_USAGE,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    if cli.version {
+        print_version();
+        return ExitCode::SUCCESS;
+    }
+    if cli.command.is_none() {
+        use clap::CommandFactory;
+        let _ = Cli::command().print_help();
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&cli);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(status) = e.downcast_ref::<commands::Status>() {
+                return ExitCode::from(status.0);
+            }
+            // A closed pipe (`berth images | head`) is not a failure.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("Error: {}", commands::one_line(&e));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

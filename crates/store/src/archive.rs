@@ -1,0 +1,574 @@
+//! Image archives: `save` writes Docker archives (the `docker save` format of Docker 25+,
+//! which is also an OCI layout) or plain OCI layouts; `load` reads Docker archives (old and
+//! new) and OCI layouts, gzipped or not.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    io::{self, BufRead, BufReader, Read, Write},
+};
+
+use berth_reference::{Digest, Reference};
+use oci_spec::image::{ImageIndex, MediaType};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Store,
+    compression::{Compression, decompress},
+    config::{ImageConfig, host_architecture},
+    error::{IoContext, Result, StoreError},
+    image::{
+        chain_ids, check_layer_media_type, from_oci_digest, parse_config, parse_manifest,
+    },
+    layers::Digesting,
+};
+
+/// Which archive `save` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// `docker save`'s format: `manifest.json` + `repositories` + an OCI layout whose layers
+    /// are uncompressed (what `docker load`, `podman load` and `skopeo docker-archive:` read).
+    Docker,
+    /// An OCI image layout (`oci-layout`, `index.json`, `blobs/`) with blobs as stored.
+    Oci,
+}
+
+/// One image to save, with the tags the archive should carry.
+#[derive(Debug, Clone)]
+pub struct SaveRequest {
+    /// The image.
+    pub image: crate::ImageRecord,
+    /// Tags to record for it (may be empty).
+    pub tags: Vec<Reference>,
+}
+
+/// One image that `load` added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedImage {
+    /// The image ID.
+    pub id: Digest,
+    /// The tags it got.
+    pub tags: Vec<Reference>,
+}
+
+/// An entry of a Docker archive's `manifest.json`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerArchiveEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// Small documents of an archive are kept in memory; anything larger than this that is not
+/// under `blobs/` is not a document berth understands.
+const MAX_DOCUMENT: u64 = 16 << 20;
+
+const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+
+/// What the first pass over an archive found.
+#[derive(Default)]
+struct ArchiveContents {
+    /// Archive path -> blob now in the store.
+    files: HashMap<String, Digest>,
+    /// Archive path -> small document.
+    docs: HashMap<String, Vec<u8>>,
+    /// Archive path -> path it links to (old Docker archives link shared layers).
+    links: HashMap<String, String>,
+}
+
+fn clean_archive_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
+impl Store {
+    /// Loads every image in a Docker archive or OCI layout tar.
+    pub fn load(&mut self, input: impl Read + Send) -> Result<Vec<LoadedImage>> {
+        let _writer = self.lock_writer()?;
+        let contents = self.read_archive(input)?;
+        if contents.docs.contains_key("manifest.json") {
+            self.load_docker_archive(&contents)
+        } else if contents.docs.contains_key("index.json") {
+            self.load_oci_layout(&contents)
+        } else {
+            Err(StoreError::corrupt(
+                "archive",
+                "no manifest.json or index.json: not a docker save archive or an OCI layout",
+            ))
+        }
+    }
+
+    /// Streams the tar once: blobs go straight into the blob store (verified when their
+    /// path names their digest), small documents into memory.
+    fn read_archive(&self, input: impl Read + Send) -> Result<ArchiveContents> {
+        let (_, stream) = decompress(BufReader::with_capacity(1 << 20, input))?;
+        let read_err = |source: io::Error| StoreError::Read {
+            what: "archive".into(),
+            source,
+        };
+        let mut ar = tar::Archive::new(stream);
+        let mut out = ArchiveContents::default();
+        for entry in ar.entries().map_err(read_err)? {
+            let mut entry = entry.map_err(read_err)?;
+            let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let path = clean_archive_path(&raw_path);
+            match entry.header().entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {}
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    if let Ok(Some(target)) = entry.link_name() {
+                        let target = target.to_string_lossy();
+                        let joined = if entry.header().entry_type() == tar::EntryType::Link
+                            || target.starts_with('/')
+                        {
+                            target.to_string()
+                        } else {
+                            let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+                            format!("{dir}/{target}")
+                        };
+                        out.links.insert(path, clean_archive_path(&joined));
+                    }
+                    continue;
+                }
+                _ => continue,
+            }
+            let size = entry.size();
+            let blob_name = path
+                .strip_prefix("blobs/")
+                .and_then(|rest| rest.split_once('/'))
+                .map(|(alg, hex)| format!("{alg}:{hex}"));
+            if blob_name.is_none() && size <= MAX_DOCUMENT && !path.ends_with(".tar") {
+                let mut data = Vec::with_capacity(size as usize);
+                entry.read_to_end(&mut data).map_err(read_err)?;
+                out.docs.insert(path, data);
+                continue;
+            }
+            let expected = match &blob_name {
+                Some(name) => Some(Digest::parse(name).map_err(|e| {
+                    StoreError::corrupt(format!("archive entry {path}"), e)
+                })?),
+                None => None,
+            };
+            if let Some(d) = &expected
+                && self.blobs.contains(d)
+            {
+                out.files.insert(path, d.clone());
+                continue;
+            }
+            let mut ingest = io::BufWriter::with_capacity(1 << 20, self.blobs.ingest()?);
+            io::copy(&mut entry, &mut ingest).map_err(read_err)?;
+            let ingest = ingest
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .ctx("write blob", self.root.join("ingest"))?;
+            let digest = ingest.commit(expected.as_ref()).map_err(|e| match e {
+                StoreError::DigestMismatch { expected, actual } => StoreError::corrupt(
+                    format!("archive entry {path}"),
+                    format!("content hashed to {actual}, not {expected}"),
+                ),
+                e => e,
+            })?;
+            out.files.insert(path, digest);
+        }
+        Ok(out)
+    }
+
+    /// The blob an archive path refers to, following links and storing documents.
+    fn archive_blob(&self, contents: &ArchiveContents, path: &str) -> Result<Digest> {
+        let mut path = clean_archive_path(path);
+        for _ in 0..16 {
+            if let Some(d) = contents.files.get(&path) {
+                return Ok(d.clone());
+            }
+            if let Some(doc) = contents.docs.get(&path) {
+                return self.blobs.put(doc);
+            }
+            match contents.links.get(&path) {
+                Some(target) => path = target.clone(),
+                None => break,
+            }
+        }
+        Err(StoreError::MissingInArchive(path))
+    }
+
+    fn load_docker_archive(&mut self, contents: &ArchiveContents) -> Result<Vec<LoadedImage>> {
+        let entries: Vec<DockerArchiveEntry> = serde_json::from_slice(&contents.docs["manifest.json"])
+            .map_err(|e| StoreError::corrupt("manifest.json", e))?;
+        let mut loaded = Vec::new();
+        for entry in entries {
+            let config_digest = self.archive_blob(contents, &entry.config)?;
+            let config_bytes = self.blobs.read(&config_digest)?;
+            let config = parse_config(&config_digest, &config_bytes)?;
+            if config.rootfs.diff_ids.len() != entry.layers.len() {
+                return Err(StoreError::corrupt(
+                    format!("image {config_digest}"),
+                    format!(
+                        "config lists {} layers, manifest.json {}",
+                        config.rootfs.diff_ids.len(),
+                        entry.layers.len()
+                    ),
+                ));
+            }
+            let mut layers = Vec::new();
+            for path in &entry.layers {
+                let digest = self.archive_blob(contents, path)?;
+                let media_type = match self.blob_compression(&digest)? {
+                    Compression::None => MediaType::ImageLayer,
+                    Compression::Gzip => MediaType::ImageLayerGzip,
+                    Compression::Zstd => MediaType::ImageLayerZstd,
+                };
+                let size = self.blobs.size(&digest)?;
+                layers.push((digest, size, media_type));
+            }
+            let blob_digests: Vec<Digest> = layers.iter().map(|l| l.0.clone()).collect();
+            self.unpack_image_layers(&config, &blob_digests)?;
+            let manifest =
+                self.put_manifest(&config_digest, config_bytes.len() as u64, &layers)?;
+            let tags = entry
+                .repo_tags
+                .unwrap_or_default()
+                .iter()
+                .map(|t| Reference::parse_with_default_tag(t))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let rec = self.register(&manifest, &config_digest, &config, &tags)?;
+            loaded.push(LoadedImage { id: rec.id, tags });
+        }
+        Ok(loaded)
+    }
+
+    fn load_oci_layout(&mut self, contents: &ArchiveContents) -> Result<Vec<LoadedImage>> {
+        let index = ImageIndex::from_reader(&contents.docs["index.json"][..])
+            .map_err(|e| StoreError::corrupt("index.json", e))?;
+        let mut loaded: Vec<LoadedImage> = Vec::new();
+        for desc in index.manifests() {
+            let name = desc.annotations().as_ref().and_then(|a| {
+                a.get(ANNOTATION_IMAGE_NAME)
+                    .or_else(|| a.get(ANNOTATION_REF_NAME).filter(|n| n.contains([':', '/'])))
+            });
+            let tags: Vec<Reference> = match name {
+                Some(n) => vec![Reference::parse_with_default_tag(n)?],
+                None => Vec::new(),
+            };
+            let manifest_digest = self.pick_platform_manifest(contents, desc)?;
+            let manifest_bytes = self.blobs.read(&manifest_digest).map_err(|e| match e {
+                StoreError::BlobNotFound(d) => StoreError::MissingInArchive(format!("manifest {d}")),
+                e => e,
+            })?;
+            let manifest = parse_manifest(&manifest_digest, &manifest_bytes)?;
+            let config_digest = from_oci_digest(manifest.config().digest())?;
+            let config_bytes = self.blobs.read(&config_digest).map_err(|e| match e {
+                StoreError::BlobNotFound(d) => StoreError::MissingInArchive(format!("config {d}")),
+                e => e,
+            })?;
+            let config = parse_config(&config_digest, &config_bytes)?;
+            let mut blobs = Vec::new();
+            for layer in manifest.layers() {
+                check_layer_media_type(layer)?;
+                let d = from_oci_digest(layer.digest())?;
+                if !self.blobs.contains(&d) {
+                    return Err(StoreError::MissingInArchive(format!("layer {d}")));
+                }
+                blobs.push(d);
+            }
+            if config.rootfs.diff_ids.len() != blobs.len() {
+                return Err(StoreError::corrupt(
+                    format!("image {config_digest}"),
+                    format!(
+                        "config lists {} layers, manifest {}",
+                        config.rootfs.diff_ids.len(),
+                        blobs.len()
+                    ),
+                ));
+            }
+            self.unpack_image_layers(&config, &blobs)?;
+            let rec = self.register(&manifest_digest, &config_digest, &config, &tags)?;
+            match loaded.iter_mut().find(|l| l.id == rec.id) {
+                Some(l) => l.tags.extend(tags),
+                None => loaded.push(LoadedImage { id: rec.id, tags }),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Follows an index entry down to one image manifest, choosing this host's platform
+    /// from (nested) indexes and manifest lists.
+    fn pick_platform_manifest(
+        &self,
+        contents: &ArchiveContents,
+        desc: &oci_spec::image::Descriptor,
+    ) -> Result<Digest> {
+        let mut digest = from_oci_digest(desc.digest())?;
+        let mut media_type = desc.media_type().clone();
+        for _ in 0..8 {
+            let is_index = matches!(media_type, MediaType::ImageIndex)
+                || media_type.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json";
+            if !is_index {
+                return Ok(digest);
+            }
+            let data = self.blobs.read(&digest).map_err(|_| {
+                StoreError::MissingInArchive(format!("index {digest}"))
+            })?;
+            let index = ImageIndex::from_reader(&data[..])
+                .map_err(|e| StoreError::corrupt(format!("index {digest}"), e))?;
+            let chosen = index
+                .manifests()
+                .iter()
+                .find(|m| match m.platform() {
+                    Some(p) => {
+                        p.os().to_string() == "linux"
+                            && p.architecture().to_string() == host_architecture()
+                    }
+                    None => false,
+                })
+                .or_else(|| index.manifests().iter().find(|m| m.platform().is_none()))
+                .ok_or_else(|| {
+                    StoreError::corrupt(
+                        format!("index {digest}"),
+                        format!("no image for linux/{}", host_architecture()),
+                    )
+                })?;
+            digest = from_oci_digest(chosen.digest())?;
+            media_type = chosen.media_type().clone();
+            let _ = contents;
+        }
+        Err(StoreError::corrupt(format!("index {digest}"), "indexes nested too deeply"))
+    }
+
+    /// Detects how a stored blob is compressed.
+    fn blob_compression(&self, digest: &Digest) -> Result<Compression> {
+        let mut r = BufReader::new(self.blobs.open(digest)?);
+        let head = r.fill_buf().ctx("read blob", self.blobs.path(digest))?;
+        Ok(Compression::detect(head)?)
+    }
+
+    /// Unpacks an image's layers (skipping those already unpacked), checking each against
+    /// the config's diff IDs.
+    pub(crate) fn unpack_image_layers(&self, config: &ImageConfig, blobs: &[Digest]) -> Result<()> {
+        let chains = chain_ids(config)?;
+        for (i, blob) in blobs.iter().enumerate() {
+            if self.layers.get(&chains[i])?.is_some() {
+                continue;
+            }
+            let diff_id = Digest::parse(&config.rootfs.diff_ids[i])
+                .map_err(|e| StoreError::corrupt("diff ID", e))?;
+            let file = self.blobs.open(blob)?;
+            let (_, tar) = decompress(BufReader::with_capacity(1 << 20, file))?;
+            let parent = i.checked_sub(1).map(|p| &chains[p]);
+            self.layers
+                .ensure_layer(parent, Some(&diff_id), &blob.to_string(), Digesting::new(tar, None))
+                .map_err(|e| match e {
+                    StoreError::DigestMismatch { expected, actual } => StoreError::corrupt(
+                        format!("layer {blob}"),
+                        format!("uncompressed content hashed to {actual}, but the config says {expected}"),
+                    ),
+                    e => e,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Writes images to an archive.
+    pub fn save(&self, requests: &[SaveRequest], format: ArchiveFormat, out: impl Write) -> Result<()> {
+        let mut w = ArchiveWriter::new(out);
+        let mut index_entries = Vec::new();
+        let mut docker_entries = Vec::new();
+        let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for req in requests {
+            let image = self.image(req.image.clone())?;
+            let (manifest_digest, manifest_size, layer_paths) = match format {
+                ArchiveFormat::Oci => {
+                    for d in std::iter::once(&image.record.manifest).chain([&image.record.id]) {
+                        w.blob_from_store(self, d)?;
+                    }
+                    for layer in image.manifest.layers() {
+                        w.blob_from_store(self, &from_oci_digest(layer.digest())?)?;
+                    }
+                    let size = self.blobs.size(&image.record.manifest)?;
+                    (image.record.manifest.clone(), size, Vec::new())
+                }
+                ArchiveFormat::Docker => {
+                    // Layers go in uncompressed, named by diff ID, as docker save does.
+                    w.blob_from_store(self, &image.record.id)?;
+                    let mut layers = Vec::new();
+                    let mut paths = Vec::new();
+                    for (layer, chain) in image.manifest.layers().iter().zip(image.chain_ids()?) {
+                        let info = self.layers.get(&chain)?.ok_or_else(|| {
+                            StoreError::corrupt(format!("image {}", image.record.id), format!("layer {chain} is not unpacked"))
+                        })?;
+                        w.uncompressed_layer(self, &from_oci_digest(layer.digest())?, &info)?;
+                        paths.push(format!("blobs/sha256/{}", info.diff_id.encoded()));
+                        layers.push((info.diff_id.clone(), info.tar_size, MediaType::ImageLayer));
+                    }
+                    let config_size = self.blobs.size(&image.record.id)?;
+                    let manifest = self.put_manifest(&image.record.id, config_size, &layers)?;
+                    w.blob_from_store(self, &manifest)?;
+                    let size = self.blobs.size(&manifest)?;
+                    let top = layers.last().map(|l| l.0.encoded().to_string()).unwrap_or_default();
+                    for t in &req.tags {
+                        repositories
+                            .entry(t.familiar_name())
+                            .or_default()
+                            .insert(t.tag().unwrap_or("latest").to_string(), top.clone());
+                    }
+                    docker_entries.push(DockerArchiveEntry {
+                        config: format!("blobs/sha256/{}", image.record.id.encoded()),
+                        repo_tags: Some(req.tags.iter().map(|t| t.familiar_string()).collect()),
+                        layers: paths.clone(),
+                    });
+                    (manifest, size, paths)
+                }
+            };
+            let _ = layer_paths;
+            let descriptor = |tag: Option<&Reference>| {
+                let mut d = serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": manifest_digest.to_string(),
+                    "size": manifest_size,
+                });
+                if let Some(t) = tag {
+                    d["annotations"] = serde_json::json!({
+                        ANNOTATION_IMAGE_NAME: t.to_string(),
+                        ANNOTATION_REF_NAME: t.tag().unwrap_or("latest"),
+                    });
+                }
+                d
+            };
+            if req.tags.is_empty() {
+                index_entries.push(descriptor(None));
+            }
+            for t in &req.tags {
+                index_entries.push(descriptor(Some(t)));
+            }
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": index_entries,
+        });
+        w.document("index.json", &serde_json::to_vec(&index).expect("json"))?;
+        w.document("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        if format == ArchiveFormat::Docker {
+            w.document("manifest.json", &serde_json::to_vec(&docker_entries).expect("json"))?;
+            w.document("repositories", &serde_json::to_vec(&repositories).expect("json"))?;
+        }
+        w.finish()
+    }
+}
+
+/// A tar being written, with each blob written once.
+struct ArchiveWriter<W: Write> {
+    tar: tar::Builder<W>,
+    written: HashSet<String>,
+    dirs_done: bool,
+}
+
+fn save_err(source: io::Error) -> StoreError {
+    StoreError::Io {
+        op: "write archive",
+        path: "-".into(),
+        source,
+    }
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    fn new(out: W) -> Self {
+        let mut tar = tar::Builder::new(out);
+        tar.mode(tar::HeaderMode::Deterministic);
+        ArchiveWriter {
+            tar,
+            written: HashSet::new(),
+            dirs_done: false,
+        }
+    }
+
+    fn header(size: u64, mode: u32, kind: tar::EntryType) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_entry_type(kind);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    }
+
+    fn dirs(&mut self) -> Result<()> {
+        if !self.dirs_done {
+            self.dirs_done = true;
+            for d in ["blobs/", "blobs/sha256/"] {
+                let mut h = Self::header(0, 0o755, tar::EntryType::Directory);
+                self.tar.append_data(&mut h, d, io::empty()).map_err(save_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, path: &str, size: u64, data: impl Read) -> Result<()> {
+        let mut h = Self::header(size, 0o644, tar::EntryType::Regular);
+        let mut data = ExactReader { inner: data, left: size };
+        self.tar.append_data(&mut h, path, &mut data).map_err(save_err)?;
+        if data.left != 0 {
+            return Err(save_err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{path}: content ended early"))));
+        }
+        Ok(())
+    }
+
+    fn blob_from_store(&mut self, store: &Store, digest: &Digest) -> Result<()> {
+        self.dirs()?;
+        let path = format!("blobs/sha256/{}", digest.encoded());
+        if !self.written.insert(path.clone()) {
+            return Ok(());
+        }
+        let size = store.blobs.size(digest)?;
+        let file = store.blobs.open(digest)?;
+        self.entry(&path, size, BufReader::with_capacity(1 << 20, file))
+    }
+
+    fn uncompressed_layer(&mut self, store: &Store, blob: &Digest, info: &crate::LayerInfo) -> Result<()> {
+        self.dirs()?;
+        let path = format!("blobs/sha256/{}", info.diff_id.encoded());
+        if !self.written.insert(path.clone()) {
+            return Ok(());
+        }
+        let file = store.blobs.open(blob)?;
+        let (_, tar) = decompress(BufReader::with_capacity(1 << 20, file))?;
+        self.entry(&path, info.tar_size, tar)
+    }
+
+    fn document(&mut self, path: &str, data: &[u8]) -> Result<()> {
+        self.entry(path, data.len() as u64, data)
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.tar.finish().map_err(save_err)?;
+        self.tar.get_mut().flush().map_err(save_err)
+    }
+}
+
+/// Yields exactly `left` bytes of `inner`; `left` stays above zero if `inner` ends early.
+struct ExactReader<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let max = buf.len().min(self.left as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,125 @@
+//! Garbage collection: whatever no image reaches is swept.
+//!
+//! Roots are the images in `meta.db` (and, once containers exist, the layers they use).
+//! Writers hold the `gc` lock shared from their first blob to their registration, and the
+//! sweep holds it exclusively, so content that is being added is never collected.
+
+use std::collections::HashSet;
+
+use berth_reference::Digest;
+
+use crate::{
+    GC_LOCK, Store,
+    error::Result,
+    image::{chain_ids, from_oci_digest, parse_config, parse_manifest},
+};
+
+/// What a collection removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs deleted.
+    pub blobs_removed: Vec<Digest>,
+    /// Unpacked layers deleted (chain IDs).
+    pub layers_removed: Vec<Digest>,
+    /// Bytes freed (blob sizes plus unpacked layer sizes).
+    pub reclaimed: u64,
+}
+
+/// What `image prune` removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Tags removed (familiar form) and images deleted, in Docker's order.
+    pub events: Vec<crate::RemoveEvent>,
+    /// Bytes freed.
+    pub reclaimed: u64,
+}
+
+impl Store {
+    /// Runs a collection, waiting for in-flight writers to finish.
+    pub fn gc(&mut self) -> Result<GcReport> {
+        let _guard = self.locks.lock_exclusive(GC_LOCK)?;
+        self.sweep()
+    }
+
+    /// Runs a collection only if no writer is busy right now.
+    pub(crate) fn try_gc(&mut self) -> Result<Option<GcReport>> {
+        match self.locks.try_lock_exclusive(GC_LOCK)? {
+            Some(_guard) => self.sweep().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn sweep(&mut self) -> Result<GcReport> {
+        let mut live_blobs = HashSet::new();
+        let mut live_layers = HashSet::new();
+        for (id, manifest_digest) in self.meta.manifests()? {
+            live_blobs.insert(id.clone());
+            live_blobs.insert(manifest_digest.clone());
+            // A root whose documents are unreadable keeps what it names; `system check`
+            // reports it rather than the collector guessing.
+            if let Ok(data) = self.blobs.read(&manifest_digest)
+                && let Ok(manifest) = parse_manifest(&manifest_digest, &data)
+            {
+                for layer in manifest.layers() {
+                    live_blobs.insert(from_oci_digest(layer.digest())?);
+                }
+            }
+            if let Ok(data) = self.blobs.read(&id)
+                && let Ok(config) = parse_config(&id, &data)
+            {
+                live_layers.extend(chain_ids(&config)?);
+            }
+        }
+        let mut report = GcReport::default();
+        for chain in self.layers.list()? {
+            if !live_layers.contains(&chain) {
+                if let Some(info) = self.layers.get(&chain)? {
+                    report.reclaimed += info.size;
+                }
+                self.layers.remove(&chain)?;
+                report.layers_removed.push(chain);
+            }
+        }
+        for blob in self.blobs.list()? {
+            if !live_blobs.contains(&blob) {
+                report.reclaimed += self.blobs.size(&blob).unwrap_or(0);
+                self.blobs.remove(&blob)?;
+                report.blobs_removed.push(blob);
+            }
+        }
+        self.blobs.clean_ingest()?;
+        self.layers.clean_tmp()?;
+        tracing::debug!(
+            blobs = report.blobs_removed.len(),
+            layers = report.layers_removed.len(),
+            "garbage collected"
+        );
+        Ok(report)
+    }
+
+    /// `image prune`: removes dangling images (no tag), or with `all` every image (no
+    /// container can use one yet), then collects.
+    pub fn prune_images(&mut self, all: bool) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        for rec in self.meta.images()? {
+            if !all && !rec.tags.is_empty() {
+                continue;
+            }
+            for t in rec.tags.iter().chain(&rec.repo_digests) {
+                self.meta.remove_tag(t)?;
+                report
+                    .events
+                    .push(crate::RemoveEvent::Untagged(t.familiar_string()));
+            }
+            if self.meta.remove_image(&rec.id, true)? {
+                report.events.push(crate::RemoveEvent::Deleted(rec.id.clone()));
+            }
+        }
+        let gc = self.gc()?;
+        report.reclaimed = gc.reclaimed;
+        report
+            .events
+            .extend(gc.layers_removed.into_iter().map(crate::RemoveEvent::Deleted));
+        Ok(report)
+    }
+}

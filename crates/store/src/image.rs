@@ -1,0 +1,247 @@
+//! Images as users name them: resolution of names, IDs and ID prefixes; tagging; removal;
+//! and the one registration step that every way in (import, load, pull, build) ends with.
+
+use berth_reference::{Digest, Reference};
+use oci_spec::image::{Descriptor, ImageManifest, MediaType};
+
+use crate::{
+    GC_LOCK, Store,
+    config::ImageConfig,
+    error::{Result, StoreError},
+    layers::chain_id,
+    meta::ImageRecord,
+};
+
+/// An image with its documents loaded.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The database record (ID, tags, size).
+    pub record: ImageRecord,
+    /// The parsed config.
+    pub config: ImageConfig,
+    /// The manifest.
+    pub manifest: ImageManifest,
+}
+
+impl Image {
+    /// Chain IDs of the image's layers, bottom first.
+    pub fn chain_ids(&self) -> Result<Vec<Digest>> {
+        chain_ids(&self.config)
+    }
+}
+
+/// What `rmi` did, in Docker's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveEvent {
+    /// A tag or repository digest was removed (familiar form).
+    Untagged(String),
+    /// An image or layer was deleted.
+    Deleted(Digest),
+}
+
+/// Chain IDs from a config's diff IDs.
+pub(crate) fn chain_ids(config: &ImageConfig) -> Result<Vec<Digest>> {
+    let mut out: Vec<Digest> = Vec::with_capacity(config.rootfs.diff_ids.len());
+    for d in &config.rootfs.diff_ids {
+        let diff_id =
+            Digest::parse(d).map_err(|e| StoreError::corrupt(format!("diff ID {d}"), e))?;
+        out.push(chain_id(out.last(), &diff_id));
+    }
+    Ok(out)
+}
+
+/// Parses a manifest (OCI or Docker schema 2), naming it in errors.
+pub(crate) fn parse_manifest(digest: &Digest, data: &[u8]) -> Result<ImageManifest> {
+    ImageManifest::from_reader(data)
+        .map_err(|e| StoreError::corrupt(format!("manifest {digest}"), e))
+}
+
+/// Parses a config, naming it in errors.
+pub(crate) fn parse_config(digest: &Digest, data: &[u8]) -> Result<ImageConfig> {
+    ImageConfig::from_slice(data).map_err(|e| StoreError::corrupt(format!("config {digest}"), e))
+}
+
+/// Converts between the two digest types at the oci-spec boundary.
+pub(crate) fn oci_digest(d: &Digest) -> oci_spec::image::Digest {
+    d.to_string()
+        .parse()
+        .expect("a validated digest is a valid oci-spec digest")
+}
+
+/// Converts between the two digest types at the oci-spec boundary.
+pub(crate) fn from_oci_digest(d: &oci_spec::image::Digest) -> Result<Digest> {
+    Digest::parse(d.as_ref()).map_err(|e| StoreError::corrupt(format!("digest {d}"), e))
+}
+
+/// Layer media types berth can unpack: OCI and Docker, plain, gzip or zstd.
+pub(crate) fn check_layer_media_type(desc: &Descriptor) -> Result<()> {
+    match desc.media_type() {
+        MediaType::ImageLayer
+        | MediaType::ImageLayerGzip
+        | MediaType::ImageLayerZstd
+        | MediaType::ImageLayerNonDistributable
+        | MediaType::ImageLayerNonDistributableGzip
+        | MediaType::ImageLayerNonDistributableZstd => Ok(()),
+        MediaType::Other(t)
+            if matches!(
+                t.as_str(),
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+                    | "application/vnd.docker.image.rootfs.diff.tar"
+                    | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+            ) =>
+        {
+            Ok(())
+        }
+        other => Err(StoreError::UnsupportedMediaType(other.to_string())),
+    }
+}
+
+impl Store {
+    /// Finds an image by reference (`busybox`, `busybox:1`, `name@sha256:…`), full ID
+    /// (`sha256:…`) or unique ID prefix, the way Docker does: a name first, then an ID.
+    pub fn resolve(&self, name: &str) -> Result<ImageRecord> {
+        let not_found = || StoreError::ImageNotFound(name.to_string());
+        if let Some(hex) = name.strip_prefix("sha256:") {
+            return self.resolve_id_prefix(hex, name)?.ok_or_else(not_found);
+        }
+        if let Ok(r) = Reference::parse_with_default_tag(name)
+            && let Some(id) = self.meta.resolve_tag(&r)?
+            && let Some(rec) = self.meta.image(&id)?
+        {
+            return Ok(rec);
+        }
+        if !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return self
+                .resolve_id_prefix(&name.to_ascii_lowercase(), name)?
+                .ok_or_else(not_found);
+        }
+        Err(not_found())
+    }
+
+    fn resolve_id_prefix(&self, hex: &str, name: &str) -> Result<Option<ImageRecord>> {
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let ids = self.meta.ids_with_prefix(hex)?;
+        match ids.as_slice() {
+            [] => Ok(None),
+            [id] => self.meta.image(id),
+            _ => Err(StoreError::AmbiguousImage(name.to_string())),
+        }
+    }
+
+    /// Loads an image's config and manifest.
+    pub fn image(&self, record: ImageRecord) -> Result<Image> {
+        let manifest = parse_manifest(&record.manifest, &self.blobs.read(&record.manifest)?)?;
+        let config = parse_config(&record.id, &self.blobs.read(&record.id)?)?;
+        Ok(Image {
+            record,
+            config,
+            manifest,
+        })
+    }
+
+    /// The raw config bytes (what the image ID is the digest of).
+    pub fn config_bytes(&self, id: &Digest) -> Result<Vec<u8>> {
+        self.blobs.read(id)
+    }
+
+    /// Every image, newest first, with tags.
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        self.meta.images()
+    }
+
+    /// Points `tag` at the image named `source`.
+    pub fn tag(&mut self, source: &str, tag: &Reference) -> Result<()> {
+        if tag.digest().is_some() {
+            return Err(StoreError::Conflict(format!(
+                "refusing to create a tag with a digest reference: {}",
+                tag.familiar_string()
+            )));
+        }
+        let rec = self.resolve(source)?;
+        self.meta.set_tag(tag, &rec.id)?;
+        Ok(())
+    }
+
+    /// Records an image whose manifest, config and layers are all in place, and tags it.
+    pub(crate) fn register(
+        &mut self,
+        manifest_digest: &Digest,
+        config_digest: &Digest,
+        config: &ImageConfig,
+        tags: &[Reference],
+    ) -> Result<ImageRecord> {
+        let mut size = 0;
+        for chain in chain_ids(config)? {
+            let info = self.layers.get(&chain)?.ok_or_else(|| {
+                StoreError::corrupt(format!("image {config_digest}"), format!("layer {chain} is not unpacked"))
+            })?;
+            size += info.size;
+        }
+        let rec = ImageRecord {
+            id: config_digest.clone(),
+            manifest: manifest_digest.clone(),
+            created: config.created.clone(),
+            size,
+            added: jiff::Timestamp::now().as_second(),
+            parent: None,
+            tags: tags.to_vec(),
+            repo_digests: Vec::new(),
+        };
+        self.meta.register_image(&rec, tags)?;
+        Ok(rec)
+    }
+
+    /// Removes what `name` names, as `docker rmi` does: a tag is untagged, and the image
+    /// goes when no tag is left; an ID removes the image unless several repositories still
+    /// name it (then only with `force`, which untags them all).
+    pub fn remove_image(&mut self, name: &str, force: bool) -> Result<Vec<RemoveEvent>> {
+        let rec = self.resolve(name)?;
+        let mut events = Vec::new();
+        let by_reference = Reference::parse_with_default_tag(name)
+            .ok()
+            .filter(|r| rec.tags.contains(r) || rec.repo_digests.contains(r));
+        match by_reference {
+            Some(r) => {
+                self.meta.remove_tag(&r)?;
+                events.push(RemoveEvent::Untagged(r.familiar_string()));
+                if rec.tags.iter().any(|t| t != &r) {
+                    return Ok(events);
+                }
+            }
+            None => {
+                let repos: std::collections::BTreeSet<String> =
+                    rec.tags.iter().map(|t| t.name()).collect();
+                if repos.len() > 1 && !force {
+                    return Err(StoreError::Conflict(format!(
+                        "unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                        rec.id.short()
+                    )));
+                }
+                for t in &rec.tags {
+                    self.meta.remove_tag(t)?;
+                    events.push(RemoveEvent::Untagged(t.familiar_string()));
+                }
+            }
+        }
+        for d in &rec.repo_digests {
+            self.meta.remove_tag(d)?;
+            events.push(RemoveEvent::Untagged(d.familiar_string()));
+        }
+        if self.meta.remove_image(&rec.id, true)? {
+            events.push(RemoveEvent::Deleted(rec.id.clone()));
+        }
+        // Reclaim what the image alone used now; if another process is adding content,
+        // leave it for the next collection rather than wait.
+        if let Some(report) = self.try_gc()? {
+            events.extend(report.layers_removed.into_iter().map(RemoveEvent::Deleted));
+        }
+        Ok(events)
+    }
+
+    /// Takes the store-wide lock that keeps the collector away while content is added.
+    pub(crate) fn lock_writer(&self) -> Result<crate::lock::LockGuard> {
+        self.locks.lock_shared(GC_LOCK)
+    }
+}

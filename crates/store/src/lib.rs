@@ -1,0 +1,102 @@
+//! berth's image store: content-addressed blobs, image manifests and configs, tags, unpacked
+//! layers, image archives (`save`/`load`/`import`) and garbage collection.
+//!
+//! It owns everything under the state root except containers, volumes and networks. It
+//! knows nothing of registries (that is `berth-distribution`), of running containers, or of
+//! Dockerfiles. Layout of the state root:
+//!
+//! ```text
+//! blobs/sha256/<hex>   verified, immutable content
+//! ingest/              partial writes, renamed into blobs/ once verified
+//! layers/<chain-hex>/  diff/ (an overlayfs lowerdir) + layer.json
+//! locks/               flock files (see `lock`)
+//! meta.db              SQLite: images, tags, repository digests
+//! ```
+
+#![warn(missing_docs)]
+
+mod archive;
+mod atomic;
+mod blobs;
+mod compression;
+mod config;
+mod error;
+mod gc;
+mod image;
+mod import;
+mod layers;
+mod lock;
+mod meta;
+mod unpack;
+
+pub use archive::{ArchiveFormat, LoadedImage, SaveRequest};
+pub use blobs::BlobStore;
+pub use compression::{Compression, CompressionError};
+pub use config::{History, ImageConfig, RootFs, RunConfig, host_architecture};
+pub use error::{Result, StoreError};
+pub use gc::{GcReport, PruneReport};
+pub use image::{Image, RemoveEvent};
+pub use import::ImportOptions;
+pub use layers::{LayerInfo, chain_id};
+pub use meta::ImageRecord;
+pub use unpack::{UnpackError, UnpackStats};
+
+use std::path::{Path, PathBuf};
+
+use crate::{atomic::ensure_dir, layers::LayerStore, lock::Locks, meta::Meta};
+
+/// The name of the store-wide lock: held shared by every writer that adds content, and
+/// exclusively by the garbage collector while it sweeps.
+const GC_LOCK: &str = "gc";
+
+/// An open state root.
+pub struct Store {
+    root: PathBuf,
+    blobs: BlobStore,
+    layers: LayerStore,
+    locks: Locks,
+    meta: Meta,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        let locks = Locks::new(root.join("locks"));
+        let blobs = BlobStore::new(root);
+        let layers = LayerStore::new(root, locks.clone());
+        for dir in blobs.dirs() {
+            ensure_dir(&dir)?;
+        }
+        ensure_dir(layers.dir())?;
+        ensure_dir(&root.join("locks"))?;
+        ensure_dir(&root.join("tmp"))?;
+        let meta = Meta::open(&root.join("meta.db"))?;
+        Ok(Store {
+            root: root.to_owned(),
+            blobs,
+            layers,
+            locks,
+            meta,
+        })
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Where a layer's files are (an overlayfs lowerdir).
+    pub fn layer_dir(&self, chain: &berth_reference::Digest) -> PathBuf {
+        self.layers.diff_dir(chain)
+    }
+
+    /// The record of an unpacked layer.
+    pub fn layer(&self, chain: &berth_reference::Digest) -> Result<Option<LayerInfo>> {
+        self.layers.get(chain)
+    }
+}

@@ -1,0 +1,323 @@
+//! The metadata database (`meta.db`, SQLite in WAL mode): which images exist, and the tags
+//! and repository digests that point at them.
+//!
+//! Many berth processes open it at once (there is no daemon), so every change is one short
+//! `BEGIN IMMEDIATE` transaction, and no transaction is held across blob or layer I/O.
+//! Invariant: a row in `images` is written only after its manifest, config and layers are
+//! published on disk, so a reader never sees an image whose content is missing.
+
+use std::{path::Path, time::Duration};
+
+use berth_reference::{Digest, Reference};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::error::{Result, StoreError};
+
+/// The schema version this build writes; older databases are migrated on open.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+    id        TEXT PRIMARY KEY,      -- config digest (the image ID)
+    manifest  TEXT NOT NULL,         -- manifest blob digest
+    created   TEXT,                  -- the config's RFC 3339 creation time
+    size      INTEGER NOT NULL,      -- unpacked size of all layers, bytes
+    added     INTEGER NOT NULL,      -- unix seconds when it entered this store
+    parent    TEXT                   -- build parent (intermediate images), if any
+);
+CREATE TABLE IF NOT EXISTS tags (
+    name   TEXT PRIMARY KEY,         -- normalized name:tag, docker.io/library/busybox:latest
+    image  TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS tags_image ON tags(image);
+CREATE TABLE IF NOT EXISTS repo_digests (
+    name   TEXT PRIMARY KEY,         -- normalized name@digest, as pulled or pushed
+    image  TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS repo_digests_image ON repo_digests(image);
+";
+
+/// One image as the database knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// The image ID (config digest).
+    pub id: Digest,
+    /// The manifest that describes it.
+    pub manifest: Digest,
+    /// Creation time from the config.
+    pub created: Option<String>,
+    /// Unpacked size in bytes.
+    pub size: u64,
+    /// Unix seconds when it was added to this store.
+    pub added: i64,
+    /// Parent image, for build intermediates.
+    pub parent: Option<Digest>,
+    /// Tags pointing at it (normalized references), sorted.
+    pub tags: Vec<Reference>,
+    /// Repository digests (`name@sha256:...`), sorted.
+    pub repo_digests: Vec<Reference>,
+}
+
+/// An open handle on `meta.db`.
+pub struct Meta {
+    conn: Connection,
+}
+
+impl Meta {
+    pub(crate) fn open(path: &Path) -> Result<Meta> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a tag the user was told about survives a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+        } else if version > SCHEMA_VERSION {
+            return Err(StoreError::corrupt(
+                path.display().to_string(),
+                format!("schema version {version} is newer than this berth understands"),
+            ));
+        }
+        Ok(Meta { conn })
+    }
+
+    /// Adds an image (if new) and points `tags` at it, atomically. Returns the images that
+    /// lost a tag to it.
+    pub(crate) fn register_image(
+        &mut self,
+        rec: &ImageRecord,
+        tags: &[Reference],
+    ) -> Result<Vec<Digest>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO images (id, manifest, created, size, added, parent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                rec.id.to_string(),
+                rec.manifest.to_string(),
+                rec.created,
+                rec.size as i64,
+                rec.added,
+                rec.parent.as_ref().map(|p| p.to_string()),
+            ],
+        )?;
+        let mut displaced = Vec::new();
+        for tag in tags {
+            let name = tag.to_string();
+            let old: Option<String> = tx
+                .query_row("SELECT image FROM tags WHERE name = ?1", [&name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let Some(old) = old
+                && old != rec.id.to_string()
+            {
+                displaced.push(parse_digest(&old)?);
+            }
+            tx.execute(
+                "INSERT INTO tags (name, image) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET image = excluded.image",
+                params![name, rec.id.to_string()],
+            )?;
+        }
+        for d in &rec.repo_digests {
+            tx.execute(
+                "INSERT INTO repo_digests (name, image) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET image = excluded.image",
+                params![d.to_string(), rec.id.to_string()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(displaced)
+    }
+
+    /// Points one more tag at an existing image. Returns the image it was taken from.
+    pub(crate) fn set_tag(&mut self, tag: &Reference, image: &Digest) -> Result<Option<Digest>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT 1 FROM images WHERE id = ?1",
+                [image.to_string()],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if !exists {
+            return Err(StoreError::ImageNotFound(image.to_string()));
+        }
+        let name = tag.to_string();
+        let old: Option<String> = tx
+            .query_row("SELECT image FROM tags WHERE name = ?1", [&name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        tx.execute(
+            "INSERT INTO tags (name, image) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET image = excluded.image",
+            params![name, image.to_string()],
+        )?;
+        tx.commit()?;
+        old.filter(|o| *o != image.to_string())
+            .map(|o| parse_digest(&o))
+            .transpose()
+    }
+
+    /// The image a tag points at.
+    pub fn resolve_tag(&self, tag: &Reference) -> Result<Option<Digest>> {
+        let table = if tag.digest().is_some() {
+            "repo_digests"
+        } else {
+            "tags"
+        };
+        let id: Option<String> = self
+            .conn
+            .query_row(
+                &format!("SELECT image FROM {table} WHERE name = ?1"),
+                [tag.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        id.map(|s| parse_digest(&s)).transpose()
+    }
+
+    /// Image IDs starting with `prefix` (hex, without the algorithm).
+    pub fn ids_with_prefix(&self, prefix: &str) -> Result<Vec<Digest>> {
+        let pattern = format!("sha256:{}%", prefix.replace(['%', '_'], ""));
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM images WHERE id LIKE ?1")?;
+        let ids = stmt
+            .query_map([pattern], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        ids.iter().map(|s| parse_digest(s)).collect()
+    }
+
+    /// One image with its tags.
+    pub fn image(&self, id: &Digest) -> Result<Option<ImageRecord>> {
+        Ok(self
+            .images_where("WHERE id = ?1", &[&id.to_string()])?
+            .into_iter()
+            .next())
+    }
+
+    /// Every image with its tags, newest first.
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        self.images_where("", &[])
+    }
+
+    fn images_where(&self, cond: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<ImageRecord>> {
+        // One read transaction, so the images and their tags are one consistent snapshot.
+        let tx = self.conn.unchecked_transaction()?;
+        let mut out = Vec::new();
+        {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT id, manifest, created, size, added, parent FROM images {cond}
+                 ORDER BY created DESC, added DESC"
+            ))?;
+            let rows = stmt.query_map(args, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })?;
+            for row in rows {
+                let (id, manifest, created, size, added, parent) = row?;
+                out.push(ImageRecord {
+                    id: parse_digest(&id)?,
+                    manifest: parse_digest(&manifest)?,
+                    created,
+                    size: size as u64,
+                    added,
+                    parent: parent.as_deref().map(parse_digest).transpose()?,
+                    tags: Vec::new(),
+                    repo_digests: Vec::new(),
+                });
+            }
+            for (table, is_tag) in [("tags", true), ("repo_digests", false)] {
+                let mut stmt = tx.prepare(&format!("SELECT name, image FROM {table} ORDER BY name"))?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?;
+                for row in rows {
+                    let (name, image) = row?;
+                    if let Some(rec) = out.iter_mut().find(|i| i.id.to_string() == image) {
+                        let r = Reference::parse_normalized(&name)
+                            .map_err(|e| StoreError::corrupt(format!("stored name {name}"), e))?;
+                        if is_tag {
+                            rec.tags.push(r);
+                        } else {
+                            rec.repo_digests.push(r);
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Removes one tag; returns whether it existed.
+    pub(crate) fn remove_tag(&mut self, tag: &Reference) -> Result<bool> {
+        let table = if tag.digest().is_some() {
+            "repo_digests"
+        } else {
+            "tags"
+        };
+        let n = self.conn.execute(
+            &format!("DELETE FROM {table} WHERE name = ?1"),
+            [tag.to_string()],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Removes an image record with its tags, if it is still untagged or `force` is set.
+    /// Returns whether it was removed.
+    pub(crate) fn remove_image(&mut self, id: &Digest, force: bool) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !force {
+            let tagged: bool = tx
+                .query_row(
+                    "SELECT 1 FROM tags WHERE image = ?1 LIMIT 1",
+                    [id.to_string()],
+                    |_| Ok(true),
+                )
+                .optional()?
+                .unwrap_or(false);
+            if tagged {
+                return Ok(false);
+            }
+        }
+        let n = tx.execute("DELETE FROM images WHERE id = ?1", [id.to_string()])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Every image's manifest digest (the roots for garbage collection).
+    pub(crate) fn manifests(&self) -> Result<Vec<(Digest, Digest)>> {
+        let mut stmt = self.conn.prepare("SELECT id, manifest FROM images")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.iter()
+            .map(|(i, m)| Ok((parse_digest(i)?, parse_digest(m)?)))
+            .collect()
+    }
+}
+
+fn parse_digest(s: &str) -> Result<Digest> {
+    Digest::parse(s).map_err(|e| StoreError::corrupt(format!("stored digest {s}"), e))
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Install the Debian packages berth's build, tests and benchmarks need. Idempotent and fast when
+# everything is already there (no apt at all then).
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: scripts/install-deps.sh [-h] [--peers] [--dry-run] [EXTRA_PACKAGE...]
+
+Installs (apt-get, noninteractive) what berth's build and tests need:
+  build-essential pkg-config libseccomp-dev busybox-static debootstrap skopeo umoci jq
+  hyperfine ca-certificates curl iproute2
+With --peers, also the engines berth is compared with in benchmarks:
+  crun runc podman docker.io docker-registry
+EXTRA_PACKAGE names are installed too.
+
+If every requested package is already installed (dpkg-query), apt is not run at all.
+
+Options:
+  --peers      also install the peer engines (benchmarks, compatibility tests)
+  --dry-run    only print what is missing
+  -h, --help   this help
+EOF
+}
+
+BASE_PKGS=(build-essential pkg-config libseccomp-dev busybox-static debootstrap skopeo umoci jq
+    hyperfine ca-certificates curl iproute2)
+PEER_PKGS=(crun runc podman docker.io docker-registry)
+
+pkgs=("${BASE_PKGS[@]}")
+dry_run=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        --peers) pkgs+=("${PEER_PKGS[@]}") ;;
+        --dry-run) dry_run=1 ;;
+        -*) echo "install-deps: unknown option: $1" >&2; usage >&2; exit 2 ;;
+        *) pkgs+=("$1") ;;
+    esac
+    shift
+done
+
+log() { echo "install-deps: $*"; }
+
+installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
+}
+
+missing=()
+for p in "${pkgs[@]}"; do
+    installed "$p" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    log "all ${#pkgs[@]} packages already installed: ${pkgs[*]}"
+    exit 0
+fi
+
+log "missing: ${missing[*]}"
+if [ "$dry_run" = 1 ]; then
+    exit 1
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    log "must run as root to install packages"
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+log "apt-get update"
+apt-get update -q
+log "apt-get install ${missing[*]}"
+apt-get install -y -q "${missing[@]}"
+
+still=()
+for p in "${missing[@]}"; do
+    installed "$p" || still+=("$p")
+done
+if [ ${#still[@]} -ne 0 ]; then
+    log "still not installed: ${still[*]}"
+    exit 1
+fi
+log "installed: ${missing[*]}"
