@@ -95,6 +95,12 @@ fn clean_archive_path(p: &str) -> String {
 impl Store {
     /// Loads every image in a Docker archive or OCI layout tar.
     pub fn load(&mut self, input: impl Read + Send) -> Result<Vec<LoadedImage>> {
+        let result = self.load_locked(input);
+        self.clean_after_failure(&result);
+        result
+    }
+
+    fn load_locked(&mut self, input: impl Read + Send) -> Result<Vec<LoadedImage>> {
         let _writer = self.lock_writer()?;
         let contents = self.read_archive(input)?;
         if contents.docs.contains_key("manifest.json") {

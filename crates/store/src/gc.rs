@@ -49,6 +49,17 @@ impl Store {
         }
     }
 
+    /// After a failed import or load, removes the blobs and layers it had already added, so
+    /// that bad input leaves the store as it was. Skipped while another writer is busy
+    /// (its content is indistinguishable from ours); the next collection gets it then.
+    pub(crate) fn clean_after_failure<T>(&mut self, result: &Result<T>) {
+        if result.is_err()
+            && let Err(e) = self.try_gc()
+        {
+            tracing::warn!(error = %e, "cleaning up after a failed write");
+        }
+    }
+
     fn sweep(&mut self) -> Result<GcReport> {
         let mut live_blobs = HashSet::new();
         let mut live_layers = HashSet::new();

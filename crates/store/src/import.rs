@@ -36,6 +36,12 @@ const IO_BUF: usize = 1 << 20;
 impl Store {
     /// Imports a root filesystem tarball (plain, gzip or zstd) as a new image.
     pub fn import(&mut self, input: impl Read + Send, opts: ImportOptions) -> Result<ImageRecord> {
+        let result = self.import_locked(input, opts);
+        self.clean_after_failure(&result);
+        result
+    }
+
+    fn import_locked(&mut self, input: impl Read + Send, opts: ImportOptions) -> Result<ImageRecord> {
         let _writer = self.lock_writer()?;
         let (_, tar) = decompress(BufReader::with_capacity(IO_BUF, input))?;
         let ingest = self.blobs.ingest()?;
