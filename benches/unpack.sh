@@ -330,7 +330,7 @@ done
     echo "nproc:     $(nproc)"
     echo "cpu:       $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "memory:    $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-    echo "venue:     $SCRATCH ($(stat -f -c %T "$SCRATCH"); $(findmnt -n -o SOURCE,FSTYPE,OPTIONS --target "$SCRATCH" 2>/dev/null || true))"
+    echo "venue:     $SCRATCH ($(stat -f -c %T "$SCRATCH"); $(findmnt -n -o SOURCE,FSTYPE,OPTIONS --target "$SCRATCH" 2>/dev/null | head -n1 || true))"
     echo "jbd2:      $(find /proc/fs/jbd2 -mindepth 1 -maxdepth 1 -printf '%f ' 2>/dev/null)(empty = no ext4 journal)"
     echo "input:     $LAYER ($(stat -c %s "$LAYER") bytes gzip, $UNPACKED bytes tar, $ENTRIES entries)"
     echo "runs:      $runs timed rounds, $warmup warm-up, alternating: ${only//,/ }"
@@ -375,7 +375,8 @@ done
 jq -s '
     def median: sort | if length % 2 == 1 then .[length / 2 | floor]
                        else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-    [.[].results[]] | group_by(.command) | map({
+    [.[].results[]] | group_by(.command)
+    | sort_by(.[0].command | {"tar": 0, "umoci": 1, "berth": 2}[.] // 3) | map({
         command: .[0].command,
         times: map(.times[0]),
         user: map(.user), system: map(.system),

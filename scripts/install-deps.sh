@@ -70,7 +70,7 @@ export DEBIAN_FRONTEND=noninteractive
 log "apt-get update"
 apt-get update -q
 log "apt-get install ${missing[*]}"
-apt-get install -y -q "${missing[@]}"
+apt-get install -y -q -o Dpkg::Use-Pty=0 "${missing[@]}"
 
 still=()
 for p in "${missing[@]}"; do
