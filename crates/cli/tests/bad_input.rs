@@ -119,3 +119,16 @@ fn gzipped_oci_layout_with_gzipped_layer_loads() {
     assert_success(&out, &["load"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Loaded image: zipped:2\n");
 }
+
+#[test]
+fn zstd_layers_load_and_save_back_uncompressed() {
+    let b = Berth::new();
+    let opts = LayoutOptions { zstd_layer: true, name: Some("docker.io/library/zst:1".into()), ..Default::default() };
+    assert_success(&b.run_stdin(&["load"], &oci_layout(&rootfs_tar("zstd"), &opts)), &["load"]);
+    let id = b.image_id("zst:1");
+    let archive = b.dir.path().join("zst.tar");
+    b.ok(&["save", "-o", archive.to_str().unwrap(), "zst:1"]);
+    let c = Berth::new();
+    c.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(c.image_id("zst:1"), id);
+}

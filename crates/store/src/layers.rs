@@ -240,3 +240,18 @@ impl LayerStore {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = Digest::sha256_of(b"a");
+        let b = Digest::sha256_of(b"b");
+        assert_eq!(chain_id(None, &a), a);
+        let ab = chain_id(Some(&a), &b);
+        assert_eq!(ab, Digest::sha256_of(format!("{a} {b}").as_bytes()));
+        assert_ne!(ab, chain_id(Some(&b), &a), "order matters");
+    }
+}

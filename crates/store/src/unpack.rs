@@ -49,6 +49,12 @@ use rustix::io::Errno;
 const CHUNK_SIZE: usize = 1 << 20;
 /// Chunks in flight between the reader thread and the extractor.
 const CHANNEL_DEPTH: usize = 4;
+/// Buffers for files handed to the writer thread (each grows to at most
+/// `CHUNK_SIZE`), which bounds the files in flight; larger files are written
+/// by the extractor.
+const WRITE_BUFFERS: usize = 16;
+/// Files handed to the writer thread at a time, to spare wake-ups.
+const WRITE_BATCH: usize = 4;
 /// Most directory fds kept open for parent lookups.
 const MAX_CACHED_DIRS: usize = 64;
 
@@ -124,18 +130,27 @@ pub fn unpack_layer<R: Read + Send>(tar: R, dest: &Path) -> Result<UnpackStats, 
         source: e.into(),
     })?;
     std::thread::scope(|scope| {
+        let spawn_failed = |e| UnpackError::Io {
+            op: "spawn layer unpack thread for",
+            path: dest.to_path_buf(),
+            source: e,
+        };
         let (chunk_tx, chunk_rx) = sync_channel(CHANNEL_DEPTH);
         let (free_tx, free_rx) = sync_channel(CHANNEL_DEPTH + 2);
         let pump = std::thread::Builder::new()
             .name("layer-reader".into())
             .spawn_scoped(scope, move || pump(tar, &chunk_tx, &free_rx))
-            .map_err(|e| UnpackError::Io {
-                op: "spawn layer reader thread for",
-                path: dest.to_path_buf(),
-                source: e,
-            })?;
+            .map_err(spawn_failed)?;
+        let (job_tx, job_rx) = sync_channel(WRITE_BUFFERS / WRITE_BATCH + 1);
+        let (buf_tx, buf_rx) = sync_channel(WRITE_BUFFERS);
+        let writer = std::thread::Builder::new()
+            .name("layer-writer".into())
+            .spawn_scoped(scope, move || write_files(job_rx, buf_tx, dest))
+            .map_err(spawn_failed)?;
+
         let mut stream = ChunkReader::new(chunk_rx, free_tx);
-        let mut result = Unpacker::new(root.as_fd(), dest).run(&mut stream);
+        let mut unpacker = Unpacker::new(root.as_fd(), dest, Writer::new(job_tx, buf_rx));
+        let mut result = unpacker.run(&mut stream);
         if result.is_ok() {
             // Read to the end, so a digesting reader checks every byte.
             if let Err(e) = stream.drain() {
@@ -145,13 +160,26 @@ pub fn unpack_layer<R: Read + Send>(tar: R, dest: &Path) -> Result<UnpackStats, 
         let source_error = stream.error.take();
         // Dropping the receiver stops the reader thread at its next send.
         drop(stream);
+        // Closing the job queue lets the writer finish what is queued.
+        if let Some(writer) = unpacker.writer.take() {
+            writer.close();
+        }
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         if let Err(panic) = pump.join() {
             std::panic::resume_unwind(panic);
         }
-        match (result, source_error) {
+        // The writer's failure concerns an earlier entry than the
+        // extractor's, and explains the extractor's `WriterGone`.
+        written?;
+        let result = match (result, source_error) {
             (Err(UnpackError::Tar(_)), Some(original)) => Err(UnpackError::Tar(original)),
             (result, _) => result,
-        }
+        };
+        result?;
+        unpacker.apply_dir_times()?;
+        Ok(unpacker.stats)
     })
 }
 
@@ -283,6 +311,101 @@ impl Read for ChunkReader {
 }
 
 // ---------------------------------------------------------------------------
+// The writer thread.
+//
+// Creating a file and choosing its name stay with the extractor, in tar
+// order; what remains of a small file (its data, owner, mode, xattrs, times)
+// is fd-based and independent of later entries, so it moves to this thread.
+// A later entry that replaces the file only unlinks the name; a hard link to
+// it links the inode, whose data may still be arriving.
+
+/// A created file, still to be written and given its metadata.
+struct FileJob {
+    fd: OwnedFd,
+    /// The contents are `data[..len]`; the buffer is reused as it is.
+    data: Vec<u8>,
+    len: usize,
+    meta: Meta,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Cleaned path, for errors.
+    path: Vec<u8>,
+}
+
+/// The extractor's end of the writer thread.
+struct Writer {
+    jobs: SyncSender<Vec<FileJob>>,
+    batch: Vec<FileJob>,
+    free: Receiver<Vec<u8>>,
+    allocated: usize,
+}
+
+impl Writer {
+    fn new(jobs: SyncSender<Vec<FileJob>>, free: Receiver<Vec<u8>>) -> Self {
+        Writer {
+            jobs,
+            batch: Vec::with_capacity(WRITE_BATCH),
+            free,
+            allocated: 0,
+        }
+    }
+
+    /// A buffer to read a file into; waits for one to come back when all
+    /// are in flight.
+    fn buffer(&mut self) -> Result<Vec<u8>, Fail> {
+        if let Ok(buf) = self.free.try_recv() {
+            return Ok(buf);
+        }
+        if self.allocated < WRITE_BUFFERS {
+            self.allocated += 1;
+            return Ok(Vec::new());
+        }
+        // The buffers may all be in the batch not yet sent.
+        self.flush()?;
+        self.free.recv().map_err(|_| Fail::WriterGone)
+    }
+
+    fn send(&mut self, job: FileJob) -> Result<(), Fail> {
+        self.batch.push(job);
+        if self.batch.len() >= WRITE_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Fail> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(WRITE_BATCH));
+        self.jobs.send(batch).map_err(|_| Fail::WriterGone)
+    }
+
+    /// Sends what is batched and closes the queue.
+    fn close(mut self) {
+        // A writer that is gone has its own error to report.
+        let _ = self.flush();
+    }
+}
+
+/// Runs on the writer thread until the queue closes or a write fails.
+fn write_files(
+    jobs: Receiver<Vec<FileJob>>,
+    free: SyncSender<Vec<u8>>,
+    dest: &Path,
+) -> Result<(), UnpackError> {
+    for job in jobs.into_iter().flatten() {
+        let result = write_all(&job.fd, &job.data[..job.len])
+            .map_err(io_fail("write file"))
+            .and_then(|()| finish_file(&job.fd, &job.meta, &job.xattrs, &job.path));
+        drop(job.fd);
+        // Never blocks: the channel holds every buffer there is.
+        let _ = free.try_send(job.data);
+        result.map_err(|f| f.into_error(&job.path, &job.path, dest))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // Errors inside the extractor, given their entry context at the top.
 
 enum Fail {
@@ -290,6 +413,8 @@ enum Fail {
     Bad(&'static str),
     Io(&'static str, io::Error),
     Tar(io::Error),
+    /// The writer thread stopped; its own error says why.
+    WriterGone,
 }
 
 fn io_fail(op: &'static str) -> impl FnOnce(Errno) -> Fail {
@@ -314,6 +439,11 @@ impl Fail {
                 source,
             },
             Fail::Tar(e) => UnpackError::Tar(e),
+            Fail::WriterGone => UnpackError::Io {
+                op: "write files into",
+                path: dest.to_path_buf(),
+                source: io::Error::other("the file writer thread stopped"),
+            },
         }
     }
 }
@@ -640,6 +770,7 @@ impl DirTimes {
 // The extractor.
 
 /// Per-entry metadata from the header and PAX records.
+#[derive(Clone, Copy)]
 struct Meta {
     mode: u32,
     uid: Uid,
@@ -673,11 +804,13 @@ struct Unpacker<'a> {
     link_path: Vec<u8>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     buf: Vec<u8>,
+    /// Takes small files' contents and metadata; None once closed.
+    writer: Option<Writer>,
     stats: UnpackStats,
 }
 
 impl<'a> Unpacker<'a> {
-    fn new(root: BorrowedFd<'a>, dest: &'a Path) -> Self {
+    fn new(root: BorrowedFd<'a>, dest: &'a Path, writer: Writer) -> Self {
         Unpacker {
             root,
             dest,
@@ -689,19 +822,21 @@ impl<'a> Unpacker<'a> {
             link_path: Vec::new(),
             xattrs: Vec::new(),
             buf: vec![0u8; CHUNK_SIZE],
+            writer: Some(writer),
             stats: UnpackStats::default(),
         }
     }
 
-    fn run(mut self, stream: &mut ChunkReader) -> Result<UnpackStats, UnpackError> {
+    /// Extracts every entry; directory times are left to
+    /// [`Unpacker::apply_dir_times`], once the writer is done.
+    fn run(&mut self, stream: &mut ChunkReader) -> Result<(), UnpackError> {
         let mut archive = tar::Archive::new(stream);
         for entry in archive.entries().map_err(UnpackError::Tar)? {
             let mut entry = entry.map_err(UnpackError::Tar)?;
             self.entry(&mut entry)
                 .map_err(|f| f.into_error(&self.raw_name, &self.path, self.dest))?;
         }
-        self.apply_dir_times()?;
-        Ok(self.stats)
+        Ok(())
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), Fail> {
@@ -874,44 +1009,40 @@ impl<'a> Unpacker<'a> {
         }
         .map_err(io_fail("create file"))?;
 
-        let expected = entry.size();
-        let mut written = 0u64;
-        loop {
-            // Fill the whole buffer before writing: writes that end inside a
-            // page cache folio make the kernel zero the rest of it first, and
-            // the tar data arrives split at arbitrary chunk boundaries.
-            let mut filled = 0;
-            while filled < self.buf.len() {
-                match entry.read(&mut self.buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Fail::Tar(e)),
-                }
+        let size = entry.size();
+        if let Some(writer) = &mut self.writer
+            && size <= CHUNK_SIZE as u64
+        {
+            // Small file: read it whole and let the writer thread write it
+            // and set its metadata, on the other core.
+            let len = size as usize;
+            let mut data = writer.buffer()?;
+            if data.len() < len {
+                data.resize(len, 0);
             }
-            if filled == 0 {
-                break;
-            }
-            write_all(&fd, &self.buf[..filled]).map_err(io_fail("write file"))?;
-            written += filled as u64;
-            if filled < self.buf.len() {
-                break;
-            }
+            fill(entry, &mut data[..len])?;
+            self.stats.bytes += size;
+            return writer.send(FileJob {
+                fd,
+                data,
+                len,
+                meta: *meta,
+                xattrs: std::mem::take(&mut self.xattrs),
+                path: self.path.clone(),
+            });
         }
-        if written != expected {
-            return Err(Fail::Tar(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file data ends early",
-            )));
-        }
-        self.stats.bytes += written;
 
-        // chown clears setuid and setgid, so chmod comes after it; both
-        // clear security.capability, so xattrs come after them.
-        rustix::fs::fchown(&fd, Some(meta.uid), Some(meta.gid)).map_err(io_fail("chown file"))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(meta.mode)).map_err(io_fail("chmod file"))?;
-        set_xattrs(XattrTarget::Fd(fd.as_fd()), &self.xattrs, &self.raw_name)?;
-        rustix::fs::futimens(&fd, &meta.times()).map_err(io_fail("set times of file"))
+        let mut written = 0u64;
+        while written < size {
+            // Write whole buffers: writes that end inside a page cache folio
+            // make the kernel zero the rest of it first.
+            let len = (size - written).min(self.buf.len() as u64) as usize;
+            fill(entry, &mut self.buf[..len])?;
+            write_all(&fd, &self.buf[..len]).map_err(io_fail("write file"))?;
+            written += len as u64;
+        }
+        self.stats.bytes += size;
+        finish_file(&fd, meta, &self.xattrs, &self.raw_name)
     }
 
     fn dir(&mut self, meta: &Meta) -> Result<(), Fail> {
@@ -1116,6 +1247,40 @@ impl<'a> Unpacker<'a> {
         }
         Ok(())
     }
+}
+
+/// Fills `buf` from the entry's data; the data ending first is a truncated
+/// tar.
+fn fill(entry: &mut impl Read, buf: &mut [u8]) -> Result<(), Fail> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match entry.read(&mut buf[filled..]) {
+            Ok(0) => {
+                return Err(Fail::Tar(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file data ends early",
+                )));
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Fail::Tar(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Sets a written file's metadata. chown clears setuid and setgid, so chmod
+/// comes after it; both clear security.capability, so xattrs come last.
+fn finish_file(
+    fd: &OwnedFd,
+    meta: &Meta,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+    raw_name: &[u8],
+) -> Result<(), Fail> {
+    rustix::fs::fchown(fd, Some(meta.uid), Some(meta.gid)).map_err(io_fail("chown file"))?;
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(io_fail("chmod file"))?;
+    set_xattrs(XattrTarget::Fd(fd.as_fd()), xattrs, raw_name)?;
+    rustix::fs::futimens(fd, &meta.times()).map_err(io_fail("set times of file"))
 }
 
 /// A numeric header field; an empty one (all NULs or spaces) reads as zero,

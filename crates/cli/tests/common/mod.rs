@@ -211,12 +211,20 @@ pub struct LayoutOptions {
     pub name: Option<String>,
     /// Gzip the layer.
     pub gzip_layer: bool,
+    /// Compress the layer with zstd.
+    pub zstd_layer: bool,
 }
 
 /// An OCI image layout tar holding one image made of `layer_tar`.
 pub fn oci_layout(layer_tar: &[u8], opts: &LayoutOptions) -> Vec<u8> {
     let diff_id = sha256_hex(layer_tar);
-    let layer_blob = if opts.gzip_layer { gzip(layer_tar) } else { layer_tar.to_vec() };
+    let layer_blob = if opts.gzip_layer {
+        gzip(layer_tar)
+    } else if opts.zstd_layer {
+        zstd::encode_all(layer_tar, 3).unwrap()
+    } else {
+        layer_tar.to_vec()
+    };
     let layer_digest = sha256_hex(&layer_blob);
     let config = serde_json::to_vec(&json!({
         "architecture": berth_arch(), "os": "linux",
@@ -227,7 +235,14 @@ pub fn oci_layout(layer_tar: &[u8], opts: &LayoutOptions) -> Vec<u8> {
     .unwrap();
     let config_digest = sha256_hex(&config);
     let media_type = opts.layer_media_type.clone().unwrap_or_else(|| {
-        if opts.gzip_layer { "application/vnd.oci.image.layer.v1.tar+gzip" } else { "application/vnd.oci.image.layer.v1.tar" }.into()
+        if opts.gzip_layer {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        } else if opts.zstd_layer {
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        }
+        .into()
     });
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
