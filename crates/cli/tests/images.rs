@@ -117,3 +117,17 @@ fn usage_errors_exit_125() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("must be lowercase") || err.contains("No such image"), "{err}");
 }
+
+#[test]
+fn prune_all_with_label_filters() {
+    let b = Berth::new();
+    assert_success(&b.run_stdin(&["import", "-c", "LABEL keep=yes", "-", "kept:1"], &rootfs_tar("k")), &["import"]);
+    assert_success(&b.run_stdin(&["import", "-c", "LABEL keep=no", "-", "gone:1"], &rootfs_tar("g")), &["import"]);
+    let out = b.ok(&["image", "prune", "-a", "-f", "--filter", "label!=keep=yes"]);
+    assert!(out.contains("untagged: gone:1") && !out.contains("kept"), "{out}");
+    assert_eq!(b.ok(&["images", "--format", "{{.Repository}}"]), "kept\n");
+    let out = b.ok(&["image", "prune", "-a", "-f", "--filter", "until=2000-01-01T00:00:00Z"]);
+    assert_eq!(out, "Total reclaimed space: 0B\n");
+    let df = b.ok(&["system", "df", "-v"]);
+    assert!(df.starts_with("Images space usage:\n\nREPOSITORY   TAG       IMAGE ID"), "{df}");
+}

@@ -265,7 +265,7 @@ impl Store {
                 Some(n) => vec![Reference::parse_with_default_tag(n)?],
                 None => Vec::new(),
             };
-            let manifest_digest = self.pick_platform_manifest(contents, desc)?;
+            let manifest_digest = self.pick_platform_manifest(desc)?;
             let manifest_bytes = self.blobs.read(&manifest_digest).map_err(|e| match e {
                 StoreError::BlobNotFound(d) => StoreError::MissingInArchive(format!("manifest {d}")),
                 e => e,
@@ -308,11 +308,7 @@ impl Store {
 
     /// Follows an index entry down to one image manifest, choosing this host's platform
     /// from (nested) indexes and manifest lists.
-    fn pick_platform_manifest(
-        &self,
-        contents: &ArchiveContents,
-        desc: &oci_spec::image::Descriptor,
-    ) -> Result<Digest> {
+    fn pick_platform_manifest(&self, desc: &oci_spec::image::Descriptor) -> Result<Digest> {
         let mut digest = from_oci_digest(desc.digest())?;
         let mut media_type = desc.media_type().clone();
         for _ in 0..8 {
@@ -345,7 +341,6 @@ impl Store {
                 })?;
             digest = from_oci_digest(chosen.digest())?;
             media_type = chosen.media_type().clone();
-            let _ = contents;
         }
         Err(StoreError::corrupt(format!("index {digest}"), "indexes nested too deeply"))
     }
@@ -391,7 +386,7 @@ impl Store {
         let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for req in requests {
             let image = self.image(req.image.clone())?;
-            let (manifest_digest, manifest_size, layer_paths) = match format {
+            let (manifest_digest, manifest_size) = match format {
                 ArchiveFormat::Oci => {
                     for d in std::iter::once(&image.record.manifest).chain([&image.record.id]) {
                         w.blob_from_store(self, d)?;
@@ -400,7 +395,7 @@ impl Store {
                         w.blob_from_store(self, &from_oci_digest(layer.digest())?)?;
                     }
                     let size = self.blobs.size(&image.record.manifest)?;
-                    (image.record.manifest.clone(), size, Vec::new())
+                    (image.record.manifest.clone(), size)
                 }
                 ArchiveFormat::Docker => {
                     // Layers go in uncompressed, named by diff ID, as docker save does.
@@ -429,12 +424,11 @@ impl Store {
                     docker_entries.push(DockerArchiveEntry {
                         config: format!("blobs/sha256/{}", image.record.id.encoded()),
                         repo_tags: Some(req.tags.iter().map(|t| t.familiar_string()).collect()),
-                        layers: paths.clone(),
+                        layers: paths,
                     });
-                    (manifest, size, paths)
+                    (manifest, size)
                 }
             };
-            let _ = layer_paths;
             let descriptor = |tag: Option<&Reference>| {
                 let mut d = serde_json::json!({
                     "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -109,11 +109,19 @@ impl Store {
     }
 
     /// `image prune`: removes dangling images (no tag), or with `all` every image (no
-    /// container can use one yet), then collects.
-    pub fn prune_images(&mut self, all: bool) -> Result<PruneReport> {
+    /// container can use one yet), then collects. `only`, when given, limits the candidates
+    /// (the caller's `--filter`).
+    pub fn prune_images(
+        &mut self,
+        all: bool,
+        only: Option<&HashSet<Digest>>,
+    ) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         for rec in self.meta.images()? {
             if !all && !rec.tags.is_empty() {
+                continue;
+            }
+            if only.is_some_and(|o| !o.contains(&rec.id)) {
                 continue;
             }
             for t in rec.tags.iter().chain(&rec.repo_digests) {

@@ -1,14 +1,14 @@
 //! Image commands: images, import, load, save, tag, rmi, history, inspect, prune.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashSet},
     fs::File,
     io::{self, IsTerminal, Read, Write},
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
-use berth_reference::Reference;
+use berth_reference::{Digest, Reference};
 use berth_store::{ArchiveFormat, ImageRecord, ImportOptions, RemoveEvent, RunConfig, SaveRequest, Store};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -379,6 +379,8 @@ pub fn load(root: &Path, args: LoadArgs) -> Result<()> {
             println!("Loaded image: {}", t.familiar_string());
         }
     }
+    // `-q` silences progress only; berth's load prints none, and docker prints the
+    // "Loaded image" lines either way.
     let _ = args.quiet;
     Ok(())
 }
@@ -508,6 +510,8 @@ fn print_events(out: &mut impl Write, events: &[RemoveEvent], lower: bool) -> io
 pub fn remove(root: &Path, args: RemoveArgs) -> Result<()> {
     let mut store = open_store(root)?;
     let mut failed = false;
+    // Images made by import, load or pull have no local parent chain, so there is nothing
+    // for --no-prune to keep; it matters once builds record parents.
     let _ = args.no_prune;
     for name in &args.images {
         match store.remove_image(name, args.force) {
@@ -547,10 +551,7 @@ pub fn confirm(warning: &str) -> Result<bool> {
 }
 
 pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
-    if !args.filter.is_empty() {
-        Filters::parse(&args.filter, &["until", "label"])?;
-        bail!("image prune --filter is not supported yet");
-    }
+    let filters = Filters::parse(&args.filter, &["until", "label", "label!"])?;
     if !args.force {
         let warning = if args.all {
             "WARNING! This will remove all images without at least one container associated to them."
@@ -562,7 +563,12 @@ pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
         }
     }
     let mut store = open_store(root)?;
-    let report = store.prune_images(args.all)?;
+    let only = if args.filter.is_empty() {
+        None
+    } else {
+        Some(prune_candidates(&store, &filters)?)
+    };
+    let report = store.prune_images(args.all, only.as_ref())?;
     let mut out = io::stdout().lock();
     if !report.events.is_empty() {
         writeln!(out, "Deleted Images:")?;
@@ -571,6 +577,31 @@ pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
     }
     writeln!(out, "Total reclaimed space: {}", units::human_size(report.reclaimed as f64))?;
     Ok(())
+}
+
+/// The images `--filter until=/label=/label!=` lets `image prune` remove.
+fn prune_candidates(store: &Store, filters: &Filters) -> Result<HashSet<Digest>> {
+    let until = filters.get("until").last().map(|u| parse_until(u)).transpose()?;
+    let mut out = HashSet::new();
+    for rec in store.images()? {
+        let created = created_at(rec.created.as_deref());
+        if until.is_some_and(|u| created.is_none_or(|c| c >= u)) {
+            continue;
+        }
+        let image = store.image(rec.clone())?;
+        let labels = image.config.config.as_ref().and_then(|c| c.labels.as_ref());
+        if !filters.labels_match(labels) {
+            continue;
+        }
+        let excluded = filters.get("label!").iter().any(|want| match want.split_once('=') {
+            Some((k, v)) => labels.and_then(|l| l.get(k)).is_some_and(|have| have == v),
+            None => labels.is_some_and(|l| l.contains_key(want)),
+        });
+        if !excluded {
+            out.insert(rec.id);
+        }
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------- history

@@ -1,6 +1,9 @@
 //! `system` commands: df (and, later, prune, info, check).
 
-use std::{collections::HashSet, io, path::Path};
+use std::{collections::HashMap, io, io::Write, path::Path};
+
+use berth_reference::Digest;
+use berth_store::ImageRecord;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -45,15 +48,21 @@ struct DfRow {
 fn df(root: &Path, args: DfArgs) -> Result<()> {
     let store = open_store(root)?;
     let images = store.images()?;
-    // Shared layers count once, as docker's SIZE does.
-    let mut seen = HashSet::new();
-    let mut size = 0u64;
+    // Layer sizes, and how many images use each layer.
+    let mut layer_use: HashMap<Digest, (u64, usize)> = HashMap::new();
+    let mut image_layers = Vec::new();
     for rec in &images {
-        for chain in store.image(rec.clone())?.chain_ids()? {
-            if seen.insert(chain.clone()) {
-                size += store.layer(&chain)?.map_or(0, |l| l.size);
-            }
+        let chains = store.image(rec.clone())?.chain_ids()?;
+        for chain in &chains {
+            let size = store.layer(chain)?.map_or(0, |l| l.size);
+            layer_use.entry(chain.clone()).or_insert((size, 0)).1 += 1;
         }
+        image_layers.push(chains);
+    }
+    // Shared layers count once, as docker's SIZE does.
+    let size: u64 = layer_use.values().map(|(s, _)| s).sum();
+    if args.verbose {
+        return df_verbose(&images, &image_layers, &layer_use);
     }
     let human = |n: u64| units::human_size(n as f64);
     let reclaim = |n: u64, total: u64| {
@@ -76,7 +85,6 @@ fn df(root: &Path, args: DfArgs) -> Result<()> {
         row("Local Volumes", 0, 0),
         row("Build Cache", 0, 0),
     ];
-    let _ = args.verbose;
     let headers = headers(&[
         ("Type", "TYPE"),
         ("TotalCount", "TOTAL"),
@@ -92,5 +100,59 @@ fn df(root: &Path, args: DfArgs) -> Result<()> {
         &rows,
         &mut io::stdout().lock(),
     )?;
+    Ok(())
+}
+
+/// `system df -v`: per-image shared and unique sizes, then the (still empty) other sections.
+fn df_verbose(
+    images: &[ImageRecord],
+    image_layers: &[Vec<Digest>],
+    layer_use: &HashMap<Digest, (u64, usize)>,
+) -> Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "Images space usage:\n")?;
+    let mut tw = tabwriter::TabWriter::new(Vec::new()).minwidth(7).padding(3);
+    writeln!(tw, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tSHARED SIZE\tUNIQUE SIZE\tCONTAINERS")?;
+    for (rec, chains) in images.iter().zip(image_layers) {
+        let (mut shared, mut unique) = (0u64, 0u64);
+        for c in chains {
+            let (size, users) = layer_use[c];
+            if users > 1 {
+                shared += size;
+            } else {
+                unique += size;
+            }
+        }
+        let created = rec
+            .created
+            .as_deref()
+            .and_then(|c| c.parse::<jiff::Timestamp>().ok())
+            .map_or("N/A".into(), |t| units::ago(t, jiff::Timestamp::now()));
+        let names: Vec<(String, String)> = if rec.tags.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            rec.tags
+                .iter()
+                .map(|t| (t.familiar_name(), t.tag().unwrap_or("latest").to_string()))
+                .collect()
+        };
+        for (repo, tag) in names {
+            writeln!(
+                tw,
+                "{repo}\t{tag}\t{}\t{created}\t{}\t{}\t{}\t0",
+                rec.id.short(),
+                units::human_size(rec.size as f64),
+                units::human_size(shared as f64),
+                units::human_size(unique as f64),
+            )?;
+        }
+    }
+    out.write_all(&tw.into_inner()?)?;
+    writeln!(out, "\nContainers space usage:\n")?;
+    writeln!(out, "CONTAINER ID   IMAGE     COMMAND   LOCAL VOLUMES   SIZE      CREATED   STATUS    NAMES")?;
+    writeln!(out, "\nLocal Volumes space usage:\n")?;
+    writeln!(out, "VOLUME NAME   LINKS     SIZE")?;
+    writeln!(out, "\nBuild cache usage: 0B\n")?;
+    writeln!(out, "CACHE ID   CACHE TYPE   SIZE      CREATED   LAST USED   USAGE     SHARED")?;
     Ok(())
 }
