@@ -40,7 +40,8 @@ pub fn apply_change(config: &mut RunConfig, line: &str) -> Result<()> {
             let ports = config.exposed_ports.get_or_insert_with(BTreeMap::new);
             for p in args()? {
                 let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
-                let valid = |s: &str| !s.is_empty() && s.split('-').all(|n| n.parse::<u16>().is_ok());
+                let valid =
+                    |s: &str| !s.is_empty() && s.split('-').all(|n| n.parse::<u16>().is_ok());
                 if !valid(port) || !matches!(proto, "tcp" | "udp" | "sctp") {
                     bail!("invalid containerPort: {p}");
                 }
@@ -65,7 +66,10 @@ pub fn apply_change(config: &mut RunConfig, line: &str) -> Result<()> {
             if rest.is_empty() {
                 bail!("ONBUILD requires at least one argument");
             }
-            config.on_build.get_or_insert_with(Vec::new).push(rest.to_string());
+            config
+                .on_build
+                .get_or_insert_with(Vec::new)
+                .push(rest.to_string());
         }
         "" => bail!("empty change"),
         other => bail!("{other} is not a valid change command"),
@@ -190,7 +194,10 @@ mod tests {
             "LABEL org.x=y z=\"q r\"",
         ])
         .unwrap();
-        assert_eq!(c.env.unwrap(), ["B=two words", "C=three words", "A=replaced"]);
+        assert_eq!(
+            c.env.unwrap(),
+            ["B=two words", "C=three words", "A=replaced"]
+        );
         let labels = c.labels.unwrap();
         assert_eq!(labels["org.x"], "y");
         assert_eq!(labels["z"], "q r");
@@ -218,7 +225,14 @@ mod tests {
 
     #[test]
     fn bad_changes_are_refused() {
-        for bad in ["RUN echo", "EXPOSE http", "USER", "ENV", "ENV A", "LABEL =x"] {
+        for bad in [
+            "RUN echo",
+            "EXPOSE http",
+            "USER",
+            "ENV",
+            "ENV A",
+            "LABEL =x",
+        ] {
             assert!(apply(&[bad]).is_err(), "{bad} should be refused");
         }
     }

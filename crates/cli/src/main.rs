@@ -29,10 +29,21 @@ const EXIT_FAILURE: u8 = 1;
 )]
 struct Cli {
     /// State directory (images, layers, containers)
-    #[arg(long, global = true, env = "BERTH_ROOT", default_value = "/var/lib/berth")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_ROOT",
+        default_value = "/var/lib/berth"
+    )]
     root: PathBuf,
     /// Set the logging level ("debug", "info", "warn", "error", "fatal")
-    #[arg(short = 'l', long, global = true, default_value = "warn", env = "BERTH_LOG")]
+    #[arg(
+        short = 'l',
+        long,
+        global = true,
+        default_value = "warn",
+        env = "BERTH_LOG"
+    )]
     log_level: String,
     /// Enable debug mode
     #[arg(short = 'D', long, global = true)]
@@ -85,8 +96,10 @@ fn init_tracing(cli: &Cli) {
             l => l,
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("berth={level},berth_store={level},berth_reference={level}"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "berth={level},berth_store={level},berth_reference={level}"
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

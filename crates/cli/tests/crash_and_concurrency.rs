@@ -3,19 +3,16 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    process::Stdio,
-    thread,
-    time::Duration,
-};
+use std::{io::Write, process::Stdio, thread, time::Duration};
 
 use common::*;
 
 /// A layer big enough that a load takes a while: many files of incompressible-ish data.
 fn big_layer(seed: u64) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     for dir in 0..20 {
         for file in 0..100 {
             let mut data = vec![0u8; 4096 + (file * 37) % 8192];
@@ -29,7 +26,8 @@ fn big_layer(seed: u64) -> Vec<u8> {
             let mut h = tar::Header::new_gnu();
             h.set_mode(0o644);
             h.set_size(data.len() as u64);
-            b.append_data(&mut h, format!("d{dir}/f{file}"), &data[..]).unwrap();
+            b.append_data(&mut h, format!("d{dir}/f{file}"), &data[..])
+                .unwrap();
         }
     }
     b.into_inner().unwrap()
@@ -37,10 +35,17 @@ fn big_layer(seed: u64) -> Vec<u8> {
 
 #[test]
 fn kill_9_during_load_leaves_a_consistent_store() {
-    let opts = LayoutOptions { gzip_layer: true, name: Some("docker.io/library/big:1".into()), ..Default::default() };
+    let opts = LayoutOptions {
+        gzip_layer: true,
+        name: Some("docker.io/library/big:1".into()),
+        ..Default::default()
+    };
     let archive = oci_layout(&big_layer(7), &opts);
     let b = Berth::new();
-    assert_success(&b.run_stdin(&["import", "-", "keep:1"], &rootfs_tar("keep")), &["import"]);
+    assert_success(
+        &b.run_stdin(&["import", "-", "keep:1"], &rootfs_tar("keep")),
+        &["import"],
+    );
     for fraction in [10, 50, 90, 100] {
         let mut child = b
             .command()
@@ -63,11 +68,15 @@ fn kill_9_during_load_leaves_a_consistent_store() {
         let list = b.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
         assert!(list.contains("keep:1"), "{list}");
         if list.contains("big:1") {
-            let dir = json(&b.ok(&["image", "inspect", "big:1"]))[0]["GraphDriver"]["Data"]["UpperDir"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            assert_eq!(std::fs::read_dir(format!("{dir}/d19")).unwrap().count(), 100);
+            let dir =
+                json(&b.ok(&["image", "inspect", "big:1"]))[0]["GraphDriver"]["Data"]["UpperDir"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+            assert_eq!(
+                std::fs::read_dir(format!("{dir}/d19")).unwrap().count(),
+                100
+            );
             b.ok(&["rmi", "big:1"]);
         }
         b.assert_blobs_verify();
@@ -75,7 +84,10 @@ fn kill_9_during_load_leaves_a_consistent_store() {
         assert_success(&b.run_stdin(&["load"], &archive), &["load"]);
         b.ok(&["rmi", "big:1"]);
         b.ok(&["image", "prune", "-f"]);
-        assert_eq!(std::fs::read_dir(b.root().join("ingest")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(b.root().join("ingest")).unwrap().count(),
+            0
+        );
         let debris: Vec<_> = std::fs::read_dir(b.root().join("layers"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -91,7 +103,10 @@ fn concurrent_loads_tags_and_prunes() {
     let b = std::sync::Arc::new(Berth::new());
     let archives: Vec<Vec<u8>> = (0..3)
         .map(|i| {
-            let opts = LayoutOptions { name: Some(format!("docker.io/library/par{i}:1")), ..Default::default() };
+            let opts = LayoutOptions {
+                name: Some(format!("docker.io/library/par{i}:1")),
+                ..Default::default()
+            };
             oci_layout(&big_layer(i), &opts)
         })
         .collect();
@@ -125,5 +140,9 @@ fn concurrent_loads_tags_and_prunes() {
         assert_eq!(std::fs::read_dir(format!("{dir}/d0")).unwrap().count(), 100);
     }
     b.assert_blobs_verify();
-    assert_eq!(std::fs::read_dir(b.root().join("layers")).unwrap().count(), 3, "each layer unpacked once");
+    assert_eq!(
+        std::fs::read_dir(b.root().join("layers")).unwrap().count(),
+        3,
+        "each layer unpacked once"
+    );
 }

@@ -9,13 +9,29 @@ fn import_tag_save_load_keeps_the_image_id() {
     let a = Berth::new();
     let tarball = a.dir.path().join("rootfs.tar.gz");
     std::fs::write(&tarball, gzip(&rootfs_tar("one"))).unwrap();
-    let id = a.ok(&["import", "-c", "CMD [\"/bin/tool\"]", "-c", "ENV A=1", "-m", "first", tarball.to_str().unwrap(), "demo:1"]);
+    let id = a.ok(&[
+        "import",
+        "-c",
+        "CMD [\"/bin/tool\"]",
+        "-c",
+        "ENV A=1",
+        "-m",
+        "first",
+        tarball.to_str().unwrap(),
+        "demo:1",
+    ]);
     let id = id.trim();
-    assert!(id.starts_with("sha256:") && id.len() == 71, "import prints the ID: {id}");
+    assert!(
+        id.starts_with("sha256:") && id.len() == 71,
+        "import prints the ID: {id}"
+    );
     a.ok(&["tag", "demo:1", "example.com/team/demo"]);
     let list = a.ok(&["images"]);
     let lines: Vec<&str> = list.lines().collect();
-    assert!(lines[0].starts_with("REPOSITORY              TAG       IMAGE ID       CREATED"), "{list}");
+    assert!(
+        lines[0].starts_with("REPOSITORY              TAG       IMAGE ID       CREATED"),
+        "{list}"
+    );
     assert!(list.contains("demo                    1 "), "{list}");
     assert!(list.contains("example.com/team/demo   latest "), "{list}");
     assert_eq!(a.ok(&["images", "-q"]).trim(), &id[7..19]);
@@ -27,11 +43,20 @@ fn import_tag_save_load_keeps_the_image_id() {
     assert_eq!(inspect[0]["Comment"], "first");
 
     let archive = a.dir.path().join("saved.tar");
-    a.ok(&["save", "-o", archive.to_str().unwrap(), "demo:1", "example.com/team/demo"]);
+    a.ok(&[
+        "save",
+        "-o",
+        archive.to_str().unwrap(),
+        "demo:1",
+        "example.com/team/demo",
+    ]);
     let b = Berth::new();
     let loaded = b.ok(&["load", "-i", archive.to_str().unwrap()]);
     assert!(loaded.contains("Loaded image: demo:1"), "{loaded}");
-    assert!(loaded.contains("Loaded image: example.com/team/demo:latest"), "{loaded}");
+    assert!(
+        loaded.contains("Loaded image: example.com/team/demo:latest"),
+        "{loaded}"
+    );
     assert_eq!(b.image_id("demo:1"), id);
     assert_eq!(b.image_id("example.com/team/demo"), id);
 
@@ -42,12 +67,23 @@ fn import_tag_save_load_keeps_the_image_id() {
         .to_string();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let secret = std::fs::metadata(format!("{layer}/etc/secret")).unwrap();
-    assert_eq!((secret.uid(), secret.permissions().mode() & 0o7777), (1000, 0o600));
+    assert_eq!(
+        (secret.uid(), secret.permissions().mode() & 0o7777),
+        (1000, 0o600)
+    );
     let tool = std::fs::metadata(format!("{layer}/bin/tool")).unwrap();
     assert_eq!(tool.permissions().mode() & 0o7777, 0o4755);
     assert_eq!(tool.nlink(), 2, "hard link preserved");
-    assert_eq!(std::fs::read_link(format!("{layer}/bin/tool-link")).unwrap().to_str(), Some("/bin/tool"));
-    assert_eq!(std::fs::read_to_string(format!("{layer}/etc/marker")).unwrap(), "one");
+    assert_eq!(
+        std::fs::read_link(format!("{layer}/bin/tool-link"))
+            .unwrap()
+            .to_str(),
+        Some("/bin/tool")
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{layer}/etc/marker")).unwrap(),
+        "one"
+    );
     b.assert_blobs_verify();
 }
 
@@ -60,11 +96,20 @@ fn rmi_untags_then_deletes_and_collects() {
     assert_eq!(b.ok(&["rmi", "two"]), "Untagged: two:latest\n");
     let id = b.image_id("one");
     let out = b.ok(&["rmi", "one"]);
-    assert!(out.starts_with(&format!("Untagged: one:latest\nDeleted: {id}\n")), "{out}");
+    assert!(
+        out.starts_with(&format!("Untagged: one:latest\nDeleted: {id}\n")),
+        "{out}"
+    );
     assert_eq!(b.ok(&["images", "-q"]), "");
-    let blobs = std::fs::read_dir(b.root().join("blobs/sha256")).unwrap().count();
+    let blobs = std::fs::read_dir(b.root().join("blobs/sha256"))
+        .unwrap()
+        .count();
     let layers = std::fs::read_dir(b.root().join("layers")).unwrap().count();
-    assert_eq!((blobs, layers), (0, 0), "nothing is left once the last image is gone");
+    assert_eq!(
+        (blobs, layers),
+        (0, 0),
+        "nothing is left once the last image is gone"
+    );
     let err = b.fails(&["rmi", "one"]);
     assert_eq!(err, "Error: No such image: one\n");
 }
@@ -72,23 +117,70 @@ fn rmi_untags_then_deletes_and_collects() {
 #[test]
 fn rmi_by_id_needs_force_when_several_repositories_use_it() {
     let b = Berth::new();
-    assert_success(&b.run_stdin(&["import", "-", "a"], &rootfs_tar("f")), &["import"]);
+    assert_success(
+        &b.run_stdin(&["import", "-", "a"], &rootfs_tar("f")),
+        &["import"],
+    );
     b.ok(&["tag", "a", "b"]);
     let id = b.image_id("a");
     let err = b.fails(&["rmi", &id[7..19]]);
-    assert!(err.contains("must be forced") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("must be forced") && err.lines().count() == 1,
+        "{err}"
+    );
     let out = b.ok(&["rmi", "-f", &id[7..19]]);
-    assert!(out.contains("Untagged: a:latest") && out.contains("Untagged: b:latest") && out.contains(&format!("Deleted: {id}")), "{out}");
+    assert!(
+        out.contains("Untagged: a:latest")
+            && out.contains("Untagged: b:latest")
+            && out.contains(&format!("Deleted: {id}")),
+        "{out}"
+    );
 }
 
 #[test]
 fn images_filters_and_formats() {
     let b = Berth::new();
-    assert_success(&b.run_stdin(&["import", "-c", "LABEL team=ml", "-", "labelled:1"], &rootfs_tar("x")), &["import"]);
-    assert_success(&b.run_stdin(&["import", "-"], &rootfs_tar("dangling")), &["import"]);
-    assert_eq!(b.ok(&["images", "--filter", "label=team=ml", "--format", "{{.Repository}}:{{.Tag}}"]), "labelled:1\n");
-    assert_eq!(b.ok(&["images", "--filter", "dangling=true", "--format", "{{.Repository}}:{{.Tag}}"]), "<none>:<none>\n");
-    assert_eq!(b.ok(&["images", "--filter", "reference=label*", "--format", "{{.Tag}}"]), "1\n");
+    assert_success(
+        &b.run_stdin(
+            &["import", "-c", "LABEL team=ml", "-", "labelled:1"],
+            &rootfs_tar("x"),
+        ),
+        &["import"],
+    );
+    assert_success(
+        &b.run_stdin(&["import", "-"], &rootfs_tar("dangling")),
+        &["import"],
+    );
+    assert_eq!(
+        b.ok(&[
+            "images",
+            "--filter",
+            "label=team=ml",
+            "--format",
+            "{{.Repository}}:{{.Tag}}"
+        ]),
+        "labelled:1\n"
+    );
+    assert_eq!(
+        b.ok(&[
+            "images",
+            "--filter",
+            "dangling=true",
+            "--format",
+            "{{.Repository}}:{{.Tag}}"
+        ]),
+        "<none>:<none>\n"
+    );
+    assert_eq!(
+        b.ok(&[
+            "images",
+            "--filter",
+            "reference=label*",
+            "--format",
+            "{{.Tag}}"
+        ]),
+        "1\n"
+    );
     assert_eq!(b.ok(&["images", "labelled", "--format", "{{.Tag}}"]), "1\n");
     let line = b.ok(&["images", "--format", "json", "labelled"]);
     let row = json(line.trim());
@@ -97,14 +189,26 @@ fn images_filters_and_formats() {
     let err = b.fails(&["images", "--filter", "bogus=1"]);
     assert_eq!(err, "Error: invalid filter 'bogus'\n");
     let pruned = b.ok(&["image", "prune", "-f"]);
-    assert!(pruned.starts_with("Deleted Images:\ndeleted: sha256:"), "{pruned}");
+    assert!(
+        pruned.starts_with("Deleted Images:\ndeleted: sha256:"),
+        "{pruned}"
+    );
     assert!(pruned.contains("Total reclaimed space: "), "{pruned}");
-    assert_eq!(b.ok(&["images", "--format", "{{.Repository}}"]), "labelled\n");
+    assert_eq!(
+        b.ok(&["images", "--format", "{{.Repository}}"]),
+        "labelled\n"
+    );
     let hist = b.ok(&["history", "labelled:1"]);
     assert!(hist.starts_with("IMAGE          CREATED"), "{hist}");
     assert!(hist.contains("Imported from -"), "{hist}");
     let df = b.ok(&["system", "df"]);
-    assert!(df.lines().nth(1).unwrap().starts_with("Images          1         0"), "{df}");
+    assert!(
+        df.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("Images          1         0"),
+        "{df}"
+    );
 }
 
 #[test]
@@ -115,19 +219,47 @@ fn usage_errors_exit_125() {
     let out = b.run(&["tag", "a", "UPPER"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("must be lowercase") || err.contains("No such image"), "{err}");
+    assert!(
+        err.contains("must be lowercase") || err.contains("No such image"),
+        "{err}"
+    );
 }
 
 #[test]
 fn prune_all_with_label_filters() {
     let b = Berth::new();
-    assert_success(&b.run_stdin(&["import", "-c", "LABEL keep=yes", "-", "kept:1"], &rootfs_tar("k")), &["import"]);
-    assert_success(&b.run_stdin(&["import", "-c", "LABEL keep=no", "-", "gone:1"], &rootfs_tar("g")), &["import"]);
+    assert_success(
+        &b.run_stdin(
+            &["import", "-c", "LABEL keep=yes", "-", "kept:1"],
+            &rootfs_tar("k"),
+        ),
+        &["import"],
+    );
+    assert_success(
+        &b.run_stdin(
+            &["import", "-c", "LABEL keep=no", "-", "gone:1"],
+            &rootfs_tar("g"),
+        ),
+        &["import"],
+    );
     let out = b.ok(&["image", "prune", "-a", "-f", "--filter", "label!=keep=yes"]);
-    assert!(out.contains("untagged: gone:1") && !out.contains("kept"), "{out}");
+    assert!(
+        out.contains("untagged: gone:1") && !out.contains("kept"),
+        "{out}"
+    );
     assert_eq!(b.ok(&["images", "--format", "{{.Repository}}"]), "kept\n");
-    let out = b.ok(&["image", "prune", "-a", "-f", "--filter", "until=2000-01-01T00:00:00Z"]);
+    let out = b.ok(&[
+        "image",
+        "prune",
+        "-a",
+        "-f",
+        "--filter",
+        "until=2000-01-01T00:00:00Z",
+    ]);
     assert_eq!(out, "Total reclaimed space: 0B\n");
     let df = b.ok(&["system", "df", "-v"]);
-    assert!(df.starts_with("Images space usage:\n\nREPOSITORY   TAG       IMAGE ID"), "{df}");
+    assert!(
+        df.starts_with("Images space usage:\n\nREPOSITORY   TAG       IMAGE ID"),
+        "{df}"
+    );
 }

@@ -16,9 +16,7 @@ use crate::{
     compression::{Compression, decompress},
     config::{ImageConfig, host_architecture},
     error::{IoContext, Result, StoreError},
-    image::{
-        chain_ids, check_layer_media_type, from_oci_digest, parse_config, parse_manifest,
-    },
+    image::{chain_ids, check_layer_media_type, from_oci_digest, parse_config, parse_manifest},
     layers::Digesting,
 };
 
@@ -160,9 +158,10 @@ impl Store {
                 continue;
             }
             let expected = match &blob_name {
-                Some(name) => Some(Digest::parse(name).map_err(|e| {
-                    StoreError::corrupt(format!("archive entry {path}"), e)
-                })?),
+                Some(name) => Some(
+                    Digest::parse(name)
+                        .map_err(|e| StoreError::corrupt(format!("archive entry {path}"), e))?,
+                ),
                 None => None,
             };
             if let Some(d) = &expected
@@ -208,8 +207,9 @@ impl Store {
     }
 
     fn load_docker_archive(&mut self, contents: &ArchiveContents) -> Result<Vec<LoadedImage>> {
-        let entries: Vec<DockerArchiveEntry> = serde_json::from_slice(&contents.docs["manifest.json"])
-            .map_err(|e| StoreError::corrupt("manifest.json", e))?;
+        let entries: Vec<DockerArchiveEntry> =
+            serde_json::from_slice(&contents.docs["manifest.json"])
+                .map_err(|e| StoreError::corrupt("manifest.json", e))?;
         let mut loaded = Vec::new();
         for entry in entries {
             let config_digest = self.archive_blob(contents, &entry.config)?;
@@ -238,8 +238,7 @@ impl Store {
             }
             let blob_digests: Vec<Digest> = layers.iter().map(|l| l.0.clone()).collect();
             self.unpack_image_layers(&config, &blob_digests)?;
-            let manifest =
-                self.put_manifest(&config_digest, config_bytes.len() as u64, &layers)?;
+            let manifest = self.put_manifest(&config_digest, config_bytes.len() as u64, &layers)?;
             let tags = entry
                 .repo_tags
                 .unwrap_or_default()
@@ -258,8 +257,10 @@ impl Store {
         let mut loaded: Vec<LoadedImage> = Vec::new();
         for desc in index.manifests() {
             let name = desc.annotations().as_ref().and_then(|a| {
-                a.get(ANNOTATION_IMAGE_NAME)
-                    .or_else(|| a.get(ANNOTATION_REF_NAME).filter(|n| n.contains([':', '/'])))
+                a.get(ANNOTATION_IMAGE_NAME).or_else(|| {
+                    a.get(ANNOTATION_REF_NAME)
+                        .filter(|n| n.contains([':', '/']))
+                })
             });
             let tags: Vec<Reference> = match name {
                 Some(n) => vec![Reference::parse_with_default_tag(n)?],
@@ -267,7 +268,9 @@ impl Store {
             };
             let manifest_digest = self.pick_platform_manifest(desc)?;
             let manifest_bytes = self.blobs.read(&manifest_digest).map_err(|e| match e {
-                StoreError::BlobNotFound(d) => StoreError::MissingInArchive(format!("manifest {d}")),
+                StoreError::BlobNotFound(d) => {
+                    StoreError::MissingInArchive(format!("manifest {d}"))
+                }
                 e => e,
             })?;
             let manifest = parse_manifest(&manifest_digest, &manifest_bytes)?;
@@ -313,13 +316,15 @@ impl Store {
         let mut media_type = desc.media_type().clone();
         for _ in 0..8 {
             let is_index = matches!(media_type, MediaType::ImageIndex)
-                || media_type.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json";
+                || media_type.to_string()
+                    == "application/vnd.docker.distribution.manifest.list.v2+json";
             if !is_index {
                 return Ok(digest);
             }
-            let data = self.blobs.read(&digest).map_err(|_| {
-                StoreError::MissingInArchive(format!("index {digest}"))
-            })?;
+            let data = self
+                .blobs
+                .read(&digest)
+                .map_err(|_| StoreError::MissingInArchive(format!("index {digest}")))?;
             let index = ImageIndex::from_reader(&data[..])
                 .map_err(|e| StoreError::corrupt(format!("index {digest}"), e))?;
             let chosen = index
@@ -342,7 +347,10 @@ impl Store {
             digest = from_oci_digest(chosen.digest())?;
             media_type = chosen.media_type().clone();
         }
-        Err(StoreError::corrupt(format!("index {digest}"), "indexes nested too deeply"))
+        Err(StoreError::corrupt(
+            format!("index {digest}"),
+            "indexes nested too deeply",
+        ))
     }
 
     /// Detects how a stored blob is compressed.
@@ -379,7 +387,12 @@ impl Store {
     }
 
     /// Writes images to an archive.
-    pub fn save(&self, requests: &[SaveRequest], format: ArchiveFormat, out: impl Write) -> Result<()> {
+    pub fn save(
+        &self,
+        requests: &[SaveRequest],
+        format: ArchiveFormat,
+        out: impl Write,
+    ) -> Result<()> {
         let mut w = ArchiveWriter::new(out);
         let mut index_entries = Vec::new();
         let mut docker_entries = Vec::new();
@@ -404,7 +417,10 @@ impl Store {
                     let mut paths = Vec::new();
                     for (layer, chain) in image.manifest.layers().iter().zip(image.chain_ids()?) {
                         let info = self.layers.get(&chain)?.ok_or_else(|| {
-                            StoreError::corrupt(format!("image {}", image.record.id), format!("layer {chain} is not unpacked"))
+                            StoreError::corrupt(
+                                format!("image {}", image.record.id),
+                                format!("layer {chain} is not unpacked"),
+                            )
                         })?;
                         w.uncompressed_layer(self, &from_oci_digest(layer.digest())?, &info)?;
                         paths.push(format!("blobs/sha256/{}", info.diff_id.encoded()));
@@ -414,7 +430,10 @@ impl Store {
                     let manifest = self.put_manifest(&image.record.id, config_size, &layers)?;
                     w.blob_from_store(self, &manifest)?;
                     let size = self.blobs.size(&manifest)?;
-                    let top = layers.last().map(|l| l.0.encoded().to_string()).unwrap_or_default();
+                    let top = layers
+                        .last()
+                        .map(|l| l.0.encoded().to_string())
+                        .unwrap_or_default();
                     for t in &req.tags {
                         repositories
                             .entry(t.familiar_name())
@@ -458,8 +477,14 @@ impl Store {
         w.document("index.json", &serde_json::to_vec(&index).expect("json"))?;
         w.document("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         if format == ArchiveFormat::Docker {
-            w.document("manifest.json", &serde_json::to_vec(&docker_entries).expect("json"))?;
-            w.document("repositories", &serde_json::to_vec(&repositories).expect("json"))?;
+            w.document(
+                "manifest.json",
+                &serde_json::to_vec(&docker_entries).expect("json"),
+            )?;
+            w.document(
+                "repositories",
+                &serde_json::to_vec(&repositories).expect("json"),
+            )?;
         }
         w.finish()
     }
@@ -507,7 +532,9 @@ impl<W: Write> ArchiveWriter<W> {
             self.dirs_done = true;
             for d in ["blobs/", "blobs/sha256/"] {
                 let mut h = Self::header(0, 0o755, tar::EntryType::Directory);
-                self.tar.append_data(&mut h, d, io::empty()).map_err(save_err)?;
+                self.tar
+                    .append_data(&mut h, d, io::empty())
+                    .map_err(save_err)?;
             }
         }
         Ok(())
@@ -515,10 +542,18 @@ impl<W: Write> ArchiveWriter<W> {
 
     fn entry(&mut self, path: &str, size: u64, data: impl Read) -> Result<()> {
         let mut h = Self::header(size, 0o644, tar::EntryType::Regular);
-        let mut data = ExactReader { inner: data, left: size };
-        self.tar.append_data(&mut h, path, &mut data).map_err(save_err)?;
+        let mut data = ExactReader {
+            inner: data,
+            left: size,
+        };
+        self.tar
+            .append_data(&mut h, path, &mut data)
+            .map_err(save_err)?;
         if data.left != 0 {
-            return Err(save_err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{path}: content ended early"))));
+            return Err(save_err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{path}: content ended early"),
+            )));
         }
         Ok(())
     }
@@ -534,7 +569,12 @@ impl<W: Write> ArchiveWriter<W> {
         self.entry(&path, size, BufReader::with_capacity(1 << 20, file))
     }
 
-    fn uncompressed_layer(&mut self, store: &Store, blob: &Digest, info: &crate::LayerInfo) -> Result<()> {
+    fn uncompressed_layer(
+        &mut self,
+        store: &Store,
+        blob: &Digest,
+        info: &crate::LayerInfo,
+    ) -> Result<()> {
         self.dirs()?;
         let path = format!("blobs/sha256/{}", info.diff_id.encoded());
         if !self.written.insert(path.clone()) {

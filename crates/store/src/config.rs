@@ -150,7 +150,10 @@ mod tests {
     fn docker_fields_survive_a_round_trip() {
         let raw = r#"{"architecture":"amd64","os":"linux","config":{"Cmd":["sh"],"Healthcheck":{"Test":["CMD","true"]},"ArgsEscaped":true},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]},"docker_version":"24.0.0","history":[{"created_by":"x","empty_layer":true}]}"#;
         let c = ImageConfig::from_slice(raw.as_bytes()).unwrap();
-        assert_eq!(c.config.as_ref().unwrap().cmd.as_deref(), Some(&["sh".to_string()][..]));
+        assert_eq!(
+            c.config.as_ref().unwrap().cmd.as_deref(),
+            Some(&["sh".to_string()][..])
+        );
         assert!(c.history[0].empty_layer);
         let back: Value = serde_json::to_value(&c).unwrap();
         assert_eq!(back["config"]["Healthcheck"]["Test"][1], "true");

@@ -131,14 +131,18 @@ impl Store {
                     .push(crate::RemoveEvent::Untagged(t.familiar_string()));
             }
             if self.meta.remove_image(&rec.id, true)? {
-                report.events.push(crate::RemoveEvent::Deleted(rec.id.clone()));
+                report
+                    .events
+                    .push(crate::RemoveEvent::Deleted(rec.id.clone()));
             }
         }
         let gc = self.gc()?;
         report.reclaimed = gc.reclaimed;
-        report
-            .events
-            .extend(gc.layers_removed.into_iter().map(crate::RemoveEvent::Deleted));
+        report.events.extend(
+            gc.layers_removed
+                .into_iter()
+                .map(crate::RemoveEvent::Deleted),
+        );
         Ok(report)
     }
 }

@@ -175,7 +175,10 @@ impl Store {
         let mut size = 0;
         for chain in chain_ids(config)? {
             let info = self.layers.get(&chain)?.ok_or_else(|| {
-                StoreError::corrupt(format!("image {config_digest}"), format!("layer {chain} is not unpacked"))
+                StoreError::corrupt(
+                    format!("image {config_digest}"),
+                    format!("layer {chain} is not unpacked"),
+                )
             })?;
             size += info.size;
         }

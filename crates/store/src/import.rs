@@ -41,7 +41,11 @@ impl Store {
         result
     }
 
-    fn import_locked(&mut self, input: impl Read + Send, opts: ImportOptions) -> Result<ImageRecord> {
+    fn import_locked(
+        &mut self,
+        input: impl Read + Send,
+        opts: ImportOptions,
+    ) -> Result<ImageRecord> {
         let _writer = self.lock_writer()?;
         let (_, tar) = decompress(BufReader::with_capacity(IO_BUF, input))?;
         let ingest = self.blobs.ingest()?;

@@ -137,7 +137,9 @@ impl LayerStore {
         let _guard = match expected_diff_id {
             Some(diff_id) => {
                 let chain = chain_id(parent, diff_id);
-                let guard = self.locks.lock_exclusive(&format!("layer-{}", chain.encoded()))?;
+                let guard = self
+                    .locks
+                    .lock_exclusive(&format!("layer-{}", chain.encoded()))?;
                 if let Some(info) = self.get(&chain)? {
                     return Ok(info);
                 }
@@ -156,9 +158,9 @@ impl LayerStore {
             source,
         })?;
         let (diff_id, tar_size) = tar.finish().map_err(|source| StoreError::Read {
-                what: format!("layer {blob}"),
-                source,
-            })?;
+            what: format!("layer {blob}"),
+            source,
+        })?;
         if let Some(expected) = expected_diff_id
             && expected != &diff_id
         {
@@ -170,7 +172,9 @@ impl LayerStore {
         let chain = chain_id(parent, &diff_id);
         let _guard = match _guard {
             Some(g) => g,
-            None => self.locks.lock_exclusive(&format!("layer-{}", chain.encoded()))?,
+            None => self
+                .locks
+                .lock_exclusive(&format!("layer-{}", chain.encoded()))?,
         };
         if let Some(info) = self.get(&chain)? {
             return Ok(info);
@@ -219,9 +223,11 @@ impl LayerStore {
         if !path.exists() {
             return Ok(());
         }
-        let doomed = self
-            .dir
-            .join(format!(".tmp-rm-{}-{}", chain.encoded(), std::process::id()));
+        let doomed = self.dir.join(format!(
+            ".tmp-rm-{}-{}",
+            chain.encoded(),
+            std::process::id()
+        ));
         fs::rename(&path, &doomed).ctx("rename", &path)?;
         fs::remove_dir_all(&doomed).ctx("remove", &doomed)
     }

@@ -246,10 +246,10 @@ impl Meta {
                 });
             }
             for (table, is_tag) in [("tags", true), ("repo_digests", false)] {
-                let mut stmt = tx.prepare(&format!("SELECT name, image FROM {table} ORDER BY name"))?;
-                let rows = stmt.query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })?;
+                let mut stmt =
+                    tx.prepare(&format!("SELECT name, image FROM {table} ORDER BY name"))?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
                 for row in rows {
                     let (name, image) = row?;
                     if let Some(rec) = out.iter_mut().find(|i| i.id.to_string() == image) {

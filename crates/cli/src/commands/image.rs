@@ -9,13 +9,19 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use berth_reference::{Digest, Reference};
-use berth_store::{ArchiveFormat, ImageRecord, ImportOptions, RemoveEvent, RunConfig, SaveRequest, Store};
+use berth_store::{
+    ArchiveFormat, ImageRecord, ImportOptions, RemoveEvent, RunConfig, SaveRequest, Store,
+};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Status, one_line, open_store, print_json_indented};
-use crate::{changes, filters::{Filters, path_match}, format, units};
+use crate::{
+    changes,
+    filters::{Filters, path_match},
+    format, units,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
@@ -184,7 +190,11 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
                 .find(|d| d.name() == t.name())
                 .and_then(|d| d.digest())
                 .map_or("<none>".to_string(), |d| d.to_string());
-            names.push((t.familiar_name(), t.tag().unwrap_or("latest").into(), digest));
+            names.push((
+                t.familiar_name(),
+                t.tag().unwrap_or("latest").into(),
+                digest,
+            ));
         }
         if rec.tags.is_empty() {
             for d in &rec.repo_digests {
@@ -197,9 +207,9 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
         }
         if !references.is_empty() {
             names.retain(|(repo, tag, _)| {
-                references.iter().any(|pat| {
-                    path_match(pat, repo) || path_match(pat, &format!("{repo}:{tag}"))
-                })
+                references
+                    .iter()
+                    .any(|pat| path_match(pat, repo) || path_match(pat, &format!("{repo}:{tag}")))
             });
             if names.is_empty() {
                 continue;
@@ -343,7 +353,12 @@ pub fn import(root: &Path, args: ImportArgs) -> Result<()> {
 /// Standard input as a `File`, so that it can be read on the unpacker's thread.
 fn stdin_file() -> Result<File> {
     use std::os::fd::AsFd;
-    Ok(File::from(io::stdin().as_fd().try_clone_to_owned().context("duplicate stdin")?))
+    Ok(File::from(
+        io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicate stdin")?,
+    ))
 }
 
 #[derive(Args, Debug)]
@@ -404,14 +419,20 @@ fn save_request(store: &Store, name: &str) -> Result<SaveRequest> {
     let rec = store.resolve(name)?;
     let tags = match Reference::parse_normalized(name) {
         Ok(r) if r.tag().is_some() || r.digest().is_some() => {
-            let r = if r.digest().is_some() { r } else { Reference::parse_with_default_tag(name)? };
+            let r = if r.digest().is_some() {
+                r
+            } else {
+                Reference::parse_with_default_tag(name)?
+            };
             rec.tags.iter().filter(|t| **t == r).cloned().collect()
         }
         Ok(r) if rec.tags.iter().any(|t| t.name() == r.name()) => {
             let repo = r.name();
             let mut tags: Vec<Reference> = Vec::new();
             for other in store.images()? {
-                tags.extend(other.tags.into_iter().filter(|t| t.name() == repo && store.resolve(&t.to_string()).is_ok_and(|x| x.id == rec.id)));
+                tags.extend(other.tags.into_iter().filter(|t| {
+                    t.name() == repo && store.resolve(&t.to_string()).is_ok_and(|x| x.id == rec.id)
+                }));
             }
             tags
         }
@@ -444,12 +465,21 @@ pub fn save(root: &Path, args: SaveArgs) -> Result<()> {
     match &args.output {
         Some(path) => {
             // Written beside the target and renamed, so a failed save leaves no partial file.
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             let mut tmp = tempfile::Builder::new()
                 .prefix(".berth-save-")
                 .tempfile_in(dir)
-                .with_context(|| format!("failed to save image: create a file in {}", dir.display()))?;
-            store.save(&requests, format, io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()))?;
+                .with_context(|| {
+                    format!("failed to save image: create a file in {}", dir.display())
+                })?;
+            store.save(
+                &requests,
+                format,
+                io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
+            )?;
             tmp.as_file().sync_all()?;
             tmp.persist(path)
                 .map_err(|e| e.error)
@@ -459,7 +489,11 @@ pub fn save(root: &Path, args: SaveArgs) -> Result<()> {
             if io::stdout().is_terminal() {
                 bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
             }
-            store.save(&requests, format, io::BufWriter::with_capacity(1 << 20, io::stdout().lock()))?;
+            store.save(
+                &requests,
+                format,
+                io::BufWriter::with_capacity(1 << 20, io::stdout().lock()),
+            )?;
         }
     }
     Ok(())
@@ -575,13 +609,21 @@ pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
         print_events(&mut out, &report.events, true)?;
         writeln!(out)?;
     }
-    writeln!(out, "Total reclaimed space: {}", units::human_size(report.reclaimed as f64))?;
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        units::human_size(report.reclaimed as f64)
+    )?;
     Ok(())
 }
 
 /// The images `--filter until=/label=/label!=` lets `image prune` remove.
 fn prune_candidates(store: &Store, filters: &Filters) -> Result<HashSet<Digest>> {
-    let until = filters.get("until").last().map(|u| parse_until(u)).transpose()?;
+    let until = filters
+        .get("until")
+        .last()
+        .map(|u| parse_until(u))
+        .transpose()?;
     let mut out = HashSet::new();
     for rec in store.images()? {
         let created = created_at(rec.created.as_deref());
@@ -593,10 +635,13 @@ fn prune_candidates(store: &Store, filters: &Filters) -> Result<HashSet<Digest>>
         if !filters.labels_match(labels) {
             continue;
         }
-        let excluded = filters.get("label!").iter().any(|want| match want.split_once('=') {
-            Some((k, v)) => labels.and_then(|l| l.get(k)).is_some_and(|have| have == v),
-            None => labels.is_some_and(|l| l.contains_key(want)),
-        });
+        let excluded = filters
+            .get("label!")
+            .iter()
+            .any(|want| match want.split_once('=') {
+                Some((k, v)) => labels.and_then(|l| l.get(k)).is_some_and(|have| have == v),
+                None => labels.is_some_and(|l| l.contains_key(want)),
+            });
         if !excluded {
             out.insert(rec.id);
         }
@@ -657,21 +702,40 @@ pub fn history(root: &Path, args: HistoryArgs) -> Result<()> {
     }
     let mut entries = image.config.history.clone();
     if entries.is_empty() {
-        entries = chains.iter().map(|_| berth_store::History::default()).collect();
+        entries = chains
+            .iter()
+            .map(|_| berth_store::History::default())
+            .collect();
     }
     let mut sizes = layer_sizes.into_iter();
     let mut rows: Vec<HistoryRow> = entries
         .iter()
         .map(|h| {
-            let size = if h.empty_layer { 0 } else { sizes.next().unwrap_or(0) };
+            let size = if h.empty_layer {
+                0
+            } else {
+                sizes.next().unwrap_or(0)
+            };
             let created = created_at(h.created.as_deref());
             let created_by = h.created_by.clone().unwrap_or_default();
             HistoryRow {
                 id: "<missing>".into(),
-                created_since: if args.human { since(created) } else { h.created.clone().unwrap_or_default() },
+                created_since: if args.human {
+                    since(created)
+                } else {
+                    h.created.clone().unwrap_or_default()
+                },
                 created_at: h.created.clone().unwrap_or_default(),
-                created_by: if args.no_trunc { created_by } else { ellipsis(&created_by, 45) },
-                size: if args.human { units::human_size(size as f64) } else { size.to_string() },
+                created_by: if args.no_trunc {
+                    created_by
+                } else {
+                    ellipsis(&created_by, 45)
+                },
+                size: if args.human {
+                    units::human_size(size as f64)
+                } else {
+                    size.to_string()
+                },
                 comment: h.comment.clone().unwrap_or_default(),
             }
         })
@@ -788,7 +852,11 @@ pub fn inspect_images(root: &Path, names: &[String], format: Option<&str>) -> Re
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for name in names {
-        match store.resolve(name).map_err(anyhow::Error::from).and_then(|r| inspect_document(&store, &r)) {
+        match store
+            .resolve(name)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| inspect_document(&store, &r))
+        {
             Ok(doc) => docs.push(doc),
             Err(e) => errors.push(one_line(&e)),
         }
@@ -810,4 +878,3 @@ pub fn inspect_images(root: &Path, names: &[String], format: Option<&str>) -> Re
     }
     Ok(())
 }
-

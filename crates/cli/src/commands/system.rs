@@ -112,7 +112,10 @@ fn df_verbose(
     let mut out = io::stdout().lock();
     writeln!(out, "Images space usage:\n")?;
     let mut tw = tabwriter::TabWriter::new(Vec::new()).minwidth(7).padding(3);
-    writeln!(tw, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tSHARED SIZE\tUNIQUE SIZE\tCONTAINERS")?;
+    writeln!(
+        tw,
+        "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tSHARED SIZE\tUNIQUE SIZE\tCONTAINERS"
+    )?;
     for (rec, chains) in images.iter().zip(image_layers) {
         let (mut shared, mut unique) = (0u64, 0u64);
         for c in chains {
@@ -149,10 +152,16 @@ fn df_verbose(
     }
     out.write_all(&tw.into_inner()?)?;
     writeln!(out, "\nContainers space usage:\n")?;
-    writeln!(out, "CONTAINER ID   IMAGE     COMMAND   LOCAL VOLUMES   SIZE      CREATED   STATUS    NAMES")?;
+    writeln!(
+        out,
+        "CONTAINER ID   IMAGE     COMMAND   LOCAL VOLUMES   SIZE      CREATED   STATUS    NAMES"
+    )?;
     writeln!(out, "\nLocal Volumes space usage:\n")?;
     writeln!(out, "VOLUME NAME   LINKS     SIZE")?;
     writeln!(out, "\nBuild cache usage: 0B\n")?;
-    writeln!(out, "CACHE ID   CACHE TYPE   SIZE      CREATED   LAST USED   USAGE     SHARED")?;
+    writeln!(
+        out,
+        "CACHE ID   CACHE TYPE   SIZE      CREATED   LAST USED   USAGE     SHARED"
+    )?;
     Ok(())
 }

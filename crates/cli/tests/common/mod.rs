@@ -76,7 +76,10 @@ impl Berth {
     /// Runs and expects failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(!out.status.success(), "berth {args:?} should fail but succeeded");
+        assert!(
+            !out.status.success(),
+            "berth {args:?} should fail but succeeded"
+        );
         String::from_utf8(out.stderr).expect("utf-8 stderr")
     }
 
@@ -89,11 +92,20 @@ impl Berth {
 
     /// A fingerprint of everything in the store that must not change when a command fails.
     pub fn snapshot(&self) -> Vec<String> {
-        let mut out = vec![self.ok(&["images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"])];
+        let mut out = vec![self.ok(&[
+            "images",
+            "-a",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Repository}}:{{.Tag}}",
+        ])];
         for sub in ["blobs/sha256", "layers", "ingest"] {
             let dir = self.root().join(sub);
             let mut names: Vec<String> = std::fs::read_dir(&dir)
-                .map(|rd| rd.map(|e| format!("{sub}/{}", e.unwrap().file_name().to_string_lossy())).collect())
+                .map(|rd| {
+                    rd.map(|e| format!("{sub}/{}", e.unwrap().file_name().to_string_lossy()))
+                        .collect()
+                })
                 .unwrap_or_default();
             names.sort();
             out.extend(names);
@@ -135,7 +147,9 @@ pub fn test_tmp() -> PathBuf {
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    berth_reference::Digest::sha256_of(data).encoded().to_string()
+    berth_reference::Digest::sha256_of(data)
+        .encoded()
+        .to_string()
 }
 
 /// Requires an external tool; a missing one fails the test with the fix, never skips it.
@@ -145,32 +159,71 @@ pub fn require_tool(name: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(found, "{name} is not installed: run scripts/install-deps.sh");
+    assert!(
+        found,
+        "{name} is not installed: run scripts/install-deps.sh"
+    );
 }
 
 /// A small root filesystem tar: directories, files, a symlink, a hard link, modes, owners.
 pub fn rootfs_tar(marker: &str) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    let mut add = |path: &str, kind: tar::EntryType, mode: u32, data: &[u8], link: Option<&str>, uid: u64| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(uid);
-        h.set_gid(uid);
-        h.set_mtime(1_700_000_000);
-        h.set_size(data.len() as u64);
-        if let Some(l) = link {
-            h.set_link_name(l).unwrap();
-        }
-        b.append_data(&mut h, path, data).unwrap();
-    };
+    let mut add =
+        |path: &str, kind: tar::EntryType, mode: u32, data: &[u8], link: Option<&str>, uid: u64| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(uid);
+            h.set_gid(uid);
+            h.set_mtime(1_700_000_000);
+            h.set_size(data.len() as u64);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            b.append_data(&mut h, path, data).unwrap();
+        };
     add("bin/", tar::EntryType::Directory, 0o755, b"", None, 0);
     add("etc/", tar::EntryType::Directory, 0o755, b"", None, 0);
-    add("etc/marker", tar::EntryType::Regular, 0o644, marker.as_bytes(), None, 0);
-    add("etc/secret", tar::EntryType::Regular, 0o600, b"s3cret\n", None, 1000);
-    add("bin/tool", tar::EntryType::Regular, 0o4755, b"#!/bin/sh\necho tool\n", None, 0);
-    add("bin/tool-link", tar::EntryType::Symlink, 0o777, b"", Some("/bin/tool"), 0);
-    add("bin/tool-hard", tar::EntryType::Link, 0o755, b"", Some("bin/tool"), 0);
+    add(
+        "etc/marker",
+        tar::EntryType::Regular,
+        0o644,
+        marker.as_bytes(),
+        None,
+        0,
+    );
+    add(
+        "etc/secret",
+        tar::EntryType::Regular,
+        0o600,
+        b"s3cret\n",
+        None,
+        1000,
+    );
+    add(
+        "bin/tool",
+        tar::EntryType::Regular,
+        0o4755,
+        b"#!/bin/sh\necho tool\n",
+        None,
+        0,
+    );
+    add(
+        "bin/tool-link",
+        tar::EntryType::Symlink,
+        0o777,
+        b"",
+        Some("/bin/tool"),
+        0,
+    );
+    add(
+        "bin/tool-hard",
+        tar::EntryType::Link,
+        0o755,
+        b"",
+        Some("bin/tool"),
+        0,
+    );
     b.into_inner().unwrap()
 }
 
@@ -181,7 +234,13 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// A tar entry with a raw name (tar::Builder refuses `..`, which attacks need).
-pub fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>) {
+pub fn raw_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    data: &[u8],
+    link: Option<&str>,
+) {
     let mut h = tar::Header::new_old();
     {
         let bytes = h.as_mut_bytes();
@@ -258,13 +317,20 @@ pub fn oci_layout(layer_tar: &[u8], opts: &LayoutOptions) -> Vec<u8> {
     }
     let index = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [desc]})).unwrap();
     let mut files: Vec<(String, Vec<u8>)> = vec![
-        ("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+        (
+            "oci-layout".into(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
         ("index.json".into(), index),
         (format!("blobs/sha256/{manifest_digest}"), manifest),
         (format!("blobs/sha256/{config_digest}"), config),
     ];
     if !opts.omit_layer {
-        let bytes = if opts.corrupt_layer { b"not the layer".to_vec() } else { layer_blob };
+        let bytes = if opts.corrupt_layer {
+            b"not the layer".to_vec()
+        } else {
+            layer_blob
+        };
         files.push((format!("blobs/sha256/{layer_digest}"), bytes));
     }
     tar_of(&files)
