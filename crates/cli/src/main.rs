@@ -9,6 +9,10 @@ mod changes;
 mod commands;
 mod filters;
 mod format;
+#[allow(
+    dead_code,
+    reason = "the size parsers serve run --memory and --shm-size, which come with the runtime"
+)]
 mod units;
 
 use std::{path::PathBuf, process::ExitCode};

@@ -33,15 +33,20 @@ pub const ZSTD_LEVEL: i32 = 3;
 pub enum Compression {
     /// A plain tar stream.
     None,
+    /// gzip, possibly several members back to back (`…tar+gzip`).
     Gzip,
+    /// zstd, possibly several frames back to back (`…tar+zstd`).
     Zstd,
 }
 
+/// Why a layer stream cannot be decompressed.
 #[derive(Debug, thiserror::Error)]
 pub enum CompressionError {
-    /// The stream is compressed with a format berth does not read.
+    /// The stream is compressed with a format berth does not read: "bzip2"
+    /// or "xz".
     #[error("unsupported layer compression {0}")]
     Unsupported(&'static str),
+    /// Reading the stream's first bytes, or setting up the decoder, failed.
     #[error("reading compressed layer")]
     Io(#[from] io::Error),
 }
@@ -156,6 +161,7 @@ impl<W: Write> Compressor<W> {
         Ok(Compressor { inner })
     }
 
+    /// The compression this writer applies.
     pub fn compression(&self) -> Compression {
         match self.inner {
             Encoder::None(_) => Compression::None,

@@ -31,7 +31,9 @@ mod unpack;
 
 pub use archive::{ArchiveFormat, LoadedImage, SaveRequest};
 pub use blobs::BlobStore;
-pub use compression::{Compression, CompressionError};
+pub use compression::{
+    Compression, CompressionError, Compressor, GZIP_LEVEL, ZSTD_LEVEL, compress_gzip, compress_zstd,
+};
 pub use config::{History, ImageConfig, RootFs, RunConfig, host_architecture};
 pub use error::{Result, StoreError};
 pub use gc::{GcReport, PruneReport};

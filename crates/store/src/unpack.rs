@@ -94,18 +94,33 @@ pub struct UnpackStats {
     pub bytes: u64,
 }
 
+/// Why a layer could not be unpacked. `dest` is left partly filled.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     /// The entry would write outside the layer root; nothing was written for it.
     #[error("layer entry {entry} escapes the layer root: {reason}")]
-    Escape { entry: String, reason: &'static str },
+    Escape {
+        /// The entry's name as written in the tar.
+        entry: String,
+        /// What gives it away, e.g. "its path traverses a symlink".
+        reason: &'static str,
+    },
     /// The entry is well-formed tar but cannot be extracted.
     #[error("layer entry {entry}: {reason}")]
-    BadEntry { entry: String, reason: &'static str },
+    BadEntry {
+        /// The entry's name as written in the tar.
+        entry: String,
+        /// What is wrong with it, e.g. "hard link target not found".
+        reason: &'static str,
+    },
+    /// A filesystem operation failed.
     #[error("{op} {path}")]
     Io {
+        /// The operation, e.g. "create file".
         op: &'static str,
+        /// The path in `dest` it was applied to.
         path: PathBuf,
+        /// The kernel's error.
         #[source]
         source: io::Error,
     },

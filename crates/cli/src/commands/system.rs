@@ -65,12 +65,9 @@ fn df(root: &Path, args: DfArgs) -> Result<()> {
         return df_verbose(&images, &image_layers, &layer_use);
     }
     let human = |n: u64| units::human_size(n as f64);
-    let reclaim = |n: u64, total: u64| {
-        if total == 0 {
-            human(n)
-        } else {
-            format!("{} ({}%)", human(n), n * 100 / total)
-        }
+    let reclaim = |n: u64, total: u64| match (n * 100).checked_div(total) {
+        Some(pct) => format!("{} ({pct}%)", human(n)),
+        None => human(n),
     };
     let row = |kind: &str, total: usize, size: u64| DfRow {
         kind: kind.into(),
