@@ -13,7 +13,10 @@ const BINARY_ABBRS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", 
 
 /// Why a size string could not be parsed. Messages follow go-units.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(clippy::enum_variant_names, reason = "the names follow go-units' messages")]
+#[allow(
+    clippy::enum_variant_names,
+    reason = "the names follow go-units' messages"
+)]
 pub enum UnitsError {
     /// No digit at all, or a negative size: `invalid size: 'x'`.
     InvalidSize(String),
