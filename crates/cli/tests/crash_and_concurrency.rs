@@ -146,3 +146,25 @@ fn concurrent_loads_tags_and_prunes() {
         "each layer unpacked once"
     );
 }
+
+#[test]
+fn many_processes_open_a_fresh_store_at_once() {
+    let b = std::sync::Arc::new(Berth::new());
+    let workers: Vec<_> = (0..16)
+        .map(|i| {
+            let b = b.clone();
+            thread::spawn(move || {
+                if i % 4 == 0 {
+                    let out = b.run_stdin(&["import", "-", &format!("fresh{i}")], &rootfs_tar("f"));
+                    assert_success(&out, &["import"]);
+                } else {
+                    assert_success(&b.run(&["images"]), &["images"]);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(b.ok(&["images", "--format", "{{.Repository}}"]).lines().count(), 4);
+}

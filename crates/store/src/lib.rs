@@ -72,7 +72,13 @@ impl Store {
         ensure_dir(layers.dir())?;
         ensure_dir(&root.join("locks"))?;
         ensure_dir(&root.join("tmp"))?;
-        let meta = Meta::open(&root.join("meta.db"))?;
+        // Switching a new database to WAL and creating the schema can fail with "database is
+        // locked" without waiting when several processes do it at once (SQLite does not run
+        // the busy handler there), so opening is serialized; it takes about a millisecond.
+        let meta = {
+            let _init = locks.lock_exclusive("meta-open")?;
+            Meta::open(&root.join("meta.db"))?
+        };
         Ok(Store {
             root: root.to_owned(),
             blobs,

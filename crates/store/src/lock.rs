@@ -1,6 +1,7 @@
 //! Advisory file locks (flock) shared by every berth process using one state root.
 //!
-//! Lock order, outermost first: `gc` (shared by writers, exclusive by the sweep) ->
+//! Lock order, outermost first: `meta-open` (held alone, only while opening the database);
+//! then `gc` (shared by writers, exclusive by the sweep) ->
 //! `layer-<chain-id>` (one unpacker per layer) -> SQLite's own transaction lock (held only
 //! for short transactions, never across I/O on blobs or layers).
 
