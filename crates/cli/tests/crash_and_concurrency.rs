@@ -149,12 +149,18 @@ fn concurrent_loads_tags_and_prunes() {
 
 #[test]
 fn many_processes_open_a_fresh_store_at_once() {
+    for _round in 0..4 {
+        fresh_store_stampede();
+    }
+}
+
+fn fresh_store_stampede() {
     let b = std::sync::Arc::new(Berth::new());
-    let workers: Vec<_> = (0..16)
+    let workers: Vec<_> = (0..24)
         .map(|i| {
             let b = b.clone();
             thread::spawn(move || {
-                if i % 4 == 0 {
+                if i % 6 == 0 {
                     let out = b.run_stdin(&["import", "-", &format!("fresh{i}")], &rootfs_tar("f"));
                     assert_success(&out, &["import"]);
                 } else {
