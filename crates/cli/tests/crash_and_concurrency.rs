@@ -172,5 +172,10 @@ fn fresh_store_stampede() {
     for w in workers {
         w.join().unwrap();
     }
-    assert_eq!(b.ok(&["images", "--format", "{{.Repository}}"]).lines().count(), 4);
+    assert_eq!(
+        b.ok(&["images", "--format", "{{.Repository}}"])
+            .lines()
+            .count(),
+        4
+    );
 }
