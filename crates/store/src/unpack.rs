@@ -700,11 +700,62 @@ struct Unpacker<'a> {
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     buf: Vec<u8>,
     stats: UnpackStats,
+    /// What a new file gets without chown and chmod, to skip those calls when they would
+    /// change nothing (two of the six syscalls per file).
+    creation: Creation,
+}
+
+/// The owner and permission bits a newly created file has before any chown or chmod.
+#[derive(Debug, Clone, Copy)]
+struct Creation {
+    uid: Uid,
+    gid: Gid,
+    umask: u32,
+    /// False once a setgid directory is in play: new files there take its group.
+    owner_known: bool,
+}
+
+impl Creation {
+    fn of_process(root: BorrowedFd<'_>) -> Creation {
+        let root_setgid = rustix::fs::fstat(root).is_ok_and(|st| st.st_mode & 0o2000 != 0);
+        let umask = process_umask();
+        Creation {
+            uid: rustix::process::geteuid(),
+            gid: rustix::process::getegid(),
+            umask: umask.unwrap_or(0o777),
+            owner_known: !root_setgid,
+        }
+    }
+
+    /// The mode to create a file with: its permission bits, less what the umask removes.
+    fn mode_for(&self, meta: &Meta) -> u32 {
+        meta.mode & 0o777 & !self.umask
+    }
+
+    fn needs_chown(&self, meta: &Meta) -> bool {
+        !(self.owner_known && meta.uid == self.uid && meta.gid == self.gid)
+    }
+
+    fn needs_chmod(&self, meta: &Meta) -> bool {
+        meta.mode & 0o7777 != self.mode_for(meta)
+    }
+}
+
+/// The process umask, read from /proc (calling umask(2) to read it would change it for
+/// every thread for a moment).
+fn process_umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+        u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+    })
 }
 
 impl<'a> Unpacker<'a> {
     fn new(root: BorrowedFd<'a>, dest: &'a Path) -> Self {
         Unpacker {
+            creation: Creation::of_process(root),
             root,
             dest,
             dirs: DirStack::new(),
@@ -890,7 +941,8 @@ impl<'a> Unpacker<'a> {
     fn file<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, meta: &Meta) -> Result<(), Fail> {
         let (parent, name) = split_parent(&self.path);
         let dir = self.dirs.get(self.root, parent, true)?;
-        let create = || rustix::fs::openat(dir, name, FILE_FLAGS, Mode::from_raw_mode(0o600));
+        let mode = Mode::from_raw_mode(self.creation.mode_for(meta));
+        let create = || rustix::fs::openat(dir, name, FILE_FLAGS, mode);
         let fd = match create() {
             Err(Errno::EXIST) => {
                 remove_entry(dir, name)?;
@@ -912,7 +964,7 @@ impl<'a> Unpacker<'a> {
             written += len as u64;
         }
         self.stats.bytes += size;
-        finish_file(&fd, meta, &self.xattrs, &self.raw_name)
+        finish_file(&fd, meta, &self.creation, &self.xattrs, &self.raw_name)
     }
 
     fn dir(&mut self, meta: &Meta) -> Result<(), Fail> {
@@ -939,6 +991,9 @@ impl<'a> Unpacker<'a> {
             .map_err(io_fail("chown directory"))?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(meta.mode))
             .map_err(io_fail("chmod directory"))?;
+        if meta.mode & 0o2000 != 0 {
+            self.creation.owner_known = false;
+        }
         set_xattrs(XattrTarget::Fd(fd.as_fd()), &self.xattrs, &self.raw_name)?;
         self.times.push(&self.path, meta.mtime);
         self.dirs.push_child(&self.path, fd);
@@ -1144,11 +1199,18 @@ fn fill(entry: &mut impl Read, buf: &mut [u8]) -> Result<(), Fail> {
 fn finish_file(
     fd: &OwnedFd,
     meta: &Meta,
+    creation: &Creation,
     xattrs: &[(Vec<u8>, Vec<u8>)],
     raw_name: &[u8],
 ) -> Result<(), Fail> {
-    rustix::fs::fchown(fd, Some(meta.uid), Some(meta.gid)).map_err(io_fail("chown file"))?;
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(io_fail("chmod file"))?;
+    if creation.needs_chown(meta) {
+        rustix::fs::fchown(fd, Some(meta.uid), Some(meta.gid)).map_err(io_fail("chown file"))?;
+    }
+    // After a chown, special bits are gone; they are never in the creation mode, so a file
+    // that has any is always chmodded here.
+    if creation.needs_chmod(meta) {
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(io_fail("chmod file"))?;
+    }
     set_xattrs(XattrTarget::Fd(fd.as_fd()), xattrs, raw_name)?;
     rustix::fs::futimens(fd, &meta.times()).map_err(io_fail("set times of file"))
 }
