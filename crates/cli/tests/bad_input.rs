@@ -222,3 +222,30 @@ fn zstd_layers_load_and_save_back_uncompressed() {
     c.ok(&["load", "-i", archive.to_str().unwrap()]);
     assert_eq!(c.image_id("zst:1"), id);
 }
+
+#[test]
+fn a_blob_claiming_an_unpacked_layer_is_checked() {
+    // The store has layer L unpacked; a second archive names L's diff ID for other bytes.
+    let real = rootfs_tar("real");
+    let (b, _) = seeded();
+    let opts = LayoutOptions {
+        name: Some("docker.io/library/real:1".into()),
+        ..Default::default()
+    };
+    assert_success(
+        &b.run_stdin(&["load"], &oci_layout(&real, &opts)),
+        &["load"],
+    );
+    let before = b.snapshot();
+    let liar = LayoutOptions {
+        gzip_layer: true,
+        claimed_diff_id: Some(sha256_hex(&real)),
+        name: Some("docker.io/library/liar:1".into()),
+        ..Default::default()
+    };
+    let out = b.run_stdin(&["load"], &oci_layout(&rootfs_tar("evil"), &liar));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a lying layer blob was accepted");
+    assert!(err.contains("but the config says"), "{err}");
+    assert_eq!(b.snapshot(), before);
+}

@@ -34,7 +34,11 @@ fn import_tag_save_load_keeps_the_image_id() {
     );
     assert!(list.contains("demo                    1 "), "{list}");
     assert!(list.contains("example.com/team/demo   latest "), "{list}");
-    assert_eq!(a.ok(&["images", "-q"]).trim(), &id[7..19]);
+    assert_eq!(
+        a.ok(&["images", "-q"]),
+        format!("{0}\n{0}\n", &id[7..19]),
+        "one line per row"
+    );
 
     let inspect = json(&a.ok(&["image", "inspect", "demo:1"]));
     assert_eq!(inspect[0]["Id"], id);
@@ -261,5 +265,33 @@ fn prune_all_with_label_filters() {
     assert!(
         df.starts_with("Images space usage:\n\nREPOSITORY   TAG       IMAGE ID"),
         "{df}"
+    );
+}
+
+#[test]
+fn two_tags_of_one_repository_need_force_to_remove_by_id() {
+    let b = Berth::new();
+    assert_success(
+        &b.run_stdin(&["import", "-", "repo:1"], &rootfs_tar("r")),
+        &["import"],
+    );
+    b.ok(&["tag", "repo:1", "repo:2"]);
+    let id = b.image_id("repo:1");
+    let err = b.fails(&["rmi", &id]);
+    assert!(err.contains("must be forced"), "{err}");
+    // Saving the bare repository name takes every tag of it.
+    let archive = b.dir.path().join("repo.tar");
+    b.ok(&["save", "-o", archive.to_str().unwrap(), "repo"]);
+    let c = Berth::new();
+    let loaded = c.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(
+        loaded.contains("repo:1") && loaded.contains("repo:2"),
+        "{loaded}"
+    );
+    // history takes -H without a value.
+    assert!(b.ok(&["history", "-H", "repo:1"]).starts_with("IMAGE"));
+    assert!(
+        b.ok(&["history", "-H=false", "repo:1"])
+            .contains("Imported from -")
     );
 }

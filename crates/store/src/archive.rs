@@ -17,6 +17,7 @@ use crate::{
     config::{ImageConfig, host_architecture},
     error::{IoContext, Result, StoreError},
     image::{chain_ids, check_layer_media_type, from_oci_digest, parse_config, parse_manifest},
+    import::manifest_bytes,
     layers::Digesting,
 };
 
@@ -61,6 +62,8 @@ struct DockerArchiveEntry {
 /// Small documents of an archive are kept in memory; anything larger than this that is not
 /// under `blobs/` is not a document berth understands.
 const MAX_DOCUMENT: u64 = 16 << 20;
+/// All such documents together; a hostile archive cannot make berth hold more.
+const MAX_DOCUMENTS_TOTAL: u64 = 64 << 20;
 
 const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
@@ -123,6 +126,7 @@ impl Store {
         };
         let mut ar = tar::Archive::new(stream);
         let mut out = ArchiveContents::default();
+        let mut doc_bytes = 0u64;
         for entry in ar.entries().map_err(read_err)? {
             let mut entry = entry.map_err(read_err)?;
             let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -152,6 +156,13 @@ impl Store {
                 .and_then(|rest| rest.split_once('/'))
                 .map(|(alg, hex)| format!("{alg}:{hex}"));
             if blob_name.is_none() && size <= MAX_DOCUMENT && !path.ends_with(".tar") {
+                doc_bytes += size;
+                if doc_bytes > MAX_DOCUMENTS_TOTAL {
+                    return Err(StoreError::corrupt(
+                        "archive",
+                        "more than 64 MiB of JSON documents outside blobs/",
+                    ));
+                }
                 let mut data = Vec::with_capacity(size as usize);
                 entry.read_to_end(&mut data).map_err(read_err)?;
                 out.docs.insert(path, data);
@@ -365,11 +376,16 @@ impl Store {
     pub(crate) fn unpack_image_layers(&self, config: &ImageConfig, blobs: &[Digest]) -> Result<()> {
         let chains = chain_ids(config)?;
         for (i, blob) in blobs.iter().enumerate() {
-            if self.layers.get(&chains[i])?.is_some() {
-                continue;
-            }
             let diff_id = Digest::parse(&config.rootfs.diff_ids[i])
                 .map_err(|e| StoreError::corrupt("diff ID", e))?;
+            if self.layers.get(&chains[i])?.is_some() {
+                // The layer is unpacked already, but this manifest names its own blob for
+                // it: that blob must really be the layer before the image may refer to it.
+                if blob != &diff_id {
+                    self.verify_layer_blob(blob, &diff_id)?;
+                }
+                continue;
+            }
             let file = self.blobs.open(blob)?;
             let (_, tar) = decompress(BufReader::with_capacity(1 << 20, file))?;
             let parent = i.checked_sub(1).map(|p| &chains[p]);
@@ -382,6 +398,26 @@ impl Store {
                     ),
                     e => e,
                 })?;
+        }
+        Ok(())
+    }
+
+    /// Checks that a layer blob decompresses to the content named by `diff_id`.
+    fn verify_layer_blob(&self, blob: &Digest, diff_id: &Digest) -> Result<()> {
+        let file = self.blobs.open(blob)?;
+        let (_, tar) = decompress(BufReader::with_capacity(1 << 20, file))?;
+        let (actual, _) =
+            Digesting::new(tar, None)
+                .finish()
+                .map_err(|source| StoreError::Read {
+                    what: format!("layer {blob}"),
+                    source,
+                })?;
+        if &actual != diff_id {
+            return Err(StoreError::corrupt(
+                format!("layer {blob}"),
+                format!("uncompressed content hashed to {actual}, but the config says {diff_id}"),
+            ));
         }
         Ok(())
     }
@@ -426,10 +462,13 @@ impl Store {
                         paths.push(format!("blobs/sha256/{}", info.diff_id.encoded()));
                         layers.push((info.diff_id.clone(), info.tar_size, MediaType::ImageLayer));
                     }
+                    // The manifest for uncompressed layers exists only in the archive: saving
+                    // writes nothing to the store.
                     let config_size = self.blobs.size(&image.record.id)?;
-                    let manifest = self.put_manifest(&image.record.id, config_size, &layers)?;
-                    w.blob_from_store(self, &manifest)?;
-                    let size = self.blobs.size(&manifest)?;
+                    let bytes = manifest_bytes(&image.record.id, config_size, &layers)?;
+                    let manifest = Digest::sha256_of(&bytes);
+                    w.blob_bytes(&manifest, &bytes)?;
+                    let size = bytes.len() as u64;
                     let top = layers
                         .last()
                         .map(|l| l.0.encoded().to_string())
@@ -567,6 +606,15 @@ impl<W: Write> ArchiveWriter<W> {
         let size = store.blobs.size(digest)?;
         let file = store.blobs.open(digest)?;
         self.entry(&path, size, BufReader::with_capacity(1 << 20, file))
+    }
+
+    fn blob_bytes(&mut self, digest: &Digest, data: &[u8]) -> Result<()> {
+        self.dirs()?;
+        let path = format!("blobs/sha256/{}", digest.encoded());
+        if self.written.insert(path.clone()) {
+            self.entry(&path, data.len() as u64, data)?;
+        }
+        Ok(())
     }
 
     fn uncompressed_layer(

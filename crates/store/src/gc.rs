@@ -49,14 +49,25 @@ impl Store {
         }
     }
 
+    /// Collects after a removal if no writer is busy, returning the layers removed. The
+    /// removal already happened, so a failed collection is only worth a warning; the next
+    /// one retries.
+    pub(crate) fn collect_quietly(&mut self) -> Vec<Digest> {
+        match self.try_gc() {
+            Ok(report) => report.map(|r| r.layers_removed).unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "garbage collection after removal failed");
+                Vec::new()
+            }
+        }
+    }
+
     /// After a failed import or load, removes the blobs and layers it had already added, so
     /// that bad input leaves the store as it was. Skipped while another writer is busy
     /// (its content is indistinguishable from ours); the next collection gets it then.
     pub(crate) fn clean_after_failure<T>(&mut self, result: &Result<T>) {
-        if result.is_err()
-            && let Err(e) = self.try_gc()
-        {
-            tracing::warn!(error = %e, "cleaning up after a failed write");
+        if result.is_err() {
+            self.collect_quietly();
         }
     }
 
@@ -66,19 +77,16 @@ impl Store {
         for (id, manifest_digest) in self.meta.manifests()? {
             live_blobs.insert(id.clone());
             live_blobs.insert(manifest_digest.clone());
-            // A root whose documents are unreadable keeps what it names; `system check`
-            // reports it rather than the collector guessing.
-            if let Ok(data) = self.blobs.read(&manifest_digest)
-                && let Ok(manifest) = parse_manifest(&manifest_digest, &data)
-            {
+            // A root's documents must be read to know what it keeps alive; if one cannot be
+            // read (other than being gone already), sweeping would be a guess, so stop.
+            if let Some(data) = read_root(&self.blobs, &manifest_digest)? {
+                let manifest = parse_manifest(&manifest_digest, &data)?;
                 for layer in manifest.layers() {
                     live_blobs.insert(from_oci_digest(layer.digest())?);
                 }
             }
-            if let Ok(data) = self.blobs.read(&id)
-                && let Ok(config) = parse_config(&id, &data)
-            {
-                live_layers.extend(chain_ids(&config)?);
+            if let Some(data) = read_root(&self.blobs, &id)? {
+                live_layers.extend(chain_ids(&parse_config(&id, &data)?)?);
             }
         }
         let mut report = GcReport::default();
@@ -130,7 +138,7 @@ impl Store {
                     .events
                     .push(crate::RemoveEvent::Untagged(t.familiar_string()));
             }
-            if self.meta.remove_image(&rec.id, true)? {
+            if self.meta.remove_image_if_untagged(&rec.id)? {
                 report
                     .events
                     .push(crate::RemoveEvent::Deleted(rec.id.clone()));
@@ -144,5 +152,14 @@ impl Store {
                 .map(crate::RemoveEvent::Deleted),
         );
         Ok(report)
+    }
+}
+
+/// Reads a root's document; `None` if it is gone (nothing to keep for it).
+fn read_root(blobs: &crate::BlobStore, digest: &Digest) -> Result<Option<Vec<u8>>> {
+    match blobs.read(digest) {
+        Ok(data) => Ok(Some(data)),
+        Err(crate::StoreError::BlobNotFound(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }

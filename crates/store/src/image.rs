@@ -197,26 +197,27 @@ impl Store {
     }
 
     /// Removes what `name` names, as `docker rmi` does: a tag is untagged, and the image
-    /// goes when no tag is left; an ID removes the image unless several repositories still
-    /// name it (then only with `force`, which untags them all).
+    /// goes when no tag is left; an ID removes the image unless tags still name it (then
+    /// only with `force`, which untags them all).
+    ///
+    /// The image row is deleted only in the same transaction that sees it untagged, so a
+    /// tag another process adds meanwhile keeps the image alive.
     pub fn remove_image(&mut self, name: &str, force: bool) -> Result<Vec<RemoveEvent>> {
         let rec = self.resolve(name)?;
         let mut events = Vec::new();
         let by_reference = Reference::parse_with_default_tag(name)
             .ok()
             .filter(|r| rec.tags.contains(r) || rec.repo_digests.contains(r));
-        match by_reference {
+        match &by_reference {
             Some(r) => {
-                self.meta.remove_tag(&r)?;
+                self.meta.remove_tag(r)?;
                 events.push(RemoveEvent::Untagged(r.familiar_string()));
-                if rec.tags.iter().any(|t| t != &r) {
+                if rec.tags.iter().any(|t| t != r) {
                     return Ok(events);
                 }
             }
             None => {
-                let repos: std::collections::BTreeSet<String> =
-                    rec.tags.iter().map(|t| t.name()).collect();
-                if repos.len() > 1 && !force {
+                if rec.tags.len() > 1 && !force {
                     return Err(StoreError::Conflict(format!(
                         "unable to delete {} (must be forced) - image is referenced in multiple repositories",
                         rec.id.short()
@@ -229,16 +230,14 @@ impl Store {
             }
         }
         for d in &rec.repo_digests {
-            self.meta.remove_tag(d)?;
-            events.push(RemoveEvent::Untagged(d.familiar_string()));
+            if by_reference.as_ref() != Some(d) {
+                self.meta.remove_tag(d)?;
+                events.push(RemoveEvent::Untagged(d.familiar_string()));
+            }
         }
-        if self.meta.remove_image(&rec.id, true)? {
+        if self.meta.remove_image_if_untagged(&rec.id)? {
             events.push(RemoveEvent::Deleted(rec.id.clone()));
-        }
-        // Reclaim what the image alone used now; if another process is adding content,
-        // leave it for the next collection rather than wait.
-        if let Some(report) = self.try_gc()? {
-            events.extend(report.layers_removed.into_iter().map(RemoveEvent::Deleted));
+            events.extend(self.collect_quietly().into_iter().map(RemoveEvent::Deleted));
         }
         Ok(events)
     }

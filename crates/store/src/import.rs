@@ -113,31 +113,40 @@ impl Store {
         config_size: u64,
         layers: &[(Digest, u64, MediaType)],
     ) -> Result<Digest> {
-        let build = || -> std::result::Result<Vec<u8>, oci_spec::OciSpecError> {
-            let config = DescriptorBuilder::default()
-                .media_type(MediaType::ImageConfig)
-                .digest(oci_digest(config))
-                .size(config_size)
-                .build()?;
-            let layers = layers
-                .iter()
-                .map(|(d, size, mt)| {
-                    DescriptorBuilder::default()
-                        .media_type(mt.clone())
-                        .digest(oci_digest(d))
-                        .size(*size)
-                        .build()
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let manifest = ImageManifestBuilder::default()
-                .schema_version(2u32)
-                .media_type(MediaType::ImageManifest)
-                .config(config)
-                .layers(layers)
-                .build()?;
-            Ok(manifest.to_string()?.into_bytes())
-        };
-        let bytes = build().map_err(|e| StoreError::corrupt("new manifest", e))?;
-        self.blobs.put(&bytes)
+        self.blobs
+            .put(&manifest_bytes(config, config_size, layers)?)
     }
+}
+
+/// Serializes an OCI image manifest for a config and its layers.
+pub(crate) fn manifest_bytes(
+    config: &Digest,
+    config_size: u64,
+    layers: &[(Digest, u64, MediaType)],
+) -> Result<Vec<u8>> {
+    let build = || -> std::result::Result<Vec<u8>, oci_spec::OciSpecError> {
+        let config = DescriptorBuilder::default()
+            .media_type(MediaType::ImageConfig)
+            .digest(oci_digest(config))
+            .size(config_size)
+            .build()?;
+        let layers = layers
+            .iter()
+            .map(|(d, size, mt)| {
+                DescriptorBuilder::default()
+                    .media_type(mt.clone())
+                    .digest(oci_digest(d))
+                    .size(*size)
+                    .build()
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config)
+            .layers(layers)
+            .build()?;
+        Ok(manifest.to_string()?.into_bytes())
+    };
+    build().map_err(|e| StoreError::corrupt("new manifest", e))
 }

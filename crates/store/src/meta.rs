@@ -219,8 +219,7 @@ impl Meta {
         let mut out = Vec::new();
         {
             let mut stmt = tx.prepare(&format!(
-                "SELECT id, manifest, created, size, added, parent FROM images {cond}
-                 ORDER BY created DESC, added DESC"
+                "SELECT id, manifest, created, size, added, parent FROM images {cond}"
             ))?;
             let rows = stmt.query_map(args, |r| {
                 Ok((
@@ -265,6 +264,15 @@ impl Meta {
             }
         }
         tx.commit()?;
+        // Newest first by the actual instant: RFC 3339 strings with other offsets or
+        // precisions do not sort as text.
+        let instant = |r: &ImageRecord| {
+            r.created
+                .as_deref()
+                .and_then(|c| c.parse::<jiff::Timestamp>().ok())
+                .map_or(r.added as i128 * 1_000_000_000, |t| t.as_nanosecond())
+        };
+        out.sort_by(|a, b| instant(b).cmp(&instant(a)).then(b.added.cmp(&a.added)));
         Ok(out)
     }
 
@@ -282,24 +290,22 @@ impl Meta {
         Ok(n > 0)
     }
 
-    /// Removes an image record with its tags, if it is still untagged or `force` is set.
-    /// Returns whether it was removed.
-    pub(crate) fn remove_image(&mut self, id: &Digest, force: bool) -> Result<bool> {
+    /// Removes an image record if no tag names it any more (checked in the same
+    /// transaction). Returns whether it was removed.
+    pub(crate) fn remove_image_if_untagged(&mut self, id: &Digest) -> Result<bool> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if !force {
-            let tagged: bool = tx
-                .query_row(
-                    "SELECT 1 FROM tags WHERE image = ?1 LIMIT 1",
-                    [id.to_string()],
-                    |_| Ok(true),
-                )
-                .optional()?
-                .unwrap_or(false);
-            if tagged {
-                return Ok(false);
-            }
+        let tagged: bool = tx
+            .query_row(
+                "SELECT 1 FROM tags WHERE image = ?1 LIMIT 1",
+                [id.to_string()],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if tagged {
+            return Ok(false);
         }
         let n = tx.execute("DELETE FROM images WHERE id = ?1", [id.to_string()])?;
         tx.commit()?;

@@ -1,7 +1,7 @@
 //! Image commands: images, import, load, save, tag, rmi, history, inspect, prune.
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::HashSet,
     fs::File,
     io::{self, IsTerminal, Write},
     path::{Path, PathBuf},
@@ -159,7 +159,6 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
         Some(u) => Some(parse_until(u)?),
     };
     let mut rows = Vec::new();
-    let mut ids = Vec::new();
     images.retain(|rec| {
         let created = created_at(rec.created.as_deref());
         if dangling.is_some_and(|d| d != rec.tags.is_empty()) {
@@ -176,10 +175,17 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
         }
         true
     });
+    let by_label = !filters.get("label").is_empty();
     for rec in &images {
-        let image = store.image(rec.clone())?;
-        if !filters.labels_match(image.config.config.as_ref().and_then(|c| c.labels.as_ref())) {
-            continue;
+        if by_label {
+            // An image removed by another process since the listing is simply not shown.
+            let Ok(image) = store.image(rec.clone()) else {
+                continue;
+            };
+            let labels = image.config.config.as_ref().and_then(|c| c.labels.as_ref());
+            if !filters.labels_match(labels) {
+                continue;
+            }
         }
         let created = created_at(rec.created.as_deref());
         let mut names: Vec<(String, String, String)> = Vec::new();
@@ -231,15 +237,12 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
                 virtual_size: size.clone(),
             });
         }
-        ids.push(short_id(rec, args.no_trunc));
     }
     let mut out = io::stdout().lock();
     if args.quiet {
-        let mut seen = BTreeSet::new();
-        for id in ids {
-            if seen.insert(id.clone()) {
-                writeln!(out, "{id}")?;
-            }
+        // One line per row, as docker prints them (an image with two tags shows twice).
+        for row in &rows {
+            writeln!(out, "{}", row.id)?;
         }
         return Ok(());
     }
@@ -333,7 +336,8 @@ pub fn import(root: &Path, args: ImportArgs) -> Result<()> {
     let opts = ImportOptions {
         config,
         message: args.message,
-        source: args.file.clone(),
+        // docker's CLI streams a file as the request body, so its history says "-" too.
+        source: "-".into(),
         tag,
         architecture,
     };
@@ -414,31 +418,36 @@ pub struct SaveArgs {
 }
 
 /// What `save NAME` includes, as docker decides it: a tag saves that tag, a bare repository
-/// name every tag of that repository, an ID the image without tags.
-fn save_request(store: &Store, name: &str) -> Result<SaveRequest> {
+/// name every tagged image of that repository, an ID the image without tags.
+fn save_requests(store: &Store, name: &str) -> Result<Vec<SaveRequest>> {
+    if let Ok(r) = Reference::parse_normalized(name)
+        && r.tag().is_none()
+        && r.digest().is_none()
+    {
+        let repo = r.name();
+        let requests: Vec<SaveRequest> = store
+            .images()?
+            .into_iter()
+            .filter_map(|image| {
+                let tags: Vec<Reference> = image
+                    .tags
+                    .iter()
+                    .filter(|t| t.name() == repo)
+                    .cloned()
+                    .collect();
+                (!tags.is_empty()).then_some(SaveRequest { image, tags })
+            })
+            .collect();
+        if !requests.is_empty() {
+            return Ok(requests);
+        }
+    }
     let rec = store.resolve(name)?;
-    let tags = match Reference::parse_normalized(name) {
-        Ok(r) if r.tag().is_some() || r.digest().is_some() => {
-            let r = if r.digest().is_some() {
-                r
-            } else {
-                Reference::parse_with_default_tag(name)?
-            };
-            rec.tags.iter().filter(|t| **t == r).cloned().collect()
-        }
-        Ok(r) if rec.tags.iter().any(|t| t.name() == r.name()) => {
-            let repo = r.name();
-            let mut tags: Vec<Reference> = Vec::new();
-            for other in store.images()? {
-                tags.extend(other.tags.into_iter().filter(|t| {
-                    t.name() == repo && store.resolve(&t.to_string()).is_ok_and(|x| x.id == rec.id)
-                }));
-            }
-            tags
-        }
+    let tags = match Reference::parse_with_default_tag(name) {
+        Ok(r) if rec.tags.contains(&r) => vec![r],
         _ => Vec::new(),
     };
-    Ok(SaveRequest { image: rec, tags })
+    Ok(vec![SaveRequest { image: rec, tags }])
 }
 
 pub fn save(root: &Path, args: SaveArgs) -> Result<()> {
@@ -450,16 +459,17 @@ pub fn save(root: &Path, args: SaveArgs) -> Result<()> {
     let store = open_store(root)?;
     let mut requests: Vec<SaveRequest> = Vec::new();
     for name in &args.images {
-        let req = save_request(&store, name)?;
-        match requests.iter_mut().find(|r| r.image.id == req.image.id) {
-            Some(r) => {
-                for t in req.tags {
-                    if !r.tags.contains(&t) {
-                        r.tags.push(t);
+        for req in save_requests(&store, name)? {
+            match requests.iter_mut().find(|r| r.image.id == req.image.id) {
+                Some(r) => {
+                    for t in req.tags {
+                        if !r.tags.contains(&t) {
+                            r.tags.push(t);
+                        }
                     }
                 }
+                None => requests.push(req),
             }
-            None => requests.push(req),
         }
     }
     match &args.output {
@@ -489,11 +499,19 @@ pub fn save(root: &Path, args: SaveArgs) -> Result<()> {
             if io::stdout().is_terminal() {
                 bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
             }
-            store.save(
+            let result = store.save(
                 &requests,
                 format,
                 io::BufWriter::with_capacity(1 << 20, io::stdout().lock()),
-            )?;
+            );
+            // A reader that went away got a truncated archive: say so in the status, as
+            // docker does by dying of SIGPIPE (128 + 13), but print nothing more.
+            if let Err(berth_store::StoreError::Io { source, .. }) = &result
+                && source.kind() == io::ErrorKind::BrokenPipe
+            {
+                return Err(Status(141).into());
+            }
+            result?;
         }
     }
     Ok(())
@@ -657,7 +675,15 @@ pub struct HistoryArgs {
     #[arg(long)]
     format: Option<String>,
     /// Print sizes and dates in human readable format
-    #[arg(short = 'H', long, default_value = "true", action = clap::ArgAction::Set)]
+    #[arg(
+        short = 'H',
+        long,
+        default_value = "true",
+        default_missing_value = "true",
+        num_args = 0..=1,
+        require_equals = true,
+        action = clap::ArgAction::Set
+    )]
     human: bool,
     /// Don't truncate output
     #[arg(long)]

@@ -272,11 +272,16 @@ pub struct LayoutOptions {
     pub gzip_layer: bool,
     /// Compress the layer with zstd.
     pub zstd_layer: bool,
+    /// Claim this diff ID (hex) in the config instead of the layer's real one.
+    pub claimed_diff_id: Option<String>,
 }
 
 /// An OCI image layout tar holding one image made of `layer_tar`.
 pub fn oci_layout(layer_tar: &[u8], opts: &LayoutOptions) -> Vec<u8> {
-    let diff_id = sha256_hex(layer_tar);
+    let diff_id = opts
+        .claimed_diff_id
+        .clone()
+        .unwrap_or_else(|| sha256_hex(layer_tar));
     let layer_blob = if opts.gzip_layer {
         gzip(layer_tar)
     } else if opts.zstd_layer {
