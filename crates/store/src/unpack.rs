@@ -919,15 +919,8 @@ impl<'a> Unpacker<'a> {
         let dir = self.dirs.get(self.root, parent, true)?;
         let mknod =
             || rustix::fs::mknodat(dir, hidden, FileType::CharacterDevice, Mode::empty(), 0);
-        match mknod() {
-            Err(Errno::EXIST) => {
-                remove_entry(dir, hidden)?;
-                forget_removed(&mut self.times, parent, hidden);
-                mknod()
-            }
-            result => result,
-        }
-        .map_err(io_fail("create whiteout"))?;
+        replacing(&mut self.times, dir, parent, hidden, mknod)?
+            .map_err(io_fail("create whiteout"))?;
         rustix::fs::chownat(
             dir,
             hidden,
@@ -943,15 +936,8 @@ impl<'a> Unpacker<'a> {
         let dir = self.dirs.get(self.root, parent, true)?;
         let mode = Mode::from_raw_mode(self.creation.mode_for(meta));
         let create = || rustix::fs::openat(dir, name, FILE_FLAGS, mode);
-        let fd = match create() {
-            Err(Errno::EXIST) => {
-                remove_entry(dir, name)?;
-                forget_removed(&mut self.times, parent, name);
-                create()
-            }
-            result => result,
-        }
-        .map_err(io_fail("create file"))?;
+        let fd = replacing(&mut self.times, dir, parent, name, create)?
+            .map_err(io_fail("create file"))?;
 
         let size = entry.size();
         let mut written = 0u64;
@@ -1014,15 +1000,8 @@ impl<'a> Unpacker<'a> {
         }
         let dir = self.dirs.get(self.root, parent, true)?;
         let create = || rustix::fs::symlinkat(target, dir, name);
-        match create() {
-            Err(Errno::EXIST) => {
-                remove_entry(dir, name)?;
-                forget_removed(&mut self.times, parent, name);
-                create()
-            }
-            result => result,
-        }
-        .map_err(io_fail("create symlink"))?;
+        replacing(&mut self.times, dir, parent, name, create)?
+            .map_err(io_fail("create symlink"))?;
         rustix::fs::chownat(
             dir,
             name,
@@ -1071,14 +1050,7 @@ impl<'a> Unpacker<'a> {
             (target_dir, self.dirs.get(self.root, parent, true)?)
         };
         let link = || rustix::fs::linkat(target_dir, target_name, dir, name, AtFlags::empty());
-        let result = match link() {
-            Err(Errno::EXIST) => {
-                remove_entry(dir, name)?;
-                forget_removed(&mut self.times, parent, name);
-                link()
-            }
-            result => result,
-        };
+        let result = replacing(&mut self.times, dir, parent, name, link)?;
         match result {
             Ok(()) => Ok(()),
             Err(Errno::NOENT) => Err(Fail::Bad("hard link target not found")),
@@ -1098,15 +1070,8 @@ impl<'a> Unpacker<'a> {
         let dev = rustix::fs::makedev(meta.major, meta.minor);
         let mode = Mode::from_raw_mode(meta.mode & 0o777);
         let mknod = || rustix::fs::mknodat(dir, name, kind, mode, dev);
-        match mknod() {
-            Err(Errno::EXIST) => {
-                remove_entry(dir, name)?;
-                forget_removed(&mut self.times, parent, name);
-                mknod()
-            }
-            result => result,
-        }
-        .map_err(io_fail("create device or fifo"))?;
+        replacing(&mut self.times, dir, parent, name, mknod)?
+            .map_err(io_fail("create device or fifo"))?;
         rustix::fs::chownat(
             dir,
             name,
@@ -1238,6 +1203,25 @@ fn open_beneath(root: BorrowedFd<'_>, path: &[u8]) -> Result<OwnedFd, Errno> {
         fd = Some(open_component(base, comp)?);
     }
     fd.ok_or(Errno::NOENT)
+}
+
+/// Runs `create`; if the name is taken, removes what is there (a later tar entry replaces
+/// an earlier one, as tar does) and runs it once more.
+fn replacing<T>(
+    times: &mut DirTimes,
+    dir: BorrowedFd<'_>,
+    parent: &[u8],
+    name: &[u8],
+    create: impl Fn() -> rustix::io::Result<T>,
+) -> Result<rustix::io::Result<T>, Fail> {
+    match create() {
+        Err(Errno::EXIST) => {
+            remove_entry(dir, name)?;
+            forget_removed(times, parent, name);
+            Ok(create())
+        }
+        result => Ok(result),
+    }
 }
 
 fn forget_removed(times: &mut DirTimes, parent: &[u8], name: &[u8]) {
