@@ -57,6 +57,22 @@ fn seeded() -> (Berth, String) {
     (b, id)
 }
 
+/// `berth save --format oci` of `interop:1`, unpacked into a layout directory.
+fn saved_oci_layout(b: &Berth) -> std::path::PathBuf {
+    let archive = b.dir.path().join("oci.tar");
+    b.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        archive.to_str().unwrap(),
+        "interop:1",
+    ]);
+    let layout = b.dir.path().join("layout");
+    untar(&archive, &layout);
+    layout
+}
+
 #[test]
 fn skopeo_reads_berth_docker_archives() {
     let (b, id) = seeded();
@@ -103,17 +119,7 @@ fn skopeo_reads_berth_docker_archives() {
 #[test]
 fn skopeo_and_umoci_read_berth_oci_layouts() {
     let (b, _) = seeded();
-    let archive = b.dir.path().join("oci.tar");
-    b.ok(&[
-        "save",
-        "--format",
-        "oci",
-        "-o",
-        archive.to_str().unwrap(),
-        "interop:1",
-    ]);
-    let layout = b.dir.path().join("layout");
-    untar(&archive, &layout);
+    let layout = saved_oci_layout(&b);
     let ours = json(&b.ok(&["image", "inspect", "interop:1"]));
     let inspect = json(&tool(
         "skopeo",
@@ -148,17 +154,7 @@ fn skopeo_and_umoci_read_berth_oci_layouts() {
 #[test]
 fn berth_loads_what_skopeo_writes() {
     let (b, id) = seeded();
-    let archive = b.dir.path().join("oci.tar");
-    b.ok(&[
-        "save",
-        "--format",
-        "oci",
-        "-o",
-        archive.to_str().unwrap(),
-        "interop:1",
-    ]);
-    let layout = b.dir.path().join("layout");
-    untar(&archive, &layout);
+    let layout = saved_oci_layout(&b);
     let src = format!("oci:{}:1", layout.display());
 
     // A docker-archive written by skopeo.
