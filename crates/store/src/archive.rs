@@ -5,6 +5,8 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io::{self, BufRead, BufReader, Read, Write},
+    sync::mpsc,
+    thread,
 };
 
 use berth_reference::{Digest, Reference};
@@ -18,7 +20,7 @@ use crate::{
     error::{IoContext, Result, StoreError},
     image::{chain_ids, check_layer_media_type, from_oci_digest, parse_config, parse_manifest},
     import::manifest_bytes,
-    layers::Digesting,
+    layers::{Digesting, Unpacked},
 };
 
 /// Which archive `save` writes.
@@ -77,6 +79,9 @@ struct ArchiveContents {
     docs: HashMap<String, Vec<u8>>,
     /// Archive path -> path it links to (old Docker archives link shared layers).
     links: HashMap<String, String>,
+    /// Layer blobs unpacked while they streamed in, by blob digest, waiting for the config
+    /// that names their place in a chain.
+    unpacked: HashMap<Digest, Unpacked>,
 }
 
 fn clean_archive_path(p: &str) -> String {
@@ -103,11 +108,11 @@ impl Store {
 
     fn load_locked(&mut self, input: impl Read + Send) -> Result<Vec<LoadedImage>> {
         let _writer = self.lock_writer()?;
-        let contents = self.read_archive(input)?;
+        let mut contents = self.read_archive(input)?;
         if contents.docs.contains_key("manifest.json") {
-            self.load_docker_archive(&contents)
+            self.load_docker_archive(&mut contents)
         } else if contents.docs.contains_key("index.json") {
-            self.load_oci_layout(&contents)
+            self.load_oci_layout(&mut contents)
         } else {
             Err(StoreError::corrupt(
                 "archive",
@@ -181,22 +186,101 @@ impl Store {
                 out.files.insert(path, d.clone());
                 continue;
             }
+            // Peek: a blob that looks like a layer is unpacked while it is stored, so the
+            // copy overlaps the unpack and one syncfs makes both durable.
+            let mut head = [0u8; 512];
+            let head_len = read_up_to(&mut entry, &mut head).map_err(read_err)?;
+            let looks_like_layer = matches!(
+                Compression::detect(&head[..head_len]),
+                Ok(Compression::Gzip | Compression::Zstd)
+            ) || head.get(257..262) == Some(&b"ustar"[..]);
+            let mut source = io::Cursor::new(&head[..head_len]).chain(&mut entry);
             let mut ingest = io::BufWriter::with_capacity(1 << 20, self.blobs.ingest()?);
-            io::copy(&mut entry, &mut ingest).map_err(read_err)?;
+            let unpacked = match &expected {
+                Some(d) if looks_like_layer => self
+                    .stream_layer(d, &mut source, &mut ingest)
+                    .map_err(read_err)?,
+                _ => {
+                    io::copy(&mut source, &mut ingest).map_err(read_err)?;
+                    None
+                }
+            };
             let ingest = ingest
                 .into_inner()
                 .map_err(|e| e.into_error())
                 .ctx("write blob", self.root.join("ingest"))?;
-            let digest = ingest.commit(expected.as_ref()).map_err(|e| match e {
+            let committed = match &unpacked {
+                Some(layer) => {
+                    layer.sync()?;
+                    ingest.commit_after_syncfs(expected.as_ref())
+                }
+                None => ingest.commit(expected.as_ref()),
+            };
+            let digest = committed.map_err(|e| match e {
                 StoreError::DigestMismatch { expected, actual } => StoreError::corrupt(
                     format!("archive entry {path}"),
                     format!("content hashed to {actual}, not {expected}"),
                 ),
                 e => e,
             })?;
+            if let Some(layer) = unpacked {
+                out.unpacked.insert(digest.clone(), layer);
+            }
             out.files.insert(path, digest);
         }
         Ok(out)
+    }
+
+    /// Copies a layer blob from `source` into `ingest` while another thread unpacks the same
+    /// bytes. A blob that fails to unpack is still stored; the normal path unpacks it again
+    /// later, if an image uses it, and reports the error then.
+    fn stream_layer(
+        &self,
+        blob: &Digest,
+        source: &mut impl Read,
+        ingest: &mut impl Write,
+    ) -> io::Result<Option<Unpacked>> {
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16);
+        let layers = &self.layers;
+        let name = blob.to_string();
+        let (copied, unpacked) = thread::scope(|s| {
+            let worker = s.spawn(move || {
+                let reader = ChannelReader {
+                    rx,
+                    chunk: Vec::new(),
+                    pos: 0,
+                };
+                let (_, tar) = decompress(BufReader::with_capacity(1 << 20, reader))?;
+                layers.unpack_detached(&name, Digesting::new(tar, None))
+            });
+            let copied = (|| {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut unpacker_alive = true;
+                loop {
+                    let n = match source.read(&mut buf) {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    ingest.write_all(&buf[..n])?;
+                    if unpacker_alive && tx.send(buf[..n].to_vec()).is_err() {
+                        unpacker_alive = false;
+                    }
+                }
+            })();
+            drop(tx);
+            (copied, worker.join())
+        });
+        copied?;
+        match unpacked {
+            Ok(Ok(layer)) => Ok(Some(layer)),
+            Ok(Err(e)) => {
+                tracing::debug!(%blob, error = %e, "blob did not unpack while streaming");
+                Ok(None)
+            }
+            Err(_) => Err(io::Error::other("the layer unpacker thread panicked")),
+        }
     }
 
     /// The blob an archive path refers to, following links and storing documents.
@@ -217,7 +301,7 @@ impl Store {
         Err(StoreError::MissingInArchive(path))
     }
 
-    fn load_docker_archive(&mut self, contents: &ArchiveContents) -> Result<Vec<LoadedImage>> {
+    fn load_docker_archive(&mut self, contents: &mut ArchiveContents) -> Result<Vec<LoadedImage>> {
         let entries: Vec<DockerArchiveEntry> =
             serde_json::from_slice(&contents.docs["manifest.json"])
                 .map_err(|e| StoreError::corrupt("manifest.json", e))?;
@@ -248,7 +332,7 @@ impl Store {
                 layers.push((digest, size, media_type));
             }
             let blob_digests: Vec<Digest> = layers.iter().map(|l| l.0.clone()).collect();
-            self.unpack_image_layers(&config, &blob_digests)?;
+            self.unpack_image_layers(&config, &blob_digests, &mut contents.unpacked)?;
             let manifest = self.put_manifest(&config_digest, config_bytes.len() as u64, &layers)?;
             let tags = entry
                 .repo_tags
@@ -262,7 +346,7 @@ impl Store {
         Ok(loaded)
     }
 
-    fn load_oci_layout(&mut self, contents: &ArchiveContents) -> Result<Vec<LoadedImage>> {
+    fn load_oci_layout(&mut self, contents: &mut ArchiveContents) -> Result<Vec<LoadedImage>> {
         let index = ImageIndex::from_reader(&contents.docs["index.json"][..])
             .map_err(|e| StoreError::corrupt("index.json", e))?;
         let mut loaded: Vec<LoadedImage> = Vec::new();
@@ -310,7 +394,7 @@ impl Store {
                     ),
                 ));
             }
-            self.unpack_image_layers(&config, &blobs)?;
+            self.unpack_image_layers(&config, &blobs, &mut contents.unpacked)?;
             let rec = self.register(&manifest_digest, &config_digest, &config, &tags)?;
             match loaded.iter_mut().find(|l| l.id == rec.id) {
                 Some(l) => l.tags.extend(tags),
@@ -373,29 +457,48 @@ impl Store {
 
     /// Unpacks an image's layers (skipping those already unpacked), checking each against
     /// the config's diff IDs.
-    pub(crate) fn unpack_image_layers(&self, config: &ImageConfig, blobs: &[Digest]) -> Result<()> {
+    pub(crate) fn unpack_image_layers(
+        &self,
+        config: &ImageConfig,
+        blobs: &[Digest],
+        streamed: &mut HashMap<Digest, Unpacked>,
+    ) -> Result<()> {
         let chains = chain_ids(config)?;
         for (i, blob) in blobs.iter().enumerate() {
             let diff_id = Digest::parse(&config.rootfs.diff_ids[i])
                 .map_err(|e| StoreError::corrupt("diff ID", e))?;
+            let parent = i.checked_sub(1).map(|p| &chains[p]);
+            let streamed_layer = streamed.remove(blob);
+            if let Some(layer) = &streamed_layer
+                && layer.diff_id != diff_id
+            {
+                return Err(layer_mismatch(blob, &layer.diff_id, &diff_id));
+            }
             if self.layers.get(&chains[i])?.is_some() {
                 // The layer is unpacked already, but this manifest names its own blob for
                 // it: that blob must really be the layer before the image may refer to it.
-                if blob != &diff_id {
+                if blob != &diff_id && streamed_layer.is_none() {
                     self.verify_layer_blob(blob, &diff_id)?;
                 }
                 continue;
             }
+            if let Some(layer) = streamed_layer {
+                self.layers.publish(layer, parent, None)?;
+                continue;
+            }
             let file = self.blobs.open(blob)?;
             let (_, tar) = decompress(BufReader::with_capacity(1 << 20, file))?;
-            let parent = i.checked_sub(1).map(|p| &chains[p]);
             self.layers
-                .ensure_layer(parent, Some(&diff_id), &blob.to_string(), Digesting::new(tar, None))
+                .ensure_layer(
+                    parent,
+                    Some(&diff_id),
+                    &blob.to_string(),
+                    Digesting::new(tar, None),
+                )
                 .map_err(|e| match e {
-                    StoreError::DigestMismatch { expected, actual } => StoreError::corrupt(
-                        format!("layer {blob}"),
-                        format!("uncompressed content hashed to {actual}, but the config says {expected}"),
-                    ),
+                    StoreError::DigestMismatch { expected, actual } => {
+                        layer_mismatch(blob, &actual, &expected)
+                    }
                     e => e,
                 })?;
         }
@@ -414,10 +517,7 @@ impl Store {
                     source,
                 })?;
         if &actual != diff_id {
-            return Err(StoreError::corrupt(
-                format!("layer {blob}"),
-                format!("uncompressed content hashed to {actual}, but the config says {diff_id}"),
-            ));
+            return Err(layer_mismatch(blob, &actual, diff_id));
         }
         Ok(())
     }
@@ -641,6 +741,53 @@ impl<W: Write> ArchiveWriter<W> {
         self.tar.finish().map_err(save_err)?;
         self.tar.get_mut().flush().map_err(save_err)
     }
+}
+
+/// A layer blob whose uncompressed content is not what the image config says.
+fn layer_mismatch(blob: &Digest, actual: &Digest, expected: &Digest) -> StoreError {
+    StoreError::corrupt(
+        format!("layer {blob}"),
+        format!("uncompressed content hashed to {actual}, but the config says {expected}"),
+    )
+}
+
+/// Reads what the archive reader thread sends.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns how much was read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Yields exactly `left` bytes of `inner`; `left` stays above zero if `inner` ends early.

@@ -174,6 +174,16 @@ impl Ingest {
     /// Verifies and publishes the blob. With `expected`, a mismatch discards the data and
     /// returns [`StoreError::DigestMismatch`].
     pub fn commit(self, expected: Option<&Digest>) -> Result<Digest> {
+        self.publish(expected, true)
+    }
+
+    /// Like [`Ingest::commit`], for a caller that has already flushed the filesystem
+    /// (`syncfs`) after the last write, so the data is durable without an fsync of its own.
+    pub(crate) fn commit_after_syncfs(self, expected: Option<&Digest>) -> Result<Digest> {
+        self.publish(expected, false)
+    }
+
+    fn publish(self, expected: Option<&Digest>, fsync: bool) -> Result<Digest> {
         let actual = self.digester.finish();
         if let Some(expected) = expected
             && expected != &actual
@@ -189,7 +199,9 @@ impl Ingest {
             return Ok(actual);
         }
         let tmp_path = self.file.path().to_owned();
-        self.file.as_file().sync_all().ctx("fsync", &tmp_path)?;
+        if fsync {
+            self.file.as_file().sync_all().ctx("fsync", &tmp_path)?;
+        }
         // Blobs are immutable: make that visible in their mode too.
         fs::set_permissions(&tmp_path, fs::Permissions::from_mode(0o444))
             .ctx("chmod", &tmp_path)?;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     atomic::sync_dir,
     error::{IoContext, Result, StoreError},
-    lock::Locks,
+    lock::{LockGuard, Locks},
     unpack::unpack_layer,
 };
 
@@ -45,6 +45,26 @@ pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
     match parent {
         None => diff_id.clone(),
         Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
+    }
+}
+
+/// A layer unpacked into a temporary directory, not yet named or published.
+pub(crate) struct Unpacked {
+    tmp: tempfile::TempDir,
+    /// sha256 of the uncompressed tar.
+    pub(crate) diff_id: Digest,
+    size: u64,
+    tar_size: u64,
+}
+
+impl Unpacked {
+    /// Makes everything in the layer durable. `syncfs` flushes the whole filesystem, so
+    /// anything else written beside it (the blob it came from) is durable afterwards too.
+    pub(crate) fn sync(&self) -> Result<()> {
+        let dirfd = fs::File::open(self.tmp.path()).ctx("open", self.tmp.path())?;
+        rustix::fs::syncfs(&dirfd)
+            .map_err(io::Error::from)
+            .ctx("syncfs", self.tmp.path())
     }
 }
 
@@ -130,16 +150,14 @@ impl LayerStore {
         parent: Option<&Digest>,
         expected_diff_id: Option<&Digest>,
         blob: &str,
-        mut tar: Digesting<'_, impl Read + Send>,
+        tar: Digesting<'_, impl Read + Send>,
     ) -> Result<LayerInfo> {
         // With a known chain ID, serialize unpackers of that layer and skip the work if it
         // is already done.
-        let _guard = match expected_diff_id {
+        let guard = match expected_diff_id {
             Some(diff_id) => {
                 let chain = chain_id(parent, diff_id);
-                let guard = self
-                    .locks
-                    .lock_exclusive(&format!("layer-{}", chain.encoded()))?;
+                let guard = self.lock_layer(&chain)?;
                 if let Some(info) = self.get(&chain)? {
                     return Ok(info);
                 }
@@ -147,6 +165,30 @@ impl LayerStore {
             }
             None => None,
         };
+        let unpacked = self.unpack_detached(blob, tar)?;
+        if let Some(expected) = expected_diff_id
+            && expected != &unpacked.diff_id
+        {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual: unpacked.diff_id,
+            });
+        }
+        unpacked.sync()?;
+        self.publish(unpacked, parent, guard)
+    }
+
+    fn lock_layer(&self, chain: &Digest) -> Result<LockGuard> {
+        self.locks
+            .lock_exclusive(&format!("layer-{}", chain.encoded()))
+    }
+
+    /// Unpacks a layer into a `.tmp-*` directory, before its place in a chain is known.
+    pub(crate) fn unpack_detached(
+        &self,
+        blob: &str,
+        mut tar: Digesting<'_, impl Read + Send>,
+    ) -> Result<Unpacked> {
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(&self.dir)
@@ -161,20 +203,26 @@ impl LayerStore {
             what: format!("layer {blob}"),
             source,
         })?;
-        if let Some(expected) = expected_diff_id
-            && expected != &diff_id
-        {
-            return Err(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual: diff_id,
-            });
-        }
-        let chain = chain_id(parent, &diff_id);
-        let _guard = match _guard {
+        Ok(Unpacked {
+            tmp,
+            diff_id,
+            size: stats.bytes,
+            tar_size,
+        })
+    }
+
+    /// Names an unpacked, synced layer by its chain ID and moves it into place (or drops it
+    /// if another process got there first).
+    pub(crate) fn publish(
+        &self,
+        unpacked: Unpacked,
+        parent: Option<&Digest>,
+        guard: Option<LockGuard>,
+    ) -> Result<LayerInfo> {
+        let chain = chain_id(parent, &unpacked.diff_id);
+        let _guard = match guard {
             Some(g) => g,
-            None => self
-                .locks
-                .lock_exclusive(&format!("layer-{}", chain.encoded()))?,
+            None => self.lock_layer(&chain)?,
         };
         if let Some(info) = self.get(&chain)? {
             return Ok(info);
@@ -182,21 +230,18 @@ impl LayerStore {
         let info = LayerInfo {
             version: 1,
             chain_id: chain.clone(),
-            diff_id,
+            diff_id: unpacked.diff_id,
             parent: parent.cloned(),
-            size: stats.bytes,
-            tar_size,
+            size: unpacked.size,
+            tar_size: unpacked.tar_size,
         };
         let json = serde_json::to_vec_pretty(&info).expect("layer info serializes");
-        let info_path = tmp.path().join("layer.json");
-        fs::write(&info_path, json).ctx("write", &info_path)?;
-        // Everything in the layer must be on disk before the rename publishes it.
-        let dirfd = fs::File::open(tmp.path()).ctx("open", tmp.path())?;
-        rustix::fs::syncfs(&dirfd)
-            .map_err(io::Error::from)
-            .ctx("syncfs", tmp.path())?;
+        let info_path = unpacked.tmp.path().join("layer.json");
+        let mut file = fs::File::create(&info_path).ctx("create", &info_path)?;
+        file.write_all(&json).ctx("write", &info_path)?;
+        file.sync_all().ctx("fsync", &info_path)?;
         let dest = self.dir.join(chain.encoded());
-        let tmp_path = tmp.keep();
+        let tmp_path = unpacked.tmp.keep();
         fs::rename(&tmp_path, &dest).ctx("publish layer", &dest)?;
         sync_dir(&self.dir)?;
         Ok(info)
