@@ -195,7 +195,24 @@ impl LayerStore {
             .ctx("create temp directory in", &self.dir)?;
         let diff = tmp.path().join("diff");
         fs::create_dir(&diff).ctx("create directory", &diff)?;
-        let stats = unpack_layer(&mut tar, &diff).map_err(|source| StoreError::Unpack {
+        // The layer must be durable before it is published; flushing in the background while
+        // it is written overlaps the disk's work with the unpack, so the final syncfs is short.
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let unpacked = std::thread::scope(|s| {
+            s.spawn(|| {
+                let Ok(dir) = fs::File::open(tmp.path()) else {
+                    return;
+                };
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    let _ = rustix::fs::syncfs(&dir);
+                }
+            });
+            let result = unpack_layer(&mut tar, &diff);
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            result
+        });
+        let stats = unpacked.map_err(|source| StoreError::Unpack {
             layer: blob.to_string(),
             source,
         })?;
