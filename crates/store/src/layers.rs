@@ -197,19 +197,23 @@ impl LayerStore {
         fs::create_dir(&diff).ctx("create directory", &diff)?;
         // The layer must be durable before it is published; flushing in the background while
         // it is written overlaps the disk's work with the unpack, so the final syncfs is short.
-        let done = std::sync::atomic::AtomicBool::new(false);
+        // (The flusher wakes every 250 ms, and at once when the unpack ends, so small layers
+        // pay nothing.)
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let tmp_path = tmp.path();
         let unpacked = std::thread::scope(|s| {
-            s.spawn(|| {
-                let Ok(dir) = fs::File::open(tmp.path()) else {
+            s.spawn(move || {
+                let Ok(dir) = fs::File::open(tmp_path) else {
                     return;
                 };
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(std::time::Duration::from_millis(250));
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    finished.recv_timeout(std::time::Duration::from_millis(250))
+                {
                     let _ = rustix::fs::syncfs(&dir);
                 }
             });
             let result = unpack_layer(&mut tar, &diff);
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(done);
             result
         });
         let stats = unpacked.map_err(|source| StoreError::Unpack {
