@@ -295,3 +295,92 @@ fn two_tags_of_one_repository_need_force_to_remove_by_id() {
             .contains("Imported from -")
     );
 }
+
+#[test]
+fn two_layer_image_with_whiteouts() {
+    use serde_json::json;
+    let lower = rootfs_tar("lower");
+    let upper = {
+        let mut b = tar::Builder::new(Vec::new());
+        raw_entry(&mut b, "etc/.wh.marker", tar::EntryType::Regular, b"", None);
+        raw_entry(
+            &mut b,
+            "bin/.wh..wh..opq",
+            tar::EntryType::Regular,
+            b"",
+            None,
+        );
+        raw_entry(&mut b, "etc/new", tar::EntryType::Regular, b"upper", None);
+        b.into_inner().unwrap()
+    };
+    let layers = [gzip(&lower), upper.clone()];
+    let config = serde_json::to_vec(&json!({
+        "architecture": berth_arch(), "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [
+            format!("sha256:{}", sha256_hex(&lower)), format!("sha256:{}", sha256_hex(&upper))]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": format!("sha256:{}", sha256_hex(&config)), "size": config.len()},
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+             "digest": format!("sha256:{}", sha256_hex(&layers[0])), "size": layers[0].len()},
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+             "digest": format!("sha256:{}", sha256_hex(&layers[1])), "size": layers[1].len()}],
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": format!("sha256:{}", sha256_hex(&manifest)), "size": manifest.len(),
+        "annotations": {"io.containerd.image.name": "docker.io/library/two:1"}}]}))
+    .unwrap();
+    let mut files = vec![
+        ("index.json".to_string(), index),
+        (
+            "oci-layout".into(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
+    ];
+    for blob in [manifest, config, layers[0].clone(), layers[1].clone()] {
+        files.push((format!("blobs/sha256/{}", sha256_hex(&blob)), blob));
+    }
+    let b = Berth::new();
+    assert_success(&b.run_stdin(&["load"], &tar_of(&files)), &["load"]);
+    let doc = json(&b.ok(&["image", "inspect", "two:1"]));
+    let data = &doc[0]["GraphDriver"]["Data"];
+    let (upper_dir, lower_dir) = (
+        data["UpperDir"].as_str().unwrap(),
+        data["LowerDir"].as_str().unwrap(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{lower_dir}/etc/marker")).unwrap(),
+        "lower"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{upper_dir}/etc/new")).unwrap(),
+        "upper"
+    );
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let whiteout = std::fs::symlink_metadata(format!("{upper_dir}/etc/marker")).unwrap();
+    assert!(
+        whiteout.file_type().is_char_device() && whiteout.rdev() == 0,
+        "overlay whiteout"
+    );
+    assert!(!std::path::Path::new(&format!("{upper_dir}/etc/.wh.marker")).exists());
+    let mut value = [0u8; 8];
+    let n = rustix::fs::getxattr(
+        format!("{upper_dir}/bin").as_str(),
+        "trusted.overlay.opaque",
+        &mut value[..],
+    )
+    .expect("opaque directory xattr");
+    assert_eq!(&value[..n], b"y", "opaque directory");
+    // And it saves and loads back to the same ID.
+    let archive = b.dir.path().join("two.tar");
+    b.ok(&["save", "-o", archive.to_str().unwrap(), "two:1"]);
+    let c = Berth::new();
+    c.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(c.image_id("two:1"), b.image_id("two:1"));
+}
