@@ -80,6 +80,8 @@ fn kill_9_during_load_leaves_a_consistent_store() {
             b.ok(&["rmi", "big:1"]);
         }
         b.assert_blobs_verify();
+        let check = b.ok(&["system", "check"]);
+        assert!(check.contains(": no problems"), "{check}");
         // A retry succeeds, and a collection leaves no debris.
         assert_success(&b.run_stdin(&["load"], &archive), &["load"]);
         b.ok(&["rmi", "big:1"]);
@@ -140,6 +142,7 @@ fn concurrent_loads_tags_and_prunes() {
         assert_eq!(std::fs::read_dir(format!("{dir}/d0")).unwrap().count(), 100);
     }
     b.assert_blobs_verify();
+    assert!(b.ok(&["system", "check"]).contains(": no problems"));
     assert_eq!(
         std::fs::read_dir(b.root().join("layers")).unwrap().count(),
         3,

@@ -384,3 +384,35 @@ fn two_layer_image_with_whiteouts() {
     c.ok(&["load", "-i", archive.to_str().unwrap()]);
     assert_eq!(c.image_id("two:1"), b.image_id("two:1"));
 }
+
+#[test]
+fn system_check_finds_corruption() {
+    let b = Berth::new();
+    assert_success(
+        &b.run_stdin(&["import", "-", "c:1"], &rootfs_tar("c")),
+        &["import"],
+    );
+    assert!(
+        b.ok(&["system", "check"])
+            .ends_with("1 images, 1 layers: no problems\n")
+    );
+    // Damage the layer blob behind berth's back.
+    let layer = json(&b.ok(&["image", "inspect", "c:1"]))[0]["RootFS"]["Layers"][0]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let path = b.root().join("blobs/sha256").join(&layer);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&path, b"damaged").unwrap();
+    let out = b.run(&["system", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "problem: blob sha256:{layer} does not hash to its name"
+        )),
+        "{text}"
+    );
+}

@@ -18,6 +18,7 @@
 mod archive;
 mod atomic;
 mod blobs;
+mod check;
 mod compression;
 mod config;
 mod error;
@@ -31,6 +32,7 @@ mod unpack;
 
 pub use archive::{ArchiveFormat, LoadedImage, SaveRequest};
 pub use blobs::BlobStore;
+pub use check::CheckReport;
 pub use compression::{
     Compression, CompressionError, Compressor, GZIP_LEVEL, ZSTD_LEVEL, compress_gzip, compress_zstd,
 };

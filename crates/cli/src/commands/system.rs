@@ -16,6 +16,8 @@ use crate::{format, units};
 pub enum SystemCommand {
     /// Show berth disk usage
     Df(DfArgs),
+    /// Verify the store: every blob's digest, every image's manifest, config and layers
+    Check,
 }
 
 #[derive(Args, Debug)]
@@ -31,6 +33,7 @@ pub struct DfArgs {
 pub fn dispatch(root: &Path, cmd: SystemCommand) -> Result<()> {
     match cmd {
         SystemCommand::Df(a) => df(root, a),
+        SystemCommand::Check => check(root),
     }
 }
 
@@ -160,5 +163,37 @@ fn df_verbose(
         out,
         "CACHE ID   CACHE TYPE   SIZE      CREATED   LAST USED   USAGE     SHARED"
     )?;
+    Ok(())
+}
+
+fn check(root: &Path) -> Result<()> {
+    let store = open_store(root)?;
+    let report = store.check()?;
+    let mut out = io::stdout().lock();
+    for p in &report.problems {
+        writeln!(out, "problem: {p}")?;
+    }
+    writeln!(
+        out,
+        "checked {} blobs, {} images, {} layers: {}",
+        report.blobs,
+        report.images,
+        report.layers,
+        if report.problems.is_empty() {
+            "no problems".to_string()
+        } else {
+            format!("{} problems", report.problems.len())
+        }
+    )?;
+    if report.debris > 0 {
+        writeln!(
+            out,
+            "{} leftovers of interrupted writes (removed by the next `image prune` or `rmi`)",
+            report.debris
+        )?;
+    }
+    if !report.problems.is_empty() {
+        return Err(super::Status(1).into());
+    }
     Ok(())
 }
