@@ -40,14 +40,14 @@ impl Filters {
         }
     }
 
-    /// Whether labels satisfy every `label=` filter (`key` or `key=value`).
+    /// Whether labels satisfy every `label=` filter and no `label!=` filter (each `key` or
+    /// `key=value`).
     pub fn labels_match(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
-        self.get("label")
-            .iter()
-            .all(|want| match want.split_once('=') {
-                Some((k, v)) => labels.and_then(|l| l.get(k)).is_some_and(|have| have == v),
-                None => labels.is_some_and(|l| l.contains_key(want)),
-            })
+        let has = |want: &String| match want.split_once('=') {
+            Some((k, v)) => labels.and_then(|l| l.get(k)).is_some_and(|have| have == v),
+            None => labels.is_some_and(|l| l.contains_key(want)),
+        };
+        self.get("label").iter().all(has) && !self.get("label!").iter().any(has)
     }
 }
 

@@ -416,3 +416,28 @@ fn system_check_finds_corruption() {
         "{text}"
     );
 }
+
+#[test]
+fn load_over_an_existing_tag_says_it_renames_the_old_image() {
+    let b = Berth::new();
+    assert_success(
+        &b.run_stdin(&["import", "-", "moved:1"], &rootfs_tar("old")),
+        &["import"],
+    );
+    let archive = b.dir.path().join("old.tar");
+    b.ok(&["save", "-o", archive.to_str().unwrap(), "moved:1"]);
+    let old_id = b.image_id("moved:1");
+    assert_success(
+        &b.run_stdin(&["import", "-", "moved:1"], &rootfs_tar("new")),
+        &["import"],
+    );
+    let new_id = b.image_id("moved:1");
+    let out = b.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(
+        out,
+        format!(
+            "The image moved:1 already exists, renaming the old one with ID {new_id} to empty string\nLoaded image: moved:1\n"
+        )
+    );
+    assert_eq!(b.image_id("moved:1"), old_id);
+}

@@ -49,6 +49,9 @@ pub struct LoadedImage {
     pub id: Digest,
     /// The tags it got.
     pub tags: Vec<Reference>,
+    /// Tags that pointed at another image before, with that image (which keeps its other
+    /// tags, or becomes dangling).
+    pub displaced: Vec<(Reference, Digest)>,
 }
 
 /// An entry of a Docker archive's `manifest.json`.
@@ -340,8 +343,12 @@ impl Store {
                 .iter()
                 .map(|t| Reference::parse_with_default_tag(t))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            let rec = self.register(&manifest, &config_digest, &config, &tags)?;
-            loaded.push(LoadedImage { id: rec.id, tags });
+            let (rec, displaced) = self.register(&manifest, &config_digest, &config, &tags)?;
+            loaded.push(LoadedImage {
+                id: rec.id,
+                tags,
+                displaced,
+            });
         }
         Ok(loaded)
     }
@@ -395,10 +402,18 @@ impl Store {
                 ));
             }
             self.unpack_image_layers(&config, &blobs, &mut contents.unpacked)?;
-            let rec = self.register(&manifest_digest, &config_digest, &config, &tags)?;
+            let (rec, displaced) =
+                self.register(&manifest_digest, &config_digest, &config, &tags)?;
             match loaded.iter_mut().find(|l| l.id == rec.id) {
-                Some(l) => l.tags.extend(tags),
-                None => loaded.push(LoadedImage { id: rec.id, tags }),
+                Some(l) => {
+                    l.tags.extend(tags);
+                    l.displaced.extend(displaced);
+                }
+                None => loaded.push(LoadedImage {
+                    id: rec.id,
+                    tags,
+                    displaced,
+                }),
             }
         }
         Ok(loaded)

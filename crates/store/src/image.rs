@@ -160,18 +160,18 @@ impl Store {
             )));
         }
         let rec = self.resolve(source)?;
-        self.meta.set_tag(tag, &rec.id)?;
-        Ok(())
+        self.meta.set_tag(tag, &rec.id)
     }
 
     /// Records an image whose manifest, config and layers are all in place, and tags it.
+    /// Also returns each tag taken from another image, with that image.
     pub(crate) fn register(
         &mut self,
         manifest_digest: &Digest,
         config_digest: &Digest,
         config: &ImageConfig,
         tags: &[Reference],
-    ) -> Result<ImageRecord> {
+    ) -> Result<(ImageRecord, Vec<(Reference, Digest)>)> {
         let mut size = 0;
         for chain in chain_ids(config)? {
             let info = self.layers.get(&chain)?.ok_or_else(|| {
@@ -192,8 +192,8 @@ impl Store {
             tags: tags.to_vec(),
             repo_digests: Vec::new(),
         };
-        self.meta.register_image(&rec, tags)?;
-        Ok(rec)
+        let displaced = self.meta.register_image(&rec, tags)?;
+        Ok((rec, displaced))
     }
 
     /// Removes what `name` names, as `docker rmi` does: a tag is untagged, and the image

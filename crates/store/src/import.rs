@@ -53,7 +53,7 @@ impl Store {
         let info = self.layers.ensure_layer(
             None,
             None,
-            &opts.source,
+            "from the tarball",
             Digesting::new(tar, Some(&mut blob_writer)),
         )?;
         let ingest = blob_writer
@@ -103,7 +103,10 @@ impl Store {
             &[(layer_digest, layer_size, MediaType::ImageLayer)],
         )?;
         let tags: Vec<Reference> = opts.tag.into_iter().collect();
-        self.register(&manifest_digest, &config_digest, &config, &tags)
+        // docker import says nothing when its tag moves from another image.
+        Ok(self
+            .register(&manifest_digest, &config_digest, &config, &tags)?
+            .0)
     }
 
     /// Writes an OCI image manifest for a config and its layers, returning its digest.

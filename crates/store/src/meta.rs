@@ -85,13 +85,13 @@ impl Meta {
         Ok(Meta { conn })
     }
 
-    /// Adds an image (if new) and points `tags` at it, atomically. Returns the images that
-    /// lost a tag to it.
+    /// Adds an image (if new) and points `tags` at it, atomically. Returns each tag that
+    /// was taken from another image, with that image.
     pub(crate) fn register_image(
         &mut self,
         rec: &ImageRecord,
         tags: &[Reference],
-    ) -> Result<Vec<Digest>> {
+    ) -> Result<Vec<(Reference, Digest)>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -109,65 +109,28 @@ impl Meta {
         )?;
         let mut displaced = Vec::new();
         for tag in tags {
-            let name = tag.to_string();
-            let old: Option<String> = tx
-                .query_row("SELECT image FROM tags WHERE name = ?1", [&name], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            if let Some(old) = old
-                && old != rec.id.to_string()
-            {
-                displaced.push(parse_digest(&old)?);
+            if let Some(old) = point_name(&tx, "tags", tag, &rec.id)? {
+                displaced.push((tag.clone(), old));
             }
-            tx.execute(
-                "INSERT INTO tags (name, image) VALUES (?1, ?2)
-                 ON CONFLICT(name) DO UPDATE SET image = excluded.image",
-                params![name, rec.id.to_string()],
-            )?;
         }
         for d in &rec.repo_digests {
-            tx.execute(
-                "INSERT INTO repo_digests (name, image) VALUES (?1, ?2)
-                 ON CONFLICT(name) DO UPDATE SET image = excluded.image",
-                params![d.to_string(), rec.id.to_string()],
-            )?;
+            point_name(&tx, "repo_digests", d, &rec.id)?;
         }
         tx.commit()?;
         Ok(displaced)
     }
 
-    /// Points one more tag at an existing image. Returns the image it was taken from.
-    pub(crate) fn set_tag(&mut self, tag: &Reference, image: &Digest) -> Result<Option<Digest>> {
+    /// Points one more tag at an existing image.
+    pub(crate) fn set_tag(&mut self, tag: &Reference, image: &Digest) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let exists: bool = tx
-            .query_row(
-                "SELECT 1 FROM images WHERE id = ?1",
-                [image.to_string()],
-                |_| Ok(true),
-            )
-            .optional()?
-            .unwrap_or(false);
-        if !exists {
+        if !row_exists(&tx, "SELECT 1 FROM images WHERE id = ?1", image)? {
             return Err(StoreError::ImageNotFound(image.to_string()));
         }
-        let name = tag.to_string();
-        let old: Option<String> = tx
-            .query_row("SELECT image FROM tags WHERE name = ?1", [&name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        tx.execute(
-            "INSERT INTO tags (name, image) VALUES (?1, ?2)
-             ON CONFLICT(name) DO UPDATE SET image = excluded.image",
-            params![name, image.to_string()],
-        )?;
+        point_name(&tx, "tags", tag, image)?;
         tx.commit()?;
-        old.filter(|o| *o != image.to_string())
-            .map(|o| parse_digest(&o))
-            .transpose()
+        Ok(())
     }
 
     /// The image a tag points at.
@@ -296,14 +259,7 @@ impl Meta {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let tagged: bool = tx
-            .query_row(
-                "SELECT 1 FROM tags WHERE image = ?1 LIMIT 1",
-                [id.to_string()],
-                |_| Ok(true),
-            )
-            .optional()?
-            .unwrap_or(false);
+        let tagged = row_exists(&tx, "SELECT 1 FROM tags WHERE image = ?1 LIMIT 1", id)?;
         if tagged {
             return Ok(false);
         }
@@ -322,6 +278,42 @@ impl Meta {
             .map(|(i, m)| Ok((parse_digest(i)?, parse_digest(m)?)))
             .collect()
     }
+}
+
+/// Points `name` (a row of `tags` or `repo_digests`) at `image`; returns the image it
+/// pointed at before, if that was another one.
+fn point_name(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    name: &Reference,
+    image: &Digest,
+) -> Result<Option<Digest>> {
+    let (name, image) = (name.to_string(), image.to_string());
+    let old: Option<String> = tx
+        .query_row(
+            &format!("SELECT image FROM {table} WHERE name = ?1"),
+            [&name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    tx.execute(
+        &format!(
+            "INSERT INTO {table} (name, image) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET image = excluded.image"
+        ),
+        params![name, image],
+    )?;
+    old.filter(|o| *o != image)
+        .map(|o| parse_digest(&o))
+        .transpose()
+}
+
+/// Whether `sql` (with `?1` bound to `id`) returns a row.
+fn row_exists(tx: &rusqlite::Transaction<'_>, sql: &str, id: &Digest) -> Result<bool> {
+    Ok(tx
+        .query_row(sql, [id.to_string()], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 fn parse_digest(s: &str) -> Result<Digest> {

@@ -105,7 +105,7 @@ struct ImageRow {
     virtual_size: String,
 }
 
-fn created_at(created: Option<&str>) -> Option<jiff::Timestamp> {
+pub(super) fn created_at(created: Option<&str>) -> Option<jiff::Timestamp> {
     created.and_then(|c| c.parse::<jiff::Timestamp>().ok())
 }
 
@@ -117,7 +117,7 @@ fn go_time(ts: Option<jiff::Timestamp>) -> String {
     }
 }
 
-fn since(ts: Option<jiff::Timestamp>) -> String {
+pub(super) fn since(ts: Option<jiff::Timestamp>) -> String {
     match ts {
         Some(t) => units::ago(t, jiff::Timestamp::now()),
         None => "N/A".into(),
@@ -391,6 +391,12 @@ pub fn load(root: &Path, args: LoadArgs) -> Result<()> {
     }
     .context("loading images")?;
     for image in loaded {
+        for (tag, old) in &image.displaced {
+            println!(
+                "The image {} already exists, renaming the old one with ID {old} to empty string",
+                tag.familiar_string()
+            );
+        }
         if image.tags.is_empty() {
             println!("Loaded image ID: {}", image.id);
         }
@@ -649,18 +655,7 @@ fn prune_candidates(store: &Store, filters: &Filters) -> Result<HashSet<Digest>>
             continue;
         }
         let image = store.image(rec.clone())?;
-        let labels = image.config.config.as_ref().and_then(|c| c.labels.as_ref());
-        if !filters.labels_match(labels) {
-            continue;
-        }
-        let excluded = filters
-            .get("label!")
-            .iter()
-            .any(|want| match want.split_once('=') {
-                Some((k, v)) => labels.and_then(|l| l.get(k)).is_some_and(|have| have == v),
-                None => labels.is_some_and(|l| l.contains_key(want)),
-            });
-        if !excluded {
+        if filters.labels_match(image.config.config.as_ref().and_then(|c| c.labels.as_ref())) {
             out.insert(rec.id);
         }
     }

@@ -9,7 +9,10 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::{image::headers, open_store};
+use super::{
+    image::{created_at, headers, since},
+    open_store,
+};
 use crate::{format, units};
 
 #[derive(Subcommand, Debug)]
@@ -126,11 +129,7 @@ fn df_verbose(
                 unique += size;
             }
         }
-        let created = rec
-            .created
-            .as_deref()
-            .and_then(|c| c.parse::<jiff::Timestamp>().ok())
-            .map_or("N/A".into(), |t| units::ago(t, jiff::Timestamp::now()));
+        let created = since(created_at(rec.created.as_deref()));
         let names: Vec<(String, String)> = if rec.tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
