@@ -9,10 +9,7 @@ mod changes;
 mod commands;
 mod filters;
 mod format;
-#[allow(
-    dead_code,
-    reason = "the size parsers serve run --memory and --shm-size, which come with the runtime"
-)]
+#[allow(dead_code, reason = "go-units' full set; not every parser has a user yet")]
 mod units;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -44,7 +41,6 @@ struct Cli {
     #[arg(
         short = 'l',
         long,
-        global = true,
         default_value = "warn",
         env = "BERTH_LOG"
     )]
@@ -80,6 +76,10 @@ enum Command {
     Rmi(commands::image::RemoveArgs),
     /// Show the history of an image
     History(commands::image::HistoryArgs),
+    /// Create and run a new container from an image
+    Run(commands::container::RunArgs),
+    /// Remove one or more containers
+    Rm(commands::container::RemoveArgs),
     /// Return low-level information on berth objects
     Inspect(commands::image::InspectArgs),
     /// Manage berth
@@ -101,7 +101,7 @@ fn init_tracing(cli: &Cli) {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_new(format!(
-        "berth={level},berth_store={level},berth_reference={level}"
+        "berth={level},berth_store={level},berth_reference={level},berth_engine={level},berth_runtime={level}"
     ))
     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -125,6 +125,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tag(args) => commands::image::tag(&root, args),
         Command::Rmi(args) => commands::image::remove(&root, args),
         Command::History(args) => commands::image::history(&root, args),
+        Command::Run(args) => commands::container::run(&root, args),
+        Command::Rm(args) => commands::container::remove(&root, args),
         Command::Inspect(args) => commands::image::inspect(&root, args),
         Command::System { command } => commands::system::dispatch(&root, command),
         Command::Version => {
@@ -139,6 +141,11 @@ fn print_version() {
 }
 
 fn main() -> ExitCode {
+    // A container's init is this binary re-executed: it must not parse arguments, log, or
+    // start a thread before it has set the container up.
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(berth_runtime::INIT_ARG)) {
+        berth_runtime::init_main();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

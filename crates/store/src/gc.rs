@@ -116,8 +116,7 @@ impl Store {
         Ok(report)
     }
 
-    /// `image prune`: removes dangling images (no tag), or with `all` every image (no
-    /// container can use one yet), then collects. `only`, when given, limits the candidates
+    /// `image prune`: removes dangling images (no tag), or with `all` every image (images that containers use stay), then collects. `only`, when given, limits the candidates
     /// (the caller's `--filter`).
     pub fn prune_images(
         &mut self,
@@ -125,8 +124,9 @@ impl Store {
         only: Option<&HashSet<Digest>>,
     ) -> Result<PruneReport> {
         let mut report = PruneReport::default();
+        let held: HashSet<Digest> = self.meta.holds()?.into_iter().map(|(_, i)| i).collect();
         for rec in self.meta.images()? {
-            if !all && !rec.tags.is_empty() {
+            if (!all && !rec.tags.is_empty()) || held.contains(&rec.id) {
                 continue;
             }
             if only.is_some_and(|o| !o.contains(&rec.id)) {

@@ -204,12 +204,22 @@ impl Store {
     /// tag another process adds meanwhile keeps the image alive.
     pub fn remove_image(&mut self, name: &str, force: bool) -> Result<Vec<RemoveEvent>> {
         let rec = self.resolve(name)?;
+        let holders = self.meta.holders(&rec.id)?;
         let mut events = Vec::new();
         let by_reference = Reference::parse_with_default_tag(name)
             .ok()
             .filter(|r| rec.tags.contains(r) || rec.repo_digests.contains(r));
         match &by_reference {
             Some(r) => {
+                let last_tag = !rec.tags.iter().any(|t| t != r);
+                if last_tag && !force && let Some(holder) = holders.first() {
+                    return Err(StoreError::Conflict(format!(
+                        "unable to remove repository reference \"{}\" (must force) - {} is using its referenced image {}",
+                        name,
+                        describe_holder(holder),
+                        rec.id.short()
+                    )));
+                }
                 self.meta.remove_tag(r)?;
                 events.push(RemoveEvent::Untagged(r.familiar_string()));
                 if rec.tags.iter().any(|t| t != r) {
@@ -217,6 +227,17 @@ impl Store {
                 }
             }
             None => {
+                if let Some(holder) = holders.first() {
+                    // Docker keeps an image a container uses even when forced: it can
+                    // only untag it.
+                    if !force {
+                        return Err(StoreError::Conflict(format!(
+                            "unable to delete {} (must be forced) - image is being used by {}",
+                            rec.id.short(),
+                            describe_holder(holder)
+                        )));
+                    }
+                }
                 if rec.tags.len() > 1 && !force {
                     return Err(StoreError::Conflict(format!(
                         "unable to delete {} (must be forced) - image is referenced in multiple repositories",
@@ -242,8 +263,32 @@ impl Store {
         Ok(events)
     }
 
+    /// Records that `holder` (such as `container:<id>`) uses image `id`: `rmi` refuses to
+    /// delete it (or with force only untags it), and prune and GC keep it.
+    pub fn hold_image(&mut self, holder: &str, id: &Digest) -> Result<()> {
+        self.meta.hold(holder, id)
+    }
+
+    /// Drops `holder`'s hold on its image.
+    pub fn release_image(&mut self, holder: &str) -> Result<()> {
+        self.meta.release(holder)
+    }
+
+    /// Every hold: the holder and the image it holds.
+    pub fn image_holds(&self) -> Result<Vec<(String, Digest)>> {
+        self.meta.holds()
+    }
+
     /// Takes the store-wide lock that keeps the collector away while content is added.
     pub(crate) fn lock_writer(&self) -> Result<crate::lock::LockGuard> {
         self.locks.lock_shared(GC_LOCK)
+    }
+}
+
+/// "container 0123456789ab" for a `container:<id>` holder, as Docker names it.
+fn describe_holder(holder: &str) -> String {
+    match holder.split_once(':') {
+        Some((kind, id)) => format!("{kind} {}", &id[..id.len().min(12)]),
+        None => holder.to_string(),
     }
 }

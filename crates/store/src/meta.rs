@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::error::{Result, StoreError};
 
 /// The schema version this build writes; older databases are migrated on open.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS images (
@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS repo_digests (
     image  TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS repo_digests_image ON repo_digests(image);
+-- Images that containers use: never deleted while held (version 2).
+CREATE TABLE IF NOT EXISTS holds (
+    holder TEXT PRIMARY KEY,         -- e.g. container:<id>
+    image  TEXT NOT NULL REFERENCES images(id)
+);
+CREATE INDEX IF NOT EXISTS holds_image ON holds(image);
 ";
 
 /// One image as the database knows it.
@@ -260,12 +266,58 @@ impl Meta {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let tagged = row_exists(&tx, "SELECT 1 FROM tags WHERE image = ?1 LIMIT 1", id)?;
-        if tagged {
+        let held = row_exists(&tx, "SELECT 1 FROM holds WHERE image = ?1 LIMIT 1", id)?;
+        if tagged || held {
             return Ok(false);
         }
         let n = tx.execute("DELETE FROM images WHERE id = ?1", [id.to_string()])?;
         tx.commit()?;
         Ok(n > 0)
+    }
+
+    /// Records that `holder` uses `image`, which then cannot be deleted until released.
+    pub(crate) fn hold(&mut self, holder: &str, image: &Digest) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !row_exists(&tx, "SELECT 1 FROM images WHERE id = ?1", image)? {
+            return Err(StoreError::ImageNotFound(image.to_string()));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO holds (holder, image) VALUES (?1, ?2)",
+            params![holder, image.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Drops `holder`'s hold, if it has one.
+    pub(crate) fn release(&mut self, holder: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM holds WHERE holder = ?1", [holder])?;
+        Ok(())
+    }
+
+    /// The holders of `image`, sorted.
+    pub(crate) fn holders(&self, image: &Digest) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT holder FROM holds WHERE image = ?1 ORDER BY holder")?;
+        let rows = stmt
+            .query_map([image.to_string()], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Every holder with the image it holds.
+    pub(crate) fn holds(&self) -> Result<Vec<(String, Digest)>> {
+        let mut stmt = self.conn.prepare("SELECT holder, image FROM holds")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(h, i)| Ok((h, parse_digest(&i)?)))
+            .collect()
     }
 
     /// Every image's manifest digest (the roots for garbage collection).

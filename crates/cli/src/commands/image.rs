@@ -818,7 +818,10 @@ pub struct InspectArgs {
 
 pub fn inspect(root: &Path, args: InspectArgs) -> Result<()> {
     match args.kind.as_deref() {
-        None | Some("image") => inspect_images(root, &args.names, args.format.as_deref()),
+        None => inspect_any(root, &args.names, args.format.as_deref()),
+        Some("container") | Some("image") => {
+            inspect_kind(root, &args.names, args.format.as_deref(), args.kind.as_deref())
+        }
         Some(other) => bail!("\"{other}\" is not a valid value for --type"),
     }
 }
@@ -869,16 +872,43 @@ fn inspect_document(store: &Store, rec: &ImageRecord) -> Result<Value> {
 }
 
 pub fn inspect_images(root: &Path, names: &[String], format: Option<&str>) -> Result<()> {
+    inspect_kind(root, names, format, Some("image"))
+}
+
+/// `inspect` without `--type`: a container by that name or ID first, then an image.
+fn inspect_any(root: &Path, names: &[String], format: Option<&str>) -> Result<()> {
+    inspect_kind(root, names, format, None)
+}
+
+fn inspect_kind(root: &Path, names: &[String], format: Option<&str>, kind: Option<&str>) -> Result<()> {
     let store = open_store(root)?;
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for name in names {
+        if kind != Some("image") {
+            match super::container::inspect_document(root, name) {
+                Ok(Some(doc)) => {
+                    docs.push(doc);
+                    continue;
+                }
+                Ok(None) if kind == Some("container") => {
+                    errors.push(format!("No such container: {name}"));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    errors.push(one_line(&e));
+                    continue;
+                }
+            }
+        }
         match store
             .resolve(name)
             .map_err(anyhow::Error::from)
             .and_then(|r| inspect_document(&store, &r))
         {
             Ok(doc) => docs.push(doc),
+            Err(_) if kind.is_none() => errors.push(format!("No such object: {name}")),
             Err(e) => errors.push(one_line(&e)),
         }
     }

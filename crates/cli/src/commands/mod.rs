@@ -1,6 +1,7 @@
 //! One module per object kind; each command is a function taking the state root and its
 //! parsed arguments.
 
+pub mod container;
 pub mod image;
 pub mod system;
 

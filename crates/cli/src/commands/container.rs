@@ -1,0 +1,469 @@
+//! Container commands: `run`, `rm`, and the container half of `inspect`.
+
+use std::{
+    fs,
+    io::{self, Read, Write},
+    os::fd::{AsFd, OwnedFd},
+    path::Path,
+    thread,
+};
+
+use anyhow::{Context, Result, anyhow};
+use berth_engine::{CreateOptions, Engine, EngineError, HostConfig, Ulimit};
+use berth_runtime::{ExecFailure, RuntimeError, Stdio, console};
+use clap::Args;
+use serde_json::Value;
+
+use super::Status;
+use crate::units;
+
+/// Exit status for berth's own failures around a container, as docker uses it.
+const EXIT_ENGINE: u8 = 125;
+
+/// `berth run` flags, Docker's names (`-h` is the hostname, as in docker).
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print usage
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Automatically remove the container and its resources when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Keep STDIN open even if not attached
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    tty: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Set environment variables
+    #[arg(short, long = "env", value_name = "list")]
+    env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file", value_name = "list")]
+    env_file: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Add additional groups to join
+    #[arg(long = "group-add", value_name = "list")]
+    group_add: Vec<String>,
+    /// Container host name
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    init: bool,
+    /// Mount the container's root filesystem as read only
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Mount a tmpfs directory (PATH[:OPTIONS])
+    #[arg(long, value_name = "list")]
+    tmpfs: Vec<String>,
+    /// Size of /dev/shm
+    #[arg(long = "shm-size", value_name = "bytes")]
+    shm_size: Option<String>,
+    /// Memory limit
+    #[arg(short, long, value_name = "bytes")]
+    memory: Option<String>,
+    /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
+    #[arg(long = "memory-swap", value_name = "bytes", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Number of CPUs
+    #[arg(long, value_name = "decimal")]
+    cpus: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares", value_name = "int")]
+    cpu_shares: Option<i64>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus", value_name = "string")]
+    cpuset_cpus: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", value_name = "int", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Add Linux capabilities
+    #[arg(long = "cap-add", value_name = "list")]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long = "cap-drop", value_name = "list")]
+    cap_drop: Vec<String>,
+    /// Give extended privileges to this container
+    #[arg(long)]
+    privileged: bool,
+    /// Security Options
+    #[arg(long = "security-opt", value_name = "list")]
+    security_opt: Vec<String>,
+    /// Connect a container to a network (bridge, none, host)
+    #[arg(long, alias = "net", value_name = "network")]
+    network: Option<String>,
+    /// Set meta data on a container
+    #[arg(short, long, value_name = "list")]
+    label: Vec<String>,
+    /// Ulimit options (name=soft[:hard])
+    #[arg(long, value_name = "ulimit")]
+    ulimit: Vec<String>,
+    /// IMAGE [COMMAND] [ARG...]
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "IMAGE [COMMAND] [ARG...]")]
+    args: Vec<String>,
+}
+
+/// Prints `e` the way berth reports a failed command and returns the status to exit with.
+fn fail(code: u8, e: impl std::fmt::Display) -> anyhow::Error {
+    eprintln!("berth: Error: {e}");
+    Status(code).into()
+}
+
+fn exit_code_for(e: &EngineError) -> u8 {
+    match e {
+        EngineError::Runtime(RuntimeError::Exec { failure: ExecFailure::NotFound, .. }) => 127,
+        EngineError::Runtime(RuntimeError::Exec { failure: ExecFailure::CannotInvoke, .. }) => 126,
+        _ => EXIT_ENGINE,
+    }
+}
+
+/// `-e KEY` takes KEY from berth's own environment, and is dropped when unset there.
+fn env_entry(entry: &str) -> Option<String> {
+    if entry.contains('=') {
+        Some(entry.to_string())
+    } else {
+        std::env::var(entry).ok().map(|v| format!("{entry}={v}"))
+    }
+}
+
+fn read_env_file(path: &str) -> Result<Vec<String>> {
+    let text = fs::read_to_string(path).with_context(|| format!("open {path}"))?;
+    Ok(text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(env_entry)
+        .collect())
+}
+
+fn parse_ulimit(s: &str) -> Result<Ulimit> {
+    let (name, limits) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow!("invalid ulimit argument: {s}"))?;
+    let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
+    let parse = |v: &str| -> Result<i64> {
+        v.parse().map_err(|_| anyhow!("invalid ulimit argument: {s}"))
+    };
+    let (soft, hard) = (parse(soft)?, parse(hard)?);
+    if soft > hard {
+        return Err(anyhow!("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"));
+    }
+    let known = [
+        "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+        "rss", "rtprio", "rttime", "sigpending", "stack", "as",
+    ];
+    if !known.contains(&name) {
+        return Err(anyhow!("invalid ulimit type: {name}"));
+    }
+    Ok(Ulimit {
+        name: name.to_string(),
+        soft,
+        hard,
+    })
+}
+
+fn size_flag(flag: &str, value: &Option<String>) -> Result<i64> {
+    match value {
+        None => Ok(0),
+        Some(v) if v == "-1" => Ok(-1),
+        Some(v) => units::ram_in_bytes(v).map_err(|e| anyhow!("invalid argument {v:?} for \"{flag}\" flag: {e}")),
+    }
+}
+
+impl RunArgs {
+    fn create_options(&self) -> Result<CreateOptions> {
+        let mut env = Vec::new();
+        for f in &self.env_file {
+            env.extend(read_env_file(f)?);
+        }
+        env.extend(self.env.iter().filter_map(|e| env_entry(e)));
+        let memory = size_flag("--memory", &self.memory)?;
+        if memory != 0 && memory < 6 * 1024 * 1024 {
+            return Err(anyhow!("Minimum memory limit allowed is 6MB"));
+        }
+        let memory_swap = size_flag("--memory-swap", &self.memory_swap)?;
+        if memory_swap > 0 && memory == 0 {
+            return Err(anyhow!("You should always set the Memory limit when using Memoryswap limit, see usage"));
+        }
+        if memory_swap > 0 && memory_swap < memory {
+            return Err(anyhow!("Minimum memoryswap limit should be larger than memory limit, see usage"));
+        }
+        let nano_cpus = match &self.cpus {
+            None => 0,
+            Some(c) => {
+                let v: f64 = c
+                    .parse()
+                    .map_err(|_| anyhow!("invalid argument {c:?} for \"--cpus\" flag: failed to parse {c} as a rational number"))?;
+                let online = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+                if v <= 0.0 || v > online {
+                    return Err(anyhow!(
+                        "range of CPUs is from 0.01 to {online:.2}, as there are only {online} CPUs available"
+                    ));
+                }
+                (v * 1e9) as i64
+            }
+        };
+        let mut security_opt = Vec::new();
+        for opt in &self.security_opt {
+            // Docker's CLI sends the profile itself, not its path.
+            match opt.split_once(['=', ':']) {
+                Some(("seccomp", path)) if path != "unconfined" => {
+                    let json = fs::read_to_string(path)
+                        .with_context(|| format!("opening seccomp profile ({path}) failed"))?;
+                    security_opt.push(format!("seccomp={json}"));
+                }
+                _ => security_opt.push(opt.clone()),
+            }
+        }
+        let mut tmpfs = std::collections::BTreeMap::new();
+        for t in &self.tmpfs {
+            let (path, opts) = t.split_once(':').unwrap_or((t, ""));
+            if !path.starts_with('/') {
+                return Err(anyhow!("invalid mount path {path:?}: mount path must be absolute"));
+            }
+            tmpfs.insert(path.to_string(), opts.to_string());
+        }
+        let labels = self
+            .label
+            .iter()
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap_or((l, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let (image, cmd) = self.args.split_first().expect("clap requires IMAGE");
+        Ok(CreateOptions {
+            image: image.clone(),
+            name: self.name.clone(),
+            cmd: cmd.to_vec(),
+            entrypoint: self.entrypoint.clone(),
+            env,
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            hostname: self.hostname.clone(),
+            tty: self.tty,
+            interactive: self.interactive,
+            labels,
+            host: HostConfig {
+                network_mode: self.network.clone().unwrap_or_default(),
+                auto_remove: self.rm,
+                privileged: self.privileged,
+                readonly_rootfs: self.read_only,
+                cap_add: self.cap_add.clone(),
+                cap_drop: self.cap_drop.clone(),
+                security_opt,
+                group_add: self.group_add.clone(),
+                init: self.init.then_some(true),
+                tmpfs,
+                shm_size: size_flag("--shm-size", &self.shm_size)?.max(0),
+                memory,
+                memory_swap,
+                nano_cpus,
+                cpu_shares: self.cpu_shares.unwrap_or(0),
+                cpuset_cpus: self.cpuset_cpus.clone().unwrap_or_default(),
+                pids_limit: self.pids_limit.filter(|l| *l > 0),
+                ulimits: self.ulimit.iter().map(|u| parse_ulimit(u)).collect::<Result<_>>()?,
+            },
+        })
+    }
+}
+
+fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
+    Ok(fd.as_fd().try_clone_to_owned()?)
+}
+
+/// `berth run`: create, start, attach, wait, and exit with the container's status.
+pub fn run(root: &Path, args: RunArgs) -> Result<()> {
+    let opts = args.create_options().map_err(|e| fail(EXIT_ENGINE, super::one_line(&e)))?;
+    let mut engine = Engine::open(root).map_err(|e| fail(EXIT_ENGINE, e))?;
+    let rec = engine.create(&opts).map_err(|e| fail(EXIT_ENGINE, e))?;
+    let remove = |engine: &mut Engine| {
+        if args.rm
+            && let Err(e) = engine.remove(&rec.id, true)
+        {
+            eprintln!("berth: Error: removing container {}: {e}", &rec.id[..12]);
+        }
+    };
+
+    let stdin_is_tty = rustix::termios::isatty(io::stdin());
+    let mut pty = None;
+    let mut stdin_pump = None;
+    let stdio = if args.tty {
+        let p = console::open_pty().map_err(|e| fail(EXIT_ENGINE, format!("open a pty: {e}")))?;
+        if let Some((rows, cols)) = console::window_size(io::stdout()).or_else(|| console::window_size(io::stdin())) {
+            let _ = console::set_window_size(&p.master, rows, cols);
+        }
+        let stdio = Stdio {
+            stdin: dup(&p.slave)?,
+            stdout: dup(&p.slave)?,
+            stderr: dup(&p.slave)?,
+        };
+        pty = Some(p);
+        stdio
+    } else {
+        let stdin = if !args.interactive {
+            fs::File::open("/dev/null")?.into()
+        } else if stdin_is_tty {
+            // The container does not own berth's terminal: feed it through a pipe, as docker's
+            // attach does, so it never reads the terminal from another process group.
+            let (reader, writer) = io::pipe()?;
+            stdin_pump = Some(writer);
+            OwnedFd::from(reader)
+        } else {
+            dup(io::stdin())?
+        };
+        Stdio {
+            stdin,
+            stdout: dup(io::stdout())?,
+            stderr: dup(io::stderr())?,
+        }
+    };
+
+    let console_path = pty.as_ref().map(|p| p.slave_path.clone());
+    let mut started = match engine.start(&rec.id, stdio, console_path) {
+        Ok(s) => s,
+        Err(e) => {
+            let code = exit_code_for(&e);
+            remove(&mut engine);
+            return Err(fail(code, e));
+        }
+    };
+    let pid = started.pid();
+
+    let mut raw_mode = None;
+    let mut output = None;
+    if let Some(p) = pty.take() {
+        drop(p.slave);
+        if args.interactive && stdin_is_tty {
+            raw_mode = console::RawMode::enable(io::stdin()).ok();
+        }
+        let master = p.master;
+        if args.interactive {
+            let mut to_container = fs::File::from(dup(&master)?);
+            thread::spawn(move || copy_stream(&mut io::stdin(), &mut to_container));
+        }
+        let mut from_container = fs::File::from(master);
+        output = Some(thread::spawn(move || copy_stream(&mut from_container, &mut io::stdout())));
+    } else if let Some(writer) = stdin_pump {
+        let mut to_container = writer;
+        thread::spawn(move || copy_stream(&mut io::stdin(), &mut to_container));
+    }
+    forward_signals(pid, args.tty)?;
+
+    let exit = started.wait().map_err(|e| fail(EXIT_ENGINE, e))?;
+    if let Some(out) = output {
+        let _ = out.join();
+    }
+    drop(raw_mode);
+    let finished = engine.finish(started, exit);
+    remove(&mut engine);
+    finished.map_err(|e| fail(EXIT_ENGINE, e))?;
+    if exit.code != 0 {
+        return Err(Status(exit.code.clamp(0, 255) as u8).into());
+    }
+    Ok(())
+}
+
+/// Copies until either side ends; a pty master reads EIO once the container has exited.
+fn copy_stream(from: &mut impl Read, to: &mut impl Write) {
+    let mut buf = [0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Passes the signals berth receives on to the container (docker's `--sig-proxy`), and with
+/// a tty, window size changes to the pty.
+fn forward_signals(pid: i32, tty: bool) -> Result<()> {
+    use signal_hook::consts::signal::*;
+    let mut signals = signal_hook::iterator::Signals::new([
+        SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGALRM,
+    ])
+    .context("install signal handlers")?;
+    thread::spawn(move || {
+        for sig in signals.forever() {
+            if sig == SIGWINCH {
+                if tty
+                    && let Some((rows, cols)) = console::window_size(io::stdin())
+                {
+                    // The master was moved to the output thread; the slave side shares the
+                    // size, so set it through /proc.
+                    if let Ok(f) = fs::File::open(format!("/proc/{pid}/fd/0")) {
+                        let _ = console::set_window_size(&f, rows, cols);
+                    }
+                }
+                continue;
+            }
+            if let Some(signal) = rustix::process::Signal::from_named_raw(sig)
+                && let Some(p) = rustix::process::Pid::from_raw(pid)
+            {
+                let _ = rustix::process::kill_process(p, signal);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `berth rm` flags.
+#[derive(Args, Debug)]
+pub struct RemoveArgs {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short, long)]
+    force: bool,
+    /// CONTAINER...
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `berth rm`.
+pub fn remove(root: &Path, args: RemoveArgs) -> Result<()> {
+    let mut engine = Engine::open(root)?;
+    let mut failed = false;
+    for name in &args.containers {
+        match engine.remove(name, args.force) {
+            Ok(_) => println!("{name}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(Status(1).into());
+    }
+    Ok(())
+}
+
+/// The `inspect` document of the container `key` names, if one does.
+pub fn inspect_document(root: &Path, key: &str) -> Result<Option<Value>> {
+    let engine = Engine::open(root)?;
+    match engine.container(key) {
+        Ok(rec) => {
+            let mut doc = serde_json::to_value(&rec)?;
+            doc["Name"] = Value::String(format!("/{}", rec.name));
+            Ok(Some(doc))
+        }
+        Err(EngineError::NoSuchContainer(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,559 @@
+//! berth-engine: containers as users see them. It turns an image and Docker's run options
+//! into a container record, an OCI spec with Docker's defaults and an overlay rootfs, runs
+//! it with `berth-runtime`, and records how it ended.
+//!
+//! State under the root, next to the store's:
+//!
+//! ```text
+//! containers.db          SQLite: every container's record (names unique)
+//! containers/<id>/       upper/ and work/ (the container's own layer), rootfs/ (the
+//!                        mount point, used inside the container's mount namespace only),
+//!                        hostname, hosts, resolv.conf
+//! ```
+//! Each container holds its image in the store (`container:<id>`), so `rmi` and prune
+//! leave it alone while the container exists.
+
+mod db;
+pub mod names;
+pub mod record;
+pub mod seccomp;
+pub mod spec;
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use berth_runtime::{Exit, Rootfs, RuntimeError, Stdio};
+use berth_store::{Store, StoreError};
+
+pub use record::{ContainerConfig, ContainerRecord, ContainerState, HostConfig, Ulimit, ZERO_TIME};
+
+use crate::db::Db;
+
+/// An error of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// From the image store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// From the runtime.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A bad option or value.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such container.
+    #[error("No such container: {0}")]
+    NoSuchContainer(String),
+    /// An ID prefix matches several containers.
+    #[error("multiple containers found with provided prefix: {0}")]
+    Ambiguous(String),
+    /// `--name` is taken.
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
+    NameInUse {
+        /// The name.
+        name: String,
+        /// Who has it.
+        id: String,
+    },
+    /// A running container cannot be removed without force.
+    #[error(
+        "cannot remove container \"/{0}\": container is running: stop the container before removing or force remove"
+    )]
+    Running(String),
+    /// File system work on the container's directory.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// containers.db.
+    #[error("containers database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A record that does not parse.
+    #[error("container record: {0}")]
+    Record(#[from] serde_json::Error),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EngineError {
+    let what = what.into();
+    move |source| EngineError::Io { what, source }
+}
+
+/// What `create` and `run` take, with Docker's flag names in the docs.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// The image as the user named it.
+    pub image: String,
+    /// `--name`.
+    pub name: Option<String>,
+    /// The command after the image.
+    pub cmd: Vec<String>,
+    /// `--entrypoint` (empty string clears the image's).
+    pub entrypoint: Option<String>,
+    /// `-e` and `--env-file`, already `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `-h`.
+    pub hostname: Option<String>,
+    /// `-t`.
+    pub tty: bool,
+    /// `-i`.
+    pub interactive: bool,
+    /// `--label`.
+    pub labels: Vec<(String, String)>,
+    /// Everything else Docker keeps in `HostConfig`.
+    pub host: HostConfig,
+}
+
+/// A running container started by this process.
+pub struct Started {
+    /// The container's ID.
+    pub id: String,
+    container: berth_runtime::Container,
+}
+
+impl Started {
+    /// The host pid of the container's init.
+    pub fn pid(&self) -> i32 {
+        self.container.pid()
+    }
+
+    /// Waits for the container to exit.
+    pub fn wait(&mut self) -> Result<Exit, EngineError> {
+        Ok(self.container.wait()?)
+    }
+}
+
+/// An open state root: the image store and the containers.
+pub struct Engine {
+    root: PathBuf,
+    store: Store,
+    db: Db,
+}
+
+impl Engine {
+    /// Opens (creating as needed) the engine state under `root`.
+    pub fn open(root: &Path) -> Result<Engine, EngineError> {
+        let store = Store::open(root)?;
+        fs::create_dir_all(root.join("containers")).map_err(io_err("create containers/"))?;
+        let db = Db::open(&root.join("containers.db"))?;
+        Ok(Engine {
+            root: root.to_path_buf(),
+            store,
+            db,
+        })
+    }
+
+    /// The image store.
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    /// The record of the container `key` names (ID, name or unique ID prefix).
+    pub fn container(&self, key: &str) -> Result<ContainerRecord, EngineError> {
+        let id = self
+            .db
+            .resolve(key)?
+            .ok_or_else(|| EngineError::NoSuchContainer(key.to_string()))?;
+        self.db
+            .get(&id)?
+            .ok_or_else(|| EngineError::NoSuchContainer(key.to_string()))
+    }
+
+    /// Every container, newest first.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, EngineError> {
+        self.db.all()
+    }
+
+    /// Creates a container from an image: its record, its own layer and its hold on the
+    /// image. Nothing runs yet.
+    pub fn create(&mut self, opts: &CreateOptions) -> Result<ContainerRecord, EngineError> {
+        let image_rec = self.store.resolve(&opts.image)?;
+        let image = self.store.image(image_rec)?;
+        let run = image.config.config.clone().unwrap_or_default();
+        let id = new_id()?;
+        let hostname = opts.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+        let (entrypoint, cmd) = spec::command(
+            run.entrypoint.as_deref(),
+            run.cmd.as_deref(),
+            opts.entrypoint.as_deref(),
+            &opts.cmd,
+        );
+        let mut argv: Vec<String> = entrypoint.iter().flatten().chain(cmd.iter().flatten()).cloned().collect();
+        if argv.is_empty() {
+            return Err(EngineError::Invalid("no command specified".into()));
+        }
+        let path = argv.remove(0);
+        // Validate what the runtime would only find out later.
+        spec::capabilities(opts.host.privileged, &opts.host.cap_add, &opts.host.cap_drop)?;
+        security_options(&opts.host.security_opt)?;
+        let mut labels = run.labels.clone().unwrap_or_default();
+        labels.extend(opts.labels.iter().cloned());
+        let env = spec::environment(
+            run.env.as_deref().unwrap_or_default(),
+            &opts.env,
+            &hostname,
+            opts.tty,
+        );
+        let mut host = opts.host.clone();
+        if host.network_mode.is_empty() {
+            host.network_mode = "bridge".into();
+        }
+        if !matches!(host.network_mode.as_str(), "bridge" | "none" | "host" | "default") {
+            return Err(EngineError::Invalid(format!(
+                "network {} not found",
+                host.network_mode
+            )));
+        }
+        let now = jiff::Timestamp::now().to_string();
+        let mut rec = ContainerRecord {
+            id: id.clone(),
+            created: now,
+            path,
+            args: argv,
+            state: ContainerState {
+                status: "created".into(),
+                started_at: ZERO_TIME.into(),
+                finished_at: ZERO_TIME.into(),
+                ..Default::default()
+            },
+            image: image.record.id.to_string(),
+            name: String::new(),
+            config: ContainerConfig {
+                hostname,
+                user: opts.user.clone().or(run.user.clone()).unwrap_or_default(),
+                tty: opts.tty,
+                open_stdin: opts.interactive,
+                env,
+                cmd,
+                entrypoint,
+                image: opts.image.clone(),
+                working_dir: opts.workdir.clone().or(run.working_dir.clone()).unwrap_or_default(),
+                labels,
+                stop_signal: run.stop_signal.clone(),
+            },
+            host_config: host,
+        };
+
+        let dir = self.dir(&id);
+        for sub in ["upper", "work", "rootfs"] {
+            fs::create_dir_all(dir.join(sub)).map_err(io_err(format!("create {}", dir.join(sub).display())))?;
+        }
+        let holder = format!("container:{id}");
+        let registered = (|| {
+            self.store.hold_image(&holder, &image.record.id)?;
+            match &opts.name {
+                Some(name) => {
+                    rec.name = names::validate_name(name).map_err(|e| EngineError::Invalid(e.to_string()))?;
+                    self.db.insert(&rec)
+                }
+                None => {
+                    // Docker's loop: a few random names, then the short ID.
+                    let mut attempt = 0;
+                    loop {
+                        rec.name = if attempt < 6 { names::random_name(attempt) } else { id[..12].to_string() };
+                        match self.db.insert(&rec) {
+                            Err(EngineError::NameInUse { .. }) if attempt < 6 => attempt += 1,
+                            other => break other,
+                        }
+                    }
+                }
+            }
+        })();
+        if let Err(e) = registered {
+            let _ = self.store.release_image(&holder);
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// Starts a created container with `stdio` (and, for `-t`, the pty slave's host path
+    /// for `/dev/console`). Returns once its command runs.
+    pub fn start(
+        &mut self,
+        id: &str,
+        stdio: Stdio,
+        console: Option<PathBuf>,
+    ) -> Result<Started, EngineError> {
+        let mut rec = self.container(id)?;
+        let image = {
+            let r = self.store.resolve(&rec.image)?;
+            self.store.image(r)?
+        };
+        let dir = self.dir(&rec.id);
+        let mut lower: Vec<PathBuf> = image
+            .chain_ids()?
+            .iter()
+            .rev()
+            .map(|c| self.store.layer_dir(c))
+            .collect();
+        if lower.is_empty() {
+            let empty = dir.join("empty");
+            fs::create_dir_all(&empty).map_err(io_err("create an empty lower layer"))?;
+            lower.push(empty);
+        }
+        let etc = self.write_etc_files(&rec, &dir)?;
+        let hc = &rec.host_config;
+        let caps = spec::capabilities(hc.privileged, &hc.cap_add, &hc.cap_drop)?;
+        let security = security_options(&hc.security_opt)?;
+        let seccomp = if hc.privileged || security.seccomp_unconfined {
+            None
+        } else {
+            let profile = match &security.seccomp_profile {
+                Some(json) => seccomp::parse_profile(json.as_bytes())
+                    .map_err(|e| EngineError::Invalid(format!("seccomp profile: {e}")))?,
+                None => seccomp::default_profile(),
+            };
+            if profile.is_unconfined() {
+                None
+            } else {
+                let oci = seccomp::to_oci(&profile, &caps, std::env::consts::ARCH)
+                    .map_err(|e| EngineError::Invalid(format!("seccomp profile: {e}")))?;
+                Some(serde_json::to_value(oci)?)
+            }
+        };
+        let rootfs_dir = dir.join("rootfs");
+        let spec = spec::build(
+            &rec,
+            &spec::SpecInputs {
+                rootfs: &rootfs_dir,
+                etc_files: [
+                    ("/etc/hostname", &etc[0]),
+                    ("/etc/hosts", &etc[1]),
+                    ("/etc/resolv.conf", &etc[2]),
+                ],
+                seccomp,
+                capabilities: &caps,
+                no_new_privileges: security.no_new_privileges,
+            },
+        )?;
+        let config = berth_runtime::InitConfig {
+            spec,
+            rootfs: Rootfs::Overlay {
+                lower,
+                upper: dir.join("upper"),
+                work: dir.join("work"),
+                target: rootfs_dir,
+            },
+            user: Some(rec.config.user.clone()),
+            group_add: hc.group_add.clone(),
+            init: hc.init.unwrap_or(false),
+            create_cwd: true,
+            console,
+        };
+        let created = berth_runtime::create(berth_runtime::CreateOptions {
+            config,
+            stdio,
+            cgroup_path: Some(format!("berth/{}", rec.id)),
+        });
+        let mut container = match created {
+            Ok(c) => c,
+            Err(e) => return Err(self.record_start_failure(rec, e)),
+        };
+        if let Err(e) = container.start() {
+            let _ = container.delete();
+            return Err(self.record_start_failure(rec, e));
+        }
+        rec.state = ContainerState {
+            status: "running".into(),
+            running: true,
+            pid: container.pid(),
+            started_at: jiff::Timestamp::now().to_string(),
+            finished_at: ZERO_TIME.into(),
+            ..Default::default()
+        };
+        self.db.update(&rec)?;
+        Ok(Started {
+            id: rec.id,
+            container,
+        })
+    }
+
+    fn record_start_failure(&mut self, mut rec: ContainerRecord, e: RuntimeError) -> EngineError {
+        rec.state.status = "exited".into();
+        rec.state.exit_code = match &e {
+            RuntimeError::Exec { failure: berth_runtime::ExecFailure::NotFound, .. } => 127,
+            RuntimeError::Exec { .. } => 126,
+            _ => 128,
+        };
+        rec.state.error = e.to_string();
+        let _ = self.db.update(&rec);
+        EngineError::Runtime(e)
+    }
+
+    /// Records how a started container ended and removes its cgroup.
+    pub fn finish(&mut self, started: Started, exit: Exit) -> Result<(), EngineError> {
+        let result = started.container.delete();
+        let mut rec = self.container(&started.id)?;
+        rec.state = ContainerState {
+            status: "exited".into(),
+            running: false,
+            oom_killed: exit.oom_killed,
+            pid: 0,
+            exit_code: exit.code,
+            error: String::new(),
+            started_at: rec.state.started_at,
+            finished_at: jiff::Timestamp::now().to_string(),
+        };
+        self.db.update(&rec)?;
+        result.map_err(EngineError::from)
+    }
+
+    /// Removes a container: its processes (with `force`), cgroup, directory, record and
+    /// hold on its image.
+    pub fn remove(&mut self, key: &str, force: bool) -> Result<ContainerRecord, EngineError> {
+        let rec = self.container(key)?;
+        if rec.state.running && process_alive(rec.state.pid) {
+            if !force {
+                return Err(EngineError::Running(rec.name));
+            }
+            let _ = nix_kill(rec.state.pid);
+        }
+        if let Ok(cgroup) = berth_runtime::cgroups::Cgroup::open(&format!("berth/{}", rec.id)) {
+            cgroup.destroy().map_err(RuntimeError::from)?;
+        }
+        let dir = self.dir(&rec.id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("remove {}", dir.display()))(e)),
+        }
+        self.db.delete(&rec.id)?;
+        self.store.release_image(&format!("container:{}", rec.id))?;
+        Ok(rec)
+    }
+
+    fn write_etc_files(&self, rec: &ContainerRecord, dir: &Path) -> Result<[PathBuf; 3], EngineError> {
+        let hostname = dir.join("hostname");
+        let hosts = dir.join("hosts");
+        let resolv = dir.join("resolv.conf");
+        fs::write(&hostname, format!("{}\n", rec.config.hostname)).map_err(io_err("write hostname"))?;
+        let hosts_text = if rec.host_config.network_mode == "host" {
+            fs::read_to_string("/etc/hosts").unwrap_or_default()
+        } else {
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
+        };
+        fs::write(&hosts, hosts_text).map_err(io_err("write hosts"))?;
+        let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv_text = if rec.host_config.network_mode == "host" {
+            host_resolv
+        } else {
+            container_resolv_conf(&host_resolv)
+        };
+        fs::write(&resolv, resolv_text).map_err(io_err("write resolv.conf"))?;
+        Ok([hostname, hosts, resolv])
+    }
+}
+
+/// Docker's rule: the host's resolv.conf without loopback nameservers (unreachable from the
+/// container's network namespace); Google's public DNS when none is left.
+fn container_resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            let addr = words.next().unwrap_or("");
+            if addr.starts_with("127.") || addr == "::1" {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
+#[derive(Default)]
+struct SecurityOptions {
+    seccomp_unconfined: bool,
+    seccomp_profile: Option<String>,
+    no_new_privileges: bool,
+}
+
+/// `--security-opt` values, as Docker stores them (`seccomp=<profile JSON>` after the CLI
+/// reads the file).
+fn security_options(opts: &[String]) -> Result<SecurityOptions, EngineError> {
+    let mut out = SecurityOptions::default();
+    for opt in opts {
+        let (key, value) = opt
+            .split_once(['=', ':'])
+            .map_or((opt.as_str(), None), |(k, v)| (k, Some(v)));
+        match (key, value) {
+            ("seccomp", Some("unconfined")) => out.seccomp_unconfined = true,
+            ("seccomp", Some(profile)) => out.seccomp_profile = Some(profile.to_string()),
+            ("no-new-privileges", None | Some("true")) => out.no_new_privileges = true,
+            ("no-new-privileges", Some("false")) => out.no_new_privileges = false,
+            _ => {
+                return Err(EngineError::Invalid(format!(
+                    "invalid --security-opt: {opt:?}"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn new_id() -> Result<String, EngineError> {
+    let mut bytes = [0u8; 32];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        filled += rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())
+            .map_err(|e| io_err("getrandom")(e.into()))?;
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn process_alive(pid: i32) -> bool {
+    pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn nix_kill(pid: i32) -> io::Result<()> {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).ok_or_else(|| io::Error::other("pid 0"))?,
+        rustix::process::Signal::KILL,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_drops_loopback_servers() {
+        assert_eq!(
+            container_resolv_conf("search x\nnameserver 127.0.0.53\n"),
+            "search x\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
+        assert_eq!(
+            container_resolv_conf("nameserver 10.0.0.2\nnameserver ::1\n"),
+            "nameserver 10.0.0.2\n"
+        );
+    }
+
+    #[test]
+    fn security_options_parse() {
+        let o = security_options(&["seccomp=unconfined".into(), "no-new-privileges".into()]).unwrap();
+        assert!(o.seccomp_unconfined && o.no_new_privileges);
+        assert!(security_options(&["apparmor=x".into()]).is_err());
+    }
+}

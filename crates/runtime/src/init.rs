@@ -1,0 +1,420 @@
+//! `berth init`: the container side. Executed (from a read-only copy of the berth binary) as
+//! the first process of the container's new namespaces, with stdio at 0-2 and the socket to
+//! the host at 3.
+
+use std::{
+    convert::Infallible,
+    ffi::{CString, OsStr},
+    fs,
+    os::{
+        fd::{FromRawFd, OwnedFd},
+        unix::{ffi::OsStrExt, fs::PermissionsExt, net::UnixStream},
+    },
+    path::{Path, PathBuf},
+};
+
+use nix::{
+    errno::Errno,
+    sched::CloneFlags,
+    sys::{
+        signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask},
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
+    unistd::{ForkResult, Pid},
+};
+use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Process, Spec};
+use rustix::process::{Resource, Rlimit};
+
+use crate::{
+    ExecFailure, InitConfig, mounts,
+    protocol::{self, FromInit, ToInit},
+    user::{self, ExecUser},
+};
+
+/// The argument that makes the berth binary run as a container's init.
+pub const INIT_ARG: &str = "init";
+
+/// The fd init finds its socket to the host at.
+const SOCKET_FD: i32 = 3;
+
+enum Failure {
+    Setup(String),
+    Exec(ExecFailure, String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Failure {
+        Failure::Setup(s)
+    }
+}
+
+/// Runs as the container's init; never returns. The caller must call it before it starts
+/// any thread.
+#[allow(unsafe_code)]
+pub fn init_main() -> ! {
+    // SAFETY: the host side placed the socket at fd 3 before executing us, and nothing else
+    // in this fresh process owns that fd.
+    let sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(SOCKET_FD) });
+    let failure = match run(&sock) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    let (msg, code) = match failure {
+        Failure::Setup(message) => (FromInit::Error(message), 1),
+        Failure::Exec(failure, message) => {
+            let code = match failure {
+                ExecFailure::NotFound => 127,
+                ExecFailure::CannotInvoke => 126,
+            };
+            (FromInit::ExecError { failure, message }, code)
+        }
+    };
+    let _ = protocol::send(&sock, &msg);
+    std::process::exit(code)
+}
+
+fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
+    rustix::io::fcntl_setfd(sock, rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| format!("socket: {e}"))?;
+    let config = match protocol::recv::<ToInit>(sock) {
+        Ok(Some(ToInit::Config(c))) => *c,
+        Ok(Some(ToInit::Start)) => return Err("start before configuration".to_string().into()),
+        Ok(None) => std::process::exit(1),
+        Err(e) => return Err(format!("read the configuration: {e}").into()),
+    };
+    let spec = &config.spec;
+    let process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| "the spec has no process".to_string())?;
+
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    let has_ns = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
+    join_namespaces(spec)?;
+    if namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
+    {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| format!("unshare the cgroup namespace: {e}"))?;
+    }
+    let user_ns = has_ns(LinuxNamespaceType::User);
+    if process.terminal().unwrap_or(false) {
+        rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
+        rustix::process::ioctl_tiocsctty(std::io::stdin())
+            .map_err(|e| format!("make the pty the controlling terminal: {e}"))?;
+    }
+
+    mounts::setup(&config, user_ns)?;
+    if has_ns(LinuxNamespaceType::Uts)
+        && let Some(hostname) = spec.hostname()
+    {
+        rustix::system::sethostname(hostname.as_bytes())
+            .map_err(|e| format!("set hostname {hostname}: {e}"))?;
+    }
+    if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().clone()) {
+        for (key, value) in sysctl {
+            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+            fs::write(&path, value.as_bytes())
+                .map_err(|e| format!("set sysctl {key}={value}: {e}"))?;
+        }
+    }
+    if namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none())
+    {
+        loopback_up().map_err(|e| format!("bring up the loopback interface: {e}"))?;
+    }
+    mounts::finish(spec)?;
+
+    let exec_user = resolve_user(&config, &process)?;
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", exec_user.home));
+    }
+    let cwd = process.cwd().clone();
+    if config.create_cwd {
+        fs::create_dir_all(&cwd).map_err(|e| format!("create workdir {}: {e}", cwd.display()))?;
+    }
+    set_rlimits(&process)?;
+    if let Some(adj) = process.oom_score_adj() {
+        fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| format!("set oom_score_adj {adj}: {e}"))?;
+    }
+
+    let args = process.args().clone().unwrap_or_default();
+    let Some(arg0) = args.first() else {
+        return Err("no command specified".to_string().into());
+    };
+    let no_new_privs = process.no_new_privileges().unwrap_or(false);
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    if no_new_privs {
+        rustix::thread::set_no_new_privs(true).map_err(|e| format!("set no_new_privs: {e}"))?;
+    }
+    if !no_new_privs && let Some(s) = &seccomp {
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, so before caps drop.
+        crate::seccomp::apply(s).map_err(|e| format!("load the seccomp profile: {e}"))?;
+    }
+    crate::privileges::apply(&exec_user, process.capabilities().as_ref())?;
+    nix::unistd::chdir(&cwd).map_err(|e| {
+        Failure::Exec(
+            ExecFailure::CannotInvoke,
+            format!("chdir to cwd (\"{}\") set in config.json failed: {e}", cwd.display()),
+        )
+    })?;
+    let program = find_executable(arg0, &env)?;
+    let argv: Vec<CString> = args.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?;
+    if no_new_privs && let Some(s) = &seccomp {
+        crate::seccomp::apply(s).map_err(|e| format!("load the seccomp profile: {e}"))?;
+    }
+    mark_fds_cloexec();
+
+    protocol::send(sock, &FromInit::Ready).map_err(|e| format!("report ready: {e}"))?;
+    match protocol::recv::<ToInit>(sock) {
+        Ok(Some(ToInit::Start)) => {}
+        Ok(_) | Err(_) => std::process::exit(1),
+    }
+    if config.init {
+        return reaper(sock, &program, &argv, &envp);
+    }
+    Err(exec(&program, arg0, &argv, &envp))
+}
+
+fn cstring(s: &str) -> Result<CString, Failure> {
+    CString::new(s).map_err(|_| Failure::Setup(format!("{s:?} contains a NUL byte")))
+}
+
+fn join_namespaces(spec: &Spec) -> Result<(), String> {
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for ns in namespaces {
+        let Some(path) = ns.path() else { continue };
+        let flag = match ns.typ() {
+            LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+            LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+            LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+            other => return Err(format!("joining a {other:?} namespace by path is not supported")),
+        };
+        let file = fs::File::open(path).map_err(|e| format!("open namespace {}: {e}", path.display()))?;
+        nix::sched::setns(file, flag).map_err(|e| format!("join namespace {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn resolve_user(config: &InitConfig, process: &Process) -> Result<ExecUser, String> {
+    match &config.user {
+        Some(spec) => {
+            let passwd = fs::read_to_string("/etc/passwd").ok();
+            let group = fs::read_to_string("/etc/group").ok();
+            user::resolve(spec, passwd.as_deref(), group.as_deref(), &config.group_add)
+                .map_err(|e| e.to_string())
+        }
+        None => {
+            let u = process.user();
+            Ok(ExecUser {
+                uid: u.uid(),
+                gid: u.gid(),
+                additional_gids: u.additional_gids().clone().unwrap_or_default(),
+                home: "/".into(),
+            })
+        }
+    }
+}
+
+fn set_rlimits(process: &Process) -> Result<(), String> {
+    for rl in process.rlimits().as_deref().unwrap_or_default() {
+        let resource = match rl.typ() {
+            PosixRlimitType::RlimitCpu => Resource::Cpu,
+            PosixRlimitType::RlimitFsize => Resource::Fsize,
+            PosixRlimitType::RlimitData => Resource::Data,
+            PosixRlimitType::RlimitStack => Resource::Stack,
+            PosixRlimitType::RlimitCore => Resource::Core,
+            PosixRlimitType::RlimitRss => Resource::Rss,
+            PosixRlimitType::RlimitNproc => Resource::Nproc,
+            PosixRlimitType::RlimitNofile => Resource::Nofile,
+            PosixRlimitType::RlimitMemlock => Resource::Memlock,
+            PosixRlimitType::RlimitAs => Resource::As,
+            PosixRlimitType::RlimitLocks => Resource::Locks,
+            PosixRlimitType::RlimitSigpending => Resource::Sigpending,
+            PosixRlimitType::RlimitMsgqueue => Resource::Msgqueue,
+            PosixRlimitType::RlimitNice => Resource::Nice,
+            PosixRlimitType::RlimitRtprio => Resource::Rtprio,
+            PosixRlimitType::RlimitRttime => Resource::Rttime,
+        };
+        let limit = |v: u64| (v != u64::MAX).then_some(v);
+        rustix::process::setrlimit(
+            resource,
+            Rlimit {
+                current: limit(rl.soft()),
+                maximum: limit(rl.hard()),
+            },
+        )
+        .map_err(|e| format!("setrlimit {:?} {}:{}: {e}", rl.typ(), rl.soft(), rl.hard()))?;
+    }
+    Ok(())
+}
+
+/// Marks every fd above the socket close-on-exec, so nothing of berth's leaks into the
+/// container's process.
+fn mark_fds_cloexec() {
+    let Ok(dir) = fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > SOCKET_FD)
+        .collect();
+    for fd in fds {
+        let _ = nix::fcntl::fcntl(
+            unsafe_borrow(fd),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+}
+
+#[allow(unsafe_code)]
+fn unsafe_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: used only for an fcntl on an fd listed in /proc/self/fd a moment ago, in a
+    // single-threaded process; at worst the fcntl fails with EBADF.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// Looks `arg0` up in the container's `PATH` as Docker (runc) does.
+fn find_executable(arg0: &str, env: &[String]) -> Result<CString, Failure> {
+    if arg0.contains('/') {
+        return match fs::metadata(arg0) {
+            Ok(_) => cstring(arg0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::Exec(
+                ExecFailure::NotFound,
+                format!("exec: \"{arg0}\": stat {arg0}: no such file or directory"),
+            )),
+            Err(e) => Err(Failure::Exec(
+                ExecFailure::CannotInvoke,
+                format!("exec: \"{arg0}\": stat {arg0}: {e}"),
+            )),
+        };
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = PathBuf::from(dir).join(arg0);
+        if let Ok(md) = fs::metadata(&candidate)
+            && !md.is_dir()
+            && md.permissions().mode() & 0o111 != 0
+        {
+            return CString::new(candidate.as_os_str().as_bytes())
+                .map_err(|_| Failure::Setup("NUL in path".into()));
+        }
+    }
+    Err(Failure::Exec(
+        ExecFailure::NotFound,
+        format!("exec: \"{arg0}\": executable file not found in $PATH"),
+    ))
+}
+
+fn exec(program: &CString, arg0: &str, argv: &[CString], envp: &[CString]) -> Failure {
+    let errno = match nix::unistd::execve(program, argv, envp) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let shown = OsStr::from_bytes(program.as_bytes()).to_string_lossy();
+    match errno {
+        Errno::ENOENT => Failure::Exec(
+            ExecFailure::NotFound,
+            format!("exec {shown}: no such file or directory"),
+        ),
+        Errno::EACCES | Errno::EISDIR | Errno::ENOEXEC | Errno::EPERM | Errno::ETXTBSY => Failure::Exec(
+            ExecFailure::CannotInvoke,
+            format!("exec: \"{arg0}\": {}", errno.desc().to_lowercase()),
+        ),
+        e => Failure::Exec(ExecFailure::CannotInvoke, format!("exec {shown}: {}", e.desc())),
+    }
+}
+
+/// `--init`: PID 1 stays, reaps every zombie and forwards signals to the command, and exits
+/// with the command's status, like tini.
+#[allow(unsafe_code)]
+fn reaper(sock: &UnixStream, program: &CString, argv: &[CString], envp: &[CString]) -> Result<Infallible, Failure> {
+    let all = SigSet::all();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None).map_err(|e| format!("block signals: {e}"))?;
+    // SAFETY: init is single-threaded, so the child may do anything after fork.
+    let child = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            if rustix::termios::isatty(std::io::stdin()) {
+                let _ = rustix::termios::tcsetpgrp(std::io::stdin(), rustix::process::getpid());
+            }
+            let arg0 = argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+            return Err(exec(program, &arg0, argv, envp));
+        }
+        ForkResult::Parent { child } => child,
+    };
+    // Only the command's copy of the socket may stay open, so that its exec reads as EOF.
+    drop_socket(sock);
+    loop {
+        let signal = all.wait().map_err(|e| format!("sigwait: {e}"))?;
+        if signal != Signal::SIGCHLD {
+            let _ = kill(child, signal);
+            continue;
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => std::process::exit(code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                    std::process::exit(128 + sig as i32)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn drop_socket(_sock: &UnixStream) {
+    // SAFETY: PID 1 never uses the socket again (it only exits from here on); closing the fd
+    // under the borrowed UnixStream is sound because init_main's copy is never read again
+    // on this path.
+    unsafe {
+        libc::close(SOCKET_FD);
+    }
+}
+
+/// `ip link set lo up` without netlink: SIOCSIFFLAGS on a datagram socket.
+#[allow(unsafe_code)]
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq passed, which lives on our
+    // stack for the duration of each call.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! berth-runtime: one Linux container from an OCI runtime-spec configuration.
+//!
+//! The host side ([`create`]) clones a child into new namespaces and re-executes the berth
+//! binary in it as `berth init` from a read-only copy of itself (see [`exe`]); the child reads
+//! its [`InitConfig`] over a socket, builds the root filesystem, drops privileges and waits
+//! for [`Container::start`] before it executes the container's command. Everything here talks
+//! to the kernel only: images, names and Docker's defaults live in `berth-engine`.
+//!
+//! ```text
+//! host: create() ── clone(NEWNS|NEWPID|...) ──> child: fexecve(berth init)
+//!       cgroup, uid maps                          read InitConfig, mounts, pivot_root,
+//!       send InitConfig ───────────────────────>  hostname, sysctls, user, caps, seccomp
+//!       <─────────────────────────────── Ready
+//!       start(): send Start ───────────────────>  execve(command)   (socket is CLOEXEC:
+//!       <──────────────────── EOF, or ExecError    EOF means the exec happened)
+//! ```
+
+#[path = "cgroups_stub.rs"]
+pub mod cgroups;
+pub mod console;
+mod error;
+mod exe;
+mod init;
+mod mounts;
+mod privileges;
+mod protocol;
+pub mod seccomp;
+mod spawn;
+pub mod user;
+
+pub use error::{ExecFailure, RuntimeError};
+pub use init::{INIT_ARG, init_main};
+pub use protocol::{InitConfig, Rootfs};
+pub use spawn::{Container, CreateOptions, Exit, Stdio, create};
+
+/// The OCI runtime-spec types berth-runtime takes.
+pub use oci_spec::runtime as spec;

@@ -1,0 +1,306 @@
+//! The host side: clone the container's init into its namespaces, configure it, start it,
+//! wait for it.
+
+use std::{
+    ffi::CString,
+    os::{
+        fd::{AsRawFd, OwnedFd, RawFd},
+        unix::net::UnixStream,
+    },
+};
+
+use nix::{
+    sched::CloneFlags,
+    sys::{
+        signal::{Signal, kill},
+        wait::{WaitStatus, waitpid},
+    },
+    unistd::Pid,
+};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
+
+use crate::{
+    InitConfig, RuntimeError,
+    cgroups::Cgroup,
+    exe,
+    init::INIT_ARG,
+    protocol::{self, FromInit, ToInit},
+};
+
+/// The fds the container's process gets as 0, 1 and 2.
+#[derive(Debug)]
+pub struct Stdio {
+    /// Standard input.
+    pub stdin: OwnedFd,
+    /// Standard output.
+    pub stdout: OwnedFd,
+    /// Standard error.
+    pub stderr: OwnedFd,
+}
+
+/// What [`create`] needs.
+#[derive(Debug)]
+pub struct CreateOptions {
+    /// Everything init needs; `config.spec` says which namespaces to create.
+    pub config: InitConfig,
+    /// The process's stdio.
+    pub stdio: Stdio,
+    /// The cgroup to create and put the container in (e.g. `berth/<id>`), with
+    /// `spec.linux.resources`; `None` leaves it in the caller's cgroups.
+    pub cgroup_path: Option<String>,
+}
+
+/// How a container's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Docker's exit code: the process's own, or 128 + the signal that killed it.
+    pub code: i32,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer killed a process of the container.
+    pub oom_killed: bool,
+}
+
+/// A created container: its init process is set up and waits for [`Container::start`], or is
+/// running the container's command.
+#[derive(Debug)]
+pub struct Container {
+    pid: Pid,
+    sock: Option<UnixStream>,
+    cgroup: Option<Cgroup>,
+    reaped: bool,
+}
+
+/// Clones the container's init into new namespaces, puts it in its cgroup, and has it build
+/// the container. Returns when the container is ready to start.
+pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
+    let exe = exe::sealed_self().map_err(|e| RuntimeError::host("open berth's binary", e))?;
+    let (host_sock, init_sock) =
+        UnixStream::pair().map_err(|e| RuntimeError::host("socketpair", e))?;
+
+    let spec = &opts.config.spec;
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    let mut flags = CloneFlags::empty();
+    for ns in &namespaces {
+        if ns.path().is_some() {
+            continue; // joined by init with setns
+        }
+        flags |= match ns.typ() {
+            LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+            LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+            LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+            LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+            // Unshared by init after it is in its cgroup, so the namespace is rooted there.
+            LinuxNamespaceType::Cgroup => CloneFlags::empty(),
+            LinuxNamespaceType::Time => CloneFlags::empty(),
+        };
+    }
+    let user_ns = flags.contains(CloneFlags::CLONE_NEWUSER);
+
+    let pid = clone_init(
+        exe.as_raw_fd(),
+        flags,
+        [
+            opts.stdio.stdin.as_raw_fd(),
+            opts.stdio.stdout.as_raw_fd(),
+            opts.stdio.stderr.as_raw_fd(),
+            init_sock.as_raw_fd(),
+        ],
+    )?;
+    drop(init_sock);
+    drop(opts.stdio);
+    let mut container = Container {
+        pid,
+        sock: Some(host_sock),
+        cgroup: None,
+        reaped: false,
+    };
+    match container.configure(&opts.config, opts.cgroup_path.as_deref(), user_ns) {
+        Ok(()) => Ok(container),
+        Err(e) => {
+            container.abort();
+            Err(e)
+        }
+    }
+}
+
+impl Container {
+    /// The init process's pid on the host.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// The container's cgroup, if it has its own.
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.cgroup.as_ref()
+    }
+
+    fn configure(
+        &mut self,
+        config: &InitConfig,
+        cgroup_path: Option<&str>,
+        user_ns: bool,
+    ) -> Result<(), RuntimeError> {
+        let linux = config.spec.linux().as_ref();
+        if user_ns {
+            let uid = linux.and_then(|l| l.uid_mappings().clone()).unwrap_or_default();
+            let gid = linux.and_then(|l| l.gid_mappings().clone()).unwrap_or_default();
+            write_id_map(self.pid, "uid_map", &uid)?;
+            write_id_map(self.pid, "gid_map", &gid)?;
+        }
+        if let Some(path) = cgroup_path {
+            let resources = linux
+                .and_then(|l| l.resources().clone())
+                .unwrap_or_default();
+            let cgroup = Cgroup::create(path, &resources)?;
+            let added = cgroup.add_process(self.pid.as_raw());
+            self.cgroup = Some(cgroup);
+            added?;
+        }
+        let sock = self.sock.as_ref().expect("socket");
+        protocol::send(sock, &ToInit::Config(Box::new(config.clone())))
+            .map_err(|e| RuntimeError::host("send the container's configuration to init", e))?;
+        match protocol::recv::<FromInit>(sock) {
+            Ok(Some(FromInit::Ready)) => Ok(()),
+            Ok(Some(FromInit::Error(message))) => Err(RuntimeError::Init(message)),
+            Ok(Some(FromInit::ExecError { failure, message })) => {
+                Err(RuntimeError::Exec { failure, message })
+            }
+            Ok(None) => Err(RuntimeError::Init(
+                "the container's init exited while setting up".into(),
+            )),
+            Err(e) => Err(RuntimeError::host("read from the container's init", e)),
+        }
+    }
+
+    /// Lets the container execute its command. Returns once the command runs (the exec
+    /// succeeded) or with [`RuntimeError::Exec`] when it could not be executed.
+    pub fn start(&mut self) -> Result<(), RuntimeError> {
+        let Some(sock) = self.sock.take() else {
+            return Err(RuntimeError::Init("the container was already started".into()));
+        };
+        let result = protocol::send(&sock, &ToInit::Start)
+            .map_err(|e| RuntimeError::host("start the container", e))
+            .and_then(|()| match protocol::recv::<FromInit>(&sock) {
+                Ok(None) => Ok(()),
+                Ok(Some(FromInit::ExecError { failure, message })) => {
+                    Err(RuntimeError::Exec { failure, message })
+                }
+                Ok(Some(FromInit::Error(message))) => Err(RuntimeError::Init(message)),
+                Ok(Some(FromInit::Ready)) => Err(RuntimeError::Init("init said ready twice".into())),
+                Err(e) => Err(RuntimeError::host("read from the container's init", e)),
+            });
+        if result.is_err() {
+            self.abort();
+        }
+        result
+    }
+
+    /// Sends `signal` to the container's init process.
+    pub fn signal(&self, signal: Signal) -> Result<(), RuntimeError> {
+        if self.reaped {
+            return Ok(());
+        }
+        kill(self.pid, signal).map_err(|e| RuntimeError::host(format!("send {signal}"), e))
+    }
+
+    /// Waits for the container's init to exit (every other process of a container with its
+    /// own pid namespace is killed with it).
+    pub fn wait(&mut self) -> Result<Exit, RuntimeError> {
+        let (code, signal) = loop {
+            match waitpid(self.pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => break (code, None),
+                Ok(WaitStatus::Signaled(_, sig, _)) => break (128 + sig as i32, Some(sig as i32)),
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(RuntimeError::host("wait for the container", e)),
+            }
+        };
+        self.reaped = true;
+        let oom_killed = match &self.cgroup {
+            Some(cgroup) => cgroup.oom_kill_count().unwrap_or(0) > 0,
+            None => false,
+        };
+        Ok(Exit {
+            code,
+            signal,
+            oom_killed,
+        })
+    }
+
+    /// Kills whatever is left of the container and removes its cgroup.
+    pub fn delete(mut self) -> Result<(), RuntimeError> {
+        if !self.reaped {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = self.wait();
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.destroy()?;
+        }
+        Ok(())
+    }
+
+    /// Kills and reaps init after a failure; the cgroup stays for `delete`.
+    fn abort(&mut self) {
+        self.sock = None;
+        if !self.reaped {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+            self.reaped = true;
+        }
+    }
+}
+
+fn write_id_map(pid: Pid, file: &str, map: &[LinuxIdMapping]) -> Result<(), RuntimeError> {
+    let text: String = map
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect();
+    let path = format!("/proc/{pid}/{file}");
+    std::fs::write(&path, text).map_err(|e| RuntimeError::host(format!("write {path}"), e))
+}
+
+/// Clones a child into `flags`' new namespaces that puts `fds` at 0, 1, 2 and 3 and executes
+/// `exe` as `berth init`.
+#[allow(unsafe_code)]
+fn clone_init(exe: RawFd, flags: CloneFlags, fds: [RawFd; 4]) -> Result<Pid, RuntimeError> {
+    // Everything the child touches is made here: after clone() in a process that may have
+    // other threads, the child may only make async-signal-safe calls (no allocation).
+    let argv: [CString; 2] = [c"berth".into(), CString::new(INIT_ARG).expect("no NUL")];
+    let argv_ptrs: [*const libc::c_char; 3] = [argv[0].as_ptr(), argv[1].as_ptr(), std::ptr::null()];
+    let envp_ptrs: [*const libc::c_char; 1] = [std::ptr::null()];
+    let mut stack = vec![0u8; 64 * 1024];
+    let child = Box::new(move || -> isize {
+        // SAFETY: only async-signal-safe libc calls on memory prepared before the clone.
+        unsafe {
+            // Move the fds above 3 first, so that placing one cannot clobber another.
+            let mut high = [0; 4];
+            for (i, fd) in fds.iter().enumerate() {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high[i] < 0 {
+                    libc::_exit(125);
+                }
+            }
+            for (target, fd) in high.iter().enumerate() {
+                if libc::dup2(*fd, target as libc::c_int) < 0 {
+                    libc::_exit(125);
+                }
+            }
+            // Die with the process that created us rather than linger unsupervised.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::fexecve(exe, argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
+            libc::_exit(125)
+        }
+    });
+    // SAFETY: the child runs only the closure above, which execs or exits; CLONE_VM is not
+    // set, so it has its own copy of memory, including `stack`.
+    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .map_err(|e| RuntimeError::host("clone the container's init", e))?;
+    Ok(pid)
+}
