@@ -127,6 +127,11 @@ impl Started {
         self.container.pid()
     }
 
+    /// The master side of a `-t` container's pty, once.
+    pub fn take_console(&mut self) -> Option<std::os::fd::OwnedFd> {
+        self.container.take_console()
+    }
+
     /// Waits for the container to exit.
     pub fn wait(&mut self) -> Result<Exit, EngineError> {
         Ok(self.container.wait()?)
@@ -281,13 +286,13 @@ impl Engine {
         Ok(rec)
     }
 
-    /// Starts a created container with `stdio` (and, for `-t`, the pty slave's host path
-    /// for `/dev/console`). Returns once its command runs.
+    /// Starts a created container with `stdio` (ignored for `-t` containers, whose stdio is
+    /// their pty; `console_size` sizes it). Returns once its command runs.
     pub fn start(
         &mut self,
         id: &str,
         stdio: Stdio,
-        console: Option<PathBuf>,
+        console_size: Option<(u16, u16)>,
     ) -> Result<Started, EngineError> {
         let mut rec = self.container(id)?;
         let image = {
@@ -353,12 +358,12 @@ impl Engine {
             group_add: hc.group_add.clone(),
             init: hc.init.unwrap_or(false),
             create_cwd: true,
-            console,
         };
         let created = berth_runtime::create(berth_runtime::CreateOptions {
             config,
             stdio,
             cgroup_path: Some(format!("berth/{}", rec.id)),
+            console_size,
         });
         let mut container = match created {
             Ok(c) => c,

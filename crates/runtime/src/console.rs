@@ -15,17 +15,18 @@ use rustix::{
 
 /// A new pty pair.
 #[derive(Debug)]
-pub struct Pty {
+pub(crate) struct Pty {
     /// The side berth reads and writes.
     pub master: OwnedFd,
     /// The container's stdio.
     pub slave: OwnedFd,
-    /// The slave's path on the host (`/dev/pts/N`), bound at the container's `/dev/console`.
+    /// The slave's path (`/dev/pts/N` of the devpts it came from).
     pub slave_path: PathBuf,
 }
 
-/// Opens a pty pair.
-pub fn open_pty() -> io::Result<Pty> {
+/// Opens a pty pair on the devpts of the calling process's `/dev/ptmx`: init calls it inside
+/// the container, so the process sees `/dev/pts/0` as Docker's containers do.
+pub(crate) fn open_pty() -> io::Result<Pty> {
     let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
     rustix::pty::grantpt(&master)?;
     rustix::pty::unlockpt(&master)?;
@@ -37,6 +38,42 @@ pub fn open_pty() -> io::Result<Pty> {
         slave,
         slave_path,
     })
+}
+
+/// Sends `fd` over the unix socket `sock` (with one byte of data to carry it).
+pub(crate) fn send_fd(sock: impl AsFd, fd: impl AsFd) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let fds = [fd.as_fd()];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg(sock, &[io::IoSlice::new(b"c")], &mut control, SendFlags::empty())?;
+    Ok(())
+}
+
+/// Receives the fd [`send_fd`] sent.
+pub(crate) fn recv_fd(sock: impl AsFd) -> io::Result<OwnedFd> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let got = rustix::net::recvmsg(
+        &sock,
+        &mut [io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    if got.bytes == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "init exited before sending the console"));
+    }
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = msg
+            && let Some(fd) = fds.next()
+        {
+            return Ok(fd);
+        }
+    }
+    Err(io::Error::other("no console fd received from init"))
 }
 
 /// The window size of the terminal at `fd`, if it is one.

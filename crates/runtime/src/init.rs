@@ -103,13 +103,13 @@ fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
             .map_err(|e| format!("unshare the cgroup namespace: {e}"))?;
     }
     let user_ns = has_ns(LinuxNamespaceType::User);
-    if process.terminal().unwrap_or(false) {
-        rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
-        rustix::process::ioctl_tiocsctty(std::io::stdin())
-            .map_err(|e| format!("make the pty the controlling terminal: {e}"))?;
-    }
+    // Its own session: no signals from berth's terminal, and room for a controlling tty.
+    rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
 
     mounts::setup(&config, user_ns)?;
+    if process.terminal().unwrap_or(false) {
+        set_up_console(sock)?;
+    }
     if has_ns(LinuxNamespaceType::Uts)
         && let Some(hostname) = spec.hostname()
     {
@@ -183,6 +183,21 @@ fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
         return reaper(sock, &program, &argv, &envp);
     }
     Err(exec(&program, arg0, &argv, &envp))
+}
+
+/// Allocates the container's pty on its own devpts, makes it stdio and the controlling
+/// terminal, binds it at /dev/console, and hands the master to the host.
+fn set_up_console(sock: &UnixStream) -> Result<(), String> {
+    let pty = crate::console::open_pty().map_err(|e| format!("allocate a pty: {e}"))?;
+    mounts::bind_console(&pty.slave_path)?;
+    nix::unistd::dup2_stdin(&pty.slave)
+        .and_then(|()| nix::unistd::dup2_stdout(&pty.slave))
+        .and_then(|()| nix::unistd::dup2_stderr(&pty.slave))
+        .map_err(|e| format!("make the pty stdio: {e}"))?;
+    rustix::process::ioctl_tiocsctty(&pty.slave)
+        .map_err(|e| format!("make the pty the controlling terminal: {e}"))?;
+    crate::console::send_fd(sock, &pty.master).map_err(|e| format!("send the pty to berth: {e}"))?;
+    Ok(())
 }
 
 fn cstring(s: &str) -> Result<CString, Failure> {

@@ -53,14 +53,6 @@ pub(crate) fn setup(config: &InitConfig, user_ns: bool) -> Result<()> {
             .unwrap_or_default();
         populate_dev(&root.join("dev"), &devices, user_ns)?;
     }
-    if spec.process().as_ref().is_some_and(|p| p.terminal().unwrap_or(false))
-        && let Some(console) = &config.console
-    {
-        let target = root.join("dev/console");
-        create_file(&target).map_err(|e| err("create /dev/console", e))?;
-        mount(Some(console), &target, None, MsFlags::MS_BIND, None)
-            .map_err(|e| err(format!("bind {} at /dev/console", console.display()), e))?;
-    }
     drop(root_fd);
 
     pivot_root(&root)?;
@@ -71,6 +63,14 @@ pub(crate) fn setup(config: &InitConfig, user_ns: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Binds the container's pty slave at `/dev/console`, as runc does (after `pivot_root`).
+pub(crate) fn bind_console(slave: &Path) -> Result<()> {
+    let target = Path::new("/dev/console");
+    create_file(target).map_err(|e| err("create /dev/console", e))?;
+    mount(Some(slave), target, None, MsFlags::MS_BIND, None)
+        .map_err(|e| err(format!("bind {} at /dev/console", slave.display()), e))
 }
 
 /// After sysctls are written: the read-only paths and a read-only root.

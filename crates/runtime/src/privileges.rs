@@ -26,6 +26,9 @@ fn to_set(caps: &Option<Capabilities>) -> CapsHashSet {
 /// sets the effective, permitted, inheritable and ambient sets exactly.
 pub(crate) fn apply(user: &ExecUser, caps: Option<&LinuxCapabilities>) -> Result<()> {
     let all = caps::all();
+    // A capability this process does not have (the host may run berth with a reduced
+    // bounding set) cannot be granted; --privileged means "all we have", as on such hosts.
+    let have = caps::read(None, CapSet::Permitted).map_err(|e| format!("read capabilities: {e}"))?;
     let (bounding, effective, permitted, inheritable, ambient) = match caps {
         Some(c) => (
             to_set(c.bounding()),
@@ -36,6 +39,14 @@ pub(crate) fn apply(user: &ExecUser, caps: Option<&LinuxCapabilities>) -> Result
         ),
         None => Default::default(),
     };
+    let only_held = |set: CapsHashSet| -> CapsHashSet { set.intersection(&have).copied().collect() };
+    let (bounding, effective, permitted, inheritable, ambient) = (
+        only_held(bounding),
+        only_held(effective),
+        only_held(permitted),
+        only_held(inheritable),
+        only_held(ambient),
+    );
     for cap in all.difference(&bounding) {
         // A capability the running kernel does not know is not in its bounding set either.
         match caps::drop(None, CapSet::Bounding, *cap) {

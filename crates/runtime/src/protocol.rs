@@ -61,8 +61,6 @@ pub struct InitConfig {
     pub init: bool,
     /// Create `process.cwd` if it is missing (Docker does for `-w` and `WORKDIR`).
     pub create_cwd: bool,
-    /// The pty slave on the host to bind at `/dev/console` when `process.terminal` is set.
-    pub console: Option<PathBuf>,
 }
 
 /// Host to init.

@@ -48,6 +48,8 @@ pub struct CreateOptions {
     /// The cgroup to create and put the container in (e.g. `berth/<id>`), with
     /// `spec.linux.resources`; `None` leaves it in the caller's cgroups.
     pub cgroup_path: Option<String>,
+    /// With `process.terminal`: the window size (rows, columns) to give the pty.
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// How a container's process ended.
@@ -68,6 +70,7 @@ pub struct Container {
     pid: Pid,
     sock: Option<UnixStream>,
     cgroup: Option<Cgroup>,
+    console: Option<OwnedFd>,
     reaped: bool,
 }
 
@@ -119,9 +122,10 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
         pid,
         sock: Some(host_sock),
         cgroup: None,
+        console: None,
         reaped: false,
     };
-    match container.configure(&opts.config, opts.cgroup_path.as_deref(), user_ns) {
+    match container.configure(&opts.config, opts.cgroup_path.as_deref(), user_ns, opts.console_size) {
         Ok(()) => Ok(container),
         Err(e) => {
             container.abort();
@@ -136,6 +140,11 @@ impl Container {
         self.pid.as_raw()
     }
 
+    /// The master side of the container's pty (with `process.terminal`), once.
+    pub fn take_console(&mut self) -> Option<OwnedFd> {
+        self.console.take()
+    }
+
     /// The container's cgroup, if it has its own.
     pub fn cgroup(&self) -> Option<&Cgroup> {
         self.cgroup.as_ref()
@@ -146,6 +155,7 @@ impl Container {
         config: &InitConfig,
         cgroup_path: Option<&str>,
         user_ns: bool,
+        console_size: Option<(u16, u16)>,
     ) -> Result<(), RuntimeError> {
         let linux = config.spec.linux().as_ref();
         if user_ns {
@@ -166,6 +176,24 @@ impl Container {
         let sock = self.sock.as_ref().expect("socket");
         protocol::send(sock, &ToInit::Config(Box::new(config.clone())))
             .map_err(|e| RuntimeError::host("send the container's configuration to init", e))?;
+        let terminal = config
+            .spec
+            .process()
+            .as_ref()
+            .is_some_and(|p| p.terminal().unwrap_or(false));
+        if terminal {
+            match crate::console::recv_fd(sock) {
+                Ok(master) => {
+                    if let Some((rows, cols)) = console_size {
+                        let _ = crate::console::set_window_size(&master, rows, cols);
+                    }
+                    self.console = Some(master);
+                }
+                // Init failed first: its error follows.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+                Err(e) => return Err(RuntimeError::host("receive the container's pty", e)),
+            }
+        }
         match protocol::recv::<FromInit>(sock) {
             Ok(Some(FromInit::Ready)) => Ok(()),
             Ok(Some(FromInit::Error(message))) => Err(RuntimeError::Init(message)),

@@ -111,6 +111,9 @@ pub struct RunArgs {
     /// Ulimit options (name=soft[:hard])
     #[arg(long, value_name = "ulimit")]
     ulimit: Vec<String>,
+    /// Write the container ID to the file
+    #[arg(long, value_name = "string")]
+    cidfile: Option<String>,
     /// IMAGE [COMMAND] [ARG...]
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "IMAGE [COMMAND] [ARG...]")]
     args: Vec<String>,
@@ -288,8 +291,19 @@ fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
 /// `berth run`: create, start, attach, wait, and exit with the container's status.
 pub fn run(root: &Path, args: RunArgs) -> Result<()> {
     let opts = args.create_options().map_err(|e| fail(EXIT_ENGINE, super::one_line(&e)))?;
+    if let Some(path) = &args.cidfile
+        && Path::new(path).exists()
+    {
+        return Err(fail(
+            EXIT_ENGINE,
+            format!("Container ID file found, make sure the other container isn't running or delete {path}"),
+        ));
+    }
     let mut engine = Engine::open(root).map_err(|e| fail(EXIT_ENGINE, e))?;
     let rec = engine.create(&opts).map_err(|e| fail(EXIT_ENGINE, e))?;
+    if let Some(path) = &args.cidfile {
+        fs::write(path, &rec.id).map_err(|e| fail(EXIT_ENGINE, format!("failed to write the container ID to the file: {e}")))?;
+    }
     let remove = |engine: &mut Engine| {
         if args.rm
             && let Err(e) = engine.remove(&rec.id, true)
@@ -299,41 +313,30 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
     };
 
     let stdin_is_tty = rustix::termios::isatty(io::stdin());
-    let mut pty = None;
     let mut stdin_pump = None;
-    let stdio = if args.tty {
-        let p = console::open_pty().map_err(|e| fail(EXIT_ENGINE, format!("open a pty: {e}")))?;
-        if let Some((rows, cols)) = console::window_size(io::stdout()).or_else(|| console::window_size(io::stdin())) {
-            let _ = console::set_window_size(&p.master, rows, cols);
-        }
-        let stdio = Stdio {
-            stdin: dup(&p.slave)?,
-            stdout: dup(&p.slave)?,
-            stderr: dup(&p.slave)?,
-        };
-        pty = Some(p);
-        stdio
+    let stdin: OwnedFd = if !args.interactive || args.tty {
+        // With -t the container's stdio is the pty init allocates; its input comes from here.
+        fs::File::open("/dev/null")?.into()
+    } else if stdin_is_tty {
+        // The container does not own berth's terminal: feed it through a pipe, as docker's
+        // attach does, so it never reads the terminal from another process group.
+        let (reader, writer) = io::pipe()?;
+        stdin_pump = Some(writer);
+        OwnedFd::from(reader)
     } else {
-        let stdin = if !args.interactive {
-            fs::File::open("/dev/null")?.into()
-        } else if stdin_is_tty {
-            // The container does not own berth's terminal: feed it through a pipe, as docker's
-            // attach does, so it never reads the terminal from another process group.
-            let (reader, writer) = io::pipe()?;
-            stdin_pump = Some(writer);
-            OwnedFd::from(reader)
-        } else {
-            dup(io::stdin())?
-        };
-        Stdio {
-            stdin,
-            stdout: dup(io::stdout())?,
-            stderr: dup(io::stderr())?,
-        }
+        dup(io::stdin())?
     };
-
-    let console_path = pty.as_ref().map(|p| p.slave_path.clone());
-    let mut started = match engine.start(&rec.id, stdio, console_path) {
+    let stdio = Stdio {
+        stdin,
+        stdout: dup(io::stdout())?,
+        stderr: dup(io::stderr())?,
+    };
+    let console_size = if args.tty {
+        console::window_size(io::stdout()).or_else(|| console::window_size(io::stdin()))
+    } else {
+        None
+    };
+    let mut started = match engine.start(&rec.id, stdio, console_size) {
         Ok(s) => s,
         Err(e) => {
             let code = exit_code_for(&e);
@@ -345,23 +348,22 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
 
     let mut raw_mode = None;
     let mut output = None;
-    if let Some(p) = pty.take() {
-        drop(p.slave);
+    let mut resize_target = None;
+    if let Some(master) = started.take_console() {
         if args.interactive && stdin_is_tty {
             raw_mode = console::RawMode::enable(io::stdin()).ok();
         }
-        let master = p.master;
+        resize_target = Some(dup(&master)?);
         if args.interactive {
             let mut to_container = fs::File::from(dup(&master)?);
             thread::spawn(move || copy_stream(&mut io::stdin(), &mut to_container));
         }
         let mut from_container = fs::File::from(master);
         output = Some(thread::spawn(move || copy_stream(&mut from_container, &mut io::stdout())));
-    } else if let Some(writer) = stdin_pump {
-        let mut to_container = writer;
-        thread::spawn(move || copy_stream(&mut io::stdin(), &mut to_container));
+    } else if let Some(mut writer) = stdin_pump {
+        thread::spawn(move || copy_stream(&mut io::stdin(), &mut writer));
     }
-    forward_signals(pid, args.tty)?;
+    forward_signals(pid, resize_target)?;
 
     let exit = started.wait().map_err(|e| fail(EXIT_ENGINE, e))?;
     if let Some(out) = output {
@@ -394,7 +396,7 @@ fn copy_stream(from: &mut impl Read, to: &mut impl Write) {
 
 /// Passes the signals berth receives on to the container (docker's `--sig-proxy`), and with
 /// a tty, window size changes to the pty.
-fn forward_signals(pid: i32, tty: bool) -> Result<()> {
+fn forward_signals(pid: i32, pty_master: Option<OwnedFd>) -> Result<()> {
     use signal_hook::consts::signal::*;
     let mut signals = signal_hook::iterator::Signals::new([
         SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGALRM,
@@ -403,14 +405,10 @@ fn forward_signals(pid: i32, tty: bool) -> Result<()> {
     thread::spawn(move || {
         for sig in signals.forever() {
             if sig == SIGWINCH {
-                if tty
+                if let Some(master) = &pty_master
                     && let Some((rows, cols)) = console::window_size(io::stdin())
                 {
-                    // The master was moved to the output thread; the slave side shares the
-                    // size, so set it through /proc.
-                    if let Ok(f) = fs::File::open(format!("/proc/{pid}/fd/0")) {
-                        let _ = console::set_window_size(&f, rows, cols);
-                    }
+                    let _ = console::set_window_size(master, rows, cols);
                 }
                 continue;
             }
