@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# berth's main job, as far as it goes today: build berth, make an offline busybox base image,
-# and move it between two stores through a docker-format archive, as a user would share one.
+# berth's main job, as far as it goes today: build berth, make offline busybox and python base
+# images, run containers from them (limits, a pty-less foreground run, exit codes), and move an
+# image between two stores through a docker-format archive, as a user would share one.
 # Usage: scripts/demo.sh   (root; uses /var/lib/berth-demo as its state root)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,3 +29,15 @@ step berth --root /tmp/berth-demo-2 images --no-trunc
 $BERTH --root /tmp/berth-demo-2 images --no-trunc
 step berth system df
 $BERTH system df
+step scripts/make-python-image.sh
+scripts/make-python-image.sh
+step berth run --rm --memory 256m --cpus 1 python:3-debian python3 -c '...'
+$BERTH run --rm --memory 256m --cpus 1 python:3-debian python3 -c \
+    'import os, platform; print("python", platform.python_version(), "as pid", os.getpid(), "on", os.uname().nodename)'
+step berth run --rm -e MODEL=resnet -w /work -u 1000:1000 busybox sh -c '...'
+$BERTH run --rm -e MODEL=resnet -w /work -u 1000:1000 busybox sh -c 'echo "$(id -u):$(id -g) in $(pwd) training $MODEL"'
+step berth run --rm busybox sh -c 'exit 3'
+status=0
+$BERTH run --rm busybox sh -c 'exit 3' || status=$?
+echo "exit status $status"
+[ "$status" = 3 ]
