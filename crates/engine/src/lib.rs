@@ -318,18 +318,7 @@ impl Engine {
         let seccomp = if hc.privileged || security.seccomp_unconfined {
             None
         } else {
-            let profile = match &security.seccomp_profile {
-                Some(json) => seccomp::parse_profile(json.as_bytes())
-                    .map_err(|e| EngineError::Invalid(format!("seccomp profile: {e}")))?,
-                None => seccomp::default_profile(),
-            };
-            if profile.is_unconfined() {
-                None
-            } else {
-                let oci = seccomp::to_oci(&profile, &caps, std::env::consts::ARCH)
-                    .map_err(|e| EngineError::Invalid(format!("seccomp profile: {e}")))?;
-                Some(serde_json::to_value(oci)?)
-            }
+            self.seccomp_filter(security.seccomp_profile.as_deref(), &caps)?
         };
         let rootfs_dir = dir.join("rootfs");
         let spec = spec::build(
@@ -341,7 +330,6 @@ impl Engine {
                     ("/etc/hosts", &etc[1]),
                     ("/etc/resolv.conf", &etc[2]),
                 ],
-                seccomp,
                 capabilities: &caps,
                 no_new_privileges: security.no_new_privileges,
             },
@@ -358,6 +346,7 @@ impl Engine {
             group_add: hc.group_add.clone(),
             init: hc.init.unwrap_or(false),
             create_cwd: true,
+            seccomp,
         };
         let created = berth_runtime::create(berth_runtime::CreateOptions {
             config,
@@ -386,6 +375,61 @@ impl Engine {
             id: rec.id,
             container,
         })
+    }
+
+    /// The compiled seccomp filter for a profile (Docker's default when `custom` is None) and
+    /// capability set, from `cache/seccomp/` when it was compiled before: resolving and
+    /// compiling Docker's profile costs more than starting the container.
+    fn seccomp_filter(
+        &self,
+        custom: Option<&str>,
+        caps: &[String],
+    ) -> Result<Option<berth_runtime::seccomp::CompiledFilter>, EngineError> {
+        let uname = rustix::system::uname();
+        let kernel = uname.release().to_string_lossy();
+        let key_text = format!(
+            "{}\0{}\0{}\0{}\0{kernel}",
+            env!("CARGO_PKG_VERSION"),
+            custom.unwrap_or("docker-default"),
+            caps.join(","),
+            std::env::consts::ARCH
+        );
+        let key = berth_reference::Digest::sha256_of(key_text.as_bytes());
+        let dir = self.root.join("cache/seccomp");
+        let path = dir.join(format!("{}.bpf", key.encoded()));
+        if let Ok(bytes) = fs::read(&path)
+            && bytes.len() >= 4
+        {
+            let (flags, program) = bytes.split_at(4);
+            return Ok(Some(berth_runtime::seccomp::CompiledFilter {
+                program: program.to_vec(),
+                flags: u32::from_le_bytes(flags.try_into().expect("4 bytes")),
+            }));
+        }
+        let profile = match custom {
+            Some(json) => seccomp::parse_profile(json.as_bytes())
+                .map_err(|e| EngineError::Invalid(format!("seccomp profile: {e}")))?,
+            None => seccomp::default_profile(),
+        };
+        if profile.is_unconfined() {
+            return Ok(None);
+        }
+        let oci = seccomp::to_oci(&profile, caps, std::env::consts::ARCH)
+            .map_err(|e| EngineError::Invalid(format!("seccomp profile: {e}")))?;
+        let compiled = berth_runtime::seccomp::compile(&oci)
+            .map_err(|e| EngineError::Invalid(format!("seccomp profile: {e}")))?;
+        // A cache: written whole through a rename, never fsynced (a lost file is recompiled).
+        let mut bytes = compiled.flags.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&compiled.program);
+        let tmp = dir.join(format!(".{}.{}", key.encoded(), std::process::id()));
+        let written = fs::create_dir_all(&dir)
+            .and_then(|()| fs::write(&tmp, &bytes))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            tracing::debug!("caching the seccomp filter: {e}");
+        }
+        Ok(Some(compiled))
     }
 
     fn record_start_failure(&mut self, mut rec: ContainerRecord, e: RuntimeError) -> EngineError {

@@ -160,8 +160,6 @@ pub struct SpecInputs<'a> {
     pub rootfs: &'a std::path::Path,
     /// Files bound at /etc/hostname, /etc/hosts, /etc/resolv.conf.
     pub etc_files: [(&'a str, &'a std::path::Path); 3],
-    /// The seccomp profile for the container, already resolved (None: unconfined).
-    pub seccomp: Option<Value>,
     /// The container's capabilities.
     pub capabilities: &'a [String],
     /// Docker's `--security-opt no-new-privileges`.
@@ -254,9 +252,6 @@ pub fn build(rec: &ContainerRecord, inputs: &SpecInputs<'_>) -> Result<Spec, Eng
     if !privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
-    }
-    if let Some(seccomp) = &inputs.seccomp {
-        linux["seccomp"] = seccomp.clone();
     }
 
     let spec = json!({

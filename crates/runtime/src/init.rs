@@ -151,13 +151,23 @@ fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
         return Err("no command specified".to_string().into());
     };
     let no_new_privs = process.no_new_privileges().unwrap_or(false);
-    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let seccomp_spec = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let load_seccomp = || -> Result<(), String> {
+        match (&config.seccomp, &seccomp_spec) {
+            (Some(compiled), _) => crate::seccomp::load_compiled(compiled)
+                .map_err(|e| format!("load the seccomp profile: {e}")),
+            (None, Some(s)) => {
+                crate::seccomp::apply(s).map_err(|e| format!("load the seccomp profile: {e}"))
+            }
+            (None, None) => Ok(()),
+        }
+    };
     if no_new_privs {
         rustix::thread::set_no_new_privs(true).map_err(|e| format!("set no_new_privs: {e}"))?;
     }
-    if !no_new_privs && let Some(s) = &seccomp {
+    if !no_new_privs {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, so before caps drop.
-        crate::seccomp::apply(s).map_err(|e| format!("load the seccomp profile: {e}"))?;
+        load_seccomp()?;
     }
     crate::privileges::apply(&exec_user, process.capabilities().as_ref())?;
     nix::unistd::chdir(&cwd).map_err(|e| {
@@ -169,8 +179,8 @@ fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
     let program = find_executable(arg0, &env)?;
     let argv: Vec<CString> = args.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
     let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?;
-    if no_new_privs && let Some(s) = &seccomp {
-        crate::seccomp::apply(s).map_err(|e| format!("load the seccomp profile: {e}"))?;
+    if no_new_privs {
+        load_seccomp()?;
     }
     mark_fds_cloexec();
 

@@ -15,7 +15,6 @@
 //!       <──────────────────── EOF, or ExecError    EOF means the exec happened)
 //! ```
 
-#[path = "cgroups_stub.rs"]
 pub mod cgroups;
 pub mod console;
 mod error;

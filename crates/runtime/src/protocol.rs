@@ -61,6 +61,8 @@ pub struct InitConfig {
     pub init: bool,
     /// Create `process.cwd` if it is missing (Docker does for `-w` and `WORKDIR`).
     pub create_cwd: bool,
+    /// The seccomp filter, compiled; when set, `spec.linux.seccomp` is not compiled again.
+    pub seccomp: Option<crate::seccomp::CompiledFilter>,
 }
 
 /// Host to init.

@@ -38,6 +38,9 @@ const OPTIMIZE_ABOVE_RULES: usize = 32;
 /// Why a seccomp filter could not be built or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
+    /// Reading the compiled program back failed.
+    #[error("seccomp: export the compiled filter: {0}")]
+    Export(std::io::Error),
     /// `SCMP_ACT_NOTIFY` needs a seccomp agent, which berth does not have.
     #[error("seccomp: action SCMP_ACT_NOTIFY is not supported ({context})")]
     NotifyUnsupported {
@@ -132,6 +135,96 @@ pub fn apply(seccomp: &LinuxSeccomp) -> Result<(), SeccompError> {
     filter
         .load()
         .map_err(|source| SeccompError::Load { source })
+}
+
+/// A filter compiled to classic BPF: made once by the host side (and cached by the engine),
+/// loaded by init with one system call, without libseccomp's compile step on every start.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CompiledFilter {
+    /// `struct sock_filter` instructions, 8 bytes each, in host byte order.
+    pub program: Vec<u8>,
+    /// `SECCOMP_FILTER_FLAG_*` to load it with.
+    pub flags: u32,
+}
+
+const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
+const SECCOMP_FILTER_FLAG_LOG: u32 = 2;
+const SECCOMP_FILTER_FLAG_SPEC_ALLOW: u32 = 4;
+
+/// Compiles `seccomp` for this host's architecture(s) with libseccomp.
+pub fn compile(seccomp: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
+    let filter = build_filter(seccomp)?;
+    let program = export(&filter)?;
+    let mut flags = 0;
+    match seccomp.flags() {
+        None => flags |= SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+        Some(list) => {
+            for flag in list {
+                flags |= match flag {
+                    LinuxSeccompFilterFlag::SeccompFilterFlagLog => SECCOMP_FILTER_FLAG_LOG,
+                    LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
+                        SECCOMP_FILTER_FLAG_SPEC_ALLOW
+                    }
+                    LinuxSeccompFilterFlag::SeccompFilterFlagTsync => SECCOMP_FILTER_FLAG_TSYNC,
+                    LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 0,
+                };
+            }
+        }
+    }
+    Ok(CompiledFilter { program, flags })
+}
+
+/// The BPF program of `filter` (libseccomp 2.5 exports only to an fd).
+fn export(filter: &ScmpFilterContext) -> Result<Vec<u8>, SeccompError> {
+    use std::io::{Read, Seek};
+    let memfd = rustix::fs::memfd_create("berth-seccomp", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| SeccompError::Export(e.into()))?;
+    let mut file = std::fs::File::from(memfd);
+    filter
+        .export_bpf(&file)
+        .map_err(|source| SeccompError::Load { source })?;
+    let mut program = Vec::new();
+    file.seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| file.read_to_end(&mut program))
+        .map_err(SeccompError::Export)?;
+    Ok(program)
+}
+
+/// Loads a compiled filter into the calling thread. `SPEC_ALLOW` is dropped on kernels that
+/// refuse it, as libseccomp does.
+#[allow(unsafe_code)]
+pub fn load_compiled(filter: &CompiledFilter) -> std::io::Result<()> {
+    #[repr(C)]
+    struct SockFprog {
+        len: u16,
+        filter: *const u8,
+    }
+    if filter.program.len() % 8 != 0 || filter.program.len() / 8 > u16::MAX as usize {
+        return Err(std::io::Error::other("malformed seccomp program"));
+    }
+    let prog = SockFprog {
+        len: (filter.program.len() / 8) as u16,
+        filter: filter.program.as_ptr(),
+    };
+    let load = |flags: u32| {
+        // SAFETY: `prog` points at `filter.program`, which outlives the call and holds `len`
+        // 8-byte instructions; the kernel copies the program before returning.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                1, // SECCOMP_SET_MODE_FILTER
+                flags,
+                &prog as *const SockFprog,
+            )
+        };
+        if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    };
+    match load(filter.flags) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && filter.flags & SECCOMP_FILTER_FLAG_SPEC_ALLOW != 0 => {
+            load(filter.flags & !SECCOMP_FILTER_FLAG_SPEC_ALLOW)
+        }
+        other => other,
+    }
 }
 
 /// Builds the libseccomp filter for `seccomp` without loading it.
