@@ -78,7 +78,7 @@ fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
         .map_err(|e| format!("socket: {e}"))?;
     let config = match protocol::recv::<ToInit>(sock) {
         Ok(Some(ToInit::Config(c))) => *c,
-        Ok(Some(ToInit::Start)) => return Err("start before configuration".to_string().into()),
+        Ok(Some(_)) => return Err("expected the configuration first".to_string().into()),
         Ok(None) => std::process::exit(1),
         Err(e) => return Err(format!("read the configuration: {e}").into()),
     };
@@ -95,18 +95,26 @@ fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
         .unwrap_or_default();
     let has_ns = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
     join_namespaces(spec)?;
-    if namespaces
+    let new_cgroup_ns = namespaces
         .iter()
-        .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
-    {
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
-            .map_err(|e| format!("unshare the cgroup namespace: {e}"))?;
-    }
+        .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none());
     let user_ns = has_ns(LinuxNamespaceType::User);
     // Its own session: no signals from berth's terminal, and room for a controlling tty.
     rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
 
-    mounts::setup(&config, user_ns)?;
+    let mut joined = || -> Result<(), String> {
+        match protocol::recv::<ToInit>(sock) {
+            Ok(Some(ToInit::Joined)) => {}
+            Ok(_) | Err(_) => std::process::exit(1),
+        }
+        if new_cgroup_ns {
+            // Rooted at the cgroup the host just put us in.
+            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| format!("unshare the cgroup namespace: {e}"))?;
+        }
+        Ok(())
+    };
+    mounts::setup(&config, user_ns, &mut joined)?;
     if process.terminal().unwrap_or(false) {
         set_up_console(sock)?;
     }

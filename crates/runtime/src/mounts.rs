@@ -25,8 +25,13 @@ fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
 
-/// Everything up to and including `pivot_root` and the masked and read-only paths.
-pub(crate) fn setup(config: &InitConfig, user_ns: bool) -> Result<()> {
+/// Everything up to and including `pivot_root` and the masked paths. `joined` is called once
+/// init is in its cgroup, before the cgroup filesystem views are mounted.
+pub(crate) fn setup(
+    config: &InitConfig,
+    user_ns: bool,
+    joined: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     let spec = &config.spec;
     // Mounts made here must not reach the host, while the host's later unmounts still reach us.
     mount(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)
@@ -37,13 +42,23 @@ pub(crate) fn setup(config: &InitConfig, user_ns: bool) -> Result<()> {
         .map_err(|e| err(format!("open rootfs {}", root.display()), e))?;
 
     let mut dev_is_tmpfs = false;
+    let mut cgroup_mounts = Vec::new();
     for m in spec.mounts().as_deref().unwrap_or_default() {
         let dest = m.destination();
         if dest == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
             dev_is_tmpfs = true;
         }
+        if matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
+            cgroup_mounts.push(m);
+            continue;
+        }
         mount_one(&root, &root_fd, m)
             .map_err(|e| err(format!("mount {} on {}", describe_source(m), dest.display()), e))?;
+    }
+    joined()?;
+    for m in cgroup_mounts {
+        mount_one(&root, &root_fd, m)
+            .map_err(|e| err(format!("mount cgroups on {}", m.destination().display()), e))?;
     }
     if dev_is_tmpfs {
         let devices = spec

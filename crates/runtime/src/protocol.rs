@@ -69,6 +69,9 @@ pub struct InitConfig {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToInit {
     Config(Box<InitConfig>),
+    /// The host has put init in its cgroup (sent after `Config`, so that init builds the
+    /// rootfs while the host waits out the kernel's cgroup attach).
+    Joined,
     Start,
 }
 

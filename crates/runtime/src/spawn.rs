@@ -105,8 +105,20 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
         };
     }
     let user_ns = flags.contains(CloneFlags::CLONE_NEWUSER);
+    // Made before the clone: only the attach has to wait for the child.
+    let cgroup = match &opts.cgroup_path {
+        Some(path) => {
+            let resources = spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().clone())
+                .unwrap_or_default();
+            Some(Cgroup::create(path, &resources)?)
+        }
+        None => None,
+    };
 
-    let pid = clone_init(
+    let pid = match clone_init(
         exe.as_raw_fd(),
         flags,
         [
@@ -115,17 +127,25 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
             opts.stdio.stderr.as_raw_fd(),
             init_sock.as_raw_fd(),
         ],
-    )?;
+    ) {
+        Ok(pid) => pid,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                let _ = cgroup.destroy();
+            }
+            return Err(e);
+        }
+    };
     drop(init_sock);
     drop(opts.stdio);
     let mut container = Container {
         pid,
         sock: Some(host_sock),
-        cgroup: None,
+        cgroup,
         console: None,
         reaped: false,
     };
-    match container.configure(&opts.config, opts.cgroup_path.as_deref(), user_ns, opts.console_size) {
+    match container.configure(&opts.config, user_ns, opts.console_size) {
         Ok(()) => Ok(container),
         Err(e) => {
             container.abort();
@@ -153,7 +173,6 @@ impl Container {
     fn configure(
         &mut self,
         config: &InitConfig,
-        cgroup_path: Option<&str>,
         user_ns: bool,
         console_size: Option<(u16, u16)>,
     ) -> Result<(), RuntimeError> {
@@ -164,18 +183,16 @@ impl Container {
             write_id_map(self.pid, "uid_map", &uid)?;
             write_id_map(self.pid, "gid_map", &gid)?;
         }
-        if let Some(path) = cgroup_path {
-            let resources = linux
-                .and_then(|l| l.resources().clone())
-                .unwrap_or_default();
-            let cgroup = Cgroup::create(path, &resources)?;
-            let added = cgroup.add_process(self.pid.as_raw());
-            self.cgroup = Some(cgroup);
-            added?;
-        }
         let sock = self.sock.as_ref().expect("socket");
         protocol::send(sock, &ToInit::Config(Box::new(config.clone())))
             .map_err(|e| RuntimeError::host("send the container's configuration to init", e))?;
+        // Attaching to a v1 cgroup waits for an RCU grace period (often 10 ms); init builds
+        // the rootfs meanwhile and waits for `Joined` before it unshares its cgroup namespace.
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.add_process(self.pid.as_raw())?;
+        }
+        protocol::send(sock, &ToInit::Joined)
+            .map_err(|e| RuntimeError::host("tell init it is in its cgroup", e))?;
         let terminal = config
             .spec
             .process()

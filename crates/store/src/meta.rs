@@ -73,6 +73,13 @@ impl Meta {
     pub(crate) fn open(path: &Path) -> Result<Meta> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(60))?;
+        // Every berth command opens and closes the database; checkpointing (two fsyncs and
+        // deleting the WAL) on every close would dominate short commands. SQLite checkpoints
+        // by itself as the WAL grows.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a tag the user was told about survives a power cut.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -277,6 +284,16 @@ impl Meta {
 
     /// Records that `holder` uses `image`, which then cannot be deleted until released.
     pub(crate) fn hold(&mut self, holder: &str, image: &Digest) -> Result<()> {
+        // Holds come and go with every container: not worth an fsync each (WAL keeps the file
+        // consistent; a hold lost in a power cut only lets an image be removed that a
+        // container record named).
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let result = self.hold_in_transaction(holder, image);
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        result
+    }
+
+    fn hold_in_transaction(&mut self, holder: &str, image: &Digest) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -293,8 +310,12 @@ impl Meta {
 
     /// Drops `holder`'s hold, if it has one.
     pub(crate) fn release(&mut self, holder: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM holds WHERE holder = ?1", [holder])?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let result = self
+            .conn
+            .execute("DELETE FROM holds WHERE holder = ?1", [holder]);
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        result?;
         Ok(())
     }
 

@@ -290,6 +290,7 @@ fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
 
 /// `berth run`: create, start, attach, wait, and exit with the container's status.
 pub fn run(root: &Path, args: RunArgs) -> Result<()> {
+    berth_runtime::cgroups::prewarm_attach();
     let opts = args.create_options().map_err(|e| fail(EXIT_ENGINE, super::one_line(&e)))?;
     if let Some(path) = &args.cidfile
         && Path::new(path).exists()

@@ -354,9 +354,13 @@ impl Cgroup {
     /// its own children among the killed processes; zombies do not keep the cgroup busy.
     /// The parent directories (`berth/`) stay.
     pub fn destroy(self) -> Result<()> {
-        match &self.inner {
-            Inner::V1(c) => c.kill_all()?,
-            Inner::V2(c) => c.kill_all()?,
+        // The usual case: the container's init has exited and took every process of its pid
+        // namespace with it; freezing and killing an empty cgroup is wasted work.
+        if !self.pids()?.is_empty() {
+            match &self.inner {
+                Inner::V1(c) => c.kill_all()?,
+                Inner::V2(c) => c.kill_all()?,
+            }
         }
         let deadline = Instant::now() + DESTROY_TIMEOUT;
         // Killed processes take a moment to exit; kill again whatever is still listed
@@ -385,6 +389,37 @@ impl Cgroup {
             Inner::V2(c) => vec![c.dir().to_owned()],
         }
     }
+}
+
+/// On cgroup v1, moving a process into a cgroup first waits for an RCU grace period (the
+/// kernel switches `cgroup_threadgroup_rwsem` to its slow mode; 10 ms or more), and stays
+/// fast for about one grace period after. This starts that wait early, on a thread, with a
+/// no-op move of this process into the cgroup it is already in, so that a container's attach
+/// a few milliseconds later finds the lock already switched. Errors are ignored: it only
+/// saves time.
+pub fn prewarm_attach() {
+    let _ = std::thread::Builder::new()
+        .name("cgroup-prewarm".into())
+        .spawn(|| {
+            let Ok(Layout::V1(hierarchies)) = Layout::current() else {
+                return;
+            };
+            let Some(h) = hierarchies.iter().find(|h| h.has("pids")) else {
+                return;
+            };
+            let Ok(own) = fs::read_to_string("/proc/self/cgroup") else {
+                return;
+            };
+            let Some(rel) = own.lines().find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+                ctrls.split(',').any(|c| c == "pids").then_some(path)
+            }) else {
+                return;
+            };
+            let procs = h.mountpoint.join(rel.trim_start_matches('/')).join("cgroup.procs");
+            let _ = fs::write(procs, std::process::id().to_string());
+        });
 }
 
 /// How long [`Cgroup::destroy`] waits for killed processes to leave and `rmdir` to succeed.
