@@ -9,7 +9,10 @@ mod changes;
 mod commands;
 mod filters;
 mod format;
-#[allow(dead_code, reason = "go-units' full set; not every parser has a user yet")]
+#[allow(
+    dead_code,
+    reason = "go-units' full set; not every parser has a user yet"
+)]
 mod units;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -38,12 +41,7 @@ struct Cli {
     )]
     root: PathBuf,
     /// Set the logging level ("debug", "info", "warn", "error", "fatal")
-    #[arg(
-        short = 'l',
-        long,
-        default_value = "warn",
-        env = "BERTH_LOG"
-    )]
+    #[arg(short = 'l', long, default_value = "warn", env = "BERTH_LOG")]
     log_level: String,
     /// Enable debug mode
     #[arg(short = 'D', long, global = true)]
@@ -77,7 +75,7 @@ enum Command {
     /// Show the history of an image
     History(commands::image::HistoryArgs),
     /// Create and run a new container from an image
-    Run(commands::container::RunArgs),
+    Run(Box<commands::container::RunArgs>),
     /// Remove one or more containers
     Rm(commands::container::RemoveArgs),
     /// Return low-level information on berth objects
@@ -125,7 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tag(args) => commands::image::tag(&root, args),
         Command::Rmi(args) => commands::image::remove(&root, args),
         Command::History(args) => commands::image::history(&root, args),
-        Command::Run(args) => commands::container::run(&root, args),
+        Command::Run(args) => commands::container::run(&root, *args),
         Command::Rm(args) => commands::container::remove(&root, args),
         Command::Inspect(args) => commands::image::inspect(&root, args),
         Command::System { command } => commands::system::dispatch(&root, command),
@@ -143,7 +141,8 @@ fn print_version() {
 fn main() -> ExitCode {
     // A container's init is this binary re-executed: it must not parse arguments, log, or
     // start a thread before it has set the container up.
-    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(berth_runtime::INIT_ARG)) {
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(berth_runtime::INIT_ARG))
+    {
         berth_runtime::init_main();
     }
     let cli = match Cli::try_parse() {

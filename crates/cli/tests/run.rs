@@ -18,7 +18,8 @@ fn busybox_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
         let out = test_tmp().join(format!("busybox-{}.tar", std::process::id()));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-busybox-image.sh");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-busybox-image.sh");
         let status = Command::new("bash")
             .arg(&script)
             .args(["--tar-only", "-o"])
@@ -77,7 +78,11 @@ impl Host {
         let mut all = vec!["--rm"];
         all.extend_from_slice(args);
         let ran = self.run(&all);
-        assert_eq!(ran.code, 0, "berth run {args:?}: {}{}", ran.stdout, ran.stderr);
+        assert_eq!(
+            ran.code, 0,
+            "berth run {args:?}: {}{}",
+            ran.stdout, ran.stderr
+        );
         self.assert_gone(&ran.id);
         ran.stdout
     }
@@ -98,7 +103,11 @@ impl Host {
         );
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             if let Ok(cg) = std::fs::read_to_string(entry.path().join("cgroup")) {
-                assert!(!cg.contains(id), "process {:?} is left in the container's cgroup", entry.file_name());
+                assert!(
+                    !cg.contains(id),
+                    "process {:?} is left in the container's cgroup",
+                    entry.file_name()
+                );
             }
         }
     }
@@ -117,7 +126,9 @@ fn unique() -> u64 {
 /// Every directory under /sys/fs/cgroup named `name` (at most a few levels down).
 fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
     fn walk(dir: &Path, name: &str, depth: usize, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             if !e.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
@@ -137,7 +148,12 @@ fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
 #[test]
 fn pid_1_is_the_command_and_host_processes_are_invisible() {
     let host = Host::new();
-    let out = host.run_ok(&["busybox", "sh", "-c", "echo $$; ls /proc | grep -c '^[0-9]'"]);
+    let out = host.run_ok(&[
+        "busybox",
+        "sh",
+        "-c",
+        "echo $$; ls /proc | grep -c '^[0-9]'",
+    ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "1", "{out}");
     // sh, ls and grep at most: none of the host's processes.
@@ -148,11 +164,17 @@ fn pid_1_is_the_command_and_host_processes_are_invisible() {
 #[test]
 fn hostname_is_set() {
     let host = Host::new();
-    assert_eq!(host.run_ok(&["-h", "model-server", "busybox", "hostname"]), "model-server\n");
+    assert_eq!(
+        host.run_ok(&["-h", "model-server", "busybox", "hostname"]),
+        "model-server\n"
+    );
     let ran = host.run(&["--rm", "busybox", "sh", "-c", "hostname; cat /etc/hostname"]);
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     // Docker's default: the short ID.
-    assert_eq!(ran.stdout, format!("{}\n{}\n", &ran.id[..12], &ran.id[..12]));
+    assert_eq!(
+        ran.stdout,
+        format!("{}\n{}\n", &ran.id[..12], &ran.id[..12])
+    );
     host.assert_gone(&ran.id);
 }
 
@@ -165,7 +187,10 @@ fn mounting_fails_and_proc_sys_is_read_only() {
         "-c",
         "mount -t tmpfs none /tmp 2>&1; echo mount=$?; echo 1 > /proc/sys/kernel/domainname 2>/dev/null; echo sysctl=$?; touch /sys/x 2>/dev/null; echo sys=$?; echo b > /proc/sysrq-trigger 2>/dev/null; echo sysrq=$?",
     ]);
-    assert!(out.contains("permission denied") || out.contains("Operation not permitted"), "{out}");
+    assert!(
+        out.contains("permission denied") || out.contains("Operation not permitted"),
+        "{out}"
+    );
     assert!(out.contains("mount=1"), "{out}");
     assert!(out.contains("sysctl=1"), "{out}");
     assert!(out.contains("sys=1"), "{out}");
@@ -198,7 +223,10 @@ fn dockers_masked_paths_are_masked() {
             checked += 1;
         }
     }
-    assert!(checked >= 3, "this host has too few of Docker's masked paths to test");
+    assert!(
+        checked >= 3,
+        "this host has too few of Docker's masked paths to test"
+    );
     let out = host.run_ok(&["busybox", "sh", "-c", &script]);
     for line in out.lines() {
         assert!(line.ends_with("=0"), "not masked: {line}");
@@ -248,16 +276,33 @@ fn unknown_capability_is_refused_with_125() {
     let host = Host::new();
     let ran = host.run(&["--rm", "--cap-add", "NOPE", "busybox", "true"]);
     assert_eq!(ran.code, 125);
-    assert!(ran.stderr.contains("unknown capability: \"NOPE\""), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("unknown capability: \"NOPE\""),
+        "{}",
+        ran.stderr
+    );
 }
 
 #[test]
 fn memory_hog_is_oom_killed_with_137() {
     let host = Host::new();
     // `tail` keeps an endless line in memory.
-    let ran = host.run(&["--memory", "32m", "--name", "hog", "busybox", "tail", "/dev/zero"]);
+    let ran = host.run(&[
+        "--memory",
+        "32m",
+        "--name",
+        "hog",
+        "busybox",
+        "tail",
+        "/dev/zero",
+    ]);
     assert_eq!(ran.code, 137, "{}", ran.stderr);
-    let state = host.ok(&["inspect", "--format", "{{.State.OOMKilled}} {{.State.ExitCode}} {{.State.Status}}", "hog"]);
+    let state = host.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.OOMKilled}} {{.State.ExitCode}} {{.State.Status}}",
+        "hog",
+    ]);
     assert_eq!(state.trim(), "true 137 exited");
     host.ok(&["rm", "hog"]);
     host.assert_gone(&ran.id);
@@ -265,7 +310,11 @@ fn memory_hog_is_oom_killed_with_137() {
     // A container within its limit is not reported as killed.
     let ran = host.run(&["--memory", "32m", "--name", "calm", "busybox", "true"]);
     assert_eq!(ran.code, 0);
-    assert_eq!(host.ok(&["inspect", "--format", "{{.State.OOMKilled}}", "calm"]).trim(), "false");
+    assert_eq!(
+        host.ok(&["inspect", "--format", "{{.State.OOMKilled}}", "calm"])
+            .trim(),
+        "false"
+    );
     host.ok(&["rm", "calm"]);
     host.assert_gone(&ran.id);
 }
@@ -288,15 +337,28 @@ fn fork_bomb_stops_at_the_pids_limit() {
     // The subshell has exited by now, so one pid of the ten may be free again.
     let counts: Vec<u32> = out.split_whitespace().map(|n| n.parse().unwrap()).collect();
     assert_eq!(counts[1], 10, "{out}");
-    assert!((9..=10).contains(&counts[0]), "the bomb filled the limit and stopped there: {out}");
+    assert!(
+        (9..=10).contains(&counts[0]),
+        "the bomb filled the limit and stopped there: {out}"
+    );
 }
 
 #[test]
 fn cpu_and_memory_limits_reach_the_cgroup() {
     let host = Host::new();
     let ran = host.run(&[
-        "--rm", "--cpus", "0.5", "--cpu-shares", "512", "--memory", "64m", "--cpuset-cpus", "0",
-        "busybox", "sleep", "2",
+        "--rm",
+        "--cpus",
+        "0.5",
+        "--cpu-shares",
+        "512",
+        "--memory",
+        "64m",
+        "--cpuset-cpus",
+        "0",
+        "busybox",
+        "sleep",
+        "2",
     ]);
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     host.assert_gone(&ran.id);
@@ -305,16 +367,35 @@ fn cpu_and_memory_limits_reach_the_cgroup() {
 #[test]
 fn user_flag_sets_uid_and_gid() {
     let host = Host::new();
-    assert_eq!(host.run_ok(&["-u", "1000:1000", "busybox", "id"]), "uid=1000 gid=1000 groups=1000\n");
-    assert_eq!(host.run_ok(&["-u", "nobody", "busybox", "id", "-u"]), "65534\n");
+    assert_eq!(
+        host.run_ok(&["-u", "1000:1000", "busybox", "id"]),
+        "uid=1000 gid=1000 groups=1000\n"
+    );
+    assert_eq!(
+        host.run_ok(&["-u", "nobody", "busybox", "id", "-u"]),
+        "65534\n"
+    );
     // Files a user creates are that user's.
     assert_eq!(
-        host.run_ok(&["-u", "1000:1000", "-w", "/tmp", "busybox", "sh", "-c", "touch f; stat -c %u:%g f"]),
+        host.run_ok(&[
+            "-u",
+            "1000:1000",
+            "-w",
+            "/tmp",
+            "busybox",
+            "sh",
+            "-c",
+            "touch f; stat -c %u:%g f"
+        ]),
         "1000:1000\n"
     );
     let ran = host.run(&["--rm", "-u", "nosuchuser", "busybox", "true"]);
     assert_eq!(ran.code, 125);
-    assert!(ran.stderr.contains("unable to find user nosuchuser"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("unable to find user nosuchuser"),
+        "{}",
+        ran.stderr
+    );
     host.assert_gone(&ran.id);
 }
 
@@ -350,7 +431,11 @@ fn exit_codes_pass_through() {
 
     let ran = host.run(&["--rm", "busybox", "no-such-command"]);
     assert_eq!(ran.code, 127, "{}", ran.stderr);
-    assert!(ran.stderr.contains("executable file not found in $PATH"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("executable file not found in $PATH"),
+        "{}",
+        ran.stderr
+    );
     host.assert_gone(&ran.id);
 
     let ran = host.run(&["--rm", "busybox", "/etc"]);
@@ -394,13 +479,20 @@ fn read_only_rootfs_with_tmpfs_and_shm_size() {
 fn changes_do_not_outlive_a_removed_container() {
     let host = Host::new();
     host.run_ok(&["busybox", "sh", "-c", "echo data > /etc/new-file"]);
-    assert_eq!(host.run_ok(&["busybox", "sh", "-c", "ls /etc/new-file 2>&1 || true"]).contains("No such file"), true);
+    let out = host.run_ok(&["busybox", "sh", "-c", "ls /etc/new-file 2>&1 || true"]);
+    assert!(out.contains("No such file"), "{out}");
 }
 
 #[test]
 fn tty_gives_a_pty() {
     let host = Host::new();
-    let out = host.run_ok(&["-t", "busybox", "sh", "-c", "tty; test -t 1 && echo terminal"]);
+    let out = host.run_ok(&[
+        "-t",
+        "busybox",
+        "sh",
+        "-c",
+        "tty; test -t 1 && echo terminal",
+    ]);
     assert!(out.contains("/dev/pts/0"), "{out:?}");
     assert!(out.contains("terminal"), "{out:?}");
     let out = host.run_ok(&["-t", "busybox", "sh", "-c", "echo $TERM"]);
@@ -422,7 +514,12 @@ fn stdin_is_attached_with_i() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"twelve bytes").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"twelve bytes")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12");
     host.assert_gone(&std::fs::read_to_string(&cid).unwrap());
@@ -447,7 +544,10 @@ fn signals_reach_the_container_through_init() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let started = Instant::now();
     let status = child.wait().unwrap();
@@ -459,9 +559,19 @@ fn signals_reach_the_container_through_init() {
 #[test]
 fn init_reaps_and_is_pid_1() {
     let host = Host::new();
-    let out = host.run_ok(&["--init", "busybox", "sh", "-c", "echo $$; cat /proc/1/cmdline | tr '\\0' ' '"]);
+    let out = host.run_ok(&[
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $$; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
     let mut lines = out.lines();
-    assert_ne!(lines.next(), Some("1"), "with --init the command is not PID 1");
+    assert_ne!(
+        lines.next(),
+        Some("1"),
+        "with --init the command is not PID 1"
+    );
     assert_eq!(lines.next().map(str::trim), Some("berth init"));
 }
 
@@ -472,7 +582,11 @@ fn names_are_unique_and_rm_refuses_unknown() {
     assert_eq!(ran.code, 0);
     let again = host.run(&["--name", "web", "busybox", "true"]);
     assert_eq!(again.code, 125);
-    assert!(again.stderr.contains("is already in use by container"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("is already in use by container"),
+        "{}",
+        again.stderr
+    );
     // The image is in use: rmi refuses.
     let err = host.berth.fails(&["rmi", "busybox"]);
     assert!(err.contains("is using its referenced image"), "{err}");
@@ -486,10 +600,25 @@ fn names_are_unique_and_rm_refuses_unknown() {
 #[test]
 fn loopback_is_up_in_the_containers_network_namespace() {
     let host = Host::new();
-    let out = host.run_ok(&["busybox", "sh", "-c", "ip -o link | cut -d: -f2 | tr -d ' '; ip -o addr show lo | grep -c 127.0.0.1"]);
+    let out = host.run_ok(&[
+        "busybox",
+        "sh",
+        "-c",
+        "ip -o link | cut -d: -f2 | tr -d ' '; ip -o addr show lo | grep -c 127.0.0.1",
+    ]);
     assert_eq!(out, "lo\n1\n", "only lo, and it is up with 127.0.0.1");
-    let out = host.run_ok(&["--network", "host", "busybox", "sh", "-c", "ip -o link | wc -l"]);
-    assert!(out.trim().parse::<u32>().unwrap() > 1, "--network host sees the host's interfaces");
+    let out = host.run_ok(&[
+        "--network",
+        "host",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -o link | wc -l",
+    ]);
+    assert!(
+        out.trim().parse::<u32>().unwrap() > 1,
+        "--network host sees the host's interfaces"
+    );
 }
 
 #[test]

@@ -45,7 +45,11 @@ impl Db {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let holder: Option<String> = tx
-            .query_row("SELECT id FROM containers WHERE name = ?1", [&rec.name], |r| r.get(0))
+            .query_row(
+                "SELECT id FROM containers WHERE name = ?1",
+                [&rec.name],
+                |r| r.get(0),
+            )
             .optional()?;
         if let Some(id) = holder {
             return Err(EngineError::NameInUse {
@@ -78,7 +82,9 @@ impl Db {
     pub(crate) fn get(&self, id: &str) -> Result<Option<ContainerRecord>, EngineError> {
         let json: Option<String> = self
             .conn
-            .query_row("SELECT record FROM containers WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT record FROM containers WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()?;
         json.map(|j| serde_json::from_str(&j).map_err(EngineError::from))
             .transpose()
@@ -92,7 +98,9 @@ impl Db {
         }
         let by_name: Option<String> = self
             .conn
-            .query_row("SELECT id FROM containers WHERE name = ?1", [key], |r| r.get(0))
+            .query_row("SELECT id FROM containers WHERE name = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()?;
         if by_name.is_some() {
             return Ok(by_name);

@@ -190,20 +190,32 @@ impl Engine {
         let image = self.store.image(image_rec)?;
         let run = image.config.config.clone().unwrap_or_default();
         let id = new_id()?;
-        let hostname = opts.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+        let hostname = opts
+            .hostname
+            .clone()
+            .unwrap_or_else(|| id[..12].to_string());
         let (entrypoint, cmd) = spec::command(
             run.entrypoint.as_deref(),
             run.cmd.as_deref(),
             opts.entrypoint.as_deref(),
             &opts.cmd,
         );
-        let mut argv: Vec<String> = entrypoint.iter().flatten().chain(cmd.iter().flatten()).cloned().collect();
+        let mut argv: Vec<String> = entrypoint
+            .iter()
+            .flatten()
+            .chain(cmd.iter().flatten())
+            .cloned()
+            .collect();
         if argv.is_empty() {
             return Err(EngineError::Invalid("no command specified".into()));
         }
         let path = argv.remove(0);
         // Validate what the runtime would only find out later.
-        spec::capabilities(opts.host.privileged, &opts.host.cap_add, &opts.host.cap_drop)?;
+        spec::capabilities(
+            opts.host.privileged,
+            &opts.host.cap_add,
+            &opts.host.cap_drop,
+        )?;
         security_options(&opts.host.security_opt)?;
         let mut labels = run.labels.clone().unwrap_or_default();
         labels.extend(opts.labels.iter().cloned());
@@ -217,7 +229,10 @@ impl Engine {
         if host.network_mode.is_empty() {
             host.network_mode = "bridge".into();
         }
-        if !matches!(host.network_mode.as_str(), "bridge" | "none" | "host" | "default") {
+        if !matches!(
+            host.network_mode.as_str(),
+            "bridge" | "none" | "host" | "default"
+        ) {
             return Err(EngineError::Invalid(format!(
                 "network {} not found",
                 host.network_mode
@@ -246,7 +261,11 @@ impl Engine {
                 cmd,
                 entrypoint,
                 image: opts.image.clone(),
-                working_dir: opts.workdir.clone().or(run.working_dir.clone()).unwrap_or_default(),
+                working_dir: opts
+                    .workdir
+                    .clone()
+                    .or(run.working_dir.clone())
+                    .unwrap_or_default(),
                 labels,
                 stop_signal: run.stop_signal.clone(),
             },
@@ -255,21 +274,27 @@ impl Engine {
 
         let dir = self.dir(&id);
         for sub in ["upper", "work", "rootfs"] {
-            fs::create_dir_all(dir.join(sub)).map_err(io_err(format!("create {}", dir.join(sub).display())))?;
+            fs::create_dir_all(dir.join(sub))
+                .map_err(io_err(format!("create {}", dir.join(sub).display())))?;
         }
         let holder = format!("container:{id}");
         let registered = (|| {
             self.store.hold_image(&holder, &image.record.id)?;
             match &opts.name {
                 Some(name) => {
-                    rec.name = names::validate_name(name).map_err(|e| EngineError::Invalid(e.to_string()))?;
+                    rec.name = names::validate_name(name)
+                        .map_err(|e| EngineError::Invalid(e.to_string()))?;
                     self.db.insert(&rec)
                 }
                 None => {
                     // Docker's loop: a few random names, then the short ID.
                     let mut attempt = 0;
                     loop {
-                        rec.name = if attempt < 6 { names::random_name(attempt) } else { id[..12].to_string() };
+                        rec.name = if attempt < 6 {
+                            names::random_name(attempt)
+                        } else {
+                            id[..12].to_string()
+                        };
                         match self.db.insert(&rec) {
                             Err(EngineError::NameInUse { .. }) if attempt < 6 => attempt += 1,
                             other => break other,
@@ -435,7 +460,10 @@ impl Engine {
     fn record_start_failure(&mut self, mut rec: ContainerRecord, e: RuntimeError) -> EngineError {
         rec.state.status = "exited".into();
         rec.state.exit_code = match &e {
-            RuntimeError::Exec { failure: berth_runtime::ExecFailure::NotFound, .. } => 127,
+            RuntimeError::Exec {
+                failure: berth_runtime::ExecFailure::NotFound,
+                ..
+            } => 127,
             RuntimeError::Exec { .. } => 126,
             _ => 128,
         };
@@ -486,11 +514,16 @@ impl Engine {
         Ok(rec)
     }
 
-    fn write_etc_files(&self, rec: &ContainerRecord, dir: &Path) -> Result<[PathBuf; 3], EngineError> {
+    fn write_etc_files(
+        &self,
+        rec: &ContainerRecord,
+        dir: &Path,
+    ) -> Result<[PathBuf; 3], EngineError> {
         let hostname = dir.join("hostname");
         let hosts = dir.join("hosts");
         let resolv = dir.join("resolv.conf");
-        fs::write(&hostname, format!("{}\n", rec.config.hostname)).map_err(io_err("write hostname"))?;
+        fs::write(&hostname, format!("{}\n", rec.config.hostname))
+            .map_err(io_err("write hostname"))?;
         let hosts_text = if rec.host_config.network_mode == "host" {
             fs::read_to_string("/etc/hosts").unwrap_or_default()
         } else {
@@ -565,8 +598,9 @@ fn new_id() -> Result<String, EngineError> {
     let mut bytes = [0u8; 32];
     let mut filled = 0;
     while filled < bytes.len() {
-        filled += rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())
-            .map_err(|e| io_err("getrandom")(e.into()))?;
+        filled +=
+            rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())
+                .map_err(|e| io_err("getrandom")(e.into()))?;
     }
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -601,7 +635,8 @@ mod tests {
 
     #[test]
     fn security_options_parse() {
-        let o = security_options(&["seccomp=unconfined".into(), "no-new-privileges".into()]).unwrap();
+        let o =
+            security_options(&["seccomp=unconfined".into(), "no-new-privileges".into()]).unwrap();
         assert!(o.seccomp_unconfined && o.no_new_privileges);
         assert!(security_options(&["apparmor=x".into()]).is_err());
     }

@@ -117,11 +117,17 @@ fn canonical_cap(name: &str) -> Result<String, EngineError> {
     if upper == "ALL" {
         return Ok(upper);
     }
-    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
     if caps_all().contains(&full) {
         Ok(full)
     } else {
-        Err(EngineError::Invalid(format!("unknown capability: \"{name}\"")))
+        Err(EngineError::Invalid(format!(
+            "unknown capability: \"{name}\""
+        )))
     }
 }
 
@@ -135,8 +141,14 @@ pub fn capabilities(
     if privileged {
         return Ok(all_capabilities());
     }
-    let add: Vec<String> = add.iter().map(|c| canonical_cap(c)).collect::<Result<_, _>>()?;
-    let drop: Vec<String> = drop.iter().map(|c| canonical_cap(c)).collect::<Result<_, _>>()?;
+    let add: Vec<String> = add
+        .iter()
+        .map(|c| canonical_cap(c))
+        .collect::<Result<_, _>>()?;
+    let drop: Vec<String> = drop
+        .iter()
+        .map(|c| canonical_cap(c))
+        .collect::<Result<_, _>>()?;
     let mut set: BTreeSet<String> = if drop.iter().any(|c| c == "ALL") {
         BTreeSet::new()
     } else {
@@ -173,7 +185,11 @@ pub fn build(rec: &ContainerRecord, inputs: &SpecInputs<'_>) -> Result<Spec, Eng
     let mut args = vec![rec.path.clone()];
     args.extend(rec.args.iter().cloned());
 
-    let shm = if hc.shm_size > 0 { hc.shm_size } else { 64 << 20 };
+    let shm = if hc.shm_size > 0 {
+        hc.shm_size
+    } else {
+        64 << 20
+    };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -187,9 +203,19 @@ pub fn build(rec: &ContainerRecord, inputs: &SpecInputs<'_>) -> Result<Spec, Eng
         mounts.push(json!({"destination": dest, "type": "bind", "source": source, "options": ["rbind", "rprivate"]}));
     }
     for (dest, opts) in &hc.tmpfs {
-        let mut options = vec!["noexec".to_string(), "nosuid".to_string(), "nodev".to_string()];
-        options.extend(opts.split(',').filter(|o| !o.is_empty()).map(str::to_string));
-        mounts.push(json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": options}));
+        let mut options = vec![
+            "noexec".to_string(),
+            "nosuid".to_string(),
+            "nodev".to_string(),
+        ];
+        options.extend(
+            opts.split(',')
+                .filter(|o| !o.is_empty())
+                .map(str::to_string),
+        );
+        mounts.push(
+            json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": options}),
+        );
     }
 
     let mut namespaces = vec![
@@ -285,7 +311,18 @@ fn device_rules(privileged: bool) -> Value {
     for typ in ["c", "b"] {
         rules.push(json!({"allow": true, "type": typ, "access": "m"}));
     }
-    for (major, minor) in [(1, Some(3)), (1, Some(5)), (1, Some(7)), (1, Some(8)), (1, Some(9)), (5, Some(0)), (5, Some(1)), (5, Some(2)), (136, None), (10, Some(200))] {
+    for (major, minor) in [
+        (1, Some(3)),
+        (1, Some(5)),
+        (1, Some(7)),
+        (1, Some(8)),
+        (1, Some(9)),
+        (5, Some(0)),
+        (5, Some(1)),
+        (5, Some(2)),
+        (136, None),
+        (10, Some(200)),
+    ] {
         let mut rule = json!({"allow": true, "type": "c", "major": major, "access": "rwm"});
         if let Some(minor) = minor {
             rule["minor"] = json!(minor);
@@ -297,8 +334,16 @@ fn device_rules(privileged: bool) -> Value {
 
 /// Docker's environment: `PATH` (the image's, or the default), `HOSTNAME`, `TERM=xterm`
 /// with a tty, then the image's and the user's variables, later ones replacing earlier.
-pub fn environment(image_env: &[String], user_env: &[String], hostname: &str, tty: bool) -> Vec<String> {
-    let mut env: Vec<String> = vec![format!("PATH={DEFAULT_PATH}"), format!("HOSTNAME={hostname}")];
+pub fn environment(
+    image_env: &[String],
+    user_env: &[String],
+    hostname: &str,
+    tty: bool,
+) -> Vec<String> {
+    let mut env: Vec<String> = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("HOSTNAME={hostname}"),
+    ];
     if tty {
         env.push("TERM=xterm".into());
     }
@@ -357,7 +402,11 @@ mod tests {
         assert!(!caps.contains(&"CAP_KILL".to_string()));
         let caps = capabilities(false, &s(&["SETUID"]), &s(&["ALL"])).unwrap();
         assert_eq!(caps, s(&["CAP_SETUID"]));
-        assert!(capabilities(false, &s(&["ALL"]), &[]).unwrap().contains(&"CAP_SYS_ADMIN".into()));
+        assert!(
+            capabilities(false, &s(&["ALL"]), &[])
+                .unwrap()
+                .contains(&"CAP_SYS_ADMIN".into())
+        );
         assert!(capabilities(true, &[], &[]).unwrap().len() > 38);
         let err = capabilities(false, &s(&["NOPE"]), &[]).unwrap_err();
         assert_eq!(err.to_string(), "unknown capability: \"NOPE\"");
@@ -371,7 +420,17 @@ mod tests {
             "abc",
             true,
         );
-        assert_eq!(env, s(&["PATH=/bin", "HOSTNAME=abc", "TERM=xterm", "A=1", "B=3", "C=4"]));
+        assert_eq!(
+            env,
+            s(&[
+                "PATH=/bin",
+                "HOSTNAME=abc",
+                "TERM=xterm",
+                "A=1",
+                "B=3",
+                "C=4"
+            ])
+        );
         let env = environment(&[], &[], "h", false);
         assert_eq!(env, s(&[&format!("PATH={DEFAULT_PATH}"), "HOSTNAME=h"]));
     }
@@ -380,10 +439,22 @@ mod tests {
     fn entrypoint_and_cmd_merge_like_docker() {
         let ep = s(&["/entry"]);
         let cmd = s(&["default"]);
-        assert_eq!(command(Some(&ep), Some(&cmd), None, &[]), (Some(ep.clone()), Some(cmd.clone())));
-        assert_eq!(command(Some(&ep), Some(&cmd), None, &s(&["x"])), (Some(ep.clone()), Some(s(&["x"]))));
+        assert_eq!(
+            command(Some(&ep), Some(&cmd), None, &[]),
+            (Some(ep.clone()), Some(cmd.clone()))
+        );
+        assert_eq!(
+            command(Some(&ep), Some(&cmd), None, &s(&["x"])),
+            (Some(ep.clone()), Some(s(&["x"])))
+        );
         // --entrypoint clears the image's command.
-        assert_eq!(command(Some(&ep), Some(&cmd), Some("/other"), &[]), (Some(s(&["/other"])), None));
-        assert_eq!(command(Some(&ep), Some(&cmd), Some(""), &s(&["ls"])), (None, Some(s(&["ls"]))));
+        assert_eq!(
+            command(Some(&ep), Some(&cmd), Some("/other"), &[]),
+            (Some(s(&["/other"])), None)
+        );
+        assert_eq!(
+            command(Some(&ep), Some(&cmd), Some(""), &s(&["ls"])),
+            (None, Some(s(&["ls"])))
+        );
     }
 }

@@ -27,12 +27,17 @@ pub(crate) struct Pty {
 /// Opens a pty pair on the devpts of the calling process's `/dev/ptmx`: init calls it inside
 /// the container, so the process sees `/dev/pts/0` as Docker's containers do.
 pub(crate) fn open_pty() -> io::Result<Pty> {
-    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
     rustix::pty::grantpt(&master)?;
     rustix::pty::unlockpt(&master)?;
     let name = rustix::pty::ptsname(&master, Vec::new())?;
     let slave_path = PathBuf::from(name.to_string_lossy().into_owned());
-    let slave = rustix::fs::open(&slave_path, OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
+    let slave = rustix::fs::open(
+        &slave_path,
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     Ok(Pty {
         master,
         slave,
@@ -47,7 +52,12 @@ pub(crate) fn send_fd(sock: impl AsFd, fd: impl AsFd) -> io::Result<()> {
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     control.push(SendAncillaryMessage::ScmRights(&fds));
-    rustix::net::sendmsg(sock, &[io::IoSlice::new(b"c")], &mut control, SendFlags::empty())?;
+    rustix::net::sendmsg(
+        sock,
+        &[io::IoSlice::new(b"c")],
+        &mut control,
+        SendFlags::empty(),
+    )?;
     Ok(())
 }
 
@@ -64,7 +74,10 @@ pub(crate) fn recv_fd(sock: impl AsFd) -> io::Result<OwnedFd> {
         RecvFlags::CMSG_CLOEXEC,
     )?;
     if got.bytes == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "init exited before sending the console"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "init exited before sending the console",
+        ));
     }
     for msg in control.drain() {
         if let RecvAncillaryMessage::ScmRights(mut fds) = msg
@@ -78,7 +91,9 @@ pub(crate) fn recv_fd(sock: impl AsFd) -> io::Result<OwnedFd> {
 
 /// The window size of the terminal at `fd`, if it is one.
 pub fn window_size(fd: impl AsFd) -> Option<(u16, u16)> {
-    rustix::termios::tcgetwinsize(fd).ok().map(|w| (w.ws_row, w.ws_col))
+    rustix::termios::tcgetwinsize(fd)
+        .ok()
+        .map(|w| (w.ws_row, w.ws_col))
 }
 
 /// Sets the window size of the pty at `fd` (the master).

@@ -181,7 +181,10 @@ fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
     nix::unistd::chdir(&cwd).map_err(|e| {
         Failure::Exec(
             ExecFailure::CannotInvoke,
-            format!("chdir to cwd (\"{}\") set in config.json failed: {e}", cwd.display()),
+            format!(
+                "chdir to cwd (\"{}\") set in config.json failed: {e}",
+                cwd.display()
+            ),
         )
     })?;
     let program = find_executable(arg0, &env)?;
@@ -214,7 +217,8 @@ fn set_up_console(sock: &UnixStream) -> Result<(), String> {
         .map_err(|e| format!("make the pty stdio: {e}"))?;
     rustix::process::ioctl_tiocsctty(&pty.slave)
         .map_err(|e| format!("make the pty the controlling terminal: {e}"))?;
-    crate::console::send_fd(sock, &pty.master).map_err(|e| format!("send the pty to berth: {e}"))?;
+    crate::console::send_fd(sock, &pty.master)
+        .map_err(|e| format!("send the pty to berth: {e}"))?;
     Ok(())
 }
 
@@ -237,10 +241,16 @@ fn join_namespaces(spec: &Spec) -> Result<(), String> {
             LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
             LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
             LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
-            other => return Err(format!("joining a {other:?} namespace by path is not supported")),
+            other => {
+                return Err(format!(
+                    "joining a {other:?} namespace by path is not supported"
+                ));
+            }
         };
-        let file = fs::File::open(path).map_err(|e| format!("open namespace {}: {e}", path.display()))?;
-        nix::sched::setns(file, flag).map_err(|e| format!("join namespace {}: {e}", path.display()))?;
+        let file =
+            fs::File::open(path).map_err(|e| format!("open namespace {}: {e}", path.display()))?;
+        nix::sched::setns(file, flag)
+            .map_err(|e| format!("join namespace {}: {e}", path.display()))?;
     }
     Ok(())
 }
@@ -301,7 +311,9 @@ fn set_rlimits(process: &Process) -> Result<(), String> {
 /// Marks every fd above the socket close-on-exec, so nothing of berth's leaks into the
 /// container's process.
 fn mark_fds_cloexec() {
-    let Ok(dir) = fs::read_dir("/proc/self/fd") else { return };
+    let Ok(dir) = fs::read_dir("/proc/self/fd") else {
+        return;
+    };
     let fds: Vec<i32> = dir
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
@@ -370,20 +382,31 @@ fn exec(program: &CString, arg0: &str, argv: &[CString], envp: &[CString]) -> Fa
             ExecFailure::NotFound,
             format!("exec {shown}: no such file or directory"),
         ),
-        Errno::EACCES | Errno::EISDIR | Errno::ENOEXEC | Errno::EPERM | Errno::ETXTBSY => Failure::Exec(
+        Errno::EACCES | Errno::EISDIR | Errno::ENOEXEC | Errno::EPERM | Errno::ETXTBSY => {
+            Failure::Exec(
+                ExecFailure::CannotInvoke,
+                format!("exec: \"{arg0}\": {}", errno.desc().to_lowercase()),
+            )
+        }
+        e => Failure::Exec(
             ExecFailure::CannotInvoke,
-            format!("exec: \"{arg0}\": {}", errno.desc().to_lowercase()),
+            format!("exec {shown}: {}", e.desc()),
         ),
-        e => Failure::Exec(ExecFailure::CannotInvoke, format!("exec {shown}: {}", e.desc())),
     }
 }
 
 /// `--init`: PID 1 stays, reaps every zombie and forwards signals to the command, and exits
 /// with the command's status, like tini.
 #[allow(unsafe_code)]
-fn reaper(sock: &UnixStream, program: &CString, argv: &[CString], envp: &[CString]) -> Result<Infallible, Failure> {
+fn reaper(
+    sock: &UnixStream,
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+) -> Result<Infallible, Failure> {
     let all = SigSet::all();
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None).map_err(|e| format!("block signals: {e}"))?;
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None)
+        .map_err(|e| format!("block signals: {e}"))?;
     // SAFETY: init is single-threaded, so the child may do anything after fork.
     let child = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
@@ -392,7 +415,10 @@ fn reaper(sock: &UnixStream, program: &CString, argv: &[CString], envp: &[CStrin
             if rustix::termios::isatty(std::io::stdin()) {
                 let _ = rustix::termios::tcsetpgrp(std::io::stdin(), rustix::process::getpid());
             }
-            let arg0 = argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+            let arg0 = argv
+                .first()
+                .map(|a| a.to_string_lossy().into_owned())
+                .unwrap_or_default();
             return Err(exec(program, &arg0, argv, envp));
         }
         ForkResult::Parent { child } => child,

@@ -4,8 +4,7 @@
 
 use std::{
     ffi::OsStr,
-    fs,
-    io,
+    fs, io,
     os::{
         fd::{AsFd, AsRawFd, OwnedFd},
         unix::fs::symlink,
@@ -38,8 +37,12 @@ pub(crate) fn setup(
         .map_err(|e| err("make / a slave mount", e))?;
     let root = config.rootfs.path().to_path_buf();
     mount_rootfs(&config.rootfs)?;
-    let root_fd = rustix::fs::open(&root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| err(format!("open rootfs {}", root.display()), e))?;
+    let root_fd = rustix::fs::open(
+        &root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err(format!("open rootfs {}", root.display()), e))?;
 
     let mut dev_is_tmpfs = false;
     let mut cgroup_mounts = Vec::new();
@@ -52,8 +55,12 @@ pub(crate) fn setup(
             cgroup_mounts.push(m);
             continue;
         }
-        mount_one(&root, &root_fd, m)
-            .map_err(|e| err(format!("mount {} on {}", describe_source(m), dest.display()), e))?;
+        mount_one(&root, &root_fd, m).map_err(|e| {
+            err(
+                format!("mount {} on {}", describe_source(m), dest.display()),
+                e,
+            )
+        })?;
     }
     joined()?;
     for m in cgroup_mounts {
@@ -95,7 +102,11 @@ pub(crate) fn finish(spec: &Spec) -> Result<()> {
             readonly_path(Path::new(path)).map_err(|e| err(format!("make {path} read-only"), e))?;
         }
     }
-    if spec.root().as_ref().is_some_and(|r| r.readonly().unwrap_or(false)) {
+    if spec
+        .root()
+        .as_ref()
+        .is_some_and(|r| r.readonly().unwrap_or(false))
+    {
         mount(
             None,
             "/",
@@ -128,8 +139,14 @@ fn describe_source(m: &Mount) -> String {
 
 fn mount_rootfs(rootfs: &Rootfs) -> Result<()> {
     match rootfs {
-        Rootfs::Dir(dir) => mount(Some(dir), dir, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
-            .map_err(|e| err(format!("bind rootfs {}", dir.display()), e)),
+        Rootfs::Dir(dir) => mount(
+            Some(dir),
+            dir,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .map_err(|e| err(format!("bind rootfs {}", dir.display()), e)),
         Rootfs::Overlay {
             lower,
             upper,
@@ -151,13 +168,25 @@ fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) ->
         rustix::mount::fsconfig_set_string(fs.as_fd(), "upperdir", upper)?;
         rustix::mount::fsconfig_set_string(fs.as_fd(), "workdir", work)?;
         rustix::mount::fsconfig_create(fs.as_fd())?;
-        let mnt = rustix::mount::fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
-        rustix::mount::move_mount(mnt.as_fd(), "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
+        let mnt = rustix::mount::fsmount(
+            fs.as_fd(),
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::empty(),
+        )?;
+        rustix::mount::move_mount(
+            mnt.as_fd(),
+            "",
+            CWD,
+            target,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )?;
         Ok(())
     };
     match new_api() {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) => {
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) =>
+        {
             let lowers: Vec<_> = lower.iter().map(|p| p.display().to_string()).collect();
             let data = format!(
                 "lowerdir={},upperdir={},workdir={}",
@@ -165,10 +194,24 @@ fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) ->
                 upper.display(),
                 work.display()
             );
-            mount(Some(Path::new("overlay")), target, Some("overlay"), MsFlags::empty(), Some(&data))
-                .map_err(|e| err(format!("mount the overlay rootfs on {}", target.display()), e))
+            mount(
+                Some(Path::new("overlay")),
+                target,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(&data),
+            )
+            .map_err(|e| {
+                err(
+                    format!("mount the overlay rootfs on {}", target.display()),
+                    e,
+                )
+            })
         }
-        Err(e) => Err(err(format!("mount the overlay rootfs on {}", target.display()), e)),
+        Err(e) => Err(err(
+            format!("mount the overlay rootfs on {}", target.display()),
+            e,
+        )),
     }
 }
 
@@ -202,7 +245,11 @@ fn parse_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
             "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
             "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "unbindable"
             | "runbindable" => {
-                let rec = if o.starts_with('r') { MsFlags::MS_REC } else { MsFlags::empty() };
+                let rec = if o.starts_with('r') {
+                    MsFlags::MS_REC
+                } else {
+                    MsFlags::empty()
+                };
                 propagation |= rec
                     | match o.trim_start_matches('r') {
                         "private" => MsFlags::MS_PRIVATE,
@@ -231,7 +278,8 @@ fn mount_one(root: &Path, root_fd: &OwnedFd, m: &Mount) -> io::Result<()> {
     let dest = m.destination();
 
     // A bind of a file needs a file to mount on; everything else a directory.
-    let source_is_file = bind && source.is_some_and(|s| fs::metadata(s).is_ok_and(|md| !md.is_dir()));
+    let source_is_file =
+        bind && source.is_some_and(|s| fs::metadata(s).is_ok_and(|md| !md.is_dir()));
     let target = ensure_target(root_fd, dest, source_is_file)?;
     let target_path = PathBuf::from(format!("/proc/self/fd/{}", target.as_raw_fd()));
 
@@ -306,7 +354,11 @@ fn relative(dest: &Path) -> PathBuf {
 
 fn open_in_root(root_fd: &OwnedFd, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
     let rel = relative(path);
-    let rel = if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel };
+    let rel = if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    };
     Ok(rustix::fs::openat2(
         root_fd,
         &rel,
@@ -330,7 +382,12 @@ fn ensure_target(root_fd: &OwnedFd, dest: &Path, file: bool) -> io::Result<Owned
         let dir = open_in_root(root_fd, &parent, OFlags::PATH | OFlags::DIRECTORY)?;
         let name = c.as_os_str();
         if last && file {
-            match rustix::fs::openat(&dir, name, OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::from_raw_mode(0o644)) {
+            match rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o644),
+            ) {
                 Ok(_) => {}
                 Err(e) if e == rustix::io::Errno::EXIST => {}
                 Err(e) => return Err(e.into()),
@@ -348,7 +405,12 @@ fn ensure_target(root_fd: &OwnedFd, dest: &Path, file: bool) -> io::Result<Owned
 }
 
 fn create_file(path: &Path) -> io::Result<()> {
-    fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map(drop)
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map(drop)
 }
 
 /// The nodes every container has, as runc creates them.
@@ -366,7 +428,17 @@ fn default_devices() -> [(&'static str, u64, u64); 6] {
 fn populate_dev(dev: &Path, devices: &[LinuxDevice], user_ns: bool) -> Result<()> {
     let mut nodes: Vec<(PathBuf, FileType, u64, u64, u32, u32, u32)> = default_devices()
         .iter()
-        .map(|(name, maj, min)| (dev.join(name), FileType::CharacterDevice, *maj, *min, 0o666, 0, 0))
+        .map(|(name, maj, min)| {
+            (
+                dev.join(name),
+                FileType::CharacterDevice,
+                *maj,
+                *min,
+                0o666,
+                0,
+                0,
+            )
+        })
         .collect();
     for d in devices {
         let kind = match d.typ() {
@@ -375,7 +447,9 @@ fn populate_dev(dev: &Path, devices: &[LinuxDevice], user_ns: bool) -> Result<()
             _ => FileType::CharacterDevice,
         };
         let rel = relative(d.path());
-        let Ok(rel) = rel.strip_prefix("dev") else { continue };
+        let Ok(rel) = rel.strip_prefix("dev") else {
+            continue;
+        };
         nodes.retain(|n| n.0 != dev.join(rel));
         nodes.push((
             dev.join(rel),
@@ -389,7 +463,8 @@ fn populate_dev(dev: &Path, devices: &[LinuxDevice], user_ns: bool) -> Result<()
     }
     for (path, kind, major, minor, mode, uid, gid) in nodes {
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| err(format!("create {}", parent.display()), e))?;
+            fs::create_dir_all(parent)
+                .map_err(|e| err(format!("create {}", parent.display()), e))?;
         }
         if user_ns {
             // mknod is not allowed in a user namespace: bind the host's node instead.
@@ -406,8 +481,12 @@ fn populate_dev(dev: &Path, devices: &[LinuxDevice], user_ns: bool) -> Result<()
         rustix::fs::chmod(&path, Mode::from_raw_mode(mode & 0o7777))
             .map_err(|e| err(format!("chmod {}", path.display()), e))?;
         if uid != 0 || gid != 0 {
-            rustix::fs::chown(&path, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
-                .map_err(|e| err(format!("chown {}", path.display()), e))?;
+            rustix::fs::chown(
+                &path,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .map_err(|e| err(format!("chown {}", path.display()), e))?;
         }
     }
     for (link, target) in [
@@ -448,15 +527,33 @@ fn mask_path(path: &Path) -> io::Result<()> {
         Err(e) => return Err(e),
     };
     if md.is_dir() {
-        mount(Some(Path::new("tmpfs")), path, Some("tmpfs"), MsFlags::MS_RDONLY, None)?;
+        mount(
+            Some(Path::new("tmpfs")),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None,
+        )?;
     } else {
-        mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None)?;
+        mount(
+            Some(Path::new("/dev/null")),
+            path,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
     }
     Ok(())
 }
 
 fn readonly_path(path: &Path) -> io::Result<()> {
-    match mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None) {
+    match mount(
+        Some(path),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    ) {
         Ok(()) => {}
         Err(nix::errno::Errno::ENOENT) => return Ok(()),
         Err(e) => return Err(e.into()),
@@ -478,14 +575,27 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_propagation_and_data() {
-        let opts: Vec<String> = ["nosuid", "strictatime", "mode=755", "size=65536k", "rprivate", "ro"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let opts: Vec<String> = [
+            "nosuid",
+            "strictatime",
+            "mode=755",
+            "size=65536k",
+            "rprivate",
+            "ro",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let (flags, prop, data) = parse_options(&opts);
-        assert_eq!(flags, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | MsFlags::MS_RDONLY);
+        assert_eq!(
+            flags,
+            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | MsFlags::MS_RDONLY
+        );
         assert_eq!(prop, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
-        assert_eq!(data, vec!["mode=755".to_string(), "size=65536k".to_string()]);
+        assert_eq!(
+            data,
+            vec!["mode=755".to_string(), "size=65536k".to_string()]
+        );
         let (flags, _, _) = parse_options(&["ro".into(), "rw".into()]);
         assert!(flags.is_empty());
     }
@@ -500,11 +610,16 @@ mod tests {
         // An image's symlink that points out of the rootfs, absolutely and relatively.
         symlink(&outside, root.join("abs")).unwrap();
         symlink("../../outside", root.join("etc/rel")).unwrap();
-        let root_fd = rustix::fs::open(&root, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let root_fd =
+            rustix::fs::open(&root, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
         // Each either fails or lands inside the root; none writes outside.
         let _ = ensure_target(&root_fd, Path::new("/abs/sub"), false);
         let _ = ensure_target(&root_fd, Path::new("/etc/rel/file"), true);
-        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "wrote outside the root");
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "wrote outside the root"
+        );
         // A link that stays inside the root is followed there.
         symlink("/etc", root.join("link")).unwrap();
         ensure_target(&root_fd, Path::new("/link/made"), false).unwrap();

@@ -16,7 +16,11 @@ fn to_set(caps: &Option<Capabilities>) -> CapsHashSet {
         .filter_map(|c| {
             // oci-spec displays `CHOWN`; the caps crate parses `CAP_CHOWN`.
             let name = c.to_string();
-            let name = if name.starts_with("CAP_") { name } else { format!("CAP_{name}") };
+            let name = if name.starts_with("CAP_") {
+                name
+            } else {
+                format!("CAP_{name}")
+            };
             Capability::from_str(&name).ok()
         })
         .collect()
@@ -28,7 +32,8 @@ pub(crate) fn apply(user: &ExecUser, caps: Option<&LinuxCapabilities>) -> Result
     let all = caps::all();
     // A capability this process does not have (the host may run berth with a reduced
     // bounding set) cannot be granted; --privileged means "all we have", as on such hosts.
-    let have = caps::read(None, CapSet::Permitted).map_err(|e| format!("read capabilities: {e}"))?;
+    let have =
+        caps::read(None, CapSet::Permitted).map_err(|e| format!("read capabilities: {e}"))?;
     let (bounding, effective, permitted, inheritable, ambient) = match caps {
         Some(c) => (
             to_set(c.bounding()),
@@ -39,7 +44,8 @@ pub(crate) fn apply(user: &ExecUser, caps: Option<&LinuxCapabilities>) -> Result
         ),
         None => Default::default(),
     };
-    let only_held = |set: CapsHashSet| -> CapsHashSet { set.intersection(&have).copied().collect() };
+    let only_held =
+        |set: CapsHashSet| -> CapsHashSet { set.intersection(&have).copied().collect() };
     let (bounding, effective, permitted, inheritable, ambient) = (
         only_held(bounding),
         only_held(effective),
@@ -58,7 +64,11 @@ pub(crate) fn apply(user: &ExecUser, caps: Option<&LinuxCapabilities>) -> Result
         }
     }
     rustix::thread::set_keep_capabilities(true).map_err(|e| format!("keep capabilities: {e}"))?;
-    let groups: Vec<Gid> = user.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    let groups: Vec<Gid> = user
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
     rustix::thread::set_thread_groups(&groups)
         .map_err(|e| format!("setgroups {:?}: {e}", user.additional_gids))?;
     rustix::thread::set_thread_gid(Gid::from_raw(user.gid))
@@ -67,8 +77,10 @@ pub(crate) fn apply(user: &ExecUser, caps: Option<&LinuxCapabilities>) -> Result
         .map_err(|e| format!("setuid {}: {e}", user.uid))?;
     rustix::thread::set_keep_capabilities(false).map_err(|e| format!("keep capabilities: {e}"))?;
     // Effective first: it must stay a subset of permitted at every step.
-    caps::set(None, CapSet::Effective, &effective).map_err(|e| format!("set effective capabilities: {e}"))?;
-    caps::set(None, CapSet::Permitted, &permitted).map_err(|e| format!("set permitted capabilities: {e}"))?;
+    caps::set(None, CapSet::Effective, &effective)
+        .map_err(|e| format!("set effective capabilities: {e}"))?;
+    caps::set(None, CapSet::Permitted, &permitted)
+        .map_err(|e| format!("set permitted capabilities: {e}"))?;
     caps::set(None, CapSet::Inheritable, &inheritable)
         .map_err(|e| format!("set inheritable capabilities: {e}"))?;
     caps::clear(None, CapSet::Ambient).map_err(|e| format!("clear ambient capabilities: {e}"))?;

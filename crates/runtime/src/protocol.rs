@@ -113,9 +113,13 @@ pub(crate) fn recv<T: for<'de> Deserialize<'de>>(mut sock: &UnixStream) -> io::R
     }
     let len = u32::from_le_bytes(len);
     if len > MAX_FRAME {
-        return Err(io::Error::other(format!("message of {len} bytes is too large")));
+        return Err(io::Error::other(format!(
+            "message of {len} bytes is too large"
+        )));
     }
     let mut body = vec![0u8; len as usize];
     sock.read_exact(&mut body)?;
-    serde_json::from_slice(&body).map(Some).map_err(io::Error::other)
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(io::Error::other)
 }

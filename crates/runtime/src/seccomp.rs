@@ -199,7 +199,7 @@ pub fn load_compiled(filter: &CompiledFilter) -> std::io::Result<()> {
         len: u16,
         filter: *const u8,
     }
-    if filter.program.len() % 8 != 0 || filter.program.len() / 8 > u16::MAX as usize {
+    if !filter.program.len().is_multiple_of(8) || filter.program.len() / 8 > u16::MAX as usize {
         return Err(std::io::Error::other("malformed seccomp program"));
     }
     let prog = SockFprog {
@@ -217,10 +217,17 @@ pub fn load_compiled(filter: &CompiledFilter) -> std::io::Result<()> {
                 &prog as *const SockFprog,
             )
         };
-        if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     };
     match load(filter.flags) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && filter.flags & SECCOMP_FILTER_FLAG_SPEC_ALLOW != 0 => {
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINVAL)
+                && filter.flags & SECCOMP_FILTER_FLAG_SPEC_ALLOW != 0 =>
+        {
             load(filter.flags & !SECCOMP_FILTER_FLAG_SPEC_ALLOW)
         }
         other => other,

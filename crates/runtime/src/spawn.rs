@@ -178,8 +178,12 @@ impl Container {
     ) -> Result<(), RuntimeError> {
         let linux = config.spec.linux().as_ref();
         if user_ns {
-            let uid = linux.and_then(|l| l.uid_mappings().clone()).unwrap_or_default();
-            let gid = linux.and_then(|l| l.gid_mappings().clone()).unwrap_or_default();
+            let uid = linux
+                .and_then(|l| l.uid_mappings().clone())
+                .unwrap_or_default();
+            let gid = linux
+                .and_then(|l| l.gid_mappings().clone())
+                .unwrap_or_default();
             write_id_map(self.pid, "uid_map", &uid)?;
             write_id_map(self.pid, "gid_map", &gid)?;
         }
@@ -228,7 +232,9 @@ impl Container {
     /// succeeded) or with [`RuntimeError::Exec`] when it could not be executed.
     pub fn start(&mut self) -> Result<(), RuntimeError> {
         let Some(sock) = self.sock.take() else {
-            return Err(RuntimeError::Init("the container was already started".into()));
+            return Err(RuntimeError::Init(
+                "the container was already started".into(),
+            ));
         };
         let result = protocol::send(&sock, &ToInit::Start)
             .map_err(|e| RuntimeError::host("start the container", e))
@@ -238,7 +244,9 @@ impl Container {
                     Err(RuntimeError::Exec { failure, message })
                 }
                 Ok(Some(FromInit::Error(message))) => Err(RuntimeError::Init(message)),
-                Ok(Some(FromInit::Ready)) => Err(RuntimeError::Init("init said ready twice".into())),
+                Ok(Some(FromInit::Ready)) => {
+                    Err(RuntimeError::Init("init said ready twice".into()))
+                }
                 Err(e) => Err(RuntimeError::host("read from the container's init", e)),
             });
         if result.is_err() {
@@ -318,7 +326,8 @@ fn clone_init(exe: RawFd, flags: CloneFlags, fds: [RawFd; 4]) -> Result<Pid, Run
     // Everything the child touches is made here: after clone() in a process that may have
     // other threads, the child may only make async-signal-safe calls (no allocation).
     let argv: [CString; 2] = [c"berth".into(), CString::new(INIT_ARG).expect("no NUL")];
-    let argv_ptrs: [*const libc::c_char; 3] = [argv[0].as_ptr(), argv[1].as_ptr(), std::ptr::null()];
+    let argv_ptrs: [*const libc::c_char; 3] =
+        [argv[0].as_ptr(), argv[1].as_ptr(), std::ptr::null()];
     let envp_ptrs: [*const libc::c_char; 1] = [std::ptr::null()];
     let mut stack = vec![0u8; 64 * 1024];
     let child = Box::new(move || -> isize {

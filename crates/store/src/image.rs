@@ -212,7 +212,10 @@ impl Store {
         match &by_reference {
             Some(r) => {
                 let last_tag = !rec.tags.iter().any(|t| t != r);
-                if last_tag && !force && let Some(holder) = holders.first() {
+                if last_tag
+                    && !force
+                    && let Some(holder) = holders.first()
+                {
                     return Err(StoreError::Conflict(format!(
                         "unable to remove repository reference \"{}\" (must force) - {} is using its referenced image {}",
                         name,

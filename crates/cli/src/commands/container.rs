@@ -115,7 +115,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "string")]
     cidfile: Option<String>,
     /// IMAGE [COMMAND] [ARG...]
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "IMAGE [COMMAND] [ARG...]")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [COMMAND] [ARG...]"
+    )]
     args: Vec<String>,
 }
 
@@ -127,8 +132,14 @@ fn fail(code: u8, e: impl std::fmt::Display) -> anyhow::Error {
 
 fn exit_code_for(e: &EngineError) -> u8 {
     match e {
-        EngineError::Runtime(RuntimeError::Exec { failure: ExecFailure::NotFound, .. }) => 127,
-        EngineError::Runtime(RuntimeError::Exec { failure: ExecFailure::CannotInvoke, .. }) => 126,
+        EngineError::Runtime(RuntimeError::Exec {
+            failure: ExecFailure::NotFound,
+            ..
+        }) => 127,
+        EngineError::Runtime(RuntimeError::Exec {
+            failure: ExecFailure::CannotInvoke,
+            ..
+        }) => 126,
         _ => EXIT_ENGINE,
     }
 }
@@ -158,15 +169,32 @@ fn parse_ulimit(s: &str) -> Result<Ulimit> {
         .ok_or_else(|| anyhow!("invalid ulimit argument: {s}"))?;
     let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
     let parse = |v: &str| -> Result<i64> {
-        v.parse().map_err(|_| anyhow!("invalid ulimit argument: {s}"))
+        v.parse()
+            .map_err(|_| anyhow!("invalid ulimit argument: {s}"))
     };
     let (soft, hard) = (parse(soft)?, parse(hard)?);
     if soft > hard {
-        return Err(anyhow!("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"));
+        return Err(anyhow!(
+            "ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
+        ));
     }
     let known = [
-        "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
-        "rss", "rtprio", "rttime", "sigpending", "stack", "as",
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+        "as",
     ];
     if !known.contains(&name) {
         return Err(anyhow!("invalid ulimit type: {name}"));
@@ -182,7 +210,8 @@ fn size_flag(flag: &str, value: &Option<String>) -> Result<i64> {
     match value {
         None => Ok(0),
         Some(v) if v == "-1" => Ok(-1),
-        Some(v) => units::ram_in_bytes(v).map_err(|e| anyhow!("invalid argument {v:?} for \"{flag}\" flag: {e}")),
+        Some(v) => units::ram_in_bytes(v)
+            .map_err(|e| anyhow!("invalid argument {v:?} for \"{flag}\" flag: {e}")),
     }
 }
 
@@ -199,10 +228,14 @@ impl RunArgs {
         }
         let memory_swap = size_flag("--memory-swap", &self.memory_swap)?;
         if memory_swap > 0 && memory == 0 {
-            return Err(anyhow!("You should always set the Memory limit when using Memoryswap limit, see usage"));
+            return Err(anyhow!(
+                "You should always set the Memory limit when using Memoryswap limit, see usage"
+            ));
         }
         if memory_swap > 0 && memory_swap < memory {
-            return Err(anyhow!("Minimum memoryswap limit should be larger than memory limit, see usage"));
+            return Err(anyhow!(
+                "Minimum memoryswap limit should be larger than memory limit, see usage"
+            ));
         }
         let nano_cpus = match &self.cpus {
             None => 0,
@@ -235,7 +268,9 @@ impl RunArgs {
         for t in &self.tmpfs {
             let (path, opts) = t.split_once(':').unwrap_or((t, ""));
             if !path.starts_with('/') {
-                return Err(anyhow!("invalid mount path {path:?}: mount path must be absolute"));
+                return Err(anyhow!(
+                    "invalid mount path {path:?}: mount path must be absolute"
+                ));
             }
             tmpfs.insert(path.to_string(), opts.to_string());
         }
@@ -278,32 +313,45 @@ impl RunArgs {
                 cpu_shares: self.cpu_shares.unwrap_or(0),
                 cpuset_cpus: self.cpuset_cpus.clone().unwrap_or_default(),
                 pids_limit: self.pids_limit.filter(|l| *l > 0),
-                ulimits: self.ulimit.iter().map(|u| parse_ulimit(u)).collect::<Result<_>>()?,
+                ulimits: self
+                    .ulimit
+                    .iter()
+                    .map(|u| parse_ulimit(u))
+                    .collect::<Result<_>>()?,
             },
         })
     }
 }
 
 fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
-    Ok(fd.as_fd().try_clone_to_owned()?)
+    fd.as_fd().try_clone_to_owned()
 }
 
 /// `berth run`: create, start, attach, wait, and exit with the container's status.
 pub fn run(root: &Path, args: RunArgs) -> Result<()> {
     berth_runtime::cgroups::prewarm_attach();
-    let opts = args.create_options().map_err(|e| fail(EXIT_ENGINE, super::one_line(&e)))?;
+    let opts = args
+        .create_options()
+        .map_err(|e| fail(EXIT_ENGINE, super::one_line(&e)))?;
     if let Some(path) = &args.cidfile
         && Path::new(path).exists()
     {
         return Err(fail(
             EXIT_ENGINE,
-            format!("Container ID file found, make sure the other container isn't running or delete {path}"),
+            format!(
+                "Container ID file found, make sure the other container isn't running or delete {path}"
+            ),
         ));
     }
     let mut engine = Engine::open(root).map_err(|e| fail(EXIT_ENGINE, e))?;
     let rec = engine.create(&opts).map_err(|e| fail(EXIT_ENGINE, e))?;
     if let Some(path) = &args.cidfile {
-        fs::write(path, &rec.id).map_err(|e| fail(EXIT_ENGINE, format!("failed to write the container ID to the file: {e}")))?;
+        fs::write(path, &rec.id).map_err(|e| {
+            fail(
+                EXIT_ENGINE,
+                format!("failed to write the container ID to the file: {e}"),
+            )
+        })?;
     }
     let remove = |engine: &mut Engine| {
         if args.rm
@@ -360,7 +408,9 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
             thread::spawn(move || copy_stream(&mut io::stdin(), &mut to_container));
         }
         let mut from_container = fs::File::from(master);
-        output = Some(thread::spawn(move || copy_stream(&mut from_container, &mut io::stdout())));
+        output = Some(thread::spawn(move || {
+            copy_stream(&mut from_container, &mut io::stdout())
+        }));
     } else if let Some(mut writer) = stdin_pump {
         thread::spawn(move || copy_stream(&mut io::stdin(), &mut writer));
     }

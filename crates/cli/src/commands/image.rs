@@ -819,9 +819,12 @@ pub struct InspectArgs {
 pub fn inspect(root: &Path, args: InspectArgs) -> Result<()> {
     match args.kind.as_deref() {
         None => inspect_any(root, &args.names, args.format.as_deref()),
-        Some("container") | Some("image") => {
-            inspect_kind(root, &args.names, args.format.as_deref(), args.kind.as_deref())
-        }
+        Some("container") | Some("image") => inspect_kind(
+            root,
+            &args.names,
+            args.format.as_deref(),
+            args.kind.as_deref(),
+        ),
         Some(other) => bail!("\"{other}\" is not a valid value for --type"),
     }
 }
@@ -880,7 +883,12 @@ fn inspect_any(root: &Path, names: &[String], format: Option<&str>) -> Result<()
     inspect_kind(root, names, format, None)
 }
 
-fn inspect_kind(root: &Path, names: &[String], format: Option<&str>, kind: Option<&str>) -> Result<()> {
+fn inspect_kind(
+    root: &Path,
+    names: &[String],
+    format: Option<&str>,
+    kind: Option<&str>,
+) -> Result<()> {
     let store = open_store(root)?;
     let mut docs = Vec::new();
     let mut errors = Vec::new();

@@ -417,7 +417,10 @@ pub fn prewarm_attach() {
             }) else {
                 return;
             };
-            let procs = h.mountpoint.join(rel.trim_start_matches('/')).join("cgroup.procs");
+            let procs = h
+                .mountpoint
+                .join(rel.trim_start_matches('/'))
+                .join("cgroup.procs");
             let _ = fs::write(procs, std::process::id().to_string());
         });
 }
