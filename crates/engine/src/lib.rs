@@ -178,6 +178,22 @@ impl Engine {
             .ok_or_else(|| EngineError::NoSuchContainer(key.to_string()))
     }
 
+    /// Bytes in a container's own layer (what `ps -s` and `system df` call its size).
+    pub fn container_size(&self, id: &str) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            let Ok(entries) = fs::read_dir(dir) else { return 0 };
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&e.path()),
+                    Ok(_) => e.metadata().map_or(0, |m| m.len()),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.dir(id).join("upper"))
+    }
+
     /// Every container, newest first.
     pub fn containers(&self) -> Result<Vec<ContainerRecord>, EngineError> {
         self.db.all()

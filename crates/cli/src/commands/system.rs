@@ -75,18 +75,39 @@ fn df(root: &Path, args: DfArgs) -> Result<()> {
         Some(pct) => format!("{} ({pct}%)", human(n)),
         None => human(n),
     };
-    let row = |kind: &str, total: usize, size: u64| DfRow {
+    let row = |kind: &str, total: usize, active: usize, size: u64, reclaimable: u64| DfRow {
         kind: kind.into(),
         total_count: total.to_string(),
-        active: "0".into(),
+        active: active.to_string(),
         size: human(size),
-        reclaimable: reclaim(size, size),
+        reclaimable: reclaim(reclaimable, size),
     };
+    let engine = berth_engine::Engine::open(root)?;
+    let containers = engine.containers()?;
+    let sizes: Vec<(bool, u64)> = containers
+        .iter()
+        .map(|c| (c.state.running, engine.container_size(&c.id)))
+        .collect();
+    let container_size: u64 = sizes.iter().map(|(_, s)| s).sum();
+    let idle_size: u64 = sizes.iter().filter(|(r, _)| !r).map(|(_, s)| s).sum();
+    let running = sizes.iter().filter(|(r, _)| *r).count();
+    // Images a container uses cannot be reclaimed.
+    let used: std::collections::HashSet<&str> = containers.iter().map(|c| c.image.as_str()).collect();
+    let used_size: u64 = layer_use
+        .iter()
+        .filter(|(chain, _)| {
+            images.iter().zip(&image_layers).any(|(rec, chains)| {
+                used.contains(rec.id.to_string().as_str()) && chains.contains(chain)
+            })
+        })
+        .map(|(_, (s, _))| s)
+        .sum();
+    let images_active = images.iter().filter(|r| used.contains(r.id.to_string().as_str())).count();
     let rows = vec![
-        row("Images", images.len(), size),
-        row("Containers", 0, 0),
-        row("Local Volumes", 0, 0),
-        row("Build Cache", 0, 0),
+        row("Images", images.len(), images_active, size, size - used_size.min(size)),
+        row("Containers", containers.len(), running, container_size, idle_size),
+        row("Local Volumes", 0, 0, 0, 0),
+        row("Build Cache", 0, 0, 0, 0),
     ];
     let headers = headers(&[
         ("Type", "TYPE"),
