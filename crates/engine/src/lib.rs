@@ -181,7 +181,9 @@ impl Engine {
     /// Bytes in a container's own layer (what `ps -s` and `system df` call its size).
     pub fn container_size(&self, id: &str) -> u64 {
         fn walk(dir: &Path) -> u64 {
-            let Ok(entries) = fs::read_dir(dir) else { return 0 };
+            let Ok(entries) = fs::read_dir(dir) else {
+                return 0;
+            };
             entries
                 .flatten()
                 .map(|e| match e.file_type() {

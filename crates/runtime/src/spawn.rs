@@ -118,9 +118,17 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
         None => None,
     };
 
+    // In a new user namespace the child must not exec before its uid and gid maps exist:
+    // exec as an unmapped uid would drop every capability. It waits on this pipe.
+    let maps_ready = if user_ns {
+        Some(std::io::pipe().map_err(|e| RuntimeError::host("pipe", e))?)
+    } else {
+        None
+    };
     let pid = match clone_init(
         exe.as_raw_fd(),
         flags,
+        maps_ready.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
         [
             opts.stdio.stdin.as_raw_fd(),
             opts.stdio.stdout.as_raw_fd(),
@@ -138,6 +146,29 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
     };
     drop(init_sock);
     drop(opts.stdio);
+    if let Some((reader, mut writer)) = maps_ready {
+        drop(reader);
+        let linux = opts.config.spec.linux().as_ref();
+        let uid = linux
+            .and_then(|l| l.uid_mappings().clone())
+            .unwrap_or_default();
+        let gid = linux
+            .and_then(|l| l.gid_mappings().clone())
+            .unwrap_or_default();
+        let mapped = write_id_map(pid, "uid_map", &uid)
+            .and_then(|()| write_id_map(pid, "gid_map", &gid))
+            .and_then(|()| {
+                use std::io::Write;
+                writer
+                    .write_all(b"m")
+                    .map_err(|e| RuntimeError::host("release init", e))
+            });
+        if let Err(e) = mapped {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(e);
+        }
+    }
     let mut container = Container {
         pid,
         sock: Some(host_sock),
@@ -145,7 +176,7 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
         console: None,
         reaped: false,
     };
-    match container.configure(&opts.config, user_ns, opts.console_size) {
+    match container.configure(&opts.config, opts.console_size) {
         Ok(()) => Ok(container),
         Err(e) => {
             container.abort();
@@ -173,20 +204,8 @@ impl Container {
     fn configure(
         &mut self,
         config: &InitConfig,
-        user_ns: bool,
         console_size: Option<(u16, u16)>,
     ) -> Result<(), RuntimeError> {
-        let linux = config.spec.linux().as_ref();
-        if user_ns {
-            let uid = linux
-                .and_then(|l| l.uid_mappings().clone())
-                .unwrap_or_default();
-            let gid = linux
-                .and_then(|l| l.gid_mappings().clone())
-                .unwrap_or_default();
-            write_id_map(self.pid, "uid_map", &uid)?;
-            write_id_map(self.pid, "gid_map", &gid)?;
-        }
         let sock = self.sock.as_ref().expect("socket");
         protocol::send(sock, &ToInit::Config(Box::new(config.clone())))
             .map_err(|e| RuntimeError::host("send the container's configuration to init", e))?;
@@ -320,9 +339,14 @@ fn write_id_map(pid: Pid, file: &str, map: &[LinuxIdMapping]) -> Result<(), Runt
 }
 
 /// Clones a child into `flags`' new namespaces that puts `fds` at 0, 1, 2 and 3 and executes
-/// `exe` as `berth init`.
+/// `exe` as `berth init`; with `wait_fd` >= 0 it first waits for a byte on it.
 #[allow(unsafe_code)]
-fn clone_init(exe: RawFd, flags: CloneFlags, fds: [RawFd; 4]) -> Result<Pid, RuntimeError> {
+fn clone_init(
+    exe: RawFd,
+    flags: CloneFlags,
+    wait_fd: RawFd,
+    fds: [RawFd; 4],
+) -> Result<Pid, RuntimeError> {
     // Everything the child touches is made here: after clone() in a process that may have
     // other threads, the child may only make async-signal-safe calls (no allocation).
     let argv: [CString; 2] = [c"berth".into(), CString::new(INIT_ARG).expect("no NUL")];
@@ -333,6 +357,21 @@ fn clone_init(exe: RawFd, flags: CloneFlags, fds: [RawFd; 4]) -> Result<Pid, Run
     let child = Box::new(move || -> isize {
         // SAFETY: only async-signal-safe libc calls on memory prepared before the clone.
         unsafe {
+            if wait_fd >= 0 {
+                let mut byte = 0u8;
+                if libc::read(wait_fd, (&mut byte as *mut u8).cast(), 1) != 1 {
+                    libc::_exit(125);
+                }
+                // Still the caller's (host) uid, unmapped in the new namespace: become its
+                // root, so that the exec keeps the namespace's capabilities. Raw system
+                // calls: glibc's wrappers would signal threads this process does not have.
+                if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
+                    || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+                    || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
+                {
+                    libc::_exit(125);
+                }
+            }
             // Move the fds above 3 first, so that placing one cannot clobber another.
             let mut high = [0; 4];
             for (i, fd) in fds.iter().enumerate() {

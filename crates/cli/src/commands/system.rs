@@ -92,7 +92,8 @@ fn df(root: &Path, args: DfArgs) -> Result<()> {
     let idle_size: u64 = sizes.iter().filter(|(r, _)| !r).map(|(_, s)| s).sum();
     let running = sizes.iter().filter(|(r, _)| *r).count();
     // Images a container uses cannot be reclaimed.
-    let used: std::collections::HashSet<&str> = containers.iter().map(|c| c.image.as_str()).collect();
+    let used: std::collections::HashSet<&str> =
+        containers.iter().map(|c| c.image.as_str()).collect();
     let used_size: u64 = layer_use
         .iter()
         .filter(|(chain, _)| {
@@ -102,10 +103,25 @@ fn df(root: &Path, args: DfArgs) -> Result<()> {
         })
         .map(|(_, (s, _))| s)
         .sum();
-    let images_active = images.iter().filter(|r| used.contains(r.id.to_string().as_str())).count();
+    let images_active = images
+        .iter()
+        .filter(|r| used.contains(r.id.to_string().as_str()))
+        .count();
     let rows = vec![
-        row("Images", images.len(), images_active, size, size - used_size.min(size)),
-        row("Containers", containers.len(), running, container_size, idle_size),
+        row(
+            "Images",
+            images.len(),
+            images_active,
+            size,
+            size - used_size.min(size),
+        ),
+        row(
+            "Containers",
+            containers.len(),
+            running,
+            container_size,
+            idle_size,
+        ),
         row("Local Volumes", 0, 0, 0, 0),
         row("Build Cache", 0, 0, 0, 0),
     ];
