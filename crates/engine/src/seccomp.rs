@@ -1030,22 +1030,7 @@ mod tests {
     use std::process::{Command, Output};
 
     /// Docker's default capability set.
-    const DOCKER_CAPS: &[&str] = &[
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
+    const DOCKER_CAPS: &[&str] = &crate::spec::DEFAULT_CAPABILITIES;
 
     const NEW_KERNEL: KernelVersion = KernelVersion {
         kernel: 6,
