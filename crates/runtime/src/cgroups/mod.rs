@@ -421,7 +421,12 @@ pub fn prewarm_attach() {
                 .mountpoint
                 .join(rel.trim_start_matches('/'))
                 .join("cgroup.procs");
-            let _ = fs::write(procs, std::process::id().to_string());
+            // Only a true no-op: under a cgroup namespace the path may name another cgroup.
+            let me = std::process::id().to_string();
+            let listed = fs::read_to_string(&procs).is_ok_and(|l| l.lines().any(|p| p == me));
+            if listed {
+                let _ = fs::write(procs, me);
+            }
         });
 }
 
