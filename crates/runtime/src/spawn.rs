@@ -180,6 +180,10 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
         Ok(()) => Ok(container),
         Err(e) => {
             container.abort();
+            // The caller never gets this container to delete: remove its cgroup here.
+            if let Some(cgroup) = container.cgroup.take() {
+                let _ = cgroup.destroy();
+            }
             Err(e)
         }
     }
