@@ -1,6 +1,6 @@
 //! `containers.db`: every container's record, with names unique across processes.
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -21,16 +21,7 @@ pub(crate) struct Db {
 
 impl Db {
     pub(crate) fn open(path: &Path) -> Result<Db, EngineError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(60))?;
-        // Every berth command opens and closes the database; checkpointing (two fsyncs and
-        // deleting the WAL) on every close would dominate short commands. SQLite checkpoints
-        // by itself as the WAL grows.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let conn = berth_store::open_sqlite(path)?;
         // NORMAL: in WAL mode a power cut may lose the last records, never corrupt the file.
         // A container record is cheap to lose (its directory is found and removed as stale),
         // and an fsync per state change would double the time a short container takes.

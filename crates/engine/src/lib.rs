@@ -27,7 +27,10 @@ use std::{
 use berth_runtime::{Exit, Rootfs, RuntimeError, Stdio};
 use berth_store::{Store, StoreError};
 
-pub use record::{ContainerConfig, ContainerRecord, ContainerState, HostConfig, Ulimit, ZERO_TIME};
+pub use record::{
+    ContainerConfig, ContainerRecord, ContainerState, GraphDriver, GraphDriverData, HostConfig,
+    Ulimit, ZERO_TIME,
+};
 
 use crate::db::Db;
 
@@ -256,6 +259,26 @@ impl Engine {
                 host.network_mode
             )));
         }
+        let dir = self.dir(&id);
+        let mut lower: Vec<String> = image
+            .chain_ids()?
+            .iter()
+            .rev()
+            .map(|c| self.store.layer_dir(c).display().to_string())
+            .collect();
+        if lower.is_empty() {
+            // overlayfs needs a lower layer; an image without layers gets an empty one.
+            lower.push(dir.join("empty").display().to_string());
+        }
+        let graph_driver = GraphDriver {
+            name: "overlay2".into(),
+            data: GraphDriverData {
+                lower_dir: lower.join(":"),
+                upper_dir: dir.join("upper").display().to_string(),
+                work_dir: dir.join("work").display().to_string(),
+                merged_dir: dir.join("rootfs").display().to_string(),
+            },
+        };
         let now = jiff::Timestamp::now().to_string();
         let mut rec = ContainerRecord {
             id: id.clone(),
@@ -288,14 +311,14 @@ impl Engine {
                 stop_signal: run.stop_signal.clone(),
             },
             host_config: host,
+            graph_driver,
         };
 
-        let dir = self.dir(&id);
-        for sub in ["upper", "work", "rootfs"] {
+        for sub in ["upper", "work", "rootfs", "empty"] {
             fs::create_dir_all(dir.join(sub))
                 .map_err(io_err(format!("create {}", dir.join(sub).display())))?;
         }
-        let holder = format!("container:{id}");
+        let holder = holder(&id);
         let registered = (|| {
             self.store.hold_image(&holder, &image.record.id)?;
             match &opts.name {
@@ -338,22 +361,7 @@ impl Engine {
         console_size: Option<(u16, u16)>,
     ) -> Result<Started, EngineError> {
         let mut rec = self.container(id)?;
-        let image = {
-            let r = self.store.resolve(&rec.image)?;
-            self.store.image(r)?
-        };
         let dir = self.dir(&rec.id);
-        let mut lower: Vec<PathBuf> = image
-            .chain_ids()?
-            .iter()
-            .rev()
-            .map(|c| self.store.layer_dir(c))
-            .collect();
-        if lower.is_empty() {
-            let empty = dir.join("empty");
-            fs::create_dir_all(&empty).map_err(io_err("create an empty lower layer"))?;
-            lower.push(empty);
-        }
         let etc = self.write_etc_files(&rec, &dir)?;
         let hc = &rec.host_config;
         let caps = spec::capabilities(hc.privileged, &hc.cap_add, &hc.cap_drop)?;
@@ -363,7 +371,8 @@ impl Engine {
         } else {
             self.seccomp_filter(security.seccomp_profile.as_deref(), &caps)?
         };
-        let rootfs_dir = dir.join("rootfs");
+        let layers = &rec.graph_driver.data;
+        let rootfs_dir = PathBuf::from(&layers.merged_dir);
         let spec = spec::build(
             &rec,
             &spec::SpecInputs {
@@ -380,9 +389,9 @@ impl Engine {
         let config = berth_runtime::InitConfig {
             spec,
             rootfs: Rootfs::Overlay {
-                lower,
-                upper: dir.join("upper"),
-                work: dir.join("work"),
+                lower: layers.lower_dir.split(':').map(PathBuf::from).collect(),
+                upper: PathBuf::from(&layers.upper_dir),
+                work: PathBuf::from(&layers.work_dir),
                 target: rootfs_dir,
             },
             user: Some(rec.config.user.clone()),
@@ -477,12 +486,9 @@ impl Engine {
 
     fn record_start_failure(&mut self, mut rec: ContainerRecord, e: RuntimeError) -> EngineError {
         rec.state.status = "exited".into();
+        // Docker's codes: 127 and 126 for a command that cannot run, 128 otherwise.
         rec.state.exit_code = match &e {
-            RuntimeError::Exec {
-                failure: berth_runtime::ExecFailure::NotFound,
-                ..
-            } => 127,
-            RuntimeError::Exec { .. } => 126,
+            RuntimeError::Exec { failure, .. } => i32::from(failure.exit_code()),
             _ => 128,
         };
         rec.state.error = e.to_string();
@@ -528,7 +534,7 @@ impl Engine {
             Err(e) => return Err(io_err(format!("remove {}", dir.display()))(e)),
         }
         self.db.delete(&rec.id)?;
-        self.store.release_image(&format!("container:{}", rec.id))?;
+        self.store.release_image(&holder(&rec.id))?;
         Ok(rec)
     }
 
@@ -610,6 +616,11 @@ fn security_options(opts: &[String]) -> Result<SecurityOptions, EngineError> {
         }
     }
     Ok(out)
+}
+
+/// How a container is named as a holder of its image in the store.
+fn holder(id: &str) -> String {
+    format!("container:{id}")
 }
 
 fn new_id() -> Result<String, EngineError> {

@@ -27,6 +27,33 @@ pub struct ContainerRecord {
     pub config: ContainerConfig,
     /// How it runs.
     pub host_config: HostConfig,
+    /// Its layers, fixed at creation.
+    #[serde(default)]
+    pub graph_driver: GraphDriver,
+}
+
+/// Docker's `GraphDriver`: the overlay directories of a container.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GraphDriver {
+    /// Always `overlay2`, as Docker names it.
+    pub name: String,
+    /// The directories.
+    pub data: GraphDriverData,
+}
+
+/// The overlay's directories.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GraphDriverData {
+    /// The image's layers, top-most first, joined with `:`.
+    pub lower_dir: String,
+    /// The container's own layer.
+    pub upper_dir: String,
+    /// overlayfs' work directory.
+    pub work_dir: String,
+    /// Where the root filesystem is mounted (inside the container's mount namespace only).
+    pub merged_dir: String,
 }
 
 /// Docker's `State`.

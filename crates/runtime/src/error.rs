@@ -12,6 +12,16 @@ pub enum ExecFailure {
     CannotInvoke,
 }
 
+impl ExecFailure {
+    /// Docker's exit status for it: 127 not found, 126 cannot be invoked.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ExecFailure::NotFound => 127,
+            ExecFailure::CannotInvoke => 126,
+        }
+    }
+}
+
 /// An error creating, starting or managing a container.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

@@ -7,9 +7,11 @@
 //! to the kernel only: images, names and Docker's defaults live in `berth-engine`.
 //!
 //! ```text
-//! host: create() ── clone(NEWNS|NEWPID|...) ──> child: fexecve(berth init)
-//!       cgroup, uid maps                          read InitConfig, mounts, pivot_root,
-//!       send InitConfig ───────────────────────>  hostname, sysctls, user, caps, seccomp
+//! host: create() ── cgroup made, clone(NEWNS|NEWPID|...) ──> child: [uid maps] fexecve(berth init)
+//!       send InitConfig ───────────────────────>  overlay, spec mounts (not cgroups yet)
+//!       attach to cgroup (v1: an RCU wait)
+//!       send Joined ───────────────────────────>  unshare cgroup ns, cgroup views, /dev,
+//!                                                 pivot_root, pty, hostname, user, caps, seccomp
 //!       <─────────────────────────────── Ready
 //!       start(): send Start ───────────────────>  execve(command)   (socket is CLOEXEC:
 //!       <──────────────────── EOF, or ExecError    EOF means the exec happened)

@@ -141,10 +141,25 @@ pub fn apply(seccomp: &LinuxSeccomp) -> Result<(), SeccompError> {
 /// loaded by init with one system call, without libseccomp's compile step on every start.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CompiledFilter {
-    /// `struct sock_filter` instructions, 8 bytes each, in host byte order.
+    /// `struct sock_filter` instructions, 8 bytes each, in host byte order. Hex in JSON: it
+    /// crosses to init on every start, and a number per byte is three times the size.
+    #[serde(with = "hex_bytes")]
     pub program: Vec<u8>,
     /// `SECCOMP_FILTER_FLAG_*` to load it with.
     pub flags: u32,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <&str>::deserialize(d)?;
+        hex::decode(text).map_err(D::Error::custom)
+    }
 }
 
 const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;

@@ -42,7 +42,7 @@ pub use gc::{GcReport, PruneReport};
 pub use image::{Image, RemoveEvent};
 pub use import::ImportOptions;
 pub use layers::{LayerInfo, chain_id};
-pub use meta::ImageRecord;
+pub use meta::{ImageRecord, open_sqlite};
 pub use unpack::{UnpackError, UnpackStats};
 
 use std::path::{Path, PathBuf};

@@ -64,6 +64,22 @@ pub struct ImageRecord {
     pub repo_digests: Vec<Reference>,
 }
 
+/// Opens one of berth's SQLite databases as all of them are shared between processes: WAL
+/// journal, a long busy timeout, and no checkpoint on close. The caller sets `synchronous`.
+pub fn open_sqlite(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(60))?;
+    // Every berth command opens and closes its databases; checkpointing (two fsyncs and
+    // deleting the WAL) on every close would dominate short commands. SQLite checkpoints by
+    // itself as the WAL grows.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    Ok(conn)
+}
+
 /// An open handle on `meta.db`.
 pub struct Meta {
     conn: Connection,
@@ -71,16 +87,7 @@ pub struct Meta {
 
 impl Meta {
     pub(crate) fn open(path: &Path) -> Result<Meta> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(60))?;
-        // Every berth command opens and closes the database; checkpointing (two fsyncs and
-        // deleting the WAL) on every close would dominate short commands. SQLite checkpoints
-        // by itself as the WAL grows.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let conn = open_sqlite(path)?;
         // FULL: a tag the user was told about survives a power cut.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

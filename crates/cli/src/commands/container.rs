@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow};
 use berth_engine::{CreateOptions, Engine, EngineError, HostConfig, Ulimit};
-use berth_runtime::{ExecFailure, RuntimeError, Stdio, console};
+use berth_runtime::{RuntimeError, Stdio, console};
 use clap::Args;
 use serde_json::Value;
 
@@ -132,14 +132,7 @@ fn fail(code: u8, e: impl std::fmt::Display) -> anyhow::Error {
 
 fn exit_code_for(e: &EngineError) -> u8 {
     match e {
-        EngineError::Runtime(RuntimeError::Exec {
-            failure: ExecFailure::NotFound,
-            ..
-        }) => 127,
-        EngineError::Runtime(RuntimeError::Exec {
-            failure: ExecFailure::CannotInvoke,
-            ..
-        }) => 126,
+        EngineError::Runtime(RuntimeError::Exec { failure, .. }) => failure.exit_code(),
         _ => EXIT_ENGINE,
     }
 }
@@ -385,6 +378,15 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
     } else {
         None
     };
+    // Installed before the start, so that a Ctrl-C from here on reaches the container
+    // instead of killing berth (and, through its death signal, the container unrecorded).
+    let signals = match signal_handlers() {
+        Ok(s) => s,
+        Err(e) => {
+            remove(&mut engine);
+            return Err(fail(EXIT_ENGINE, e));
+        }
+    };
     let mut started = match engine.start(&rec.id, stdio, console_size) {
         Ok(s) => s,
         Err(e) => {
@@ -402,9 +404,12 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
         if args.interactive && stdin_is_tty {
             raw_mode = console::RawMode::enable(io::stdin()).ok();
         }
-        resize_target = Some(dup(&master)?);
-        if args.interactive {
-            let mut to_container = fs::File::from(dup(&master)?);
+        // The container runs: no early return from here on, or it would go unrecorded.
+        resize_target = dup(&master).ok();
+        if args.interactive
+            && let Ok(fd) = dup(&master)
+        {
+            let mut to_container = fs::File::from(fd);
             thread::spawn(move || copy_stream(&mut io::stdin(), &mut to_container));
         }
         let mut from_container = fs::File::from(master);
@@ -414,7 +419,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
     } else if let Some(mut writer) = stdin_pump {
         thread::spawn(move || copy_stream(&mut io::stdin(), &mut writer));
     }
-    forward_signals(pid, resize_target)?;
+    forward_signals(signals, pid, resize_target);
 
     let exit = started.wait().map_err(|e| fail(EXIT_ENGINE, e))?;
     if let Some(out) = output {
@@ -445,14 +450,22 @@ fn copy_stream(from: &mut impl Read, to: &mut impl Write) {
     }
 }
 
-/// Passes the signals berth receives on to the container (docker's `--sig-proxy`), and with
-/// a tty, window size changes to the pty.
-fn forward_signals(pid: i32, pty_master: Option<OwnedFd>) -> Result<()> {
+/// The signals `berth run` passes on to the container (docker's `--sig-proxy`), and SIGWINCH.
+fn signal_handlers() -> io::Result<signal_hook::iterator::Signals> {
     use signal_hook::consts::signal::*;
-    let mut signals = signal_hook::iterator::Signals::new([
+    signal_hook::iterator::Signals::new([
         SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGALRM,
     ])
-    .context("install signal handlers")?;
+}
+
+/// Passes the signals berth receives on to the container, and with a tty, window size
+/// changes to the pty.
+fn forward_signals(
+    mut signals: signal_hook::iterator::Signals,
+    pid: i32,
+    pty_master: Option<OwnedFd>,
+) {
+    use signal_hook::consts::signal::SIGWINCH;
     thread::spawn(move || {
         for sig in signals.forever() {
             if sig == SIGWINCH {
@@ -470,7 +483,6 @@ fn forward_signals(pid: i32, pty_master: Option<OwnedFd>) -> Result<()> {
             }
         }
     });
-    Ok(())
 }
 
 /// `berth rm` flags.
@@ -492,7 +504,7 @@ pub fn remove(root: &Path, args: RemoveArgs) -> Result<()> {
         match engine.remove(name, args.force) {
             Ok(_) => println!("{name}"),
             Err(e) => {
-                eprintln!("Error response from daemon: {e}");
+                eprintln!("Error: {e}");
                 failed = true;
             }
         }
