@@ -211,15 +211,17 @@ impl Container {
         console_size: Option<(u16, u16)>,
     ) -> Result<(), RuntimeError> {
         let sock = self.sock.as_ref().expect("socket");
-        protocol::send(sock, &ToInit::Config(Box::new(config.clone())))
-            .map_err(|e| RuntimeError::host("send the container's configuration to init", e))?;
+        if let Err(e) = protocol::send(sock, &ToInit::Config(Box::new(config.clone()))) {
+            return Err(self.init_gone("send the container's configuration to init", e));
+        }
         // Attaching to a v1 cgroup waits for an RCU grace period (often 10 ms); init builds
         // the rootfs meanwhile and waits for `Joined` before it unshares its cgroup namespace.
         if let Some(cgroup) = &self.cgroup {
             cgroup.add_process(self.pid.as_raw())?;
         }
-        protocol::send(sock, &ToInit::Joined)
-            .map_err(|e| RuntimeError::host("tell init it is in its cgroup", e))?;
+        if let Err(e) = protocol::send(sock, &ToInit::Joined) {
+            return Err(self.init_gone("tell init it is in its cgroup", e));
+        }
         let terminal = config
             .spec
             .process()
@@ -249,6 +251,36 @@ impl Container {
             )),
             Err(e) => Err(RuntimeError::host("read from the container's init", e)),
         }
+    }
+
+    /// Explains a socket error while configuring init: init's own error message when it sent
+    /// one before it exited, else how it ended.
+    fn init_gone(&mut self, what: &str, e: std::io::Error) -> RuntimeError {
+        if let Some(sock) = &self.sock
+            && let Ok(Some(FromInit::Error(message))) = protocol::recv::<FromInit>(sock)
+        {
+            return RuntimeError::Init(message);
+        }
+        self.sock = None;
+        let status = match waitpid(self.pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                self.reaped = true;
+                let why = match code {
+                    CHILD_FD_SETUP_FAILED => " (placing its fds failed)",
+                    CHILD_EXEC_FAILED => " (executing berth init failed)",
+                    CHILD_ID_SETUP_FAILED => " (becoming root of its user namespace failed)",
+                    _ => "",
+                };
+                format!("exited with status {code}{why}")
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                self.reaped = true;
+                format!("was killed by {sig}")
+            }
+            Ok(other) => format!("is in state {other:?}"),
+            Err(err) => format!("cannot be waited for: {err}"),
+        };
+        RuntimeError::Init(format!("{what}: {e}: the container's init {status}"))
     }
 
     /// Lets the container execute its command. Returns once the command runs (the exec
@@ -342,6 +374,11 @@ fn write_id_map(pid: Pid, file: &str, map: &[LinuxIdMapping]) -> Result<(), Runt
     std::fs::write(&path, text).map_err(|e| RuntimeError::host(format!("write {path}"), e))
 }
 
+/// Exit statuses of the cloned child before it runs berth init, to tell the failures apart.
+const CHILD_FD_SETUP_FAILED: i32 = 121;
+const CHILD_EXEC_FAILED: i32 = 122;
+const CHILD_ID_SETUP_FAILED: i32 = 123;
+
 /// Clones a child into `flags`' new namespaces that puts `fds` at 0, 1, 2 and 3 and executes
 /// `exe` as `berth init`; with `wait_fd` >= 0 it first waits for a byte on it.
 #[allow(unsafe_code)]
@@ -364,7 +401,7 @@ fn clone_init(
             if wait_fd >= 0 {
                 let mut byte = 0u8;
                 if libc::read(wait_fd, (&mut byte as *mut u8).cast(), 1) != 1 {
-                    libc::_exit(125);
+                    libc::_exit(CHILD_ID_SETUP_FAILED);
                 }
                 // Still the caller's (host) uid, unmapped in the new namespace: become its
                 // root, so that the exec keeps the namespace's capabilities. Raw system
@@ -373,7 +410,7 @@ fn clone_init(
                     || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
                     || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
                 {
-                    libc::_exit(125);
+                    libc::_exit(CHILD_ID_SETUP_FAILED);
                 }
             }
             // Move the fds above 3 first, so that placing one cannot clobber another.
@@ -381,18 +418,18 @@ fn clone_init(
             for (i, fd) in fds.iter().enumerate() {
                 high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
                 if high[i] < 0 {
-                    libc::_exit(125);
+                    libc::_exit(CHILD_FD_SETUP_FAILED);
                 }
             }
             for (target, fd) in high.iter().enumerate() {
                 if libc::dup2(*fd, target as libc::c_int) < 0 {
-                    libc::_exit(125);
+                    libc::_exit(CHILD_FD_SETUP_FAILED);
                 }
             }
             // Die with the process that created us rather than linger unsupervised.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             libc::fexecve(exe, argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
-            libc::_exit(125)
+            libc::_exit(CHILD_EXEC_FAILED)
         }
     });
     // SAFETY: the child runs only the closure above, which execs or exits; CLONE_VM is not
