@@ -266,7 +266,8 @@ impl Engine {
             .rev()
             .map(|c| self.store.layer_dir(c).display().to_string())
             .collect();
-        if lower.is_empty() {
+        let image_has_no_layers = lower.is_empty();
+        if image_has_no_layers {
             // overlayfs needs a lower layer; an image without layers gets an empty one.
             lower.push(dir.join("empty").display().to_string());
         }
@@ -314,7 +315,11 @@ impl Engine {
             graph_driver,
         };
 
-        for sub in ["upper", "work", "rootfs", "empty"] {
+        let mut subdirs = vec!["upper", "work", "rootfs"];
+        if image_has_no_layers {
+            subdirs.push("empty");
+        }
+        for sub in subdirs {
             fs::create_dir_all(dir.join(sub))
                 .map_err(io_err(format!("create {}", dir.join(sub).display())))?;
         }
@@ -527,15 +532,30 @@ impl Engine {
         if let Ok(cgroup) = berth_runtime::cgroups::Cgroup::open(&format!("berth/{}", rec.id)) {
             cgroup.destroy().map_err(RuntimeError::from)?;
         }
-        let dir = self.dir(&rec.id);
+        self.discard(&rec.id)?;
+        Ok(rec)
+    }
+
+    /// What `--rm` does when a started container has exited: removes it instead of
+    /// recording how it ended.
+    pub fn finish_and_remove(&mut self, started: Started) -> Result<(), EngineError> {
+        let deleted = started.container.delete();
+        self.discard(&started.id)?;
+        deleted.map_err(EngineError::from)
+    }
+
+    /// Removes a container whose processes and cgroup are gone: its directory, record and
+    /// hold on its image.
+    fn discard(&mut self, id: &str) -> Result<(), EngineError> {
+        let dir = self.dir(id);
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(format!("remove {}", dir.display()))(e)),
         }
-        self.db.delete(&rec.id)?;
-        self.store.release_image(&holder(&rec.id))?;
-        Ok(rec)
+        self.db.delete(id)?;
+        self.store.release_image(&holder(id))?;
+        Ok(())
     }
 
     fn write_etc_files(

@@ -7,9 +7,9 @@
 //! to the kernel only: images, names and Docker's defaults live in `berth-engine`.
 //!
 //! ```text
-//! host: create() ── cgroup made, clone(NEWNS|NEWPID|...) ──> child: [uid maps] fexecve(berth init)
+//! host: create() ── clone(NEWNS|NEWPID|...) ──> child: [uid maps] fexecve(berth init)
 //!       send InitConfig ───────────────────────>  overlay, spec mounts (not cgroups yet)
-//!       attach to cgroup (v1: an RCU wait)
+//!       make the cgroup, attach (v1: an RCU wait)
 //!       send Joined ───────────────────────────>  unshare cgroup ns, cgroup views, /dev,
 //!                                                 pivot_root, pty, hostname, user, caps, seccomp
 //!       <─────────────────────────────── Ready

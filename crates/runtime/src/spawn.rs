@@ -105,19 +105,6 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
         };
     }
     let user_ns = flags.contains(CloneFlags::CLONE_NEWUSER);
-    // Made before the clone: only the attach has to wait for the child.
-    let cgroup = match &opts.cgroup_path {
-        Some(path) => {
-            let resources = spec
-                .linux()
-                .as_ref()
-                .and_then(|l| l.resources().clone())
-                .unwrap_or_default();
-            Some(Cgroup::create(path, &resources)?)
-        }
-        None => None,
-    };
-
     // In a new user namespace the child must not exec before its uid and gid maps exist:
     // exec as an unmapped uid would drop every capability. It waits on this pipe.
     let maps_ready = if user_ns {
@@ -125,7 +112,7 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
     } else {
         None
     };
-    let pid = match clone_init(
+    let pid = clone_init(
         exe.as_raw_fd(),
         flags,
         maps_ready.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
@@ -135,15 +122,7 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
             opts.stdio.stderr.as_raw_fd(),
             init_sock.as_raw_fd(),
         ],
-    ) {
-        Ok(pid) => pid,
-        Err(e) => {
-            if let Some(cgroup) = cgroup {
-                let _ = cgroup.destroy();
-            }
-            return Err(e);
-        }
-    };
+    )?;
     drop(init_sock);
     drop(opts.stdio);
     if let Some((reader, mut writer)) = maps_ready {
@@ -172,11 +151,11 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
     let mut container = Container {
         pid,
         sock: Some(host_sock),
-        cgroup,
+        cgroup: None,
         console: None,
         reaped: false,
     };
-    match container.configure(&opts.config, opts.console_size) {
+    match container.configure(&opts.config, opts.cgroup_path.as_deref(), opts.console_size) {
         Ok(()) => Ok(container),
         Err(e) => {
             container.abort();
@@ -208,17 +187,27 @@ impl Container {
     fn configure(
         &mut self,
         config: &InitConfig,
+        cgroup_path: Option<&str>,
         console_size: Option<(u16, u16)>,
     ) -> Result<(), RuntimeError> {
         let sock = self.sock.as_ref().expect("socket");
         if let Err(e) = protocol::send(sock, &ToInit::Config(Box::new(config.clone()))) {
             return Err(self.init_gone("send the container's configuration to init", e));
         }
-        // Attaching to a v1 cgroup waits for an RCU grace period (often 10 ms); init builds
-        // the rootfs meanwhile and waits for `Joined` before it unshares its cgroup namespace.
-        if let Some(cgroup) = &self.cgroup {
+        // Made while init starts up and builds the rootfs (it waits for `Joined` only before
+        // it unshares its cgroup namespace): making a v1 cgroup in every hierarchy, and the
+        // attach, which waits for an RCU grace period, cost milliseconds each.
+        if let Some(path) = cgroup_path {
+            let resources = config
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().clone())
+                .unwrap_or_default();
+            let cgroup = self.cgroup.insert(Cgroup::create(path, &resources)?);
             cgroup.add_process(self.pid.as_raw())?;
         }
+        let sock = self.sock.as_ref().expect("socket");
         if let Err(e) = protocol::send(sock, &ToInit::Joined) {
             return Err(self.init_gone("tell init it is in its cgroup", e));
         }

@@ -426,8 +426,11 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
         let _ = out.join();
     }
     drop(raw_mode);
-    let finished = engine.finish(started, exit);
-    remove(&mut engine);
+    let finished = if args.rm {
+        engine.finish_and_remove(started)
+    } else {
+        engine.finish(started, exit)
+    };
     finished.map_err(|e| fail(EXIT_ENGINE, e))?;
     if exit.code != 0 {
         return Err(Status(exit.code.clamp(0, 255) as u8).into());
