@@ -76,8 +76,40 @@ enum Command {
     History(commands::image::HistoryArgs),
     /// Create and run a new container from an image
     Run(Box<commands::container::RunArgs>),
+    /// Create a new container
+    Create(Box<commands::container::RunArgs>),
+    /// Start one or more stopped containers
+    Start(commands::lifecycle::StartArgs),
+    /// Stop one or more running containers
+    Stop(commands::lifecycle::StopArgs),
+    /// Kill one or more running containers
+    Kill(commands::lifecycle::KillArgs),
+    /// Restart one or more containers
+    Restart(commands::lifecycle::RestartArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(commands::lifecycle::WaitArgs),
+    /// Fetch the logs of a container
+    Logs(commands::lifecycle::LogsArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(commands::lifecycle::AttachArgs),
+    /// List containers
+    Ps(commands::lifecycle::PsArgs),
     /// Remove one or more containers
     Rm(commands::container::RemoveArgs),
+    /// Manage containers
+    Container {
+        #[command(subcommand)]
+        command: ContainerCommand,
+    },
+    /// Looks after one container (started by `run -d` and `start`)
+    #[command(name = "container-monitor", hide = true)]
+    ContainerMonitor {
+        /// The container's full ID
+        id: String,
+        /// Wait for an attach client before the start
+        #[arg(long = "wait-for-attach")]
+        wait_for_attach: bool,
+    },
     /// Return low-level information on berth objects
     Inspect(commands::image::InspectArgs),
     /// Manage berth
@@ -87,6 +119,54 @@ enum Command {
     },
     /// Show the berth version information
     Version,
+}
+
+/// `berth container ...`: the container commands under one name, as in docker.
+#[derive(Subcommand, Debug)]
+enum ContainerCommand {
+    /// Create and run a new container from an image
+    Run(Box<commands::container::RunArgs>),
+    /// Create a new container
+    Create(Box<commands::container::RunArgs>),
+    /// Start one or more stopped containers
+    Start(commands::lifecycle::StartArgs),
+    /// Stop one or more running containers
+    Stop(commands::lifecycle::StopArgs),
+    /// Kill one or more running containers
+    Kill(commands::lifecycle::KillArgs),
+    /// Restart one or more containers
+    Restart(commands::lifecycle::RestartArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(commands::lifecycle::WaitArgs),
+    /// Fetch the logs of a container
+    Logs(commands::lifecycle::LogsArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(commands::lifecycle::AttachArgs),
+    /// List containers
+    #[command(visible_aliases = ["ps", "list"])]
+    Ls(commands::lifecycle::PsArgs),
+    /// Remove one or more containers
+    Rm(commands::container::RemoveArgs),
+    /// Remove all stopped containers
+    Prune(commands::lifecycle::PruneArgs),
+}
+
+fn container_command(root: &std::path::Path, command: ContainerCommand) -> anyhow::Result<()> {
+    use commands::{container, lifecycle};
+    match command {
+        ContainerCommand::Run(args) => container::run(root, *args),
+        ContainerCommand::Create(args) => lifecycle::create(root, *args),
+        ContainerCommand::Start(args) => lifecycle::start(root, args),
+        ContainerCommand::Stop(args) => lifecycle::stop(root, args),
+        ContainerCommand::Kill(args) => lifecycle::kill(root, args),
+        ContainerCommand::Restart(args) => lifecycle::restart(root, args),
+        ContainerCommand::Wait(args) => lifecycle::wait(root, args),
+        ContainerCommand::Logs(args) => lifecycle::logs(root, args),
+        ContainerCommand::Attach(args) => lifecycle::attach(root, args),
+        ContainerCommand::Ls(args) => lifecycle::ps(root, args),
+        ContainerCommand::Rm(args) => container::remove(root, args),
+        ContainerCommand::Prune(args) => lifecycle::prune(root, args),
+    }
 }
 
 fn init_tracing(cli: &Cli) {
@@ -124,7 +204,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rmi(args) => commands::image::remove(&root, args),
         Command::History(args) => commands::image::history(&root, args),
         Command::Run(args) => commands::container::run(&root, *args),
+        Command::Create(args) => commands::lifecycle::create(&root, *args),
+        Command::Start(args) => commands::lifecycle::start(&root, args),
+        Command::Stop(args) => commands::lifecycle::stop(&root, args),
+        Command::Kill(args) => commands::lifecycle::kill(&root, args),
+        Command::Restart(args) => commands::lifecycle::restart(&root, args),
+        Command::Wait(args) => commands::lifecycle::wait(&root, args),
+        Command::Logs(args) => commands::lifecycle::logs(&root, args),
+        Command::Attach(args) => commands::lifecycle::attach(&root, args),
+        Command::Ps(args) => commands::lifecycle::ps(&root, args),
         Command::Rm(args) => commands::container::remove(&root, args),
+        Command::Container { command } => container_command(&root, command),
+        Command::ContainerMonitor {
+            id,
+            wait_for_attach,
+        } => commands::lifecycle::monitor_main(&root, &id, wait_for_attach),
         Command::Inspect(args) => commands::image::inspect(&root, args),
         Command::System { command } => commands::system::dispatch(&root, command),
         Command::Version => {

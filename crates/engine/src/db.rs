@@ -56,10 +56,18 @@ impl Db {
         Ok(())
     }
 
-    pub(crate) fn update(&mut self, rec: &ContainerRecord) -> Result<(), EngineError> {
+    /// Replaces one top-level field of a record (`State`, `RestartCount`, ...), leaving the
+    /// rest as it is now: a monitor recording a state must not undo what another process
+    /// wrote meanwhile (`stop` setting `HasBeenManuallyStopped`).
+    pub(crate) fn set_field(
+        &mut self,
+        id: &str,
+        field: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<(), EngineError> {
         self.conn.execute(
-            "UPDATE containers SET record = ?2 WHERE id = ?1",
-            params![rec.id, serde_json::to_string(rec)?],
+            "UPDATE containers SET record = json_set(record, ?2, json(?3)) WHERE id = ?1",
+            params![id, format!("$.{field}"), serde_json::to_string(value)?],
         )?;
         Ok(())
     }

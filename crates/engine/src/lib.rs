@@ -14,6 +14,9 @@
 //! leave it alone while the container exists.
 
 mod db;
+pub mod lifecycle;
+pub mod logfile;
+pub mod monitor;
 pub mod names;
 pub mod record;
 pub mod seccomp;
@@ -29,7 +32,7 @@ use berth_store::{Store, StoreError};
 
 pub use record::{
     ContainerConfig, ContainerRecord, ContainerState, GraphDriver, GraphDriverData, HostConfig,
-    Ulimit, ZERO_TIME,
+    LogConfig, RestartPolicy, Ulimit, ZERO_TIME,
 };
 
 use crate::db::Db;
@@ -62,6 +65,9 @@ pub enum EngineError {
         /// Who has it.
         id: String,
     },
+    /// The container does not run (for `kill`, `pause`, `exec`, ...).
+    #[error("container {0} is not running")]
+    NotRunning(String),
     /// A running container cannot be removed without force.
     #[error(
         "cannot remove container \"/{0}\": container is running: stop the container before removing or force remove"
@@ -113,6 +119,12 @@ pub struct CreateOptions {
     pub interactive: bool,
     /// `--label`.
     pub labels: Vec<(String, String)>,
+    /// `--stop-signal` (the image's `STOPSIGNAL` otherwise).
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout`.
+    pub stop_timeout: Option<i64>,
+    /// A client attaches to the container's output (`run` without `-d`).
+    pub attach: bool,
     /// Everything else Docker keeps in `HostConfig`.
     pub host: HostConfig,
 }
@@ -166,12 +178,31 @@ impl Engine {
         &mut self.store
     }
 
-    fn dir(&self, id: &str) -> PathBuf {
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A container's directory: its own layer, `/etc` files, log and attach socket.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join("containers").join(id)
     }
 
-    /// The record of the container `key` names (ID, name or unique ID prefix).
-    pub fn container(&self, key: &str) -> Result<ContainerRecord, EngineError> {
+    fn dir(&self, id: &str) -> PathBuf {
+        self.container_dir(id)
+    }
+
+    /// The record of the container `key` names (ID, name or unique ID prefix), as it is:
+    /// a container whose record says it runs but whose monitor is gone is found out and
+    /// recorded as exited (see [`Engine::reconcile`]).
+    pub fn container(&mut self, key: &str) -> Result<ContainerRecord, EngineError> {
+        let rec = self.record(key)?;
+        self.reconcile(rec)?
+            .ok_or_else(|| EngineError::NoSuchContainer(key.to_string()))
+    }
+
+    /// The stored record, without checking it against the processes.
+    pub(crate) fn record(&self, key: &str) -> Result<ContainerRecord, EngineError> {
         let id = self
             .db
             .resolve(key)?
@@ -179,6 +210,29 @@ impl Engine {
         self.db
             .get(&id)?
             .ok_or_else(|| EngineError::NoSuchContainer(key.to_string()))
+    }
+
+    /// Records a container's state, leaving the rest of its record as it is.
+    pub(crate) fn set_state(
+        &mut self,
+        id: &str,
+        state: &ContainerState,
+    ) -> Result<(), EngineError> {
+        self.db.set_field(id, "State", state)
+    }
+
+    /// Sets or clears `HasBeenManuallyStopped` (see [`ContainerRecord`]).
+    pub(crate) fn set_manually_stopped(
+        &mut self,
+        id: &str,
+        value: bool,
+    ) -> Result<(), EngineError> {
+        self.db.set_field(id, "HasBeenManuallyStopped", &value)
+    }
+
+    /// Sets how often the restart policy restarted the container.
+    pub(crate) fn set_restart_count(&mut self, id: &str, count: i64) -> Result<(), EngineError> {
+        self.db.set_field(id, "RestartCount", &count)
     }
 
     /// Bytes in a container's own layer (what `ps -s` and `system df` call its size).
@@ -199,9 +253,15 @@ impl Engine {
         walk(&self.dir(id).join("upper"))
     }
 
-    /// Every container, newest first.
-    pub fn containers(&self) -> Result<Vec<ContainerRecord>, EngineError> {
-        self.db.all()
+    /// Every container, newest first, each checked as [`Engine::container`] does.
+    pub fn containers(&mut self) -> Result<Vec<ContainerRecord>, EngineError> {
+        let mut out = Vec::new();
+        for rec in self.db.all()? {
+            if let Some(rec) = self.reconcile(rec)? {
+                out.push(rec);
+            }
+        }
+        Ok(out)
     }
 
     /// Creates a container from an image: its record, its own layer and its hold on the
@@ -247,6 +307,42 @@ impl Engine {
             opts.tty,
         );
         let mut host = opts.host.clone();
+        if host.restart_policy.name.is_empty() {
+            host.restart_policy.name = "no".into();
+        }
+        if host.auto_remove && host.restart_policy.name != "no" {
+            return Err(EngineError::Invalid(
+                "Conflicting options: --restart and --rm".into(),
+            ));
+        }
+        if host.log_config.kind.is_empty() {
+            host.log_config.kind = "json-file".into();
+        }
+        match host.log_config.kind.as_str() {
+            "json-file" => {
+                logfile::LogConfig::from_opts(
+                    host.log_config
+                        .config
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+                .map_err(EngineError::Invalid)?;
+            }
+            "none" if host.log_config.config.is_empty() => {}
+            "none" => {
+                return Err(EngineError::Invalid(
+                    "the none log driver takes no options".into(),
+                ));
+            }
+            other => {
+                return Err(EngineError::Invalid(format!(
+                    "logging driver {other:?} is not supported: berth has json-file and none"
+                )));
+            }
+        }
+        if let Some(signal) = &opts.stop_signal {
+            lifecycle::parse_signal(signal).map_err(EngineError::Invalid)?;
+        }
         if host.network_mode.is_empty() {
             host.network_mode = "bridge".into();
         }
@@ -309,10 +405,17 @@ impl Engine {
                     .or(run.working_dir.clone())
                     .unwrap_or_default(),
                 labels,
-                stop_signal: run.stop_signal.clone(),
+                stop_signal: opts.stop_signal.clone().or(run.stop_signal.clone()),
+                stop_timeout: opts.stop_timeout,
+                attach_stdin: opts.attach && opts.interactive,
+                attach_stdout: opts.attach,
+                attach_stderr: opts.attach,
             },
             host_config: host,
             graph_driver,
+            log_path: dir.join(format!("{id}-json.log")).display().to_string(),
+            restart_count: 0,
+            has_been_manually_stopped: false,
         };
 
         let mut subdirs = vec!["upper", "work", "rootfs"];
@@ -365,7 +468,7 @@ impl Engine {
         stdio: Stdio,
         console_size: Option<(u16, u16)>,
     ) -> Result<Started, EngineError> {
-        let mut rec = self.container(id)?;
+        let mut rec = self.record(id)?;
         let dir = self.dir(&rec.id);
         let etc = self.write_etc_files(&rec, &dir)?;
         let hc = &rec.host_config;
@@ -408,7 +511,7 @@ impl Engine {
         let created = berth_runtime::create(berth_runtime::CreateOptions {
             config,
             stdio,
-            cgroup_path: Some(format!("berth/{}", rec.id)),
+            cgroup_path: Some(lifecycle::cgroup_path(&rec.id)),
             console_size,
         });
         let mut container = match created {
@@ -427,7 +530,7 @@ impl Engine {
             finished_at: ZERO_TIME.into(),
             ..Default::default()
         };
-        self.db.update(&rec)?;
+        self.set_state(&rec.id, &rec.state)?;
         Ok(Started {
             id: rec.id,
             container,
@@ -497,25 +600,23 @@ impl Engine {
             _ => 128,
         };
         rec.state.error = e.to_string();
-        let _ = self.db.update(&rec);
+        let _ = self.set_state(&rec.id, &rec.state);
         EngineError::Runtime(e)
     }
 
     /// Records how a started container ended and removes its cgroup.
     pub fn finish(&mut self, started: Started, exit: Exit) -> Result<(), EngineError> {
         let result = started.container.delete();
-        let mut rec = self.container(&started.id)?;
+        let mut rec = self.record(&started.id)?;
         rec.state = ContainerState {
             status: "exited".into(),
-            running: false,
             oom_killed: exit.oom_killed,
-            pid: 0,
             exit_code: exit.code,
-            error: String::new(),
             started_at: rec.state.started_at,
             finished_at: jiff::Timestamp::now().to_string(),
+            ..Default::default()
         };
-        self.db.update(&rec)?;
+        self.set_state(&rec.id, &rec.state)?;
         result.map_err(EngineError::from)
     }
 
@@ -523,13 +624,18 @@ impl Engine {
     /// hold on its image.
     pub fn remove(&mut self, key: &str, force: bool) -> Result<ContainerRecord, EngineError> {
         let rec = self.container(key)?;
-        if rec.state.running && process_alive(rec.state.pid) {
+        if lifecycle::is_active(&rec.state) {
             if !force {
                 return Err(EngineError::Running(rec.name));
             }
-            let _ = nix_kill(rec.state.pid);
+            match self.stop(&rec.id, Some(0), Some(rustix::process::Signal::KILL)) {
+                Ok(_) => {}
+                // Started with --rm: its monitor removed it.
+                Err(EngineError::NoSuchContainer(_)) => return Ok(rec),
+                Err(e) => return Err(e),
+            }
         }
-        if let Ok(cgroup) = berth_runtime::cgroups::Cgroup::open(&format!("berth/{}", rec.id)) {
+        if let Ok(cgroup) = berth_runtime::cgroups::Cgroup::open(&lifecycle::cgroup_path(&rec.id)) {
             cgroup.destroy().map_err(RuntimeError::from)?;
         }
         self.discard(&rec.id)?;
@@ -652,18 +758,6 @@ fn new_id() -> Result<String, EngineError> {
                 .map_err(|e| io_err("getrandom")(e.into()))?;
     }
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn process_alive(pid: i32) -> bool {
-    pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn nix_kill(pid: i32) -> io::Result<()> {
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid).ok_or_else(|| io::Error::other("pid 0"))?,
-        rustix::process::Signal::KILL,
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -30,6 +30,16 @@ pub struct ContainerRecord {
     /// Its layers, fixed at creation.
     #[serde(default)]
     pub graph_driver: GraphDriver,
+    /// Where its json-file log is.
+    #[serde(default)]
+    pub log_path: String,
+    /// How often its restart policy restarted it.
+    #[serde(default)]
+    pub restart_count: i64,
+    /// `stop` or `kill` ended it: no restart policy restarts it (Docker keeps this out of
+    /// `inspect`; the CLI drops it there too).
+    #[serde(default)]
+    pub has_been_manually_stopped: bool,
 }
 
 /// Docker's `GraphDriver`: the overlay directories of a container.
@@ -60,10 +70,19 @@ pub struct GraphDriverData {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerState {
-    /// created, running, exited, dead (paused, restarting, removing in later issues).
+    /// created, running, paused, restarting, exited, dead.
     pub status: String,
-    /// Whether the process runs.
+    /// Whether the process runs (also while paused).
     pub running: bool,
+    /// Frozen by `pause`.
+    #[serde(default)]
+    pub paused: bool,
+    /// Waiting for its restart policy to start it again.
+    #[serde(default)]
+    pub restarting: bool,
+    /// Its state could not be recovered.
+    #[serde(default)]
+    pub dead: bool,
     /// Whether the OOM killer killed a process of it.
     #[serde(rename = "OOMKilled")]
     pub oom_killed: bool,
@@ -109,6 +128,18 @@ pub struct ContainerConfig {
     /// The signal `stop` sends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
+    /// `--stop-timeout`: seconds `stop` waits before SIGKILL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<i64>,
+    /// Whether a client attaches to its stdin, stdout and stderr (`run` without `-d`).
+    #[serde(default)]
+    pub attach_stdin: bool,
+    /// See `attach_stdin`.
+    #[serde(default)]
+    pub attach_stdout: bool,
+    /// See `attach_stdin`.
+    #[serde(default)]
+    pub attach_stderr: bool,
 }
 
 /// Docker's `HostConfig`: what berth honours today.
@@ -151,6 +182,90 @@ pub struct HostConfig {
     pub pids_limit: Option<i64>,
     /// `--ulimit name=soft:hard`.
     pub ulimits: Vec<Ulimit>,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// `--log-driver` (json-file only) and `--log-opt`.
+    #[serde(default)]
+    pub log_config: LogConfig,
+}
+
+/// Docker's `RestartPolicy`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestartPolicy {
+    /// `""` or `no`, `always`, `unless-stopped`, `on-failure`.
+    pub name: String,
+    /// For `on-failure:N`.
+    pub maximum_retry_count: i64,
+}
+
+impl RestartPolicy {
+    /// Parses `--restart`: `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+    pub fn parse(value: &str) -> Result<RestartPolicy, String> {
+        let (name, count) = match value.split_once(':') {
+            Some((name, count)) => (name, Some(count)),
+            None => (value, None),
+        };
+        let maximum_retry_count = match (name, count) {
+            ("on-failure", Some(n)) => n
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| format!("invalid restart policy format: maximum retry count must be a positive integer: {n}"))?,
+            ("no" | "always" | "unless-stopped", Some(_)) => {
+                return Err(format!(
+                    "invalid restart policy format: maximum retry count can only be used with 'on-failure': {value}"
+                ));
+            }
+            ("" | "no" | "always" | "unless-stopped" | "on-failure", _) => 0,
+            _ => return Err(format!("invalid restart policy format: unknown policy '{name}'")),
+        };
+        Ok(RestartPolicy {
+            name: if name.is_empty() {
+                "no".into()
+            } else {
+                name.to_string()
+            },
+            maximum_retry_count,
+        })
+    }
+
+    /// Whether a container that ended with `exit_code` after `restart_count` restarts
+    /// starts again (a container stopped by the user never does).
+    pub fn restarts(&self, exit_code: i32, restart_count: i64, manually_stopped: bool) -> bool {
+        if manually_stopped {
+            return false;
+        }
+        match self.name.as_str() {
+            "always" | "unless-stopped" => true,
+            "on-failure" => {
+                exit_code != 0
+                    && (self.maximum_retry_count == 0 || restart_count < self.maximum_retry_count)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Docker's `LogConfig`: the driver and its options.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct LogConfig {
+    /// Always `json-file`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// `--log-opt` pairs.
+    pub config: BTreeMap<String, String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            kind: "json-file".into(),
+            config: BTreeMap::new(),
+        }
+    }
 }
 
 /// One `--ulimit`.

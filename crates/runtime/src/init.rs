@@ -175,6 +175,10 @@ fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
         load_seccomp()?;
     }
     crate::privileges::apply(&exec_user, process.capabilities().as_ref())?;
+    // A change of credentials clears the parent-death signal the clone set: set it again,
+    // so that the container still dies with the process that looks after it.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("set the parent death signal: {e}"))?;
     nix::unistd::chdir(&cwd).map_err(|e| {
         Failure::Exec(
             ExecFailure::CannotInvoke,

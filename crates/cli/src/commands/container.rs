@@ -2,15 +2,20 @@
 
 use std::{
     fs,
-    io::{self, Read, Write},
+    io::{self, Read},
     os::fd::{AsFd, OwnedFd},
     path::Path,
+    sync::Arc,
     thread,
 };
 
 use anyhow::{Context, Result, anyhow};
-use berth_engine::{CreateOptions, Engine, EngineError, HostConfig, Ulimit};
-use berth_runtime::{RuntimeError, Stdio, console};
+use berth_engine::{
+    CreateOptions, Engine, EngineError, HostConfig, LogConfig, RestartPolicy, Ulimit,
+    logfile::Stream,
+    monitor::{self, Hub, Session, Sink},
+};
+use berth_runtime::{RuntimeError, console};
 use clap::Args;
 use serde_json::Value;
 
@@ -30,6 +35,24 @@ pub struct RunArgs {
     /// Automatically remove the container and its resources when it exits
     #[arg(long)]
     rm: bool,
+    /// Run container in background and print container ID
+    #[arg(short, long)]
+    pub(crate) detach: bool,
+    /// Restart policy to apply when a container exits
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// Logging driver for the container
+    #[arg(long = "log-driver", value_name = "string")]
+    log_driver: Option<String>,
+    /// Log driver options
+    #[arg(long = "log-opt", value_name = "list")]
+    log_opt: Vec<String>,
+    /// Signal to stop the container
+    #[arg(long = "stop-signal", value_name = "string")]
+    stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container
+    #[arg(long = "stop-timeout", value_name = "int", allow_hyphen_values = true)]
+    stop_timeout: Option<i64>,
     /// Keep STDIN open even if not attached
     #[arg(short, long)]
     interactive: bool,
@@ -209,7 +232,7 @@ fn size_flag(flag: &str, value: &Option<String>) -> Result<i64> {
 }
 
 impl RunArgs {
-    fn create_options(&self) -> Result<CreateOptions> {
+    pub(crate) fn create_options(&self) -> Result<CreateOptions> {
         let mut env = Vec::new();
         for f in &self.env_file {
             env.extend(read_env_file(f)?);
@@ -276,6 +299,17 @@ impl RunArgs {
             })
             .collect();
         let (image, cmd) = self.args.split_first().expect("clap requires IMAGE");
+        let restart_policy = RestartPolicy::parse(&self.restart).map_err(|e| anyhow!(e))?;
+        let mut log_config = LogConfig::default();
+        if let Some(driver) = &self.log_driver {
+            log_config.kind = driver.clone();
+        }
+        for opt in &self.log_opt {
+            let (k, v) = opt
+                .split_once('=')
+                .ok_or_else(|| anyhow!("invalid key value pair format in logging opts"))?;
+            log_config.config.insert(k.to_string(), v.to_string());
+        }
         Ok(CreateOptions {
             image: image.clone(),
             name: self.name.clone(),
@@ -288,6 +322,9 @@ impl RunArgs {
             tty: self.tty,
             interactive: self.interactive,
             labels,
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
+            attach: !self.detach,
             host: HostConfig {
                 network_mode: self.network.clone().unwrap_or_default(),
                 auto_remove: self.rm,
@@ -311,6 +348,8 @@ impl RunArgs {
                     .iter()
                     .map(|u| parse_ulimit(u))
                     .collect::<Result<_>>()?,
+                restart_policy,
+                log_config,
             },
         })
     }
@@ -320,7 +359,8 @@ fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
     fd.as_fd().try_clone_to_owned()
 }
 
-/// `berth run`: create, start, attach, wait, and exit with the container's status.
+/// `berth run`: create, start, attach, wait, and exit with the container's status. With
+/// `-d`, a monitor process looks after the container and berth prints its ID.
 pub fn run(root: &Path, args: RunArgs) -> Result<()> {
     berth_runtime::cgroups::prewarm_attach();
     let opts = args
@@ -346,6 +386,20 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
             )
         })?;
     }
+    if args.detach {
+        return match monitor::spawn(&mut engine, &rec.id, None) {
+            Ok(_) => {
+                println!("{}", rec.id);
+                Ok(())
+            }
+            Err(e) => {
+                if args.rm {
+                    let _ = engine.remove(&rec.id, true);
+                }
+                Err(fail(e.status, e))
+            }
+        };
+    }
     let remove = |engine: &mut Engine| {
         if args.rm
             && let Err(e) = engine.remove(&rec.id, true)
@@ -353,31 +407,37 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
             eprintln!("berth: Error: removing container {}: {e}", &rec.id[..12]);
         }
     };
+    let lock = match monitor::lock_for_foreground(&engine, &rec.id) {
+        Ok(lock) => lock,
+        Err(e) => return Err(fail(EXIT_ENGINE, e)),
+    };
 
     let stdin_is_tty = rustix::termios::isatty(io::stdin());
-    let mut stdin_pump = None;
-    let stdin: OwnedFd = if !args.interactive || args.tty {
-        // With -t the container's stdio is the pty init allocates; its input comes from here.
-        fs::File::open("/dev/null")?.into()
-    } else if stdin_is_tty {
-        // The container does not own berth's terminal: feed it through a pipe, as docker's
-        // attach does, so it never reads the terminal from another process group.
-        let (reader, writer) = io::pipe()?;
-        stdin_pump = Some(writer);
-        OwnedFd::from(reader)
+    // With -t the container's stdio is its pty, and with -i on a terminal its input goes
+    // through the session (the container must not read berth's terminal from another process
+    // group); piped input is handed over as it is.
+    let feed_stdin = args.interactive && (args.tty || stdin_is_tty);
+    let stdin: Option<OwnedFd> = if args.tty || feed_stdin {
+        None
+    } else if args.interactive {
+        Some(dup(io::stdin())?)
     } else {
-        dup(io::stdin())?
-    };
-    let stdio = Stdio {
-        stdin,
-        stdout: dup(io::stdout())?,
-        stderr: dup(io::stderr())?,
+        Some(fs::File::open("/dev/null")?.into())
     };
     let console_size = if args.tty {
         console::window_size(io::stdout()).or_else(|| console::window_size(io::stdin()))
     } else {
         None
     };
+    let hub = Hub::new();
+    hub.add(Sink::Local {
+        stream: Stream::Stdout,
+        out: Box::new(io::stdout()),
+    });
+    hub.add(Sink::Local {
+        stream: Stream::Stderr,
+        out: Box::new(io::stderr()),
+    });
     // Installed before the start, so that a Ctrl-C from here on reaches the container
     // instead of killing berth (and, through its death signal, the container unrecorded).
     let signals = match signal_handlers() {
@@ -387,70 +447,56 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
             return Err(fail(EXIT_ENGINE, e));
         }
     };
-    let mut started = match engine.start(&rec.id, stdio, console_size) {
+    let session = match Session::start(&mut engine, &rec.id, &hub, stdin, console_size) {
         Ok(s) => s,
         Err(e) => {
             let code = exit_code_for(&e);
+            drop(lock);
             remove(&mut engine);
             return Err(fail(code, e));
         }
     };
-    let pid = started.pid();
-
-    let mut raw_mode = None;
-    let mut output = None;
-    let mut resize_target = None;
-    if let Some(master) = started.take_console() {
-        if args.interactive && stdin_is_tty {
-            raw_mode = console::RawMode::enable(io::stdin()).ok();
-        }
-        // The container runs: no early return from here on, or it would go unrecorded.
-        resize_target = dup(&master).ok();
-        if args.interactive
-            && let Ok(fd) = dup(&master)
-        {
-            let mut to_container = fs::File::from(fd);
-            thread::spawn(move || copy_stream(&mut io::stdin(), &mut to_container));
-        }
-        let mut from_container = fs::File::from(master);
-        output = Some(thread::spawn(move || {
-            copy_stream(&mut from_container, &mut io::stdout())
-        }));
-    } else if let Some(mut writer) = stdin_pump {
-        thread::spawn(move || copy_stream(&mut io::stdin(), &mut writer));
+    let pid = session.pid();
+    // The container runs: no early return from here on, or it would go unrecorded.
+    let raw_mode = if args.tty && args.interactive && stdin_is_tty {
+        console::RawMode::enable(io::stdin()).ok()
+    } else {
+        None
+    };
+    if feed_stdin {
+        let hub = hub.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let mut stdin = io::stdin();
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if hub.write_stdin(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            hub.close_stdin();
+        });
     }
-    forward_signals(signals, pid, resize_target);
+    forward_signals(signals, pid, args.tty.then(|| hub.clone()));
 
-    let exit = started.wait().map_err(|e| fail(EXIT_ENGINE, e))?;
-    if let Some(out) = output {
-        let _ = out.join();
-    }
+    let waited = session.wait();
     drop(raw_mode);
+    let (started, exit) = waited.map_err(|e| fail(EXIT_ENGINE, e))?;
     let finished = if args.rm {
         engine.finish_and_remove(started)
     } else {
         engine.finish(started, exit)
     };
+    drop(lock);
     finished.map_err(|e| fail(EXIT_ENGINE, e))?;
     if exit.code != 0 {
         return Err(Status(exit.code.clamp(0, 255) as u8).into());
     }
     Ok(())
-}
-
-/// Copies until either side ends; a pty master reads EIO once the container has exited.
-fn copy_stream(from: &mut impl Read, to: &mut impl Write) {
-    let mut buf = [0u8; 32 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
-                    return;
-                }
-            }
-        }
-    }
 }
 
 /// The signals `berth run` passes on to the container (docker's `--sig-proxy`), and SIGWINCH.
@@ -463,19 +509,15 @@ fn signal_handlers() -> io::Result<signal_hook::iterator::Signals> {
 
 /// Passes the signals berth receives on to the container, and with a tty, window size
 /// changes to the pty.
-fn forward_signals(
-    mut signals: signal_hook::iterator::Signals,
-    pid: i32,
-    pty_master: Option<OwnedFd>,
-) {
+fn forward_signals(mut signals: signal_hook::iterator::Signals, pid: i32, tty: Option<Arc<Hub>>) {
     use signal_hook::consts::signal::SIGWINCH;
     thread::spawn(move || {
         for sig in signals.forever() {
             if sig == SIGWINCH {
-                if let Some(master) = &pty_master
+                if let Some(hub) = &tty
                     && let Some((rows, cols)) = console::window_size(io::stdin())
                 {
-                    let _ = console::set_window_size(master, rows, cols);
+                    hub.resize(rows, cols);
                 }
                 continue;
             }
@@ -520,11 +562,15 @@ pub fn remove(root: &Path, args: RemoveArgs) -> Result<()> {
 
 /// The `inspect` document of the container `key` names, if one does.
 pub fn inspect_document(root: &Path, key: &str) -> Result<Option<Value>> {
-    let engine = Engine::open(root)?;
+    let mut engine = Engine::open(root)?;
     match engine.container(key) {
         Ok(rec) => {
             let mut doc = serde_json::to_value(&rec)?;
             doc["Name"] = Value::String(format!("/{}", rec.name));
+            // berth's own bookkeeping, not part of Docker's document.
+            if let Some(map) = doc.as_object_mut() {
+                map.remove("HasBeenManuallyStopped");
+            }
             Ok(Some(doc))
         }
         Err(EngineError::NoSuchContainer(_)) => Ok(None),

@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod image;
+pub mod lifecycle;
 pub mod system;
 
 use std::path::Path;

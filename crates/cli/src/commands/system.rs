@@ -82,7 +82,7 @@ fn df(root: &Path, args: DfArgs) -> Result<()> {
         size: human(size),
         reclaimable: reclaim(reclaimable, size),
     };
-    let engine = berth_engine::Engine::open(root)?;
+    let mut engine = berth_engine::Engine::open(root)?;
     let containers = engine.containers()?;
     let sizes: Vec<(bool, u64)> = containers
         .iter()

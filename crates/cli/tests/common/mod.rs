@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod host;
+
 use std::{
     io::Write,
     path::{Path, PathBuf},

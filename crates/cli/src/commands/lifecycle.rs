@@ -1,0 +1,930 @@
+//! Container commands after `run`: `create`, `start`, `ps`, `stop`, `kill`, `restart`,
+//! `wait`, `logs`, `attach`, `container prune`, and the hidden monitor command.
+
+use std::{
+    io::{self, Read, Write},
+    path::{Path, PathBuf},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Result, anyhow, bail};
+use berth_engine::{
+    ContainerRecord, Engine, EngineError, ZERO_TIME,
+    lifecycle::{is_active, parse_signal},
+    logfile::{self, ReadOptions, Stream},
+    monitor::{self, AttachRequest, ExitFrame},
+};
+use berth_runtime::console;
+use clap::Args;
+use serde::Serialize;
+
+use super::{Status, container::RunArgs, image::headers};
+use crate::{filters::Filters, format, units};
+
+/// Prints `e` as berth's one-line error and returns the status to exit with.
+fn fail(code: u8, e: impl std::fmt::Display) -> anyhow::Error {
+    eprintln!("Error: {e}");
+    Status(code).into()
+}
+
+// ---------------------------------------------------------------- create / start
+
+/// `berth create`: the container, not started; prints its ID.
+pub fn create(root: &Path, args: RunArgs) -> Result<()> {
+    let opts = args.create_options()?;
+    let mut engine = Engine::open(root)?;
+    let rec = engine.create(&opts)?;
+    println!("{}", rec.id);
+    Ok(())
+}
+
+/// `berth start` flags.
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals
+    #[arg(short, long)]
+    attach: bool,
+    /// Attach container's STDIN
+    #[arg(short, long)]
+    interactive: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long = "detach-keys", value_name = "string")]
+    detach_keys: Option<String>,
+    /// CONTAINER...
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `berth start`.
+pub fn start(root: &Path, args: StartArgs) -> Result<()> {
+    let mut engine = Engine::open(root)?;
+    if (args.attach || args.interactive) && args.containers.len() > 1 {
+        bail!("you cannot start and attach multiple containers at once");
+    }
+    let mut failed = false;
+    for name in &args.containers {
+        let rec = match engine.container(name) {
+            Ok(rec) => rec,
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        let attach = args.attach || args.interactive;
+        if is_active(&rec.state) {
+            if attach {
+                let code = attach_to(&mut engine, &rec, args.interactive, &args.detach_keys)?;
+                return exit_with(code);
+            }
+        } else {
+            let request = AttachRequest {
+                stdin: args.interactive && rec.config.open_stdin,
+                stdout: true,
+                stderr: true,
+                resize: None,
+            };
+            match monitor::spawn(&mut engine, &rec.id, attach.then_some(&request)) {
+                Ok((rec, Some(conn))) => {
+                    let code =
+                        attach_session(&mut engine, &rec, conn, request.stdin, &args.detach_keys)?;
+                    return exit_with(code);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if attach {
+                        return Err(fail(e.status, e));
+                    }
+                    eprintln!("Error response from daemon: {e}");
+                    failed = true;
+                    continue;
+                }
+            }
+        }
+        println!("{name}");
+    }
+    if failed {
+        bail!("failed to start containers: {}", args.containers.join(", "));
+    }
+    Ok(())
+}
+
+fn exit_with(code: i32) -> Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Status(code.clamp(0, 255) as u8).into())
+    }
+}
+
+// ---------------------------------------------------------------- stop / kill / restart / wait
+
+/// `berth stop` flags.
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Signal to send to the container
+    #[arg(short, long)]
+    signal: Option<String>,
+    /// Seconds to wait before killing the container
+    #[arg(short, long, allow_hyphen_values = true)]
+    time: Option<i64>,
+    /// CONTAINER...
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `berth stop`.
+pub fn stop(root: &Path, args: StopArgs) -> Result<()> {
+    let signal = args
+        .signal
+        .as_deref()
+        .map(parse_signal)
+        .transpose()
+        .map_err(|e| anyhow!(e))?;
+    let mut engine = Engine::open(root)?;
+    each(&args.containers, |name| {
+        engine.stop(name, args.time, signal).map(|_| ())
+    })
+}
+
+/// `berth kill` flags.
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+    /// CONTAINER...
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `berth kill`.
+pub fn kill(root: &Path, args: KillArgs) -> Result<()> {
+    let signal = parse_signal(&args.signal).map_err(|e| anyhow!(e))?;
+    let mut engine = Engine::open(root)?;
+    each(&args.containers, |name| match engine.kill(name, signal) {
+        Ok(_) => Ok(()),
+        Err(EngineError::NotRunning(id)) => Err(EngineError::Invalid(format!(
+            "cannot kill container: {name}: container {id} is not running"
+        ))),
+        Err(e) => Err(e),
+    })
+}
+
+/// `berth restart` flags.
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    /// Signal to send to the container
+    #[arg(short, long)]
+    signal: Option<String>,
+    /// Seconds to wait before killing the container
+    #[arg(short, long, allow_hyphen_values = true)]
+    time: Option<i64>,
+    /// CONTAINER...
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `berth restart`: stop, then start under a new monitor.
+pub fn restart(root: &Path, args: RestartArgs) -> Result<()> {
+    let signal = args
+        .signal
+        .as_deref()
+        .map(parse_signal)
+        .transpose()
+        .map_err(|e| anyhow!(e))?;
+    let mut engine = Engine::open(root)?;
+    each(&args.containers, |name| {
+        let rec = engine.stop(name, args.time, signal)?;
+        monitor::spawn(&mut engine, &rec.id, None)
+            .map(|_| ())
+            .map_err(|e| EngineError::Invalid(e.message))
+    })
+}
+
+/// `berth wait` flags.
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// CONTAINER...
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `berth wait`: blocks until each container stops, then prints its exit code.
+pub fn wait(root: &Path, args: WaitArgs) -> Result<()> {
+    let mut engine = Engine::open(root)?;
+    let mut failed = false;
+    for name in &args.containers {
+        let result = engine
+            .container(name)
+            .and_then(|rec| engine.wait_until_stopped(&rec.id, None));
+        match result {
+            Ok(rec) => println!("{}", rec.state.exit_code),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(Status(1).into());
+    }
+    Ok(())
+}
+
+/// Runs `f` on every container named, printing each name that succeeded and each error,
+/// as Docker's commands on several containers do.
+fn each(names: &[String], mut f: impl FnMut(&str) -> Result<(), EngineError>) -> Result<()> {
+    let mut failed = false;
+    for name in names {
+        match f(name) {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(Status(1).into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- logs
+
+/// `berth logs` flags.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short, long)]
+    follow: bool,
+    /// Number of lines to show from the end of the logs
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Show timestamps
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m" for 42 minutes)
+    #[arg(long)]
+    since: Option<String>,
+    /// Show logs before a timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m" for 42 minutes)
+    #[arg(long)]
+    until: Option<String>,
+    /// Show extra details provided to logs
+    #[arg(long)]
+    details: bool,
+    /// CONTAINER
+    container: String,
+}
+
+/// `berth logs`.
+pub fn logs(root: &Path, args: LogsArgs) -> Result<()> {
+    let mut engine = Engine::open(root)?;
+    let rec = engine.container(&args.container)?;
+    if rec.host_config.log_config.kind == "none" {
+        bail!(
+            "configured logging driver does not support reading: {}",
+            rec.host_config.log_config.kind
+        );
+    }
+    let now = jiff::Timestamp::now();
+    let time = |v: &Option<String>| -> Result<Option<jiff::Timestamp>> {
+        v.as_deref()
+            .map(|v| logfile::parse_time_arg(v, now).map_err(|e| anyhow!(e)))
+            .transpose()
+    };
+    let tail = match args.tail.as_str() {
+        "all" | "" => None,
+        n => match n.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n as usize),
+            Ok(_) => None,
+            Err(_) => bail!("invalid value for \"tail\": {n:?}"),
+        },
+    };
+    let opts = ReadOptions {
+        tail,
+        since: time(&args.since)?,
+        until: time(&args.until)?,
+    };
+    let path = PathBuf::from(&rec.log_path);
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    let timestamps = args.timestamps;
+    let mut emit = |entry: &logfile::LogEntry| -> io::Result<()> {
+        let mut line = Vec::with_capacity(entry.line.len() + 40);
+        if timestamps {
+            line.extend_from_slice(logfile::rfc3339_nano(entry.time).as_bytes());
+            line.push(b' ');
+        }
+        line.extend_from_slice(&entry.line);
+        match entry.stream {
+            Stream::Stdout => {
+                let mut out = stdout.lock();
+                out.write_all(&line)?;
+                out.flush()
+            }
+            Stream::Stderr => {
+                let mut out = stderr.lock();
+                out.write_all(&line)?;
+                out.flush()
+            }
+        }
+    };
+    let result = if args.follow {
+        let id = rec.id.clone();
+        let mut stopped = || match engine.container(&id) {
+            Ok(rec) => !is_active(&rec.state),
+            Err(_) => true,
+        };
+        logfile::follow(&path, &opts, &mut emit, &mut stopped)
+    } else {
+        logfile::read(&path, &opts).and_then(|entries| entries.iter().try_for_each(&mut emit))
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+// ---------------------------------------------------------------- attach
+
+/// `berth attach` flags.
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach STDIN
+    #[arg(long = "no-stdin")]
+    no_stdin: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long = "detach-keys", value_name = "string")]
+    detach_keys: Option<String>,
+    /// Proxy all received signals to the process
+    #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
+    sig_proxy: bool,
+    /// CONTAINER
+    container: String,
+}
+
+/// `berth attach`.
+pub fn attach(root: &Path, args: AttachArgs) -> Result<()> {
+    let mut engine = Engine::open(root)?;
+    let rec = engine.container(&args.container)?;
+    if !rec.state.running || rec.state.restarting {
+        bail!("You cannot attach to a stopped container, start it first");
+    }
+    if rec.state.paused {
+        bail!("You cannot attach to a paused container, unpause it first");
+    }
+    let stdin = !args.no_stdin && rec.config.open_stdin;
+    let code = attach_to(&mut engine, &rec, stdin, &args.detach_keys)?;
+    exit_with(code)
+}
+
+/// Docker's detach keys: `ctrl-p,ctrl-q` by default; `ctrl-<x>` or single characters.
+fn parse_detach_keys(spec: &str) -> Result<Vec<u8>> {
+    let mut keys = Vec::new();
+    for key in spec.split(',') {
+        let key = key.trim();
+        if let Some(c) = key.strip_prefix("ctrl-") {
+            let b = match c.as_bytes() {
+                [b] if b.is_ascii_alphabetic() => b.to_ascii_lowercase() - b'a' + 1,
+                b"@" => 0,
+                b"[" => 27,
+                b"\\" => 28,
+                b"]" => 29,
+                b"^" => 30,
+                b"_" => 31,
+                _ => bail!("Unknown character: '{key}'"),
+            };
+            keys.push(b);
+        } else if key.len() == 1 {
+            keys.push(key.as_bytes()[0]);
+        } else {
+            bail!("Unknown character: '{key}'");
+        }
+    }
+    Ok(keys)
+}
+
+/// Attaches this terminal to a running container through its monitor until the container
+/// exits (its exit code) or the user detaches (0).
+fn attach_to(
+    engine: &mut Engine,
+    rec: &ContainerRecord,
+    stdin: bool,
+    detach_keys: &Option<String>,
+) -> Result<i32> {
+    let socket = engine.container_dir(&rec.id).join(monitor::ATTACH_SOCKET);
+    let mut conn = monitor::connect(&socket)
+        .map_err(|e| anyhow!("attach to container {}: {e}", &rec.id[..12]))?;
+    let request = AttachRequest {
+        stdin,
+        stdout: true,
+        stderr: true,
+        resize: None,
+    };
+    conn.write_all(format!("{}\n", serde_json::to_string(&request)?).as_bytes())?;
+    attach_session(engine, rec, conn, stdin, detach_keys)
+}
+
+/// Copies between this terminal and an attached monitor connection.
+fn attach_session(
+    engine: &mut Engine,
+    rec: &ContainerRecord,
+    mut conn: std::os::unix::net::UnixStream,
+    stdin: bool,
+    detach_keys: &Option<String>,
+) -> Result<i32> {
+    let keys = parse_detach_keys(detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q"))?;
+    let socket = engine.container_dir(&rec.id).join(monitor::ATTACH_SOCKET);
+    let tty = rec.config.tty;
+    let stdin_is_tty = rustix::termios::isatty(io::stdin());
+    let resize = |rows, cols| {
+        if let Ok(mut c) = monitor::connect(&socket) {
+            let r = AttachRequest {
+                resize: Some((rows, cols)),
+                ..Default::default()
+            };
+            let _ = c.write_all(
+                format!("{}\n", serde_json::to_string(&r).unwrap_or_default()).as_bytes(),
+            );
+        }
+    };
+    if tty && let Some((rows, cols)) = console::window_size(io::stdout()) {
+        resize(rows, cols);
+    }
+    let _raw = if tty && stdin && stdin_is_tty {
+        console::RawMode::enable(io::stdin()).ok()
+    } else {
+        None
+    };
+    let (detached_tx, detached_rx) = std::sync::mpsc::channel::<()>();
+    if stdin {
+        let mut to_container = conn.try_clone()?;
+        let shutdown = conn.try_clone()?;
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut matched = 0;
+            let mut stdin = io::stdin();
+            loop {
+                let n = match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let mut out = Vec::with_capacity(n);
+                for &b in &buf[..n] {
+                    if b == keys[matched] {
+                        matched += 1;
+                        if matched == keys.len() {
+                            let _ = detached_tx.send(());
+                            let _ = shutdown.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        continue;
+                    }
+                    // A partial match that did not go on is input after all.
+                    out.extend_from_slice(&keys[..matched]);
+                    matched = 0;
+                    out.push(b);
+                }
+                if !out.is_empty() && to_container.write_all(&out).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut stdout = io::stdout();
+    let mut stderr = io::stderr();
+    let mut exit = None;
+    while let Ok(Some((kind, payload))) = monitor::read_frame(&mut conn) {
+        match kind {
+            monitor::FRAME_STDOUT => {
+                stdout.write_all(&payload)?;
+                stdout.flush()?;
+            }
+            monitor::FRAME_STDERR => {
+                stderr.write_all(&payload)?;
+                stderr.flush()?;
+            }
+            monitor::FRAME_EXIT => {
+                exit = serde_json::from_slice::<ExitFrame>(&payload)
+                    .ok()
+                    .map(|f| f.exit_code);
+            }
+            _ => {}
+        }
+    }
+    if detached_rx.try_recv().is_ok() {
+        return Ok(0);
+    }
+    match exit {
+        Some(code) => Ok(code),
+        None => match engine.wait_until_stopped(&rec.id, Some(Duration::from_secs(10))) {
+            Ok(rec) => Ok(rec.state.exit_code),
+            Err(_) => Ok(0),
+        },
+    }
+}
+
+// ---------------------------------------------------------------- ps
+
+/// `berth ps` flags.
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    all: bool,
+    /// Filter output based on conditions provided
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// Format output using a custom template
+    #[arg(long)]
+    format: Option<String>,
+    /// Show n last created containers (includes all states)
+    #[arg(short = 'n', long, default_value_t = -1, allow_hyphen_values = true)]
+    last: i64,
+    /// Show the latest created container (includes all states)
+    #[arg(short, long)]
+    latest: bool,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Only display container IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Display total file sizes
+    #[arg(short, long)]
+    size: bool,
+}
+
+/// One row of `ps`, with Docker's field names for `--format`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PsRow {
+    command: String,
+    created_at: String,
+    #[serde(rename = "ID")]
+    id: String,
+    image: String,
+    labels: String,
+    local_volumes: String,
+    mounts: String,
+    names: String,
+    networks: String,
+    ports: String,
+    running_for: String,
+    size: String,
+    state: String,
+    status: String,
+}
+
+/// Docker's `Status` column: `Up 3 seconds`, `Exited (0) 2 minutes ago`, ...
+pub fn status_text(rec: &ContainerRecord, now: jiff::Timestamp) -> String {
+    let since = |t: &str| {
+        t.parse::<jiff::Timestamp>()
+            .map(|t| {
+                let nanos = (now.as_nanosecond() - t.as_nanosecond()).max(0);
+                units::human_duration(Duration::from_nanos(nanos as u64))
+            })
+            .unwrap_or_default()
+    };
+    let state = &rec.state;
+    if state.restarting {
+        return format!(
+            "Restarting ({}) {} ago",
+            state.exit_code,
+            since(&state.finished_at)
+        );
+    }
+    if state.running {
+        let up = format!("Up {}", since(&state.started_at));
+        return if state.paused {
+            format!("{up} (Paused)")
+        } else {
+            up
+        };
+    }
+    if state.dead {
+        return "Dead".into();
+    }
+    if state.started_at.is_empty() || state.started_at == ZERO_TIME {
+        return "Created".into();
+    }
+    if state.finished_at.is_empty() || state.finished_at == ZERO_TIME {
+        return String::new();
+    }
+    format!(
+        "Exited ({}) {} ago",
+        state.exit_code,
+        since(&state.finished_at)
+    )
+}
+
+/// Go's `time.Time.String()` form, as `{{.CreatedAt}}` prints it.
+fn go_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S +0000 UTC").to_string()
+}
+
+/// Docker's `Ellipsis`: at most `max` characters, the last one `…` when cut.
+fn ellipsis(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// Go's `strconv.Quote` for the text berth puts in a command.
+fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `berth ps`.
+pub fn ps(root: &Path, args: PsArgs) -> Result<()> {
+    let filters = Filters::parse(
+        &args.filter,
+        &[
+            "status", "name", "label", "label!", "ancestor", "exited", "id", "before", "since",
+        ],
+    )?;
+    for s in filters.get("status") {
+        if !matches!(
+            s.as_str(),
+            "created" | "restarting" | "running" | "removing" | "paused" | "exited" | "dead"
+        ) {
+            bail!("invalid filter 'status={s}'");
+        }
+    }
+    let exited: Vec<i32> = filters
+        .get("exited")
+        .iter()
+        .map(|v| {
+            v.parse()
+                .map_err(|_| anyhow!("invalid filter 'exited={v}'"))
+        })
+        .collect::<Result<_>>()?;
+    let mut engine = Engine::open(root)?;
+    let records = engine.containers()?;
+    let position = |key: &str| -> Result<usize> {
+        records
+            .iter()
+            .position(|r| r.id.starts_with(key) || r.name == key.trim_start_matches('/'))
+            .ok_or_else(|| anyhow!("No such container: {key}"))
+    };
+    // Records are newest first: "before X" are those after X's position, "since X" before.
+    let before = filters
+        .get("before")
+        .last()
+        .map(|k| position(k))
+        .transpose()?;
+    let since = filters
+        .get("since")
+        .last()
+        .map(|k| position(k))
+        .transpose()?;
+    let ancestors: Vec<String> = filters
+        .get("ancestor")
+        .iter()
+        .filter_map(|a| engine.store().resolve(a).ok().map(|rec| rec.id.to_string()))
+        .collect();
+    let last = if args.latest { 1 } else { args.last };
+    let all = args.all || last > 0 || !filters.get("status").is_empty() || !exited.is_empty();
+    let now = jiff::Timestamp::now();
+    let mut rows = Vec::new();
+    for (i, rec) in records.iter().enumerate() {
+        if last > 0 && i as i64 >= last {
+            break;
+        }
+        if before.is_some_and(|b| i <= b) || since.is_some_and(|s| i >= s) {
+            continue;
+        }
+        let state = &rec.state;
+        if !all && !state.running {
+            continue;
+        }
+        let statuses = filters.get("status");
+        if !statuses.is_empty() && !statuses.contains(&state.status) {
+            continue;
+        }
+        if !exited.is_empty() && (state.status != "exited" || !exited.contains(&state.exit_code)) {
+            continue;
+        }
+        let names = filters.get("name");
+        if !names.is_empty()
+            && !names
+                .iter()
+                .any(|n| rec.name.contains(n.trim_start_matches('/')))
+        {
+            continue;
+        }
+        let ids = filters.get("id");
+        if !ids.is_empty() && !ids.iter().any(|p| rec.id.starts_with(p.as_str())) {
+            continue;
+        }
+        if !filters.labels_match(Some(&rec.config.labels)) {
+            continue;
+        }
+        if !filters.get("ancestor").is_empty() && !ancestors.contains(&rec.image) {
+            continue;
+        }
+        let command = std::iter::once(rec.path.as_str())
+            .chain(rec.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let created = rec.created.parse::<jiff::Timestamp>().unwrap_or(now);
+        let size = if args.size {
+            format!(
+                "{} (virtual {})",
+                units::human_size(engine.container_size(&rec.id) as f64),
+                units::human_size(image_size(&mut engine, &rec.image) as f64)
+            )
+        } else {
+            String::new()
+        };
+        rows.push(PsRow {
+            command: go_quote(&if args.no_trunc {
+                command
+            } else {
+                ellipsis(&command, 20)
+            }),
+            created_at: go_time(created),
+            id: if args.no_trunc {
+                rec.id.clone()
+            } else {
+                rec.id[..12].to_string()
+            },
+            image: rec.config.image.clone(),
+            labels: rec
+                .config
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            local_volumes: "0".into(),
+            mounts: String::new(),
+            names: rec.name.clone(),
+            networks: match rec.host_config.network_mode.as_str() {
+                "default" => "bridge".into(),
+                m => m.to_string(),
+            },
+            ports: String::new(),
+            running_for: units::ago(created, now),
+            size,
+            state: state.status.clone(),
+            status: status_text(rec, now),
+        });
+    }
+    let mut out = io::stdout().lock();
+    if args.quiet {
+        for row in &rows {
+            writeln!(out, "{}", row.id)?;
+        }
+        return Ok(());
+    }
+    let default = if args.size {
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}"
+    } else {
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+    };
+    let headers = headers(&[
+        ("Command", "COMMAND"),
+        ("CreatedAt", "CREATED AT"),
+        ("ID", "CONTAINER ID"),
+        ("Image", "IMAGE"),
+        ("Labels", "LABELS"),
+        ("LocalVolumes", "LOCAL VOLUMES"),
+        ("Mounts", "MOUNTS"),
+        ("Names", "NAMES"),
+        ("Networks", "NETWORKS"),
+        ("Ports", "PORTS"),
+        ("RunningFor", "CREATED"),
+        ("Size", "SIZE"),
+        ("State", "STATE"),
+        ("Status", "STATUS"),
+    ]);
+    let fmt = format::parse_format(args.format.as_deref());
+    format::render_rows(&fmt, default, &headers, &rows, &mut out)?;
+    Ok(())
+}
+
+fn image_size(engine: &mut Engine, image: &str) -> u64 {
+    engine.store().resolve(image).map_or(0, |rec| rec.size)
+}
+
+// ---------------------------------------------------------------- prune
+
+/// `berth container prune` flags.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+    /// Provide filter values (e.g. "until=<timestamp>")
+    #[arg(long)]
+    filter: Vec<String>,
+}
+
+/// `berth container prune`: removes every stopped container.
+pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
+    let filters = Filters::parse(&args.filter, &["until", "label", "label!"])?;
+    let until = match filters.get("until").last() {
+        None => None,
+        Some(u) => {
+            Some(logfile::parse_time_arg(u, jiff::Timestamp::now()).map_err(|e| anyhow!(e))?)
+        }
+    };
+    if !args.force {
+        eprint!(
+            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
+        );
+        let mut answer = String::new();
+        io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+            return Ok(());
+        }
+    }
+    let mut engine = Engine::open(root)?;
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0u64;
+    for rec in engine.containers()? {
+        if is_active(&rec.state) || !filters.labels_match(Some(&rec.config.labels)) {
+            continue;
+        }
+        if let Some(u) = until
+            && rec.created.parse::<jiff::Timestamp>().is_ok_and(|c| c >= u)
+        {
+            continue;
+        }
+        let size = engine.container_size(&rec.id);
+        match engine.remove(&rec.id, false) {
+            Ok(_) => {
+                reclaimed += size;
+                deleted.push(rec.id);
+            }
+            Err(EngineError::Running(_)) => {}
+            Err(e) => eprintln!("Error: {e}"),
+        }
+    }
+    let mut out = io::stdout().lock();
+    if !deleted.is_empty() {
+        writeln!(out, "Deleted Containers:")?;
+        for id in &deleted {
+            writeln!(out, "{id}")?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        units::human_size(reclaimed as f64)
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- monitor
+
+/// The hidden `berth container-monitor ID`.
+pub fn monitor_main(root: &Path, id: &str, wait_for_attach: bool) -> Result<()> {
+    let code = monitor::main(root, id, wait_for_attach);
+    if code != 0 {
+        return Err(Status(code.clamp(0, 255) as u8).into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_column_is_cut_and_quoted_as_docker_does() {
+        assert_eq!(go_quote(&ellipsis("sleep 1000", 20)), "\"sleep 1000\"");
+        assert_eq!(
+            go_quote(&ellipsis("sh -c 'while true; do echo hi; done'", 20)),
+            "\"sh -c 'while true; …\""
+        );
+    }
+
+    #[test]
+    fn detach_keys_parse() {
+        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), vec![16, 17]);
+        assert_eq!(parse_detach_keys("a,ctrl-@").unwrap(), vec![b'a', 0]);
+        assert!(parse_detach_keys("ctrl-1").is_err());
+    }
+}
