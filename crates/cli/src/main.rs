@@ -94,6 +94,12 @@ enum Command {
     Attach(commands::lifecycle::AttachArgs),
     /// List containers
     Ps(commands::lifecycle::PsArgs),
+    /// Pause all processes within one or more containers
+    Pause(commands::lifecycle::PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(commands::lifecycle::PauseArgs),
+    /// Rename a container
+    Rename(commands::lifecycle::RenameArgs),
     /// Remove one or more containers
     Rm(commands::container::RemoveArgs),
     /// Manage containers
@@ -149,6 +155,12 @@ enum ContainerCommand {
     Rm(commands::container::RemoveArgs),
     /// Remove all stopped containers
     Prune(commands::lifecycle::PruneArgs),
+    /// Pause all processes within one or more containers
+    Pause(commands::lifecycle::PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(commands::lifecycle::PauseArgs),
+    /// Rename a container
+    Rename(commands::lifecycle::RenameArgs),
 }
 
 fn container_command(root: &std::path::Path, command: ContainerCommand) -> anyhow::Result<()> {
@@ -166,6 +178,9 @@ fn container_command(root: &std::path::Path, command: ContainerCommand) -> anyho
         ContainerCommand::Ls(args) => lifecycle::ps(root, args),
         ContainerCommand::Rm(args) => container::remove(root, args),
         ContainerCommand::Prune(args) => lifecycle::prune(root, args),
+        ContainerCommand::Pause(args) => lifecycle::pause(root, args),
+        ContainerCommand::Unpause(args) => lifecycle::unpause(root, args),
+        ContainerCommand::Rename(args) => lifecycle::rename(root, args),
     }
 }
 
@@ -213,6 +228,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => commands::lifecycle::logs(&root, args),
         Command::Attach(args) => commands::lifecycle::attach(&root, args),
         Command::Ps(args) => commands::lifecycle::ps(&root, args),
+        Command::Pause(args) => commands::lifecycle::pause(&root, args),
+        Command::Unpause(args) => commands::lifecycle::unpause(&root, args),
+        Command::Rename(args) => commands::lifecycle::rename(&root, args),
         Command::Rm(args) => commands::container::remove(&root, args),
         Command::Container { command } => container_command(&root, command),
         Command::ContainerMonitor {

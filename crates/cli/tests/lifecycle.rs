@@ -529,3 +529,56 @@ fn fifty_concurrent_run_d_and_rm_f() {
         host.assert_gone(&id);
     }
 }
+
+#[test]
+fn pause_unpause_and_rename() {
+    let host = Host::new();
+    host.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do echo tick; sleep 0.1; done",
+    ]);
+    thread::sleep(Duration::from_millis(400));
+    assert_eq!(host.ok(&["pause", "ticker"]).trim(), "ticker");
+    assert_eq!(
+        inspect(
+            &host,
+            "ticker",
+            "{{.State.Status}} {{.State.Paused}} {{.State.Running}}"
+        ),
+        "paused true true"
+    );
+    let status = host.ok(&["ps", "--format", "{{.Status}}"]);
+    assert!(status.trim().ends_with("(Paused)"), "{status}");
+    // Frozen: no output while paused.
+    let before = host.ok(&["logs", "ticker"]).lines().count();
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(host.ok(&["logs", "ticker"]).lines().count(), before);
+    let err = host.berth.fails(&["pause", "ticker"]);
+    assert!(err.contains("already paused"), "{err}");
+    host.ok(&["unpause", "ticker"]);
+    eventually(10, "output again", || {
+        host.ok(&["logs", "ticker"]).lines().count() > before
+    });
+    let err = host.berth.fails(&["unpause", "ticker"]);
+    assert!(err.contains("is not paused"), "{err}");
+
+    // A paused container still stops.
+    host.ok(&["pause", "ticker"]);
+    host.ok(&["stop", "-t", "1", "ticker"]);
+    assert_eq!(inspect(&host, "ticker", "{{.State.Status}}"), "exited");
+
+    host.ok(&["rename", "ticker", "clock"]);
+    assert_eq!(inspect(&host, "clock", "{{.Name}}"), "/clock");
+    host.ok(&["create", "--name", "other", "busybox", "true"]);
+    let err = host.berth.fails(&["rename", "clock", "other"]);
+    assert!(err.contains("is already in use"), "{err}");
+    let err = host.berth.fails(&["inspect", "ticker"]);
+    assert!(err.contains("ticker"), "{err}");
+    host.ok(&["rm", "clock", "other"]);
+}

@@ -72,6 +72,30 @@ impl Db {
         Ok(())
     }
 
+    /// Renames a container; fails with `NameInUse` when another has the name.
+    pub(crate) fn rename(&mut self, id: &str, name: &str) -> Result<(), EngineError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let holder: Option<String> = tx
+            .query_row("SELECT id FROM containers WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(holder) = holder {
+            return Err(EngineError::NameInUse {
+                name: name.to_string(),
+                id: holder,
+            });
+        }
+        tx.execute(
+            "UPDATE containers SET name = ?2, record = json_set(record, '$.Name', ?2) WHERE id = ?1",
+            params![id, name],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub(crate) fn delete(&mut self, id: &str) -> Result<(), EngineError> {
         self.conn
             .execute("DELETE FROM containers WHERE id = ?1", [id])?;

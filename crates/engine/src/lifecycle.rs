@@ -180,6 +180,60 @@ impl Engine {
         }
     }
 
+    /// `pause`: freezes every process of a running container.
+    pub fn pause(&mut self, key: &str) -> Result<ContainerRecord, EngineError> {
+        let mut rec = self.container(key)?;
+        if !rec.state.running || rec.state.restarting {
+            return Err(EngineError::NotRunning(rec.id));
+        }
+        if rec.state.paused {
+            return Err(EngineError::Invalid(format!(
+                "container {} is already paused",
+                rec.id
+            )));
+        }
+        let cgroup = berth_runtime::cgroups::Cgroup::open(&cgroup_path(&rec.id))
+            .map_err(RuntimeError::from)?;
+        cgroup.freeze().map_err(RuntimeError::from)?;
+        rec.state.paused = true;
+        rec.state.status = "paused".into();
+        self.set_state(&rec.id, &rec.state)?;
+        Ok(rec)
+    }
+
+    /// `unpause`: thaws a paused container.
+    pub fn unpause(&mut self, key: &str) -> Result<ContainerRecord, EngineError> {
+        let mut rec = self.container(key)?;
+        if !rec.state.paused {
+            return Err(EngineError::Invalid(format!(
+                "container {} is not paused",
+                rec.id
+            )));
+        }
+        let cgroup = berth_runtime::cgroups::Cgroup::open(&cgroup_path(&rec.id))
+            .map_err(RuntimeError::from)?;
+        cgroup.thaw().map_err(RuntimeError::from)?;
+        rec.state.paused = false;
+        rec.state.status = "running".into();
+        self.set_state(&rec.id, &rec.state)?;
+        Ok(rec)
+    }
+
+    /// `rename`: a new unique name for a container.
+    pub fn rename(&mut self, key: &str, new_name: &str) -> Result<ContainerRecord, EngineError> {
+        let mut rec = self.container(key)?;
+        let name = crate::names::validate_name(new_name)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        if name == rec.name {
+            return Err(EngineError::Invalid(
+                "Renaming a container with the same name as its current name".into(),
+            ));
+        }
+        self.db.rename(&rec.id, &name)?;
+        rec.name = name;
+        Ok(rec)
+    }
+
     /// Waits until the container neither runs nor waits to restart, and returns its record
     /// (`None` when it was removed meanwhile, as `--rm` does). Gives up after `timeout`.
     pub fn wait_until_stopped(

@@ -252,6 +252,44 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<(), EngineError>) ->
     Ok(())
 }
 
+// ---------------------------------------------------------------- pause / unpause / rename
+
+/// `berth pause` and `berth unpause` flags.
+#[derive(Args, Debug)]
+pub struct PauseArgs {
+    /// CONTAINER...
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `berth pause`: freezes every process of each container (the cgroup freezer).
+pub fn pause(root: &Path, args: PauseArgs) -> Result<()> {
+    let mut engine = Engine::open(root)?;
+    each(&args.containers, |name| engine.pause(name).map(|_| ()))
+}
+
+/// `berth unpause`.
+pub fn unpause(root: &Path, args: PauseArgs) -> Result<()> {
+    let mut engine = Engine::open(root)?;
+    each(&args.containers, |name| engine.unpause(name).map(|_| ()))
+}
+
+/// `berth rename` arguments.
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    /// CONTAINER
+    container: String,
+    /// NEW_NAME
+    new_name: String,
+}
+
+/// `berth rename`.
+pub fn rename(root: &Path, args: RenameArgs) -> Result<()> {
+    let mut engine = Engine::open(root)?;
+    engine.rename(&args.container, &args.new_name)?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------- logs
 
 /// `berth logs` flags.
