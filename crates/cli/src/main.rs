@@ -74,38 +74,14 @@ enum Command {
     Rmi(commands::image::RemoveArgs),
     /// Show the history of an image
     History(commands::image::HistoryArgs),
-    /// Create and run a new container from an image
-    Run(Box<commands::container::RunArgs>),
-    /// Create a new container
-    Create(Box<commands::container::RunArgs>),
-    /// Start one or more stopped containers
-    Start(commands::lifecycle::StartArgs),
-    /// Stop one or more running containers
-    Stop(commands::lifecycle::StopArgs),
-    /// Kill one or more running containers
-    Kill(commands::lifecycle::KillArgs),
-    /// Restart one or more containers
-    Restart(commands::lifecycle::RestartArgs),
-    /// Block until one or more containers stop, then print their exit codes
-    Wait(commands::lifecycle::WaitArgs),
-    /// Fetch the logs of a container
-    Logs(commands::lifecycle::LogsArgs),
-    /// Attach local standard input, output, and error streams to a running container
-    Attach(commands::lifecycle::AttachArgs),
+    #[command(flatten)]
+    ContainerShared(ContainerCommand),
     /// List containers
     Ps(commands::lifecycle::PsArgs),
-    /// Pause all processes within one or more containers
-    Pause(commands::lifecycle::PauseArgs),
-    /// Unpause all processes within one or more containers
-    Unpause(commands::lifecycle::PauseArgs),
-    /// Rename a container
-    Rename(commands::lifecycle::RenameArgs),
-    /// Remove one or more containers
-    Rm(commands::container::RemoveArgs),
     /// Manage containers
     Container {
         #[command(subcommand)]
-        command: ContainerCommand,
+        command: ContainerGroup,
     },
     /// Looks after one container (started by `run -d` and `start`)
     #[command(name = "container-monitor", hide = true)]
@@ -127,7 +103,7 @@ enum Command {
     Version,
 }
 
-/// `berth container ...`: the container commands under one name, as in docker.
+/// The container commands docker has both at the top level and under `docker container`.
 #[derive(Subcommand, Debug)]
 enum ContainerCommand {
     /// Create and run a new container from an image
@@ -148,19 +124,26 @@ enum ContainerCommand {
     Logs(commands::lifecycle::LogsArgs),
     /// Attach local standard input, output, and error streams to a running container
     Attach(commands::lifecycle::AttachArgs),
-    /// List containers
-    #[command(visible_aliases = ["ps", "list"])]
-    Ls(commands::lifecycle::PsArgs),
     /// Remove one or more containers
     Rm(commands::container::RemoveArgs),
-    /// Remove all stopped containers
-    Prune(commands::lifecycle::PruneArgs),
     /// Pause all processes within one or more containers
     Pause(commands::lifecycle::PauseArgs),
     /// Unpause all processes within one or more containers
     Unpause(commands::lifecycle::PauseArgs),
     /// Rename a container
     Rename(commands::lifecycle::RenameArgs),
+}
+
+/// `berth container ...`: the container commands under one name, as in docker.
+#[derive(Subcommand, Debug)]
+enum ContainerGroup {
+    #[command(flatten)]
+    Shared(ContainerCommand),
+    /// List containers
+    #[command(visible_aliases = ["ps", "list"])]
+    Ls(commands::lifecycle::PsArgs),
+    /// Remove all stopped containers
+    Prune(commands::lifecycle::PruneArgs),
 }
 
 fn container_command(root: &std::path::Path, command: ContainerCommand) -> anyhow::Result<()> {
@@ -175,9 +158,7 @@ fn container_command(root: &std::path::Path, command: ContainerCommand) -> anyho
         ContainerCommand::Wait(args) => lifecycle::wait(root, args),
         ContainerCommand::Logs(args) => lifecycle::logs(root, args),
         ContainerCommand::Attach(args) => lifecycle::attach(root, args),
-        ContainerCommand::Ls(args) => lifecycle::ps(root, args),
         ContainerCommand::Rm(args) => container::remove(root, args),
-        ContainerCommand::Prune(args) => lifecycle::prune(root, args),
         ContainerCommand::Pause(args) => lifecycle::pause(root, args),
         ContainerCommand::Unpause(args) => lifecycle::unpause(root, args),
         ContainerCommand::Rename(args) => lifecycle::rename(root, args),
@@ -218,21 +199,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tag(args) => commands::image::tag(&root, args),
         Command::Rmi(args) => commands::image::remove(&root, args),
         Command::History(args) => commands::image::history(&root, args),
-        Command::Run(args) => commands::container::run(&root, *args),
-        Command::Create(args) => commands::lifecycle::create(&root, *args),
-        Command::Start(args) => commands::lifecycle::start(&root, args),
-        Command::Stop(args) => commands::lifecycle::stop(&root, args),
-        Command::Kill(args) => commands::lifecycle::kill(&root, args),
-        Command::Restart(args) => commands::lifecycle::restart(&root, args),
-        Command::Wait(args) => commands::lifecycle::wait(&root, args),
-        Command::Logs(args) => commands::lifecycle::logs(&root, args),
-        Command::Attach(args) => commands::lifecycle::attach(&root, args),
+        Command::ContainerShared(command) => container_command(&root, command),
         Command::Ps(args) => commands::lifecycle::ps(&root, args),
-        Command::Pause(args) => commands::lifecycle::pause(&root, args),
-        Command::Unpause(args) => commands::lifecycle::unpause(&root, args),
-        Command::Rename(args) => commands::lifecycle::rename(&root, args),
-        Command::Rm(args) => commands::container::remove(&root, args),
-        Command::Container { command } => container_command(&root, command),
+        Command::Container { command } => match command {
+            ContainerGroup::Shared(command) => container_command(&root, command),
+            ContainerGroup::Ls(args) => commands::lifecycle::ps(&root, args),
+            ContainerGroup::Prune(args) => commands::lifecycle::prune(&root, args),
+        },
         Command::ContainerMonitor {
             id,
             wait_for_attach,

@@ -110,6 +110,11 @@ pub fn start(root: &Path, args: StartArgs) -> Result<()> {
     Ok(())
 }
 
+/// `-s SIGNAL` of `stop` and `restart`.
+fn signal_flag(value: Option<&str>) -> Result<Option<rustix::process::Signal>> {
+    value.map(parse_signal).transpose().map_err(|e| anyhow!(e))
+}
+
 fn exit_with(code: i32) -> Result<()> {
     if code == 0 {
         Ok(())
@@ -136,12 +141,7 @@ pub struct StopArgs {
 
 /// `berth stop`.
 pub fn stop(root: &Path, args: StopArgs) -> Result<()> {
-    let signal = args
-        .signal
-        .as_deref()
-        .map(parse_signal)
-        .transpose()
-        .map_err(|e| anyhow!(e))?;
+    let signal = signal_flag(args.signal.as_deref())?;
     let mut engine = Engine::open(root)?;
     each(&args.containers, |name| {
         engine.stop(name, args.time, signal).map(|_| ())
@@ -188,12 +188,7 @@ pub struct RestartArgs {
 
 /// `berth restart`: stop, then start under a new monitor.
 pub fn restart(root: &Path, args: RestartArgs) -> Result<()> {
-    let signal = args
-        .signal
-        .as_deref()
-        .map(parse_signal)
-        .transpose()
-        .map_err(|e| anyhow!(e))?;
+    let signal = signal_flag(args.signal.as_deref())?;
     let mut engine = Engine::open(root)?;
     each(&args.containers, |name| {
         let rec = engine.stop(name, args.time, signal)?;
