@@ -188,10 +188,6 @@ impl Engine {
         self.root.join("containers").join(id)
     }
 
-    fn dir(&self, id: &str) -> PathBuf {
-        self.container_dir(id)
-    }
-
     /// The record of the container `key` names (ID, name or unique ID prefix), as it is:
     /// a container whose record says it runs but whose monitor is gone is found out and
     /// recorded as exited (see [`Engine::reconcile`]).
@@ -250,7 +246,7 @@ impl Engine {
                 })
                 .sum()
         }
-        walk(&self.dir(id).join("upper"))
+        walk(&self.container_dir(id).join("upper"))
     }
 
     /// Every container, newest first, each checked as [`Engine::container`] does.
@@ -355,7 +351,7 @@ impl Engine {
                 host.network_mode
             )));
         }
-        let dir = self.dir(&id);
+        let dir = self.container_dir(&id);
         let mut lower: Vec<String> = image
             .chain_ids()?
             .iter()
@@ -460,16 +456,15 @@ impl Engine {
         Ok(rec)
     }
 
-    /// Starts a created container with `stdio` (ignored for `-t` containers, whose stdio is
-    /// their pty; `console_size` sizes it). Returns once its command runs.
+    /// Starts the container `rec` records with `stdio` (ignored for `-t` containers, whose
+    /// stdio is their pty; `console_size` sizes it). Returns once its command runs.
     pub fn start(
         &mut self,
-        id: &str,
+        mut rec: ContainerRecord,
         stdio: Stdio,
         console_size: Option<(u16, u16)>,
     ) -> Result<Started, EngineError> {
-        let mut rec = self.record(id)?;
-        let dir = self.dir(&rec.id);
+        let dir = self.container_dir(&rec.id);
         let etc = self.write_etc_files(&rec, &dir)?;
         let hc = &rec.host_config;
         let caps = spec::capabilities(hc.privileged, &hc.cap_add, &hc.cap_drop)?;
@@ -653,7 +648,7 @@ impl Engine {
     /// Removes a container whose processes and cgroup are gone: its directory, record and
     /// hold on its image.
     fn discard(&mut self, id: &str) -> Result<(), EngineError> {
-        let dir = self.dir(id);
+        let dir = self.container_dir(id);
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

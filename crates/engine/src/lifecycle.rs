@@ -64,15 +64,13 @@ impl Engine {
             return Ok(Some(rec));
         }
         let lock = match self.try_lock(&rec.id) {
-            Ok(Some(lock)) => lock,
+            Ok(Some(lock)) => Some(lock),
             Ok(None) => return Ok(Some(rec)),
-            // Its directory is gone: nothing can be looked after any more.
-            Err(EngineError::Io { .. }) => {
-                let _ = fs::create_dir_all(self.container_dir(&rec.id));
-                match self.try_lock(&rec.id)? {
-                    Some(lock) => lock,
-                    None => return Ok(Some(rec)),
-                }
+            // Its directory is gone: no process can hold its lock any more.
+            Err(EngineError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
             }
             Err(e) => return Err(e),
         };
@@ -138,7 +136,8 @@ impl Engine {
         if !is_active(&rec.state) {
             return Ok(rec);
         }
-        self.set_manually_stopped(&rec.id, true)?;
+        let id = rec.id.clone();
+        self.set_manually_stopped(&id, true)?;
         let signal = match signal {
             Some(s) => s,
             None => stop_signal(&rec)?,
@@ -146,13 +145,13 @@ impl Engine {
         let timeout = timeout.or(rec.config.stop_timeout).unwrap_or(10);
         let mut first = true;
         loop {
-            let rec = self.wait_until_stopped(&rec.id, Some(Duration::ZERO))?;
+            let rec = self.container(&id)?;
             if !is_active(&rec.state) {
                 return Ok(rec);
             }
             if rec.state.restarting {
                 // Between two runs: the monitor sees the flag and gives up.
-                self.wait_until_stopped(&rec.id, Some(Duration::from_secs(1)))?;
+                self.wait_until_stopped(&id, Some(Duration::from_secs(1)))?;
                 continue;
             }
             if let Some(pidfd) = open_init(&rec)? {
@@ -176,7 +175,7 @@ impl Engine {
             }
             first = false;
             // The monitor records the end; a new run it started meanwhile goes round again.
-            self.wait_until_stopped(&rec.id, Some(Duration::from_secs(5)))?;
+            self.wait_until_stopped(&id, Some(Duration::from_secs(5)))?;
         }
     }
 

@@ -394,13 +394,14 @@ impl Session {
                 stderr: err_w.into(),
             }
         };
-        let mut started = engine.start(id, stdio, console_size)?;
+        let open_stdin = rec.config.open_stdin;
+        let mut started = engine.start(rec, stdio, console_size)?;
         if let Some(master) = started.take_console() {
             let reader = master
                 .try_clone()
                 .map_err(|e| host("duplicate the pty", e))?;
             outputs.push((File::from(reader), Stream::Stdout));
-            if rec.config.open_stdin {
+            if open_stdin {
                 stdin_writer = Some(File::from(
                     master
                         .try_clone()

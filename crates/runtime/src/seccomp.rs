@@ -869,12 +869,11 @@ mod tests {
         say(SCENARIO, "all checks passed");
     }
 
-    /// SCMP_ACT_KILL_PROCESS kills the whole process with SIGSYS.
-    #[test]
-    fn kill_process_action_kills_the_child() {
-        const SCENARIO: &str = "kill";
-        if !is_child(SCENARIO) {
-            let output = run_child("kill_process_action_kills_the_child", SCENARIO);
+    /// In the parent: runs `test` as a child for `scenario` and checks that SIGSYS ended it
+    /// between "armed" and "survived". In the child: makes `getppid` take `action`.
+    fn getppid_ends_with_sigsys(test: &str, scenario: &str, action: &str) {
+        if !is_child(scenario) {
+            let output = run_child(test, scenario);
             assert_eq!(
                 output.status.signal(),
                 Some(libc::SIGSYS),
@@ -882,46 +881,34 @@ mod tests {
                 output.status
             );
             let stdout = String::from_utf8_lossy(&output.stdout);
-            assert!(stdout.contains(&marker(SCENARIO, "armed")), "{stdout}");
-            assert!(!stdout.contains(&marker(SCENARIO, "survived")), "{stdout}");
+            assert!(stdout.contains(&marker(scenario, "armed")), "{stdout}");
+            assert!(!stdout.contains(&marker(scenario, "survived")), "{stdout}");
             return;
         }
         nix::sys::prctl::set_no_new_privs().unwrap();
-        apply(&spec(
-            r#"{"defaultAction": "SCMP_ACT_ALLOW",
-                "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_KILL_PROCESS"}]}"#,
-        ))
+        apply(&spec(&format!(
+            r#"{{"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{{"names": ["getppid"], "action": "{action}"}}]}}"#
+        )))
         .unwrap();
-        say(SCENARIO, "armed");
+        say(scenario, "armed");
         let _ = nix::unistd::getppid();
-        say(SCENARIO, "survived");
+        say(scenario, "survived");
+    }
+
+    /// SCMP_ACT_KILL_PROCESS kills the whole process with SIGSYS.
+    #[test]
+    fn kill_process_action_kills_the_child() {
+        getppid_ends_with_sigsys(
+            "kill_process_action_kills_the_child",
+            "kill",
+            "SCMP_ACT_KILL_PROCESS",
+        );
     }
 
     /// SCMP_ACT_TRAP sends SIGSYS, which (not handled) ends the process.
     #[test]
     fn trap_action_sends_sigsys() {
-        const SCENARIO: &str = "trap";
-        if !is_child(SCENARIO) {
-            let output = run_child("trap_action_sends_sigsys", SCENARIO);
-            assert_eq!(
-                output.status.signal(),
-                Some(libc::SIGSYS),
-                "{:?}",
-                output.status
-            );
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            assert!(stdout.contains(&marker(SCENARIO, "armed")), "{stdout}");
-            assert!(!stdout.contains(&marker(SCENARIO, "survived")), "{stdout}");
-            return;
-        }
-        nix::sys::prctl::set_no_new_privs().unwrap();
-        apply(&spec(
-            r#"{"defaultAction": "SCMP_ACT_ALLOW",
-                "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_TRAP"}]}"#,
-        ))
-        .unwrap();
-        say(SCENARIO, "armed");
-        let _ = nix::unistd::getppid();
-        say(SCENARIO, "survived");
+        getppid_ends_with_sigsys("trap_action_sends_sigsys", "trap", "SCMP_ACT_TRAP");
     }
 }

@@ -15,7 +15,7 @@ use berth_engine::{
     logfile::Stream,
     monitor::{self, Hub, Session, Sink},
 };
-use berth_runtime::{RuntimeError, console};
+use berth_runtime::console;
 use clap::Args;
 use serde_json::Value;
 
@@ -151,13 +151,6 @@ pub struct RunArgs {
 fn fail(code: u8, e: impl std::fmt::Display) -> anyhow::Error {
     eprintln!("berth: Error: {e}");
     Status(code).into()
-}
-
-fn exit_code_for(e: &EngineError) -> u8 {
-    match e {
-        EngineError::Runtime(RuntimeError::Exec { failure, .. }) => failure.exit_code(),
-        _ => EXIT_ENGINE,
-    }
 }
 
 /// `-e KEY` takes KEY from berth's own environment, and is dropped when unset there.
@@ -450,7 +443,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
     let session = match Session::start(&mut engine, &rec.id, &hub, stdin, console_size) {
         Ok(s) => s,
         Err(e) => {
-            let code = exit_code_for(&e);
+            let code = monitor::exit_status_for(&e);
             drop(lock);
             remove(&mut engine);
             return Err(fail(code, e));

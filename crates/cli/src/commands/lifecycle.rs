@@ -67,7 +67,7 @@ pub fn start(root: &Path, args: StartArgs) -> Result<()> {
         let rec = match engine.container(name) {
             Ok(rec) => rec,
             Err(e) => {
-                eprintln!("Error response from daemon: {e}");
+                eprintln!("Error: {e}");
                 failed = true;
                 continue;
             }
@@ -96,7 +96,7 @@ pub fn start(root: &Path, args: StartArgs) -> Result<()> {
                     if attach {
                         return Err(fail(e.status, e));
                     }
-                    eprintln!("Error response from daemon: {e}");
+                    eprintln!("Error: {e}");
                     failed = true;
                     continue;
                 }
@@ -217,7 +217,7 @@ pub fn wait(root: &Path, args: WaitArgs) -> Result<()> {
         match result {
             Ok(rec) => println!("{}", rec.state.exit_code),
             Err(e) => {
-                eprintln!("Error response from daemon: {e}");
+                eprintln!("Error: {e}");
                 failed = true;
             }
         }
@@ -236,7 +236,7 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<(), EngineError>) ->
         match f(name) {
             Ok(()) => println!("{name}"),
             Err(e) => {
-                eprintln!("Error response from daemon: {e}");
+                eprintln!("Error: {e}");
                 failed = true;
             }
         }
