@@ -132,6 +132,8 @@ enum ContainerCommand {
     Unpause(commands::lifecycle::PauseArgs),
     /// Rename a container
     Rename(commands::lifecycle::RenameArgs),
+    /// Execute a command in a running container
+    Exec(commands::exec::ExecArgs),
 }
 
 /// `berth container ...`: the container commands under one name, as in docker.
@@ -162,6 +164,7 @@ fn container_command(root: &std::path::Path, command: ContainerCommand) -> anyho
         ContainerCommand::Pause(args) => lifecycle::pause(root, args),
         ContainerCommand::Unpause(args) => lifecycle::unpause(root, args),
         ContainerCommand::Rename(args) => lifecycle::rename(root, args),
+        ContainerCommand::Exec(args) => commands::exec::exec(root, args),
     }
 }
 

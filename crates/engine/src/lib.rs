@@ -14,6 +14,7 @@
 //! leave it alone while the container exists.
 
 mod db;
+pub mod exec;
 pub mod lifecycle;
 pub mod logfile;
 pub mod monitor;
@@ -466,43 +467,7 @@ impl Engine {
     ) -> Result<Started, EngineError> {
         let dir = self.container_dir(&rec.id);
         let etc = self.write_etc_files(&rec, &dir)?;
-        let hc = &rec.host_config;
-        let caps = spec::capabilities(hc.privileged, &hc.cap_add, &hc.cap_drop)?;
-        let security = security_options(&hc.security_opt)?;
-        let seccomp = if hc.privileged || security.seccomp_unconfined {
-            None
-        } else {
-            self.seccomp_filter(security.seccomp_profile.as_deref(), &caps)?
-        };
-        let layers = &rec.graph_driver.data;
-        let rootfs_dir = PathBuf::from(&layers.merged_dir);
-        let spec = spec::build(
-            &rec,
-            &spec::SpecInputs {
-                rootfs: &rootfs_dir,
-                etc_files: [
-                    ("/etc/hostname", &etc[0]),
-                    ("/etc/hosts", &etc[1]),
-                    ("/etc/resolv.conf", &etc[2]),
-                ],
-                capabilities: &caps,
-                no_new_privileges: security.no_new_privileges,
-            },
-        )?;
-        let config = berth_runtime::InitConfig {
-            spec,
-            rootfs: Rootfs::Overlay {
-                lower: layers.lower_dir.split(':').map(PathBuf::from).collect(),
-                upper: PathBuf::from(&layers.upper_dir),
-                work: PathBuf::from(&layers.work_dir),
-                target: rootfs_dir,
-            },
-            user: Some(rec.config.user.clone()),
-            group_add: hc.group_add.clone(),
-            init: hc.init.unwrap_or(false),
-            create_cwd: true,
-            seccomp,
-        };
+        let config = self.init_config(&rec, &etc)?;
         let created = berth_runtime::create(berth_runtime::CreateOptions {
             config,
             stdio,
@@ -530,6 +495,54 @@ impl Engine {
             id: rec.id,
             container,
         })
+    }
+
+    /// What the runtime gets for `rec`: its OCI spec with Docker's defaults, its overlay,
+    /// its identity and its compiled seccomp filter. `etc` are its hostname, hosts and
+    /// resolv.conf files.
+    fn init_config(
+        &self,
+        rec: &ContainerRecord,
+        etc: &[PathBuf; 3],
+    ) -> Result<berth_runtime::InitConfig, EngineError> {
+        let hc = &rec.host_config;
+        let caps = spec::capabilities(hc.privileged, &hc.cap_add, &hc.cap_drop)?;
+        let security = security_options(&hc.security_opt)?;
+        let seccomp = if hc.privileged || security.seccomp_unconfined {
+            None
+        } else {
+            self.seccomp_filter(security.seccomp_profile.as_deref(), &caps)?
+        };
+        let layers = &rec.graph_driver.data;
+        let rootfs_dir = PathBuf::from(&layers.merged_dir);
+        let spec = spec::build(
+            rec,
+            &spec::SpecInputs {
+                rootfs: &rootfs_dir,
+                etc_files: [
+                    ("/etc/hostname", &etc[0]),
+                    ("/etc/hosts", &etc[1]),
+                    ("/etc/resolv.conf", &etc[2]),
+                ],
+                capabilities: &caps,
+                no_new_privileges: security.no_new_privileges,
+            },
+        )?;
+        let config = berth_runtime::InitConfig {
+            spec,
+            rootfs: Rootfs::Overlay {
+                lower: layers.lower_dir.split(':').map(PathBuf::from).collect(),
+                upper: PathBuf::from(&layers.upper_dir),
+                work: PathBuf::from(&layers.work_dir),
+                target: rootfs_dir,
+            },
+            user: Some(rec.config.user.clone()),
+            group_add: hc.group_add.clone(),
+            init: hc.init.unwrap_or(false),
+            create_cwd: true,
+            seccomp,
+        };
+        Ok(config)
     }
 
     /// The compiled seccomp filter for a profile (Docker's default when `custom` is None) and
@@ -659,14 +672,21 @@ impl Engine {
         Ok(())
     }
 
+    /// A container's hostname, hosts and resolv.conf files, bound into it.
+    fn etc_files(dir: &Path) -> [PathBuf; 3] {
+        [
+            dir.join("hostname"),
+            dir.join("hosts"),
+            dir.join("resolv.conf"),
+        ]
+    }
+
     fn write_etc_files(
         &self,
         rec: &ContainerRecord,
         dir: &Path,
     ) -> Result<[PathBuf; 3], EngineError> {
-        let hostname = dir.join("hostname");
-        let hosts = dir.join("hosts");
-        let resolv = dir.join("resolv.conf");
+        let [hostname, hosts, resolv] = Self::etc_files(dir);
         fs::write(&hostname, format!("{}\n", rec.config.hostname))
             .map_err(io_err("write hostname"))?;
         let hosts_text = if rec.host_config.network_mode == "host" {

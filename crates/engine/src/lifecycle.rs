@@ -328,7 +328,7 @@ pub fn parse_signal(value: &str) -> Result<Signal, String> {
 /// A pidfd for the container's init, checked to be the container's own process (its pid
 /// in the container's cgroup), so a reused pid is never signalled. `None` when it has
 /// exited.
-fn open_init(rec: &ContainerRecord) -> Result<Option<OwnedFd>, EngineError> {
+pub(crate) fn open_init(rec: &ContainerRecord) -> Result<Option<OwnedFd>, EngineError> {
     let Some(pid) = Pid::from_raw(rec.state.pid) else {
         return Ok(None);
     };

@@ -340,11 +340,114 @@ pub fn lock_for_foreground(engine: &Engine, id: &str) -> Result<ContainerLock, E
         .ok_or_else(|| EngineError::Invalid(format!("container {id} is already running")))
 }
 
-/// One run of a container: its output pumped into the log and to whoever is attached.
-pub struct Session {
-    started: Started,
-    hub: Arc<Hub>,
-    pumps: Vec<JoinHandle<()>>,
+/// One run of a container (or of an exec's process): its output pumped into the log and to
+/// whoever is attached.
+pub struct Session<P = Started> {
+    pub(crate) process: P,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) pumps: Vec<JoinHandle<()>>,
+}
+
+impl<P> Session<P> {
+    /// Joins the pumps once the process has ended: all its output is delivered.
+    pub(crate) fn drain(&mut self) {
+        for pump in self.pumps.drain(..) {
+            let _ = pump.join();
+        }
+        *self.hub.stdin.lock().expect("lock") = None;
+        *self.hub.console.lock().expect("lock") = None;
+    }
+}
+
+/// The pipes between a process and its session, made before the process starts.
+pub(crate) struct Plumbing {
+    outputs: Vec<(File, Stream)>,
+    stdin_writer: Option<File>,
+}
+
+impl Plumbing {
+    /// The process's stdio: with `tty`, /dev/null (its pty replaces it); otherwise `stdin`
+    /// as it is, or a pipe the session feeds when `open_stdin`, or /dev/null; and pipes for
+    /// stdout and stderr.
+    pub(crate) fn new(
+        tty: bool,
+        stdin: Option<OwnedFd>,
+        open_stdin: bool,
+    ) -> Result<(Plumbing, Stdio), EngineError> {
+        let null = || -> Result<OwnedFd, EngineError> {
+            Ok(File::open("/dev/null")
+                .map_err(|e| host("open /dev/null", e))?
+                .into())
+        };
+        let mut plumbing = Plumbing {
+            outputs: Vec::new(),
+            stdin_writer: None,
+        };
+        if tty {
+            let stdio = Stdio {
+                stdin: null()?,
+                stdout: null()?,
+                stderr: null()?,
+            };
+            return Ok((plumbing, stdio));
+        }
+        let stdin = match stdin {
+            Some(fd) => fd,
+            None if open_stdin => {
+                let (r, w) = io::pipe().map_err(|e| host("pipe", e))?;
+                plumbing.stdin_writer = Some(File::from(OwnedFd::from(w)));
+                r.into()
+            }
+            None => null()?,
+        };
+        let (out_r, out_w) = io::pipe().map_err(|e| host("pipe", e))?;
+        let (err_r, err_w) = io::pipe().map_err(|e| host("pipe", e))?;
+        plumbing
+            .outputs
+            .push((File::from(OwnedFd::from(out_r)), Stream::Stdout));
+        plumbing
+            .outputs
+            .push((File::from(OwnedFd::from(err_r)), Stream::Stderr));
+        let stdio = Stdio {
+            stdin,
+            stdout: out_w.into(),
+            stderr: err_w.into(),
+        };
+        Ok((plumbing, stdio))
+    }
+
+    /// Once the process runs: its pty (`console`), when it has one, is its output and, with
+    /// `open_stdin`, its input; a thread per output pumps it into `hub`.
+    pub(crate) fn connect(
+        mut self,
+        hub: &Arc<Hub>,
+        console: Option<OwnedFd>,
+        open_stdin: bool,
+    ) -> Result<Vec<JoinHandle<()>>, EngineError> {
+        if let Some(master) = console {
+            let reader = master
+                .try_clone()
+                .map_err(|e| host("duplicate the pty", e))?;
+            self.outputs.push((File::from(reader), Stream::Stdout));
+            if open_stdin {
+                self.stdin_writer = Some(File::from(
+                    master
+                        .try_clone()
+                        .map_err(|e| host("duplicate the pty", e))?,
+                ));
+            }
+            *hub.console.lock().expect("lock") = Some(master);
+        }
+        *hub.stdin.lock().expect("lock") = self.stdin_writer;
+        Ok(self
+            .outputs
+            .into_iter()
+            .map(|(from, stream)| {
+                let hub = hub.clone();
+                thread::spawn(move || pump(from, stream, &hub))
+            })
+            .collect())
+    }
 }
 
 impl Session {
@@ -360,67 +463,13 @@ impl Session {
     ) -> Result<Session, EngineError> {
         let rec = engine.record(id)?;
         let log = open_log(&rec)?;
-        let null = || -> Result<OwnedFd, EngineError> {
-            Ok(File::open("/dev/null")
-                .map_err(|e| host("open /dev/null", e))?
-                .into())
-        };
-        let tty = rec.config.tty;
-        let mut outputs = Vec::new();
-        let mut stdin_writer = None;
-        let stdio = if tty {
-            Stdio {
-                stdin: null()?,
-                stdout: null()?,
-                stderr: null()?,
-            }
-        } else {
-            let stdin = match stdin {
-                Some(fd) => fd,
-                None if rec.config.open_stdin => {
-                    let (r, w) = io::pipe().map_err(|e| host("pipe", e))?;
-                    stdin_writer = Some(File::from(OwnedFd::from(w)));
-                    r.into()
-                }
-                None => null()?,
-            };
-            let (out_r, out_w) = io::pipe().map_err(|e| host("pipe", e))?;
-            let (err_r, err_w) = io::pipe().map_err(|e| host("pipe", e))?;
-            outputs.push((File::from(OwnedFd::from(out_r)), Stream::Stdout));
-            outputs.push((File::from(OwnedFd::from(err_r)), Stream::Stderr));
-            Stdio {
-                stdin,
-                stdout: out_w.into(),
-                stderr: err_w.into(),
-            }
-        };
         let open_stdin = rec.config.open_stdin;
+        let (plumbing, stdio) = Plumbing::new(rec.config.tty, stdin, open_stdin)?;
         let mut started = engine.start(rec, stdio, console_size)?;
-        if let Some(master) = started.take_console() {
-            let reader = master
-                .try_clone()
-                .map_err(|e| host("duplicate the pty", e))?;
-            outputs.push((File::from(reader), Stream::Stdout));
-            if open_stdin {
-                stdin_writer = Some(File::from(
-                    master
-                        .try_clone()
-                        .map_err(|e| host("duplicate the pty", e))?,
-                ));
-            }
-            *hub.console.lock().expect("lock") = Some(master);
-        }
         hub.state.lock().expect("lock").log = log;
-        *hub.stdin.lock().expect("lock") = stdin_writer;
-        let pumps = outputs
-            .into_iter()
-            .map(|(from, stream)| {
-                let hub = hub.clone();
-                thread::spawn(move || pump(from, stream, &hub))
-            })
-            .collect();
+        let pumps = plumbing.connect(hub, started.take_console(), open_stdin)?;
         Ok(Session {
-            started,
+            process: started,
             hub: hub.clone(),
             pumps,
         })
@@ -428,18 +477,14 @@ impl Session {
 
     /// The host pid of the container's init.
     pub fn pid(&self) -> i32 {
-        self.started.pid()
+        self.process.pid()
     }
 
     /// Waits for the container to exit and for its output to be drained into the log.
     pub fn wait(mut self) -> Result<(Started, Exit), EngineError> {
-        let exit = self.started.wait();
-        for pump in self.pumps.drain(..) {
-            let _ = pump.join();
-        }
-        *self.hub.stdin.lock().expect("lock") = None;
-        *self.hub.console.lock().expect("lock") = None;
-        Ok((self.started, exit?))
+        let exit = self.process.wait();
+        self.drain();
+        Ok((self.process, exit?))
     }
 }
 

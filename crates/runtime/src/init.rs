@@ -37,7 +37,7 @@ pub const INIT_ARG: &str = "init";
 /// The fd init finds its socket to the host at.
 const SOCKET_FD: i32 = 3;
 
-enum Failure {
+pub(crate) enum Failure {
     Setup(String),
     Exec(ExecFailure, String),
 }
@@ -73,12 +73,16 @@ pub fn init_main() -> ! {
 fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
     rustix::io::fcntl_setfd(sock, rustix::io::FdFlags::CLOEXEC)
         .map_err(|e| format!("socket: {e}"))?;
-    let config = match protocol::recv::<ToInit>(sock) {
-        Ok(Some(ToInit::Config(c))) => *c,
-        Ok(Some(_)) => return Err("expected the configuration first".to_string().into()),
+    match protocol::recv::<ToInit>(sock) {
+        Ok(Some(ToInit::Config(c))) => run_container(sock, *c),
+        Ok(Some(ToInit::Exec(c))) => crate::exec::join_and_fork(sock, *c),
+        Ok(Some(_)) => Err("expected the configuration first".to_string().into()),
         Ok(None) => std::process::exit(1),
-        Err(e) => return Err(format!("read the configuration: {e}").into()),
-    };
+        Err(e) => Err(format!("read the configuration: {e}").into()),
+    }
+}
+
+fn run_container(sock: &UnixStream, config: InitConfig) -> Result<Infallible, Failure> {
     let spec = &config.spec;
     let process = spec
         .process()
@@ -136,65 +140,21 @@ fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
     }
     mounts::finish(spec)?;
 
-    let exec_user = resolve_user(&config, &process)?;
-    let mut env = process.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", exec_user.home));
-    }
-    let cwd = process.cwd().clone();
+    let exec_user = resolve_user(config.user.as_deref(), &config.group_add, &process)?;
     if config.create_cwd {
-        fs::create_dir_all(&cwd).map_err(|e| format!("create workdir {}: {e}", cwd.display()))?;
+        let cwd = process.cwd();
+        fs::create_dir_all(cwd).map_err(|e| format!("create workdir {}: {e}", cwd.display()))?;
     }
-    set_rlimits(&process)?;
     if let Some(adj) = process.oom_score_adj() {
         fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("set oom_score_adj {adj}: {e}"))?;
     }
-
-    let args = process.args().clone().unwrap_or_default();
-    let Some(arg0) = args.first() else {
-        return Err("no command specified".to_string().into());
-    };
-    let no_new_privs = process.no_new_privileges().unwrap_or(false);
     let seccomp_spec = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-    let load_seccomp = || -> Result<(), String> {
-        match (&config.seccomp, &seccomp_spec) {
-            (Some(compiled), _) => crate::seccomp::load_compiled(compiled)
-                .map_err(|e| format!("load the seccomp profile: {e}")),
-            (None, Some(s)) => {
-                crate::seccomp::apply(s).map_err(|e| format!("load the seccomp profile: {e}"))
-            }
-            (None, None) => Ok(()),
-        }
+    let seccomp = Seccomp {
+        compiled: config.seccomp.as_ref(),
+        spec: seccomp_spec.as_ref(),
     };
-    if no_new_privs {
-        rustix::thread::set_no_new_privs(true).map_err(|e| format!("set no_new_privs: {e}"))?;
-    }
-    if !no_new_privs {
-        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, so before caps drop.
-        load_seccomp()?;
-    }
-    crate::privileges::apply(&exec_user, process.capabilities().as_ref())?;
-    // A change of credentials clears the parent-death signal the clone set: set it again,
-    // so that the container still dies with the process that looks after it.
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(|e| format!("set the parent death signal: {e}"))?;
-    nix::unistd::chdir(&cwd).map_err(|e| {
-        Failure::Exec(
-            ExecFailure::CannotInvoke,
-            format!(
-                "chdir to cwd (\"{}\") set in config.json failed: {e}",
-                cwd.display()
-            ),
-        )
-    })?;
-    let program = find_executable(arg0, &env)?;
-    let argv: Vec<CString> = args.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
-    let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?;
-    if no_new_privs {
-        load_seccomp()?;
-    }
-    mark_fds_cloexec()?;
+    let command = become_process(&process, &exec_user, &seccomp, true)?;
 
     protocol::send(sock, &FromInit::Ready).map_err(|e| format!("report ready: {e}"))?;
     match protocol::recv::<ToInit>(sock) {
@@ -202,9 +162,103 @@ fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
         Ok(_) | Err(_) => std::process::exit(1),
     }
     if config.init {
-        return reaper(sock, &program, &argv, &envp);
+        return reaper(sock, &command.program, &command.argv, &command.envp);
     }
-    Err(exec(&program, arg0, &argv, &envp))
+    Err(command.exec())
+}
+
+/// The seccomp filter a process gets, compiled by the engine or as the spec has it.
+pub(crate) struct Seccomp<'a> {
+    pub compiled: Option<&'a crate::seccomp::CompiledFilter>,
+    pub spec: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+}
+
+impl Seccomp<'_> {
+    fn load(&self) -> Result<(), String> {
+        match (self.compiled, self.spec) {
+            (Some(compiled), _) => crate::seccomp::load_compiled(compiled)
+                .map_err(|e| format!("load the seccomp profile: {e}")),
+            (None, Some(s)) => {
+                crate::seccomp::apply(s).map_err(|e| format!("load the seccomp profile: {e}"))
+            }
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// A command ready for `execve`.
+pub(crate) struct Command {
+    program: CString,
+    arg0: String,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+impl Command {
+    /// Executes the command; returns only when that failed.
+    pub(crate) fn exec(&self) -> Failure {
+        exec(&self.program, &self.arg0, &self.argv, &self.envp)
+    }
+}
+
+/// The last steps before a process (a container's or an exec's) becomes its command:
+/// rlimits, no_new_privs, seccomp, identity and capabilities, the working directory, and
+/// the lookup of the executable. Seccomp is loaded as late as it can be, so that the filter
+/// does not apply to berth's own system calls. `death_signal` keeps the parent-death signal
+/// the clone set across the change of credentials.
+pub(crate) fn become_process(
+    process: &Process,
+    user: &ExecUser,
+    seccomp: &Seccomp<'_>,
+    death_signal: bool,
+) -> Result<Command, Failure> {
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let cwd = process.cwd();
+    set_rlimits(process)?;
+    let args = process.args().clone().unwrap_or_default();
+    let Some(arg0) = args.first() else {
+        return Err("no command specified".to_string().into());
+    };
+    let no_new_privs = process.no_new_privileges().unwrap_or(false);
+    if no_new_privs {
+        rustix::thread::set_no_new_privs(true).map_err(|e| format!("set no_new_privs: {e}"))?;
+    } else {
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, so before caps drop.
+        seccomp.load()?;
+    }
+    crate::privileges::apply(user, process.capabilities().as_ref())?;
+    if death_signal {
+        // A change of credentials clears the parent-death signal the clone set: set it
+        // again, so that the container still dies with the process that looks after it.
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+            .map_err(|e| format!("set the parent death signal: {e}"))?;
+    }
+    nix::unistd::chdir(cwd).map_err(|e| {
+        Failure::Exec(
+            ExecFailure::CannotInvoke,
+            format!(
+                "chdir to cwd (\"{}\") set in config.json failed: {}",
+                cwd.display(),
+                e.desc().to_lowercase()
+            ),
+        )
+    })?;
+    let program = find_executable(arg0, &env)?;
+    let argv: Vec<CString> = args.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?;
+    if no_new_privs {
+        seccomp.load()?;
+    }
+    mark_fds_cloexec()?;
+    Ok(Command {
+        program,
+        arg0: arg0.clone(),
+        argv,
+        envp,
+    })
 }
 
 /// Allocates the container's pty on its own devpts, makes it stdio and the controlling
@@ -212,6 +266,12 @@ fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
 fn set_up_console(sock: &UnixStream) -> Result<(), String> {
     let pty = crate::console::open_pty().map_err(|e| format!("allocate a pty: {e}"))?;
     mounts::bind_console(&pty.slave_path)?;
+    use_pty(sock, &pty)
+}
+
+/// Makes the pty's slave stdio and the controlling terminal, and hands the master to the
+/// host.
+pub(crate) fn use_pty(sock: &UnixStream, pty: &crate::console::Pty) -> Result<(), String> {
     nix::unistd::dup2_stdin(&pty.slave)
         .and_then(|()| nix::unistd::dup2_stdout(&pty.slave))
         .and_then(|()| nix::unistd::dup2_stderr(&pty.slave))
@@ -256,12 +316,18 @@ fn join_namespaces(spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
-fn resolve_user(config: &InitConfig, process: &Process) -> Result<ExecUser, String> {
-    match &config.user {
+/// The identity of the process: Docker's `-u` value resolved against the container's
+/// `/etc/passwd` and `/etc/group`, or the spec's user as it is.
+pub(crate) fn resolve_user(
+    spec_user: Option<&str>,
+    group_add: &[String],
+    process: &Process,
+) -> Result<ExecUser, String> {
+    match spec_user {
         Some(spec) => {
             let passwd = fs::read_to_string("/etc/passwd").ok();
             let group = fs::read_to_string("/etc/group").ok();
-            user::resolve(spec, passwd.as_deref(), group.as_deref(), &config.group_add)
+            user::resolve(spec, passwd.as_deref(), group.as_deref(), group_add)
                 .map_err(|e| e.to_string())
         }
         None => {

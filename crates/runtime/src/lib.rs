@@ -16,11 +16,14 @@
 //!       start(): send Start ───────────────────>  execve(command)   (socket is CLOEXEC:
 //!       <──────────────────── EOF, or ExecError    EOF means the exec happened)
 //! ```
+//!
+//! [`exec`] runs one more process in a running container the same way (see its module).
 
 pub mod cgroups;
 pub mod console;
 mod error;
 mod exe;
+mod exec;
 mod init;
 mod mounts;
 mod privileges;
@@ -30,8 +33,9 @@ mod spawn;
 pub mod user;
 
 pub use error::{ExecFailure, RuntimeError};
+pub use exec::{ExecOptions, ExecProcess, exec};
 pub use init::{INIT_ARG, init_main};
-pub use protocol::{InitConfig, Rootfs};
+pub use protocol::{ExecConfig, InitConfig, Rootfs};
 pub use spawn::{Container, CreateOptions, Exit, Stdio, create};
 
 /// The OCI runtime-spec types berth-runtime takes.

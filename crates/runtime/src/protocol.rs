@@ -8,7 +8,7 @@ use std::{
     path::PathBuf,
 };
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::ExecFailure;
@@ -65,10 +65,30 @@ pub struct InitConfig {
     pub seccomp: Option<crate::seccomp::CompiledFilter>,
 }
 
+/// What `berth init` needs to run one more process in a running container (`exec`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecConfig {
+    /// The process: args, env, cwd, terminal, user, capabilities, no_new_privileges,
+    /// rlimits.
+    pub process: Process,
+    /// The container's namespaces to join (its init's, through a pidfd).
+    pub namespaces: Vec<LinuxNamespaceType>,
+    /// Docker's `-u` value, resolved against the container's `/etc/passwd` and `/etc/group`;
+    /// when `None`, `process.user` is used as it is.
+    pub user: Option<String>,
+    /// `--group-add` values of the container.
+    pub group_add: Vec<String>,
+    /// The container's seccomp filter, compiled.
+    pub seccomp: Option<crate::seccomp::CompiledFilter>,
+}
+
 /// Host to init.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToInit {
     Config(Box<InitConfig>),
+    /// Join a running container and run a process there; the pidfd of the container's init
+    /// follows as an fd.
+    Exec(Box<ExecConfig>),
     /// The host has put init in its cgroup (sent after `Config`, so that init builds the
     /// rootfs while the host waits out the kernel's cgroup attach).
     Joined,
@@ -80,6 +100,9 @@ pub(crate) enum ToInit {
 pub(crate) enum FromInit {
     /// Set up; waiting for `Start`.
     Ready,
+    /// (exec) The process that will run the command was forked: its host pid. It is the
+    /// host's child and waits for `Start`.
+    Forked(i32),
     /// Setting up failed.
     Error(String),
     /// `execve` failed.
@@ -87,6 +110,18 @@ pub(crate) enum FromInit {
         failure: ExecFailure,
         message: String,
     },
+}
+
+impl FromInit {
+    /// The error a message means where it was not the expected one.
+    pub(crate) fn into_error(self) -> crate::RuntimeError {
+        use crate::RuntimeError;
+        match self {
+            FromInit::Error(message) => RuntimeError::Init(message),
+            FromInit::ExecError { failure, message } => RuntimeError::Exec { failure, message },
+            other => RuntimeError::Init(format!("berth init answered out of turn: {other:?}")),
+        }
+    }
 }
 
 pub(crate) fn send<T: Serialize>(mut sock: &UnixStream, msg: &T) -> io::Result<()> {

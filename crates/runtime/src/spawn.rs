@@ -231,10 +231,7 @@ impl Container {
         }
         match protocol::recv::<FromInit>(sock) {
             Ok(Some(FromInit::Ready)) => Ok(()),
-            Ok(Some(FromInit::Error(message))) => Err(RuntimeError::Init(message)),
-            Ok(Some(FromInit::ExecError { failure, message })) => {
-                Err(RuntimeError::Exec { failure, message })
-            }
+            Ok(Some(other)) => Err(other.into_error()),
             Ok(None) => Err(RuntimeError::Init(
                 "the container's init exited while setting up".into(),
             )),
@@ -284,13 +281,7 @@ impl Container {
             .map_err(|e| RuntimeError::host("start the container", e))
             .and_then(|()| match protocol::recv::<FromInit>(&sock) {
                 Ok(None) => Ok(()),
-                Ok(Some(FromInit::ExecError { failure, message })) => {
-                    Err(RuntimeError::Exec { failure, message })
-                }
-                Ok(Some(FromInit::Error(message))) => Err(RuntimeError::Init(message)),
-                Ok(Some(FromInit::Ready)) => {
-                    Err(RuntimeError::Init("init said ready twice".into()))
-                }
+                Ok(Some(other)) => Err(other.into_error()),
                 Err(e) => Err(RuntimeError::host("read from the container's init", e)),
             });
         if result.is_err() {
@@ -310,15 +301,7 @@ impl Container {
     /// Waits for the container's init to exit (every other process of a container with its
     /// own pid namespace is killed with it).
     pub fn wait(&mut self) -> Result<Exit, RuntimeError> {
-        let (code, signal) = loop {
-            match waitpid(self.pid, None) {
-                Ok(WaitStatus::Exited(_, code)) => break (code, None),
-                Ok(WaitStatus::Signaled(_, sig, _)) => break (128 + sig as i32, Some(sig as i32)),
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(RuntimeError::host("wait for the container", e)),
-            }
-        };
+        let (code, signal) = wait_exit(self.pid)?;
         self.reaped = true;
         let oom_killed = match &self.cgroup {
             Some(cgroup) => cgroup.oom_kill_count().unwrap_or(0) > 0,
@@ -354,6 +337,22 @@ impl Container {
     }
 }
 
+/// Waits for the child `pid` to end: Docker's exit code (the status, or 128 + the signal)
+/// and the signal that killed it.
+pub(crate) fn wait_exit(pid: Pid) -> Result<(i32, Option<i32>), RuntimeError> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok((code, None)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return Ok((128 + sig as i32, Some(sig as i32)));
+            }
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(RuntimeError::host("wait for the container's process", e)),
+        }
+    }
+}
+
 fn write_id_map(pid: Pid, file: &str, map: &[LinuxIdMapping]) -> Result<(), RuntimeError> {
     let text: String = map
         .iter()
@@ -371,7 +370,7 @@ const CHILD_ID_SETUP_FAILED: i32 = 123;
 /// Clones a child into `flags`' new namespaces that puts `fds` at 0, 1, 2 and 3 and executes
 /// `exe` as `berth init`; with `wait_fd` >= 0 it first waits for a byte on it.
 #[allow(unsafe_code)]
-fn clone_init(
+pub(crate) fn clone_init(
     exe: RawFd,
     flags: CloneFlags,
     wait_fd: RawFd,

@@ -154,7 +154,7 @@ fn fail(code: u8, e: impl std::fmt::Display) -> anyhow::Error {
 }
 
 /// `-e KEY` takes KEY from berth's own environment, and is dropped when unset there.
-fn env_entry(entry: &str) -> Option<String> {
+pub(crate) fn env_entry(entry: &str) -> Option<String> {
     if entry.contains('=') {
         Some(entry.to_string())
     } else {
@@ -162,7 +162,7 @@ fn env_entry(entry: &str) -> Option<String> {
     }
 }
 
-fn read_env_file(path: &str) -> Result<Vec<String>> {
+pub(crate) fn read_env_file(path: &str) -> Result<Vec<String>> {
     let text = fs::read_to_string(path).with_context(|| format!("open {path}"))?;
     Ok(text
         .lines()
