@@ -134,6 +134,12 @@ enum ContainerCommand {
     Rename(commands::lifecycle::RenameArgs),
     /// Execute a command in a running container
     Exec(commands::exec::ExecArgs),
+    /// Display the running processes of a container
+    Top(commands::procs::TopArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(commands::procs::StatsArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(commands::procs::PortArgs),
 }
 
 /// `berth container ...`: the container commands under one name, as in docker.
@@ -165,6 +171,9 @@ fn container_command(root: &std::path::Path, command: ContainerCommand) -> anyho
         ContainerCommand::Unpause(args) => lifecycle::unpause(root, args),
         ContainerCommand::Rename(args) => lifecycle::rename(root, args),
         ContainerCommand::Exec(args) => commands::exec::exec(root, args),
+        ContainerCommand::Top(args) => commands::procs::top(root, args),
+        ContainerCommand::Stats(args) => commands::procs::stats(root, args),
+        ContainerCommand::Port(args) => commands::procs::port(root, args),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod container;
 pub mod exec;
 pub mod image;
 pub mod lifecycle;
+pub mod procs;
 pub mod system;
 
 use std::path::Path;

@@ -14,9 +14,9 @@ use oci_spec::runtime::{
 use rustix::io::Errno;
 
 use super::{
-    CgroupError, CgroupStats, Hierarchy, Result, create_dir, invalid, keyed, kill_pids, missing,
-    parse_u64, poll_until, procs_recursive, read_max_opt, read_opt, read_string, read_u64_opt,
-    warn_ignored, write_value,
+    CgroupError, CgroupStats, Hierarchy, IoStats, Result, create_dir, invalid, keyed, kill_pids,
+    missing, parse_u64, poll_until, procs_recursive, read_max_opt, read_opt, read_string,
+    read_u64_opt, warn_ignored, write_value,
 };
 
 /// A v1 `memory.limit_in_bytes` at or above this is "unlimited" (the kernel shows
@@ -449,6 +449,58 @@ impl V1Cgroup {
         }
         Ok(stats)
     }
+}
+
+/// The blkio files that count bytes per device and operation, in the order runc reads them:
+/// the I/O schedulers' own accounting (CFQ, BFQ) counts only devices they schedule, so a
+/// file that lists no device says nothing and the next one is tried; the throttle layer
+/// sees every device.
+const IO_SERVICE_BYTES: [&str; 3] = [
+    "blkio.io_service_bytes_recursive",
+    "blkio.bfq.io_service_bytes_recursive",
+    "blkio.throttle.io_service_bytes_recursive",
+];
+
+impl V1Cgroup {
+    pub(super) fn io_stats(&self) -> Result<IoStats> {
+        let Some(dir) = self.dir("blkio") else {
+            return Ok(IoStats::default());
+        };
+        for file in IO_SERVICE_BYTES {
+            let path = dir.join(file);
+            if let Some(text) = read_opt(&path)?
+                && let Some(stats) = parse_io_service_bytes(&path, &text)?
+            {
+                return Ok(stats);
+            }
+        }
+        Ok(IoStats::default())
+    }
+}
+
+/// Sums the `Read` and `Write` lines of an `io_service_bytes` file (`8:0 Read 4096`, one
+/// line per device and operation, then `Total N`); `None` when it lists no device.
+pub(super) fn parse_io_service_bytes(path: &Path, text: &str) -> Result<Option<IoStats>> {
+    let mut stats = IoStats::default();
+    let mut devices = false;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [device, op, value] = fields[..] else {
+            // `Total N`, the only line without a device, and blank lines.
+            continue;
+        };
+        if !device.contains(':') {
+            continue;
+        }
+        devices = true;
+        let value = parse_u64(path, value)?;
+        match op {
+            "Read" => stats.read_bytes = stats.read_bytes.saturating_add(value),
+            "Write" => stats.write_bytes = stats.write_bytes.saturating_add(value),
+            _ => {}
+        }
+    }
+    Ok(devices.then_some(stats))
 }
 
 /// A new cpuset cgroup starts with empty `cpuset.cpus` and `cpuset.mems`, and refuses
@@ -917,6 +969,54 @@ mod tests {
             rule(true, Some(LinuxDeviceType::P), None, None, "rwm"),
             None
         );
+    }
+
+    #[test]
+    fn io_stats_take_the_first_file_that_lists_a_device() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = fake_root(tmp.path(), &[]);
+        let cg = Cgroup::open_in(&layout, "berth/c1").unwrap();
+        let dir = tmp.path().join("blkio/berth/c1");
+        // No accounting file at all: zeros.
+        assert_eq!(cg.io_stats().unwrap(), IoStats::default());
+        // BFQ lists no device (the disk has another scheduler): the throttle file counts.
+        fs::write(
+            dir.join("blkio.bfq.io_service_bytes_recursive"),
+            "Total 0\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("blkio.throttle.io_service_bytes_recursive"),
+            "8:0 Read 4096\n8:0 Write 512\n8:0 Sync 4608\n8:0 Async 0\n8:0 Discard 7\n\
+             8:0 Total 4608\n253:1 Read 1000\n253:1 Write 24\nTotal 5632\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cg.io_stats().unwrap(),
+            IoStats {
+                read_bytes: 5096,
+                write_bytes: 536,
+            }
+        );
+        fs::write(
+            dir.join("blkio.bfq.io_service_bytes_recursive"),
+            "8:0 Read 1\n8:0 Write 2\nTotal 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cg.io_stats().unwrap(),
+            IoStats {
+                read_bytes: 1,
+                write_bytes: 2,
+            }
+        );
+        fs::write(
+            dir.join("blkio.bfq.io_service_bytes_recursive"),
+            "8:0 Read many\n",
+        )
+        .unwrap();
+        let err = cg.io_stats().unwrap_err().to_string();
+        assert!(err.starts_with("parse ") && err.contains("many"), "{err}");
     }
 
     #[test]

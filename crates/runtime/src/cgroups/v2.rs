@@ -15,7 +15,7 @@ use std::{
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxRdma, LinuxResources};
 
 use super::{
-    CgroupStats, Result, create_dir, invalid, keyed, kill_pids, missing, poll_until,
+    CgroupStats, IoStats, Result, create_dir, invalid, keyed, kill_pids, missing, poll_until,
     procs_recursive, read_max_opt, read_opt, read_string, read_u64_opt, warn_ignored, write_value,
 };
 
@@ -171,6 +171,33 @@ impl V2Cgroup {
         stats.pids_limit = read_max_opt(&d.join("pids.max"))?;
         Ok(stats)
     }
+}
+
+impl V2Cgroup {
+    pub(super) fn io_stats(&self) -> Result<IoStats> {
+        let path = self.dir.join("io.stat");
+        Ok(read_opt(&path)?.map_or_else(IoStats::default, |t| parse_io_stat(&t)))
+    }
+}
+
+/// Sums `rbytes=` and `wbytes=` over the devices of `io.stat`
+/// (`8:0 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0`, one line per device).
+pub(super) fn parse_io_stat(text: &str) -> IoStats {
+    let mut stats = IoStats::default();
+    for field in text.split_whitespace() {
+        let Some((key, value)) = field.split_once('=') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<u64>() else {
+            continue;
+        };
+        match key {
+            "rbytes" => stats.read_bytes = stats.read_bytes.saturating_add(value),
+            "wbytes" => stats.write_bytes = stats.write_bytes.saturating_add(value),
+            _ => {}
+        }
+    }
+    stats
 }
 
 /// Enables in `parent/cgroup.subtree_control` every controller of `parent/cgroup.controllers`
@@ -737,6 +764,27 @@ mod tests {
             .unwrap();
         cg.update(&memory_only).unwrap();
         assert_eq!(read(leaf.join("memory.max")), "67108864");
+    }
+
+    #[test]
+    fn io_stats_sum_the_devices_of_io_stat() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = fake_root(tmp.path(), CONTROLLERS);
+        let cg = Cgroup::open_in(&layout, "berth/c1").unwrap();
+        assert_eq!(cg.io_stats().unwrap(), IoStats::default());
+        fs::write(
+            tmp.path().join("berth/c1/io.stat"),
+            "8:0 rbytes=4096 wbytes=512 rios=1 wios=1 dbytes=9 dios=1\n\
+             253:1 rbytes=1000 wbytes=24 rios=2 wios=1 dbytes=0 dios=0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cg.io_stats().unwrap(),
+            IoStats {
+                read_bytes: 5096,
+                write_bytes: 536,
+            }
+        );
     }
 
     #[test]
