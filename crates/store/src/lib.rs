@@ -28,6 +28,7 @@ mod import;
 mod layers;
 mod lock;
 mod meta;
+mod pack;
 mod unpack;
 
 pub use archive::{ArchiveFormat, LoadedImage, SaveRequest};
@@ -43,7 +44,11 @@ pub use image::{Image, RemoveEvent};
 pub use import::ImportOptions;
 pub use layers::{LayerInfo, chain_id};
 pub use meta::{ImageRecord, open_sqlite};
-pub use unpack::{UnpackError, UnpackStats};
+pub use pack::{
+    PackError, PackOptions, PackStats, PathKind, PathStat, open_dir_in_root, pack_path,
+    stat_in_root,
+};
+pub use unpack::{UnpackError, UnpackOptions, UnpackStats, unpack_into, unpack_layer};
 
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,10 @@
 //! `trusted.overlay.opaque=y` on `dir`. Other `.wh..wh.*` names are aufs
 //! bookkeeping and are skipped with everything beneath them.
 //!
+//! [`unpack_into`] is the same extractor for any tar (`cp` into or out of a
+//! container): into an open directory fd, with whiteout conversion optional
+//! (off, `.wh.` names are ordinary files) and an owner for every entry.
+//!
 //! # Safety against hostile layers
 //!
 //! Nothing is ever written outside `dest`:
@@ -130,6 +134,17 @@ pub enum UnpackError {
     Tar(#[source] io::Error),
 }
 
+/// How [`unpack_into`] treats what it extracts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnpackOptions {
+    /// Convert OCI whiteouts to overlay form (layers); off for `cp`, where `.wh.` names are
+    /// ordinary files.
+    pub whiteouts: bool,
+    /// Give every entry this uid/gid instead of the tar's (cp into a container: 0:0; out:
+    /// the caller's).
+    pub owner: Option<(u32, u32)>,
+}
+
 /// Extracts one layer tar (already decompressed) into `dest`, an existing
 /// empty directory, converting OCI/Docker whiteouts to overlayfs form.
 ///
@@ -145,6 +160,24 @@ pub fn unpack_layer<R: Read + Send>(tar: R, dest: &Path) -> Result<UnpackStats, 
         path: dest.to_path_buf(),
         source: e.into(),
     })?;
+    let opts = UnpackOptions {
+        whiteouts: true,
+        owner: None,
+    };
+    unpack_into(tar, root.as_fd(), dest, &opts)
+}
+
+/// Like [`unpack_layer`], into an already open directory fd (`label` names it in errors,
+/// each entry's path being `label` joined with the entry's name); the existing entries it
+/// meets are replaced as [`unpack_layer`] does (a directory is updated, anything else is
+/// removed first). Every path is resolved beneath `dest` with the same rules, so nothing is
+/// written outside it, whatever symlinks `dest` already holds.
+pub fn unpack_into<R: Read + Send>(
+    tar: R,
+    dest: BorrowedFd<'_>,
+    label: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, UnpackError> {
     std::thread::scope(|scope| {
         let (chunk_tx, chunk_rx) = sync_channel(CHANNEL_DEPTH);
         let (free_tx, free_rx) = sync_channel(CHANNEL_DEPTH + 2);
@@ -153,11 +186,11 @@ pub fn unpack_layer<R: Read + Send>(tar: R, dest: &Path) -> Result<UnpackStats, 
             .spawn_scoped(scope, move || pump(tar, &chunk_tx, &free_rx))
             .map_err(|e| UnpackError::Io {
                 op: "spawn layer reader thread for",
-                path: dest.to_path_buf(),
+                path: label.to_path_buf(),
                 source: e,
             })?;
         let mut stream = ChunkReader::new(chunk_rx, free_tx);
-        let mut unpacker = Unpacker::new(root.as_fd(), dest);
+        let mut unpacker = Unpacker::new(dest, label, opts);
         let mut result = unpacker.run(&mut stream);
         if result.is_ok() {
             // Read to the end, so a digesting reader checks every byte.
@@ -703,6 +736,10 @@ struct Unpacker<'a> {
     /// What a new file gets without chown and chmod, to skip those calls when they would
     /// change nothing (two of the six syscalls per file).
     creation: Creation,
+    /// Whether `.wh.` names are whiteouts (layers) or ordinary names (`cp`).
+    whiteouts: bool,
+    /// The uid and gid every entry gets, instead of the tar's.
+    owner: Option<(Uid, Gid)>,
 }
 
 /// The owner and permission bits a newly created file has before any chown or chmod.
@@ -753,8 +790,12 @@ fn process_umask() -> Option<u32> {
 }
 
 impl<'a> Unpacker<'a> {
-    fn new(root: BorrowedFd<'a>, dest: &'a Path) -> Self {
+    fn new(root: BorrowedFd<'a>, dest: &'a Path, opts: &UnpackOptions) -> Self {
         Unpacker {
+            whiteouts: opts.whiteouts,
+            owner: opts
+                .owner
+                .map(|(uid, gid)| (Uid::from_raw(uid), Gid::from_raw(gid))),
             creation: Creation::of_process(root),
             root,
             dest,
@@ -793,6 +834,10 @@ impl<'a> Unpacker<'a> {
         self.raw_name.extend_from_slice(&entry.path_bytes());
         self.path.clear();
         let mut meta = self.meta(entry)?;
+        if let Some((uid, gid)) = self.owner {
+            meta.uid = uid;
+            meta.gid = gid;
+        }
         // Old tars mark directories as regular files named with a '/'.
         if entry.header().as_old().linkflag[0] == 0 && self.raw_name.ends_with(b"/") {
             kind = tar::EntryType::Directory;
@@ -828,6 +873,19 @@ impl<'a> Unpacker<'a> {
                 _ => Err(Fail::Bad("it names the layer root but is not a directory")),
             };
         }
+        if self.whiteouts {
+            return self.layer_entry(entry, kind, &meta);
+        }
+        self.plain_entry(entry, kind, &meta)
+    }
+
+    /// A layer's entry: whiteouts and aufs bookkeeping first, then as any entry.
+    fn layer_entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        kind: tar::EntryType,
+        meta: &Meta,
+    ) -> Result<(), Fail> {
         let (parent, name) = split_parent(&self.path);
         // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs) and what is below it.
         if parent
@@ -842,18 +900,27 @@ impl<'a> Unpacker<'a> {
             return self.opaque();
         }
         if name.starts_with(WHITEOUT_PREFIX) {
-            return self.whiteout(&meta);
+            return self.whiteout(meta);
         }
+        self.plain_entry(entry, kind, meta)
+    }
 
+    /// An entry that is what it says: a file, directory, link, device or FIFO.
+    fn plain_entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        kind: tar::EntryType,
+        meta: &Meta,
+    ) -> Result<(), Fail> {
         use tar::EntryType as E;
         match kind {
-            E::Regular | E::Continuous | E::GNUSparse => self.file(entry, &meta),
-            E::Directory => self.dir(&meta),
-            E::Symlink => self.symlink(&meta),
+            E::Regular | E::Continuous | E::GNUSparse => self.file(entry, meta),
+            E::Directory => self.dir(meta),
+            E::Symlink => self.symlink(meta),
             E::Link => self.hard_link(),
-            E::Char => self.special(FileType::CharacterDevice, &meta),
-            E::Block => self.special(FileType::BlockDevice, &meta),
-            E::Fifo => self.special(FileType::Fifo, &meta),
+            E::Char => self.special(FileType::CharacterDevice, meta),
+            E::Block => self.special(FileType::BlockDevice, meta),
+            E::Fifo => self.special(FileType::Fifo, meta),
             _ => Err(Fail::Bad("unsupported tar entry type")),
         }
     }
