@@ -28,6 +28,7 @@ mod import;
 mod layers;
 mod lock;
 mod meta;
+mod overlay;
 mod pack;
 mod unpack;
 
@@ -44,6 +45,7 @@ pub use image::{Image, RemoveEvent};
 pub use import::ImportOptions;
 pub use layers::{LayerInfo, chain_id};
 pub use meta::{ImageRecord, open_sqlite};
+pub use overlay::{Change, ChangeKind, overlay_changes, write_overlay_layer};
 pub use pack::{
     PackError, PackOptions, PackStats, PathKind, PathStat, open_dir_in_root, pack_path,
     stat_in_root,
