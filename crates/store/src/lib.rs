@@ -1,5 +1,8 @@
 //! berth's image store: content-addressed blobs, image manifests and configs, tags, unpacked
-//! layers, image archives (`save`/`load`/`import`) and garbage collection.
+//! layers, image archives (`save`/`load`/`import`), `commit`, and garbage collection; and the
+//! tar plumbing beneath them, also used on containers' trees (`cp`, `diff`): safe
+//! extraction ([`unpack_into`]), packing by file descriptors ([`pack_path`]) and overlay
+//! changes ([`overlay_changes`], [`write_overlay_layer`]).
 //!
 //! It owns everything under the state root except containers, volumes and networks. It
 //! knows nothing of registries (that is `berth-distribution`), of running containers, or of
@@ -19,6 +22,7 @@ mod archive;
 mod atomic;
 mod blobs;
 mod check;
+mod commit;
 mod compression;
 mod config;
 mod error;
@@ -35,6 +39,7 @@ mod unpack;
 pub use archive::{ArchiveFormat, LoadedImage, SaveRequest};
 pub use blobs::BlobStore;
 pub use check::CheckReport;
+pub use commit::CommitOptions;
 pub use compression::{
     Compression, CompressionError, Compressor, GZIP_LEVEL, ZSTD_LEVEL, compress_gzip, compress_zstd,
 };
