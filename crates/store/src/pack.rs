@@ -1091,6 +1091,9 @@ mod tests {
         let err = stat_in_root(fd.as_fd(), Path::new("link/etc/hostname"), true).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         for path in [
+            "link/etc/hostname",
+            "link/etc/passwd",
+            "link/../etc/passwd",
             "evil/passwd",
             "evil/hostname",
             "a/b/up/outside/secret",
