@@ -140,6 +140,14 @@ enum ContainerCommand {
     Stats(commands::procs::StatsArgs),
     /// List port mappings or a specific mapping for the container
     Port(commands::procs::PortArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(commands::contents::CpArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(commands::contents::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(commands::contents::ExportArgs),
+    /// Create a new image from a container's changes
+    Commit(commands::contents::CommitArgs),
 }
 
 /// `berth container ...`: the container commands under one name, as in docker.
@@ -174,6 +182,10 @@ fn container_command(root: &std::path::Path, command: ContainerCommand) -> anyho
         ContainerCommand::Top(args) => commands::procs::top(root, args),
         ContainerCommand::Stats(args) => commands::procs::stats(root, args),
         ContainerCommand::Port(args) => commands::procs::port(root, args),
+        ContainerCommand::Cp(args) => commands::contents::cp(root, args),
+        ContainerCommand::Diff(args) => commands::contents::diff(root, args),
+        ContainerCommand::Export(args) => commands::contents::export(root, args),
+        ContainerCommand::Commit(args) => commands::contents::commit(root, args),
     }
 }
 

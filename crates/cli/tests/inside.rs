@@ -182,3 +182,332 @@ fn exec_it_gives_a_pty() {
     assert_eq!(out.status.code(), Some(5), "{text}");
     host.ok(&["rm", "-f", &id]);
 }
+
+/// `tar -tf` of an archive: its entry names.
+fn tar_names(archive: &[u8]) -> Vec<String> {
+    let mut child = Command::new("tar")
+        .arg("-tf")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    let data = archive.to_vec();
+    let writer = thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success(), "tar -t failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_string())
+        .collect()
+}
+
+#[test]
+fn cp_copies_both_ways_and_never_leaves_the_container() {
+    use std::os::unix::fs::MetadataExt;
+    let host = Host::new();
+    let id = sleeper(&host);
+    let work = host.berth.dir.path().join("cp");
+    std::fs::create_dir(&work).unwrap();
+    // A host directory a symlink in the container names, holding a host-only file.
+    let secret_dir = host.berth.dir.path().join("secret");
+    std::fs::create_dir(&secret_dir).unwrap();
+    std::fs::write(secret_dir.join("file"), "HOST ONLY").unwrap();
+    let climb = format!("../../../../../../..{}", secret_dir.display());
+    host.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        &format!(
+            "mkdir -p /data/sub /links && echo one > /data/one && echo two > /data/sub/two && \
+             ln -s {climb} /links/up && ln -s {} /links/abs && ln -s sub/two /data/link",
+            secret_dir.display()
+        ),
+    ]);
+
+    // Out: a file into a directory, to a new name; a directory to a new name; its contents.
+    host.ok(&["cp", &format!("{id}:/data/one"), work.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(work.join("one")).unwrap(), "one\n");
+    host.ok(&[
+        "cp",
+        &format!("{id}:/data/one"),
+        work.join("renamed").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(work.join("renamed")).unwrap(),
+        "one\n"
+    );
+    host.ok(&[
+        "cp",
+        &format!("{id}:/data"),
+        work.join("copy").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(work.join("copy/sub/two")).unwrap(),
+        "two\n"
+    );
+    std::fs::create_dir(work.join("contents")).unwrap();
+    host.ok(&[
+        "cp",
+        &format!("{id}:/data/."),
+        work.join("contents").to_str().unwrap(),
+    ]);
+    assert!(work.join("contents/one").is_file());
+    // Symlinks come out as symlinks; one whose target climbs out of the copy is refused,
+    // as Docker refuses it.
+    let link = std::fs::read_link(work.join("copy/link")).unwrap();
+    assert_eq!(link.to_str().unwrap(), "sub/two");
+    let out = host.berth.run(&[
+        "cp",
+        &format!("{id}:/links"),
+        work.join("links").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    // A tar stream on stdout, entries named after the source.
+    let out = host.berth.run(&["cp", &format!("{id}:/data"), "-"]);
+    assert!(out.status.success());
+    let names = tar_names(&out.stdout);
+    assert!(names.contains(&"data/sub/two".to_string()), "{names:?}");
+
+    // Symlinks in the container resolve inside it: neither a relative climb nor an absolute
+    // target reaches the host's file, in either direction.
+    for via in ["/links/up/file", "/links/abs/file"] {
+        let out = host.berth.run(&[
+            "cp",
+            &format!("{id}:{via}"),
+            work.join("leak").to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{via}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Could not find the file"),
+            "{via}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!work.join("leak").exists());
+    }
+    std::fs::write(work.join("payload"), "from the host").unwrap();
+    let _ = host.berth.run(&[
+        "cp",
+        work.join("payload").to_str().unwrap(),
+        &format!("{id}:/links/abs/"),
+    ]);
+    let _ = host.berth.run(&[
+        "cp",
+        work.join("payload").to_str().unwrap(),
+        &format!("{id}:/links/up/file"),
+    ]);
+    assert!(
+        !secret_dir.join("payload").exists(),
+        "cp wrote outside the container"
+    );
+    assert_eq!(
+        std::fs::read_to_string(secret_dir.join("file")).unwrap(),
+        "HOST ONLY"
+    );
+
+    // In: a file (owned by the container's root, not by its host owner), a directory to a
+    // new name, a tar stream from stdin.
+    rustix::fs::chown(
+        work.join("payload"),
+        Some(rustix::fs::Uid::from_raw(1234)),
+        Some(rustix::fs::Gid::from_raw(1234)),
+    )
+    .unwrap();
+    host.ok(&[
+        "cp",
+        work.join("payload").to_str().unwrap(),
+        &format!("{id}:/tmp/"),
+    ]);
+    let got = host.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "cat /tmp/payload; stat -c ' %u:%g' /tmp/payload",
+    ]);
+    assert_eq!(got, "from the host 0:0\n");
+    host.ok(&[
+        "cp",
+        "-a",
+        work.join("payload").to_str().unwrap(),
+        &format!("{id}:/tmp/kept"),
+    ]);
+    let got = host.ok(&["exec", &id, "stat", "-c", "%u:%g", "/tmp/kept"]);
+    assert_eq!(got.trim(), "1234:1234");
+    host.ok(&[
+        "cp",
+        work.join("copy").to_str().unwrap(),
+        &format!("{id}:/restored"),
+    ]);
+    let got = host.ok(&["exec", &id, "cat", "/restored/sub/two"]);
+    assert_eq!(got, "two\n");
+    let tar = host
+        .berth
+        .run(&["cp", &format!("{id}:/data/sub"), "-"])
+        .stdout;
+    let out = host
+        .berth
+        .run_stdin(&["cp", "-", &format!("{id}:/tmp")], &tar);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(host.ok(&["exec", &id, "cat", "/tmp/sub/two"]), "two\n");
+    let out = host
+        .berth
+        .run_stdin(&["cp", "-", &format!("{id}:/data/one")], &tar);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be a directory"));
+
+    // A stopped container: both ways, through its overlay.
+    host.ok(&["stop", "-t", "0", &id]);
+    host.ok(&[
+        "cp",
+        work.join("payload").to_str().unwrap(),
+        &format!("{id}:/data/while-stopped"),
+    ]);
+    host.ok(&[
+        "cp",
+        &format!("{id}:/data/while-stopped"),
+        work.join("back").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(work.join("back")).unwrap(),
+        "from the host"
+    );
+    assert_eq!(std::fs::metadata(work.join("back")).unwrap().uid(), 0);
+    host.ok(&["start", &id]);
+    assert_eq!(
+        host.ok(&["exec", &id, "cat", "/data/while-stopped"]),
+        "from the host"
+    );
+
+    // Errors: a missing source, two containers, no container.
+    let out = host
+        .berth
+        .run(&["cp", &format!("{id}:/nope"), work.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = host
+        .berth
+        .run(&["cp", &format!("{id}:/a"), &format!("{id}:/b")]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
+    host.ok(&["rm", "-f", &id]);
+    host.assert_gone(&id);
+}
+
+#[test]
+fn diff_commit_and_export() {
+    let host = Host::new();
+    let id = host
+        .ok(&[
+            "run",
+            "-d",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hello > /greeting && mkdir -p /tmp/dir && echo x > /tmp/dir/new && \
+             rm /bin/ls && sleep 300",
+        ])
+        .trim()
+        .to_string();
+    eventually(10, "the changes", || {
+        host.ok(&["diff", &id]).contains("D /bin/ls")
+    });
+    let diff = host.ok(&["diff", &id]);
+    let lines: Vec<&str> = diff.lines().collect();
+    for want in [
+        "C /bin",
+        "D /bin/ls",
+        "A /greeting",
+        "C /tmp",
+        "A /tmp/dir",
+        "A /tmp/dir/new",
+    ] {
+        assert!(lines.contains(&want), "{want} missing from:\n{diff}");
+    }
+    // The runtime's mount targets are not changes.
+    assert!(!diff.contains("/etc"), "{diff}");
+
+    // commit (of the running container, paused meanwhile), then a container of the image
+    // sees the changes and runs the new default command.
+    let image = host.ok(&[
+        "commit",
+        "-a",
+        "Ada <ada@example.com>",
+        "-m",
+        "say hello",
+        "-c",
+        "CMD [\"cat\", \"/greeting\"]",
+        "-c",
+        "ENV GREETED=yes",
+        &id,
+        "greeter:v1",
+    ]);
+    assert!(image.trim().starts_with("sha256:"), "{image}");
+    assert_eq!(
+        host.ok(&["inspect", "-f", "{{.State.Status}}", &id]).trim(),
+        "running"
+    );
+    let out = host.run_ok(&["greeter:v1"]);
+    assert_eq!(out, "hello\n");
+    let out = host.run_ok(&[
+        "greeter:v1",
+        "sh",
+        "-c",
+        "echo $GREETED; ls /bin/ls 2>&1; cat /tmp/dir/new",
+    ]);
+    assert!(out.starts_with("yes\n"), "{out}");
+    assert!(
+        out.contains("No such file"),
+        "the deletion was not committed: {out}"
+    );
+    assert!(out.ends_with("x\n"), "{out}");
+    let author = host.ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Author}} {{.Comment}}",
+        "greeter:v1",
+    ]);
+    assert_eq!(author.trim(), "Ada <ada@example.com> say hello");
+    let history = host.ok(&["history", "--no-trunc", "greeter:v1"]);
+    assert!(history.contains("say hello"), "{history}");
+    host.berth.assert_blobs_verify();
+
+    // export: the whole filesystem, without /proc's contents.
+    let file = host.berth.dir.path().join("export.tar");
+    host.ok(&["export", "-o", file.to_str().unwrap(), &id]);
+    let names = tar_names(&std::fs::read(&file).unwrap());
+    for want in ["bin/busybox", "greeting", "tmp/dir/new", "etc/passwd"] {
+        assert!(
+            names.iter().any(|n| n.trim_start_matches("./") == want),
+            "{want} not exported"
+        );
+    }
+    assert!(
+        !names.iter().any(|n| n.trim_start_matches("./") == "bin/ls"),
+        "a deleted file was exported"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("proc/1")),
+        "/proc was exported"
+    );
+    let out = host
+        .berth
+        .command()
+        .args(["export", &id])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(tar_names(&out.stdout).len(), names.len());
+    host.ok(&["rm", "-f", &id]);
+    host.assert_gone(&id);
+}

@@ -13,6 +13,7 @@
 //! Each container holds its image in the store (`container:<id>`), so `rmi` and prune
 //! leave it alone while the container exists.
 
+pub mod contents;
 mod db;
 pub mod exec;
 pub mod lifecycle;
@@ -32,8 +33,9 @@ use berth_runtime::{Exit, Rootfs, RuntimeError, Stdio};
 use berth_store::{Store, StoreError};
 
 pub use record::{
-    ContainerConfig, ContainerRecord, ContainerState, GraphDriver, GraphDriverData, HostConfig,
-    LogConfig, RestartPolicy, Ulimit, ZERO_TIME,
+    ContainerConfig, ContainerRecord, ContainerState, EndpointSettings, GraphDriver,
+    GraphDriverData, HostConfig, LogConfig, MountPoint, NetworkSettings, PortBinding,
+    RestartPolicy, Ulimit, ZERO_TIME,
 };
 
 use crate::db::Db;
@@ -374,6 +376,7 @@ impl Engine {
             },
         };
         let now = jiff::Timestamp::now().to_string();
+        let network = host.network_mode.clone();
         let mut rec = ContainerRecord {
             id: id.clone(),
             created: now,
@@ -413,6 +416,11 @@ impl Engine {
             log_path: dir.join(format!("{id}-json.log")).display().to_string(),
             restart_count: 0,
             has_been_manually_stopped: false,
+            mounts: Vec::new(),
+            network_settings: NetworkSettings {
+                networks: [(network, EndpointSettings::default())].into(),
+                ..Default::default()
+            },
         };
 
         let mut subdirs = vec!["upper", "work", "rootfs"];

@@ -356,6 +356,17 @@ fn signal_init(rec: &ContainerRecord, signal: Signal) -> Result<(), EngineError>
     }
 }
 
+/// Whether the process behind `pidfd` has exited (its pidfd polls readable).
+pub(crate) fn has_exited(pidfd: impl AsFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    !matches!(poll(&mut fds, Some(&now)), Ok(0))
+}
+
 /// Waits until the process behind `pidfd` exits; `false` when `timeout` passed first.
 fn wait_for_exit(pidfd: impl AsFd, timeout: Option<Duration>) -> bool {
     use rustix::event::{PollFd, PollFlags, poll};

@@ -40,6 +40,102 @@ pub struct ContainerRecord {
     /// `inspect`; the CLI drops it there too).
     #[serde(default)]
     pub has_been_manually_stopped: bool,
+    /// Volumes and bind mounts.
+    #[serde(default)]
+    pub mounts: Vec<MountPoint>,
+    /// Its networks and published ports.
+    #[serde(default)]
+    pub network_settings: NetworkSettings,
+}
+
+/// Docker's entry of `Mounts`: a volume or bind mount.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct MountPoint {
+    /// `volume`, `bind` or `tmpfs`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// A volume's name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Where it comes from on the host.
+    pub source: String,
+    /// Where it is in the container.
+    pub destination: String,
+    /// A volume's driver.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub driver: String,
+    /// The mode as given (`ro`, `z`, ...).
+    pub mode: String,
+    /// Writable.
+    #[serde(rename = "RW")]
+    pub rw: bool,
+    /// Mount propagation (`rprivate`).
+    pub propagation: String,
+}
+
+/// Docker's `NetworkSettings`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkSettings {
+    /// The network namespace's path while it runs.
+    #[serde(default)]
+    pub sandbox_key: String,
+    /// Published ports: `80/tcp` to its host bindings (`null` when not published).
+    #[serde(default)]
+    pub ports: BTreeMap<String, Option<Vec<PortBinding>>>,
+    /// The container's address on the default bridge.
+    #[serde(default, rename = "IPAddress")]
+    pub ip_address: String,
+    /// The default bridge's gateway.
+    #[serde(default)]
+    pub gateway: String,
+    /// Its MAC address on the default bridge.
+    #[serde(default)]
+    pub mac_address: String,
+    /// Each network it is connected to.
+    #[serde(default)]
+    pub networks: BTreeMap<String, EndpointSettings>,
+}
+
+/// One published port's host side.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortBinding {
+    /// The host address (`0.0.0.0`).
+    pub host_ip: String,
+    /// The host port.
+    pub host_port: String,
+}
+
+/// The container's endpoint on one network.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointSettings {
+    /// Other names it has on the network.
+    #[serde(default)]
+    pub aliases: Option<Vec<String>>,
+    /// The network's ID.
+    #[serde(default, rename = "NetworkID")]
+    pub network_id: String,
+    /// The endpoint's ID.
+    #[serde(default, rename = "EndpointID")]
+    pub endpoint_id: String,
+    /// The network's gateway.
+    #[serde(default)]
+    pub gateway: String,
+    /// The container's address.
+    #[serde(default, rename = "IPAddress")]
+    pub ip_address: String,
+    /// The address's prefix length.
+    #[serde(default)]
+    pub ip_prefix_len: u8,
+    /// The container's MAC address.
+    #[serde(default)]
+    pub mac_address: String,
+    /// DNS names it answers to on the network.
+    #[serde(default, rename = "DNSNames")]
+    pub dns_names: Option<Vec<String>>,
 }
 
 /// Docker's `GraphDriver`: the overlay directories of a container.

@@ -31,6 +31,7 @@ mod protocol;
 pub mod seccomp;
 mod spawn;
 pub mod user;
+pub mod view;
 
 pub use error::{ExecFailure, RuntimeError};
 pub use exec::{ExecOptions, ExecProcess, exec};

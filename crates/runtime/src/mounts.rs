@@ -159,20 +159,9 @@ fn mount_rootfs(rootfs: &Rootfs) -> Result<()> {
 /// The new mount API takes one `lowerdir+` per layer (kernel 6.8+), which has no limit on
 /// the number of layers; older kernels get the classic option string.
 fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
-    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+    use rustix::mount::MoveMountFlags;
     let new_api = || -> io::Result<()> {
-        let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-        for dir in lower {
-            rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", dir)?;
-        }
-        rustix::mount::fsconfig_set_string(fs.as_fd(), "upperdir", upper)?;
-        rustix::mount::fsconfig_set_string(fs.as_fd(), "workdir", work)?;
-        rustix::mount::fsconfig_create(fs.as_fd())?;
-        let mnt = rustix::mount::fsmount(
-            fs.as_fd(),
-            FsMountFlags::FSMOUNT_CLOEXEC,
-            MountAttrFlags::empty(),
-        )?;
+        let mnt = crate::view::overlay_view(lower, Some((upper, work)))?;
         rustix::mount::move_mount(
             mnt.as_fd(),
             "",

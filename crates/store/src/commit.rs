@@ -23,7 +23,7 @@ pub struct CommitOptions {
     pub config: RunConfig,
     /// `-a`: the config's and the history entry's author.
     pub author: Option<String>,
-    /// `-m`: the history entry's comment.
+    /// `-m`: the config's and the history entry's comment.
     pub comment: Option<String>,
     /// The history entry's `created_by` (Docker puts the container's command here).
     pub created_by: Option<String>,
@@ -101,6 +101,11 @@ impl Store {
         }
         if let Some(id) = &opts.container_id {
             extra.insert("container".into(), id.clone().into());
+        }
+        // Docker's image config carries the commit message as `comment` (`inspect`'s
+        // `.Comment`), besides the history entry.
+        if let Some(comment) = &opts.comment {
+            extra.insert("comment".into(), comment.clone().into());
         }
         let mut diff_ids = base.rootfs.diff_ids;
         diff_ids.push(info.diff_id.to_string());

@@ -560,6 +560,22 @@ pub fn inspect_document(root: &Path, key: &str) -> Result<Option<Value>> {
         Ok(rec) => {
             let mut doc = serde_json::to_value(&rec)?;
             doc["Name"] = Value::String(format!("/{}", rec.name));
+            // Docker's fields that berth derives rather than records.
+            let dir = engine.container_dir(&rec.id);
+            let file = |name: &str| Value::String(dir.join(name).display().to_string());
+            doc["ResolvConfPath"] = file("resolv.conf");
+            doc["HostnamePath"] = file("hostname");
+            doc["HostsPath"] = file("hosts");
+            doc["Driver"] = Value::String("overlay2".into());
+            doc["Platform"] = Value::String("linux".into());
+            doc["MountLabel"] = Value::String(String::new());
+            doc["ProcessLabel"] = Value::String(String::new());
+            doc["AppArmorProfile"] = Value::String(String::new());
+            doc["ExecIDs"] = Value::Null;
+            if rec.state.running {
+                doc["NetworkSettings"]["SandboxKey"] =
+                    Value::String(format!("/proc/{}/ns/net", rec.state.pid));
+            }
             // berth's own bookkeeping, not part of Docker's document.
             if let Some(map) = doc.as_object_mut() {
                 map.remove("HasBeenManuallyStopped");

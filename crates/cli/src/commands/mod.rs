@@ -2,6 +2,7 @@
 //! parsed arguments.
 
 pub mod container;
+pub mod contents;
 pub mod exec;
 pub mod image;
 pub mod lifecycle;

@@ -1,0 +1,227 @@
+//! What a container holds: its filesystem for `cp` (in and out), `diff`, `export`, and
+//! `commit`, which makes its changes an image.
+//!
+//! Paths inside a container are always resolved against a directory fd that stands for its
+//! root (`openat2(RESOLVE_IN_ROOT)` in `berth_store::pack`), so a symlink in the container,
+//! even one swapped in while `cp` runs, never leads outside it:
+//! - a running container is reached through its init's root (`/proc/<pid>/root`, the pid
+//!   checked through a pidfd), so `cp` sees what its processes see, mounts included;
+//! - a stopped one gets its overlay mounted detached, visible only through the fd
+//!   ([`berth_runtime::view`]), read-only unless `cp` writes into it; a writer holds the
+//!   container's lock meanwhile, so that it cannot start on the same upper directory.
+//!
+//! `diff` and `commit` read the container's upper directory itself. The mount targets the
+//! runtime creates there ([`PLACEHOLDERS`]) are not changes: Docker keeps them in an "init"
+//! layer instead.
+
+use std::{
+    io::Write,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+use berth_reference::{Digest, Reference};
+use berth_store::{Change, CommitOptions, ImageRecord, RunConfig};
+use rustix::fs::{Mode, OFlags};
+
+use crate::{
+    ContainerRecord, Engine, EngineError, io_err,
+    lifecycle::{self, ContainerLock},
+};
+
+/// Files the runtime creates in a container's upper directory as targets of its bind mounts.
+pub const PLACEHOLDERS: &[&str] = &["etc/hostname", "etc/hosts", "etc/resolv.conf"];
+
+/// A container's root filesystem, open for `cp`.
+pub struct ContainerFs {
+    root: OwnedFd,
+    _lock: Option<ContainerLock>,
+}
+
+impl ContainerFs {
+    /// The directory fd that stands for the container's `/`.
+    pub fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+}
+
+/// What `commit` takes besides the container.
+#[derive(Debug, Clone, Default)]
+pub struct CommitRequest {
+    /// `-a`.
+    pub author: Option<String>,
+    /// `-m`.
+    pub comment: Option<String>,
+    /// The new image's name.
+    pub tag: Option<Reference>,
+    /// `--pause` (Docker's default): freeze a running container while its layer is read.
+    pub pause: bool,
+}
+
+impl Engine {
+    /// The container's filesystem as its processes see it when it runs; its overlay when it
+    /// does not (writable with `writable`).
+    pub fn open_fs(
+        &mut self,
+        key: &str,
+        writable: bool,
+    ) -> Result<(ContainerRecord, ContainerFs), EngineError> {
+        let rec = self.container(key)?;
+        if rec.state.running
+            && let Some(pidfd) = lifecycle::open_init(&rec)?
+        {
+            let path = format!("/proc/{}/root", rec.state.pid);
+            let root = rustix::fs::open(
+                &path,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io_err(format!("open {path}"))(e.into()))?;
+            // Alive after the open: the pid was still the container's init when opened.
+            if !lifecycle::has_exited(&pidfd) {
+                return Ok((rec, ContainerFs { root, _lock: None }));
+            }
+        }
+        let (lock, upper) = if writable {
+            let lock = self
+                .try_lock(&rec.id)?
+                .ok_or_else(|| EngineError::Invalid(format!("container {} is starting", rec.id)))?;
+            (Some(lock), true)
+        } else {
+            (None, false)
+        };
+        let root = self.overlay_view(&rec, upper)?;
+        Ok((rec, ContainerFs { root, _lock: lock }))
+    }
+
+    /// The container's overlay, mounted detached: with its upper directory to write to, or
+    /// read-only with the upper directory as the top layer.
+    fn overlay_view(&self, rec: &ContainerRecord, writable: bool) -> Result<OwnedFd, EngineError> {
+        let data = &rec.graph_driver.data;
+        let mut lower: Vec<PathBuf> = data.lower_dir.split(':').map(PathBuf::from).collect();
+        let view = if writable {
+            berth_runtime::view::overlay_view(
+                &lower,
+                Some((Path::new(&data.upper_dir), Path::new(&data.work_dir))),
+            )
+        } else {
+            lower.insert(0, PathBuf::from(&data.upper_dir));
+            berth_runtime::view::overlay_view(&lower, None)
+        };
+        view.map_err(|e| io_err(format!("mount the filesystem of container {}", rec.id))(e))
+    }
+
+    /// `diff`: the container's changes to its image, sorted by path.
+    pub fn diff(&mut self, key: &str) -> Result<Vec<Change>, EngineError> {
+        let rec = self.container(key)?;
+        let (upper, lower) = layers(&rec);
+        berth_store::overlay_changes(&upper, &lower, PLACEHOLDERS)
+            .map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
+    /// `export`: the container's whole filesystem (its image and its changes, without what
+    /// is mounted into it) as a tar stream.
+    pub fn export(&mut self, key: &str, out: impl Write) -> Result<(), EngineError> {
+        let rec = self.container(key)?;
+        let root = self.overlay_view(&rec, false)?;
+        berth_store::pack_path(
+            root.as_fd(),
+            Path::new("/"),
+            &berth_store::PackOptions {
+                name: PathBuf::new(),
+                follow_top: false,
+                owner: None,
+            },
+            out,
+        )
+        .map_err(|e| EngineError::Invalid(format!("export container {}: {e}", rec.id)))?;
+        Ok(())
+    }
+
+    /// `commit`: a new image of the container's image plus its changes, with the container's
+    /// settings as the image's defaults, changed by `change` (`--change`).
+    pub fn commit(
+        &mut self,
+        key: &str,
+        request: CommitRequest,
+        change: impl FnOnce(&mut RunConfig) -> Result<(), String>,
+    ) -> Result<ImageRecord, EngineError> {
+        let rec = self.container(key)?;
+        let parent = Digest::parse(&rec.image)
+            .map_err(|e| EngineError::Invalid(format!("container image {}: {e}", rec.image)))?;
+        let image = self.store.resolve(&rec.image)?;
+        let image = self.store.image(image)?;
+        let mut config = image.config.config.clone().unwrap_or_default();
+        let c = &rec.config;
+        config.user = Some(c.user.clone()).filter(|u| !u.is_empty());
+        config.env = Some(c.env.clone());
+        config.cmd = c.cmd.clone();
+        config.entrypoint = c.entrypoint.clone();
+        config.working_dir = Some(c.working_dir.clone()).filter(|w| !w.is_empty());
+        config.labels = Some(c.labels.clone()).filter(|l| !l.is_empty());
+        config.stop_signal = c.stop_signal.clone();
+        change(&mut config).map_err(EngineError::Invalid)?;
+
+        let freeze = request.pause && rec.state.running && !rec.state.paused;
+        let cgroup = if freeze {
+            let cgroup = berth_runtime::cgroups::Cgroup::open(&lifecycle::cgroup_path(&rec.id))
+                .map_err(berth_runtime::RuntimeError::from)?;
+            cgroup.freeze().map_err(berth_runtime::RuntimeError::from)?;
+            Some(cgroup)
+        } else {
+            None
+        };
+        let (upper, lower) = layers(&rec);
+        let (reader, writer) = std::io::pipe().map_err(io_err("pipe"))?;
+        let opts = CommitOptions {
+            config,
+            author: request.author,
+            comment: request.comment,
+            created_by: Some(std::iter::once(&rec.path).chain(&rec.args).fold(
+                String::new(),
+                |mut s, a| {
+                    if !s.is_empty() {
+                        s.push(' ');
+                    }
+                    s.push_str(a);
+                    s
+                },
+            )),
+            container_id: Some(rec.id.clone()),
+            tag: request.tag,
+        };
+        let store = &mut self.store;
+        let committed = std::thread::scope(|scope| {
+            let packer = scope.spawn(move || {
+                let mut writer = writer;
+                let packed =
+                    berth_store::write_overlay_layer(&upper, &lower, PLACEHOLDERS, &mut writer);
+                drop(writer);
+                packed
+            });
+            let committed = store.commit(&parent, reader, opts);
+            let packed = packer.join().expect("the layer writer panicked");
+            (committed, packed)
+        });
+        if let Some(cgroup) = cgroup {
+            let _ = cgroup.thaw();
+        }
+        match committed {
+            (_, Err(e)) => Err(EngineError::Invalid(format!(
+                "commit container {}: {e}",
+                rec.id
+            ))),
+            (Err(e), Ok(_)) => Err(e.into()),
+            (Ok(image), Ok(_)) => Ok(image),
+        }
+    }
+}
+
+/// A container's upper directory and its image's layers (top-most first).
+fn layers(rec: &ContainerRecord) -> (PathBuf, Vec<PathBuf>) {
+    let data = &rec.graph_driver.data;
+    (
+        PathBuf::from(&data.upper_dir),
+        data.lower_dir.split(':').map(PathBuf::from).collect(),
+    )
+}
