@@ -481,6 +481,33 @@ fn diff_commit_and_export() {
     assert!(history.contains("say hello"), "{history}");
     host.berth.assert_blobs_verify();
 
+    // inspect: Docker's Mounts and NetworkSettings, and the files it derives.
+    let doc = common::json(&host.ok(&["inspect", &id]));
+    let doc = &doc[0];
+    assert_eq!(doc["Mounts"], serde_json::json!([]));
+    assert!(
+        doc["NetworkSettings"]["Networks"]["bridge"].is_object(),
+        "{doc}"
+    );
+    assert!(
+        doc["NetworkSettings"]["SandboxKey"]
+            .as_str()
+            .is_some_and(|k| k.ends_with("/ns/net")),
+        "{doc}"
+    );
+    for (field, file) in [
+        ("HostsPath", "hosts"),
+        ("HostnamePath", "hostname"),
+        ("ResolvConfPath", "resolv.conf"),
+    ] {
+        let path = doc[field].as_str().unwrap_or_default();
+        assert!(
+            path.ends_with(file) && std::path::Path::new(path).is_file(),
+            "{field}: {path}"
+        );
+    }
+    assert_eq!(doc["Driver"], "overlay2");
+
     // export: the whole filesystem, without /proc's contents.
     let file = host.berth.dir.path().join("export.tar");
     host.ok(&["export", "-o", file.to_str().unwrap(), &id]);

@@ -178,7 +178,7 @@ fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) ->
         {
             let lowers: Vec<_> = lower.iter().map(|p| p.display().to_string()).collect();
             let data = format!(
-                "lowerdir={},upperdir={},workdir={}",
+                "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off",
                 lowers.join(":"),
                 upper.display(),
                 work.display()

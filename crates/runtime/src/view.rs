@@ -25,6 +25,12 @@ pub fn overlay_view(lower: &[PathBuf], upper: Option<(&Path, &Path)>) -> io::Res
         Some((upper, work)) => {
             rustix::mount::fsconfig_set_string(fs.as_fd(), "upperdir", upper)?;
             rustix::mount::fsconfig_set_string(fs.as_fd(), "workdir", work)?;
+            // Renamed directories and metadata-only copy-ups would be recorded in xattrs that
+            // an OCI layer cannot carry (`diff` and `commit` read the upper directory as it
+            // is). A kernel that does not know the options has neither feature.
+            for feature in ["redirect_dir", "metacopy"] {
+                let _ = rustix::mount::fsconfig_set_string(fs.as_fd(), feature, "off");
+            }
         }
         None => attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY,
     }
