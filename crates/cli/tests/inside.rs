@@ -434,6 +434,9 @@ fn diff_commit_and_export() {
     }
     // The runtime's mount targets are not changes.
     assert!(!diff.contains("/etc"), "{diff}");
+    // `ps -s` counts the container's own layer: the greeting and the new file.
+    let size = host.ok(&["ps", "-s", "--format", "{{.Size}}"]);
+    assert!(size.starts_with("8B (virtual "), "{size}");
 
     // commit (of the running container, paused meanwhile), then a container of the image
     // sees the changes and runs the new default command.

@@ -529,6 +529,10 @@ pub struct RemoveArgs {
     /// Force the removal of a running container (uses SIGKILL)
     #[arg(short, long)]
     force: bool,
+    /// Remove anonymous volumes associated with the container (berth makes no volumes
+    /// yet, so there are none to remove)
+    #[arg(short, long)]
+    volumes: bool,
     /// CONTAINER...
     #[arg(required = true)]
     containers: Vec<String>,
@@ -537,6 +541,10 @@ pub struct RemoveArgs {
 /// `berth rm`.
 pub fn remove(root: &Path, args: RemoveArgs) -> Result<()> {
     let mut engine = Engine::open(root)?;
+    if args.volumes {
+        // Nothing to remove until containers have volumes (the volumes issue wires this).
+        tracing::debug!("rm -v: berth containers have no anonymous volumes yet");
+    }
     let mut failed = false;
     for name in &args.containers {
         match engine.remove(name, args.force) {
