@@ -94,6 +94,11 @@ enum Command {
     },
     /// Return low-level information on berth objects
     Inspect(commands::image::InspectArgs),
+    /// Manage volumes
+    Volume {
+        #[command(subcommand)]
+        command: commands::volume::VolumeCommand,
+    },
     /// Manage berth
     System {
         #[command(subcommand)]
@@ -235,6 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             wait_for_attach,
         } => commands::lifecycle::monitor_main(&root, &id, wait_for_attach),
         Command::Inspect(args) => commands::image::inspect(&root, args),
+        Command::Volume { command } => commands::volume::dispatch(&root, command),
         Command::System { command } => commands::system::dispatch(&root, command),
         Command::Version => {
             print_version();

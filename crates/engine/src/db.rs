@@ -1,6 +1,8 @@
-//! `containers.db`: every container's record, with names unique across processes.
+//! `containers.db`: every container's record, with names unique across processes, and every
+//! volume's metadata (in the same file, so that "no container uses this volume" and removing
+//! it are one transaction; see `volumes.rs`).
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -16,7 +18,42 @@ CREATE TABLE IF NOT EXISTS containers (
 -- `ps` lists newest first: walked in index order, the list needs no sort (which spilled to a
 -- temporary file with a thousand containers).
 CREATE INDEX IF NOT EXISTS containers_by_created ON containers (created);
+CREATE TABLE IF NOT EXISTS volumes (
+    name    TEXT PRIMARY KEY,
+    driver  TEXT NOT NULL,
+    created TEXT NOT NULL,         -- RFC 3339, seconds, UTC
+    labels  TEXT NOT NULL,         -- JSON object
+    options TEXT NOT NULL          -- JSON object (the driver's options, `--opt`)
+);
 ";
+
+/// The containers whose record mounts volume `?1`, oldest first.
+const VOLUME_USERS: &str = "
+SELECT DISTINCT c.id FROM containers AS c, json_each(c.record, '$.Mounts') AS m
+WHERE json_extract(m.value, '$.Type') = 'volume' AND json_extract(m.value, '$.Name') = ?1
+ORDER BY c.created, c.id
+";
+
+/// A `volumes` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VolumeRow {
+    pub(crate) name: String,
+    pub(crate) driver: String,
+    pub(crate) created: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) options: BTreeMap<String, String>,
+}
+
+/// What [`Db::delete_volume_if_unused`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum VolumeDeletion {
+    /// The row is gone.
+    Deleted,
+    /// There was no such row.
+    Missing,
+    /// These containers use it; the row stays.
+    InUse(Vec<String>),
+}
 
 pub(crate) struct Db {
     conn: Connection,
@@ -50,6 +87,21 @@ impl Db {
                 name: rec.name.clone(),
                 id,
             });
+        }
+        // The volumes it mounts exist now, in this transaction: a `volume rm` either came
+        // first (and the container is refused) or comes after (and sees the container).
+        for mount in rec.mounts.iter().filter(|m| m.kind == "volume") {
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM volumes WHERE name = ?1",
+                    [&mount.name],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !exists {
+                return Err(EngineError::NoSuchVolume(mount.name.clone()));
+            }
         }
         tx.execute(
             "INSERT INTO containers (id, name, created, record) VALUES (?1, ?2, ?3, ?4)",
@@ -148,6 +200,7 @@ impl Db {
         }
     }
 
+    /// Every container record, newest first.
     pub(crate) fn all(&self) -> Result<Vec<ContainerRecord>, EngineError> {
         let mut stmt = self
             .conn
@@ -159,4 +212,116 @@ impl Db {
             .map(|j| serde_json::from_str(j).map_err(EngineError::from))
             .collect()
     }
+
+    // ------------------------------------------------------------ volumes
+
+    pub(crate) fn volume(&self, name: &str) -> Result<Option<VolumeRow>, EngineError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT name, driver, created, labels, options FROM volumes WHERE name = ?1",
+                [name],
+                raw_volume,
+            )
+            .optional()?;
+        row.map(parse_volume).transpose()
+    }
+
+    /// Every volume, by name.
+    pub(crate) fn volumes(&self) -> Result<Vec<VolumeRow>, EngineError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, driver, created, labels, options FROM volumes ORDER BY name")?;
+        let rows = stmt
+            .query_map([], raw_volume)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(parse_volume).collect()
+    }
+
+    /// Adds a volume's row. Synced to disk before it returns (`synchronous=FULL` for this
+    /// one commit): the row is what says the volume's directory holds user data, so a power
+    /// cut must not lose a row whose volume was already used.
+    pub(crate) fn insert_volume(&mut self, row: &VolumeRow) -> Result<(), EngineError> {
+        self.durably(|conn| {
+            conn.execute(
+                "INSERT INTO volumes (name, driver, created, labels, options) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    row.name,
+                    row.driver,
+                    row.created,
+                    serde_json::to_string(&row.labels)?,
+                    serde_json::to_string(&row.options)?
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The IDs of the containers whose record mounts the volume `name`.
+    pub(crate) fn volume_users(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        let mut stmt = self.conn.prepare_cached(VOLUME_USERS)?;
+        let ids = stmt
+            .query_map([name], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids)
+    }
+
+    /// Deletes a volume's row unless a container's record mounts it, in one write
+    /// transaction: a container recorded with the volume at the same moment either comes
+    /// first (and the volume stays) or after (and finds it gone).
+    pub(crate) fn delete_volume_if_unused(
+        &mut self,
+        name: &str,
+    ) -> Result<VolumeDeletion, EngineError> {
+        self.durably(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let users = {
+                let mut stmt = tx.prepare_cached(VOLUME_USERS)?;
+                stmt.query_map([name], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            if !users.is_empty() {
+                return Ok(VolumeDeletion::InUse(users));
+            }
+            let deleted = tx.execute("DELETE FROM volumes WHERE name = ?1", [name])?;
+            tx.commit()?;
+            Ok(if deleted == 0 {
+                VolumeDeletion::Missing
+            } else {
+                VolumeDeletion::Deleted
+            })
+        })
+    }
+
+    /// Runs `f` with `synchronous=FULL`, then goes back to the connection's `NORMAL`.
+    fn durably<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        let result = f(&mut self.conn);
+        let restored = self.conn.pragma_update(None, "synchronous", "NORMAL");
+        let value = result?;
+        restored?;
+        Ok(value)
+    }
+}
+
+type RawVolume = (String, String, String, String, String);
+
+fn raw_volume(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVolume> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn parse_volume(
+    (name, driver, created, labels, options): RawVolume,
+) -> Result<VolumeRow, EngineError> {
+    Ok(VolumeRow {
+        name,
+        driver,
+        created,
+        labels: serde_json::from_str(&labels)?,
+        options: serde_json::from_str(&options)?,
+    })
 }

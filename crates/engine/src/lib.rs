@@ -5,10 +5,12 @@
 //! State under the root, next to the store's:
 //!
 //! ```text
-//! containers.db          SQLite: every container's record (names unique)
+//! containers.db          SQLite: every container's record (names unique), every volume's
+//!                        metadata
 //! containers/<id>/       upper/ and work/ (the container's own layer), rootfs/ (the
 //!                        mount point, used inside the container's mount namespace only),
 //!                        hostname, hosts, resolv.conf
+//! volumes/<name>/_data   a volume's data (its row in containers.db says it exists)
 //! ```
 //! Each container holds its image in the store (`container:<id>`), so `rmi` and prune
 //! leave it alone while the container exists.
@@ -23,6 +25,7 @@ pub mod names;
 pub mod record;
 pub mod seccomp;
 pub mod spec;
+pub mod volumes;
 
 use std::{
     fs, io,
@@ -31,6 +34,8 @@ use std::{
 
 use berth_runtime::{Exit, Rootfs, RuntimeError, Stdio};
 use berth_store::{Store, StoreError};
+
+pub use volumes::{Volume, VolumeOptions, VolumePruneFilters};
 
 pub use record::{
     ContainerConfig, ContainerRecord, ContainerState, EndpointSettings, GraphDriver,
@@ -84,6 +89,20 @@ pub enum EngineError {
         /// The cause.
         source: io::Error,
     },
+    /// No volume has this name.
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
+    /// A volume that containers use cannot be removed, even with force (Docker).
+    #[error("remove {name}: volume is in use - [{}]", .users.join(", "))]
+    VolumeInUse {
+        /// The volume.
+        name: String,
+        /// The IDs of the containers that use it.
+        users: Vec<String>,
+    },
+    /// A volume driver berth does not have (only `local` exists).
+    #[error("plugin {0:?} not found")]
+    NoSuchVolumeDriver(String),
     /// containers.db.
     #[error("containers database: {0}")]
     Db(#[from] rusqlite::Error),

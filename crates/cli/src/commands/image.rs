@@ -819,7 +819,7 @@ pub struct InspectArgs {
 pub fn inspect(root: &Path, args: InspectArgs) -> Result<()> {
     match args.kind.as_deref() {
         None => inspect_any(root, &args.names, args.format.as_deref()),
-        Some("container") | Some("image") => inspect_kind(
+        Some("container") | Some("image") | Some("volume") => inspect_kind(
             root,
             &args.names,
             args.format.as_deref(),
@@ -878,7 +878,8 @@ pub fn inspect_images(root: &Path, names: &[String], format: Option<&str>) -> Re
     inspect_kind(root, names, format, Some("image"))
 }
 
-/// `inspect` without `--type`: a container by that name or ID first, then an image.
+/// `inspect` without `--type`: a container by that name or ID first, then an image, then a
+/// volume.
 fn inspect_any(root: &Path, names: &[String], format: Option<&str>) -> Result<()> {
     inspect_kind(root, names, format, None)
 }
@@ -893,6 +894,14 @@ fn inspect_kind(
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for name in names {
+        if kind == Some("volume") {
+            match super::volume::inspect_document(root, name) {
+                Ok(Some(doc)) => docs.push(doc),
+                Ok(None) => errors.push(format!("No such volume: {name}")),
+                Err(e) => errors.push(one_line(&e)),
+            }
+            continue;
+        }
         if kind != Some("image") {
             match super::container::inspect_document(root, name) {
                 Ok(Some(doc)) => {
@@ -916,7 +925,10 @@ fn inspect_kind(
             .and_then(|r| inspect_document(&store, &r))
         {
             Ok(doc) => docs.push(doc),
-            Err(_) if kind.is_none() => errors.push(format!("No such object: {name}")),
+            Err(_) if kind.is_none() => match super::volume::inspect_document(root, name) {
+                Ok(Some(doc)) => docs.push(doc),
+                _ => errors.push(format!("No such object: {name}")),
+            },
             Err(e) => errors.push(one_line(&e)),
         }
     }

@@ -8,6 +8,7 @@ pub mod image;
 pub mod lifecycle;
 pub mod procs;
 pub mod system;
+pub mod volume;
 
 use std::path::Path;
 

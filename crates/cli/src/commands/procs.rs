@@ -757,7 +757,7 @@ fn join_host_port(host: &str, port: &str) -> String {
 /// Natural order, as Docker sorts `port` lines: runs of digits compare as numbers
 /// (`8080` after `900`) and come before other characters; other bytes compare as bytes;
 /// of two equal numbers the one with fewer leading zeros comes first.
-fn natural_cmp(a: &str, b: &str) -> Ordering {
+pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
