@@ -9,19 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::host::{Host, cgroup_dirs_named};
-
-/// Polls `f` until it is true or `secs` pass.
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
+use common::{
+    eventually,
+    host::{Host, cgroup_dirs_named},
+};
 
 fn sleeper(host: &Host) -> String {
     host.ok(&["run", "-d", "busybox", "sleep", "300"])

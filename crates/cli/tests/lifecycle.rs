@@ -10,19 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{host::Host, json};
-
-/// Polls `f` until it is true or `secs` pass.
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
+use common::{eventually, host::Host, json};
 
 fn inspect(host: &Host, name: &str, tmpl: &str) -> String {
     host.ok(&["inspect", "-f", tmpl, name]).trim().to_string()

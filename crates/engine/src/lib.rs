@@ -21,6 +21,7 @@ pub mod exec;
 pub mod lifecycle;
 pub mod logfile;
 pub mod monitor;
+pub mod mounts;
 pub mod names;
 pub mod record;
 pub mod seccomp;
@@ -147,6 +148,11 @@ pub struct CreateOptions {
     pub stop_timeout: Option<i64>,
     /// A client attaches to the container's output (`run` without `-d`).
     pub attach: bool,
+    /// `-v` and `--mount`, parsed ([`mounts::parse_volume_flag`],
+    /// [`mounts::parse_mount_flag`]).
+    pub mounts: Vec<mounts::MountRequest>,
+    /// `--volumes-from` (`CONTAINER[:ro|rw]`).
+    pub volumes_from: Vec<String>,
     /// Everything else Docker keeps in `HostConfig`.
     pub host: HostConfig,
 }
@@ -156,6 +162,8 @@ pub struct Started {
     /// The container's ID.
     pub id: String,
     container: berth_runtime::Container,
+    /// Its volumes' names, for `--rm` to remove the anonymous ones.
+    volumes: Vec<String>,
 }
 
 impl Started {
@@ -394,6 +402,21 @@ impl Engine {
                 merged_dir: dir.join("rootfs").display().to_string(),
             },
         };
+        let layer_dirs: Vec<PathBuf> = lower.iter().map(PathBuf::from).collect();
+        let image_volumes: Vec<String> = run
+            .volumes
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mounts = self.resolve_mounts(
+            &opts.mounts,
+            &opts.volumes_from,
+            &image_volumes,
+            &layer_dirs,
+            &mut host.tmpfs,
+        )?;
+        host.volumes_from = opts.volumes_from.clone();
         let now = jiff::Timestamp::now().to_string();
         let network = host.network_mode.clone();
         let mut rec = ContainerRecord {
@@ -435,7 +458,7 @@ impl Engine {
             log_path: dir.join(format!("{id}-json.log")).display().to_string(),
             restart_count: 0,
             has_been_manually_stopped: false,
-            mounts: Vec::new(),
+            mounts,
             network_settings: NetworkSettings {
                 networks: [(network, EndpointSettings::default())].into(),
                 ..Default::default()
@@ -479,6 +502,7 @@ impl Engine {
         if let Err(e) = registered {
             let _ = self.store.release_image(&holder);
             let _ = fs::remove_dir_all(&dir);
+            self.remove_anonymous_volumes(&volume_names(&rec));
             return Err(e);
         }
         Ok(rec)
@@ -519,6 +543,7 @@ impl Engine {
         };
         self.set_state(&rec.id, &rec.state)?;
         Ok(Started {
+            volumes: volume_names(&rec),
             id: rec.id,
             container,
         })
@@ -658,6 +683,17 @@ impl Engine {
     /// Removes a container: its processes (with `force`), cgroup, directory, record and
     /// hold on its image.
     pub fn remove(&mut self, key: &str, force: bool) -> Result<ContainerRecord, EngineError> {
+        self.remove_with_volumes(key, force, false)
+    }
+
+    /// [`Engine::remove`], and with `volumes` (`rm -v`) its anonymous volumes that no other
+    /// container uses.
+    pub fn remove_with_volumes(
+        &mut self,
+        key: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<ContainerRecord, EngineError> {
         let rec = self.container(key)?;
         if lifecycle::is_active(&rec.state) {
             if !force {
@@ -674,6 +710,9 @@ impl Engine {
             cgroup.destroy().map_err(RuntimeError::from)?;
         }
         self.discard(&rec.id)?;
+        if volumes {
+            self.remove_anonymous_volumes(&volume_names(&rec));
+        }
         Ok(rec)
     }
 
@@ -682,7 +721,32 @@ impl Engine {
     pub fn finish_and_remove(&mut self, started: Started) -> Result<(), EngineError> {
         let deleted = started.container.delete();
         self.discard(&started.id)?;
+        // Docker's --rm takes the container's anonymous volumes with it.
+        self.remove_anonymous_volumes(&started.volumes);
         deleted.map_err(EngineError::from)
+    }
+
+    /// Removes the anonymous volumes among `names` that no container uses any more (the
+    /// container that had them is gone). Failures are logged: the container is removed
+    /// either way, and `volume prune` finds what is left.
+    pub(crate) fn remove_anonymous_volumes(&mut self, names: &[String]) {
+        for name in names {
+            let anonymous = self
+                .volume(name)
+                .is_ok_and(|v| v.labels.contains_key(volumes::ANONYMOUS_LABEL));
+            if !anonymous {
+                continue;
+            }
+            match self.volume_users(name) {
+                Ok(users) if users.is_empty() => {
+                    if let Err(e) = self.volume_remove(name, false) {
+                        tracing::warn!("removing anonymous volume {name}: {e}");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("removing anonymous volume {name}: {e}"),
+            }
+        }
     }
 
     /// Removes a container whose processes and cgroup are gone: its directory, record and
@@ -784,6 +848,15 @@ fn security_options(opts: &[String]) -> Result<SecurityOptions, EngineError> {
         }
     }
     Ok(out)
+}
+
+/// The names of a container's volumes.
+pub(crate) fn volume_names(rec: &ContainerRecord) -> Vec<String> {
+    rec.mounts
+        .iter()
+        .filter(|m| m.kind == "volume")
+        .map(|m| m.name.clone())
+        .collect()
 }
 
 /// How a container is named as a holder of its image in the store.

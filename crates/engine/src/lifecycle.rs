@@ -88,6 +88,7 @@ impl Engine {
         }
         if rec.host_config.auto_remove {
             self.discard(&rec.id)?;
+            self.remove_anonymous_volumes(&crate::volume_names(&rec));
             drop(lock);
             return Ok(None);
         }

@@ -284,6 +284,12 @@ pub struct HostConfig {
     /// `--log-driver` (json-file only) and `--log-opt`.
     #[serde(default)]
     pub log_config: LogConfig,
+    /// `-v` as given.
+    #[serde(default)]
+    pub binds: Vec<String>,
+    /// `--volumes-from` as given.
+    #[serde(default)]
+    pub volumes_from: Vec<String>,
 }
 
 /// Docker's `RestartPolicy`.

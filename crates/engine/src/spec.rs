@@ -194,6 +194,8 @@ pub fn build(rec: &ContainerRecord, inputs: &SpecInputs<'_>) -> Result<Spec, Eng
     for (dest, source) in inputs.etc_files {
         mounts.push(json!({"destination": dest, "type": "bind", "source": source, "options": ["rbind", "rprivate"]}));
     }
+    // The user's mounts, parents before what is mounted inside them.
+    let mut user_mounts: Vec<(&str, Value)> = Vec::new();
     for (dest, opts) in &hc.tmpfs {
         let mut options = vec![
             "noexec".to_string(),
@@ -205,10 +207,32 @@ pub fn build(rec: &ContainerRecord, inputs: &SpecInputs<'_>) -> Result<Spec, Eng
                 .filter(|o| !o.is_empty())
                 .map(str::to_string),
         );
-        mounts.push(
+        user_mounts.push((
+            dest,
             json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": options}),
-        );
+        ));
     }
+    for m in rec
+        .mounts
+        .iter()
+        .filter(|m| m.kind == "bind" || m.kind == "volume")
+    {
+        let propagation = if m.propagation.is_empty() {
+            "rprivate"
+        } else {
+            m.propagation.as_str()
+        };
+        let mut options = vec!["rbind", propagation];
+        if !m.rw {
+            options.push("ro");
+        }
+        user_mounts.push((
+            &m.destination,
+            json!({"destination": m.destination, "type": "bind", "source": m.source, "options": options}),
+        ));
+    }
+    user_mounts.sort_by_key(|(dest, _)| dest.matches('/').count());
+    mounts.extend(user_mounts.into_iter().map(|(_, m)| m));
 
     let mut namespaces = vec![
         json!({"type": "pid"}),

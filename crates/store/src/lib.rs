@@ -36,6 +36,9 @@ mod overlay;
 mod pack;
 mod unpack;
 
+#[cfg(test)]
+mod test_support;
+
 pub use archive::{ArchiveFormat, LoadedImage, SaveRequest};
 pub use blobs::BlobStore;
 pub use check::CheckReport;

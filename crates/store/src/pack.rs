@@ -770,6 +770,7 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::snapshot;
     use crate::unpack::{UnpackOptions, unpack_into};
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
@@ -854,35 +855,6 @@ mod tests {
         // chown clears setuid.
         fs::set_permissions(dir.join("sub/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
         long
-    }
-
-    /// Path, mode, uid, gid, mtime, content, link target.
-    type Snap = (String, u32, u32, u32, i64, Vec<u8>, Option<PathBuf>);
-
-    /// Everything about a tree that a copy must keep, by relative path.
-    fn snapshot(dir: &Path) -> Vec<Snap> {
-        walkdir::WalkDir::new(dir)
-            .min_depth(1)
-            .sort_by_file_name()
-            .into_iter()
-            .map(|e| {
-                let e = e.unwrap();
-                let md = e.path().symlink_metadata().unwrap();
-                let data = if md.is_file() {
-                    fs::read(e.path()).unwrap()
-                } else {
-                    Vec::new()
-                };
-                let target = md
-                    .file_type()
-                    .is_symlink()
-                    .then(|| fs::read_link(e.path()).unwrap());
-                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
-                // Directory mtimes change as entries are created in them; files' are kept.
-                let mtime = if md.is_dir() { 0 } else { md.mtime() };
-                (rel, md.mode(), md.uid(), md.gid(), mtime, data, target)
-            })
-            .collect()
     }
 
     #[test]

@@ -92,6 +92,15 @@ pub struct RunArgs {
     /// Mount a tmpfs directory (PATH[:OPTIONS])
     #[arg(long, value_name = "list")]
     tmpfs: Vec<String>,
+    /// Bind mount a volume ([NAME|/HOST/PATH:]/CONTAINER/PATH[:ro])
+    #[arg(short, long, value_name = "list")]
+    volume: Vec<String>,
+    /// Attach a filesystem mount to the container (type=bind|volume|tmpfs,source=...,target=...)
+    #[arg(long, value_name = "mount")]
+    mount: Vec<String>,
+    /// Mount volumes from the specified container(s) (CONTAINER[:ro|rw])
+    #[arg(long = "volumes-from", value_name = "list")]
+    volumes_from: Vec<String>,
     /// Size of /dev/shm
     #[arg(long = "shm-size", value_name = "bytes")]
     shm_size: Option<String>,
@@ -291,6 +300,13 @@ impl RunArgs {
                 (k.to_string(), v.to_string())
             })
             .collect();
+        let mut mounts = Vec::new();
+        for v in &self.volume {
+            mounts.push(berth_engine::mounts::parse_volume_flag(v).map_err(|e| anyhow!(e))?);
+        }
+        for m in &self.mount {
+            mounts.push(berth_engine::mounts::parse_mount_flag(m).map_err(|e| anyhow!(e))?);
+        }
         let (image, cmd) = self.args.split_first().expect("clap requires IMAGE");
         let restart_policy = RestartPolicy::parse(&self.restart).map_err(|e| anyhow!(e))?;
         let mut log_config = LogConfig::default();
@@ -318,7 +334,10 @@ impl RunArgs {
             stop_signal: self.stop_signal.clone(),
             stop_timeout: self.stop_timeout,
             attach: !self.detach,
+            mounts,
+            volumes_from: self.volumes_from.clone(),
             host: HostConfig {
+                binds: self.volume.clone(),
                 network_mode: self.network.clone().unwrap_or_default(),
                 auto_remove: self.rm,
                 privileged: self.privileged,
@@ -343,6 +362,7 @@ impl RunArgs {
                     .collect::<Result<_>>()?,
                 restart_policy,
                 log_config,
+                ..Default::default()
             },
         })
     }
@@ -405,32 +425,13 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
         Err(e) => return Err(fail(EXIT_ENGINE, e)),
     };
 
-    let stdin_is_tty = rustix::termios::isatty(io::stdin());
-    // With -t the container's stdio is its pty, and with -i on a terminal its input goes
-    // through the session (the container must not read berth's terminal from another process
-    // group); piped input is handed over as it is.
-    let feed_stdin = args.interactive && (args.tty || stdin_is_tty);
-    let stdin: Option<OwnedFd> = if args.tty || feed_stdin {
-        None
-    } else if args.interactive {
-        Some(dup(io::stdin())?)
-    } else {
-        Some(fs::File::open("/dev/null")?.into())
-    };
-    let console_size = if args.tty {
-        console::window_size(io::stdout()).or_else(|| console::window_size(io::stdin()))
-    } else {
-        None
-    };
-    let hub = Hub::new();
-    hub.add(Sink::Local {
-        stream: Stream::Stdout,
-        out: Box::new(io::stdout()),
-    });
-    hub.add(Sink::Local {
-        stream: Stream::Stderr,
-        out: Box::new(io::stderr()),
-    });
+    let Foreground {
+        hub,
+        stdin,
+        console_size,
+        feed_stdin,
+        raw_mode,
+    } = Foreground::new(args.interactive, args.tty)?;
     // Installed before the start, so that a Ctrl-C from here on reaches the container
     // instead of killing berth (and, through its death signal, the container unrecorded).
     let signals = match signal_handlers() {
@@ -451,28 +452,9 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
     };
     let pid = session.pid();
     // The container runs: no early return from here on, or it would go unrecorded.
-    let raw_mode = if args.tty && args.interactive && stdin_is_tty {
-        console::RawMode::enable(io::stdin()).ok()
-    } else {
-        None
-    };
+    let raw_mode = raw_mode.then(|| console::RawMode::enable(io::stdin()).ok());
     if feed_stdin {
-        let hub = hub.clone();
-        thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            let mut stdin = io::stdin();
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if hub.write_stdin(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            hub.close_stdin();
-        });
+        feed(hub.clone());
     }
     forward_signals(signals, pid, args.tty.then(|| hub.clone()));
 
@@ -490,6 +472,77 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
         return Err(Status(exit.code.clamp(0, 255) as u8).into());
     }
     Ok(())
+}
+
+/// A foreground `run` or `exec`: this process's stdio is the container process's.
+pub(crate) struct Foreground {
+    /// Its output goes to this process's stdout and stderr.
+    pub hub: Arc<Hub>,
+    /// Its stdin as it is (piped input, or /dev/null), when not fed through the hub.
+    pub stdin: Option<OwnedFd>,
+    /// Its pty's size (with -t).
+    pub console_size: Option<(u16, u16)>,
+    /// This process's stdin is to be fed through the hub ([`feed`]).
+    pub feed_stdin: bool,
+    /// This terminal is to be put in raw mode once the process runs.
+    pub raw_mode: bool,
+}
+
+impl Foreground {
+    /// With -t the process's stdio is its pty, and with -i on a terminal its input goes
+    /// through this process (the process must not read berth's terminal from another process
+    /// group); piped input is handed over as it is.
+    pub(crate) fn new(interactive: bool, tty: bool) -> io::Result<Foreground> {
+        let stdin_is_tty = rustix::termios::isatty(io::stdin());
+        let feed_stdin = interactive && (tty || stdin_is_tty);
+        let stdin: Option<OwnedFd> = if tty || feed_stdin {
+            None
+        } else if interactive {
+            Some(dup(io::stdin())?)
+        } else {
+            Some(fs::File::open("/dev/null")?.into())
+        };
+        let console_size = if tty {
+            console::window_size(io::stdout()).or_else(|| console::window_size(io::stdin()))
+        } else {
+            None
+        };
+        let hub = Hub::new();
+        hub.add(Sink::Local {
+            stream: Stream::Stdout,
+            out: Box::new(io::stdout()),
+        });
+        hub.add(Sink::Local {
+            stream: Stream::Stderr,
+            out: Box::new(io::stderr()),
+        });
+        Ok(Foreground {
+            hub,
+            stdin,
+            console_size,
+            feed_stdin,
+            raw_mode: tty && interactive && stdin_is_tty,
+        })
+    }
+}
+
+/// Copies this process's stdin to the container process's until either ends.
+pub(crate) fn feed(hub: Arc<Hub>) {
+    thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        let mut stdin = io::stdin();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if hub.write_stdin(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        hub.close_stdin();
+    });
 }
 
 /// The signals `berth run` passes on to the container (docker's `--sig-proxy`), and SIGWINCH.
@@ -529,8 +582,7 @@ pub struct RemoveArgs {
     /// Force the removal of a running container (uses SIGKILL)
     #[arg(short, long)]
     force: bool,
-    /// Remove anonymous volumes associated with the container (berth makes no volumes
-    /// yet, so there are none to remove)
+    /// Remove anonymous volumes associated with the container
     #[arg(short, long)]
     volumes: bool,
     /// CONTAINER...
@@ -541,13 +593,9 @@ pub struct RemoveArgs {
 /// `berth rm`.
 pub fn remove(root: &Path, args: RemoveArgs) -> Result<()> {
     let mut engine = Engine::open(root)?;
-    if args.volumes {
-        // Nothing to remove until containers have volumes (the volumes issue wires this).
-        tracing::debug!("rm -v: berth containers have no anonymous volumes yet");
-    }
     let mut failed = false;
     for name in &args.containers {
-        match engine.remove(name, args.force) {
+        match engine.remove_with_volumes(name, args.force, args.volumes) {
             Ok(_) => println!("{name}"),
             Err(e) => {
                 eprintln!("Error: {e}");

@@ -1,27 +1,19 @@
 //! `berth exec`: a command in a running container.
 
-use std::{
-    fs,
-    io::{self, Read},
-    os::fd::{AsFd, OwnedFd},
-    path::Path,
-    sync::Arc,
-    thread,
-};
+use std::{fs, io, os::fd::OwnedFd, path::Path, sync::Arc, thread};
 
 use anyhow::Result;
 use berth_engine::{
     Engine,
     exec::ExecOptions,
-    logfile::Stream,
-    monitor::{self, Hub, Session, Sink},
+    monitor::{self, Hub, Session},
 };
 use berth_runtime::console;
 use clap::Args;
 
 use super::{
     Status,
-    container::{env_entry, read_env_file},
+    container::{Foreground, env_entry, feed, read_env_file},
 };
 
 /// `berth exec` flags.
@@ -118,31 +110,13 @@ pub fn exec(root: &Path, args: ExecArgs) -> Result<()> {
         return Ok(());
     }
 
-    let stdin_is_tty = rustix::termios::isatty(io::stdin());
-    // As for `run`: a terminal's input goes through this process (the command runs in
-    // another session), piped input is handed over as it is.
-    let feed_stdin = args.interactive && (args.tty || stdin_is_tty);
-    let stdin: Option<OwnedFd> = if args.tty || feed_stdin {
-        None
-    } else if args.interactive {
-        Some(io::stdin().as_fd().try_clone_to_owned()?)
-    } else {
-        Some(fs::File::open("/dev/null")?.into())
-    };
-    let console_size = if args.tty {
-        console::window_size(io::stdout()).or_else(|| console::window_size(io::stdin()))
-    } else {
-        None
-    };
-    let hub = Hub::new();
-    hub.add(Sink::Local {
-        stream: Stream::Stdout,
-        out: Box::new(io::stdout()),
-    });
-    hub.add(Sink::Local {
-        stream: Stream::Stderr,
-        out: Box::new(io::stderr()),
-    });
+    let Foreground {
+        hub,
+        stdin,
+        console_size,
+        feed_stdin,
+        raw_mode,
+    } = Foreground::new(args.interactive, args.tty)?;
     let session = Session::exec(
         &mut engine,
         container,
@@ -153,14 +127,9 @@ pub fn exec(root: &Path, args: ExecArgs) -> Result<()> {
         console_size,
     )
     .map_err(failed)?;
-    let raw_mode = if args.tty && args.interactive && stdin_is_tty {
-        console::RawMode::enable(io::stdin()).ok()
-    } else {
-        None
-    };
+    let raw_mode = raw_mode.then(|| console::RawMode::enable(io::stdin()).ok());
     if feed_stdin {
-        let hub = hub.clone();
-        thread::spawn(move || feed(&hub));
+        feed(hub.clone());
     }
     if args.tty {
         follow_window_size(hub.clone());
@@ -172,23 +141,6 @@ pub fn exec(root: &Path, args: ExecArgs) -> Result<()> {
         return Err(Status(exit.code.clamp(0, 255) as u8).into());
     }
     Ok(())
-}
-
-/// Copies this process's stdin to the command's until either ends.
-fn feed(hub: &Hub) {
-    let mut buf = [0u8; 8192];
-    let mut stdin = io::stdin();
-    loop {
-        match stdin.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if hub.write_stdin(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    hub.close_stdin();
 }
 
 /// Passes this terminal's size changes on to the command's pty.

@@ -366,3 +366,15 @@ pub fn berth_arch() -> &'static str {
 pub fn json(s: &str) -> Value {
     serde_json::from_str(s).expect("valid JSON")
 }
+
+/// Polls `f` until it is true or `secs` pass.
+pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
