@@ -9,7 +9,7 @@ Usage: scripts/install-deps.sh [-h] [--peers] [--dry-run] [EXTRA_PACKAGE...]
 
 Installs (apt-get, noninteractive) what berth's build and tests need:
   build-essential pkg-config libseccomp-dev busybox-static debootstrap skopeo umoci jq
-  hyperfine ca-certificates curl iproute2
+  hyperfine ca-certificates curl iproute2 nftables
 With --peers, also the engines berth is compared with in benchmarks:
   crun runc podman docker.io docker-registry
 EXTRA_PACKAGE names are installed too.
@@ -23,8 +23,10 @@ Options:
 EOF
 }
 
+# nftables: berth-net's NAT runs `nft` (and its tests list tables with it); iproute2: tests
+# check links and routes with `ip`.
 BASE_PKGS=(build-essential pkg-config libseccomp-dev busybox-static debootstrap skopeo umoci jq
-    hyperfine ca-certificates curl iproute2)
+    hyperfine ca-certificates curl iproute2 nftables)
 PEER_PKGS=(crun runc podman docker.io docker-registry)
 
 pkgs=("${BASE_PKGS[@]}")
