@@ -534,12 +534,22 @@ fn names_are_unique_and_rm_refuses_unknown() {
 fn loopback_is_up_in_the_containers_network_namespace() {
     let host = Host::new();
     let out = host.run_ok(&[
+        "--network",
+        "none",
         "busybox",
         "sh",
         "-c",
         "ip -o link | cut -d: -f2 | tr -d ' '; ip -o addr show lo | grep -c 127.0.0.1",
     ]);
     assert_eq!(out, "lo\n1\n", "only lo, and it is up with 127.0.0.1");
+    // On the default bridge: lo and eth0 (the veth's peer).
+    let out = host.run_ok(&[
+        "busybox",
+        "sh",
+        "-c",
+        "ip -o link | cut -d: -f2 | cut -d@ -f1 | tr -d ' '",
+    ]);
+    assert_eq!(out, "lo\neth0\n", "lo and eth0");
     let out = host.run_ok(&[
         "--network",
         "host",

@@ -25,6 +25,22 @@ CREATE TABLE IF NOT EXISTS volumes (
     labels  TEXT NOT NULL,         -- JSON object
     options TEXT NOT NULL          -- JSON object (the driver's options, `--opt`)
 );
+CREATE TABLE IF NOT EXISTS networks (
+    name     TEXT PRIMARY KEY,
+    id       TEXT NOT NULL UNIQUE,
+    bridge   TEXT NOT NULL,
+    subnet   TEXT NOT NULL,        -- 172.17.0.0/16
+    gateway  TEXT NOT NULL,
+    internal INTEGER NOT NULL
+);
+-- One row per address in use: the key makes handing out an address twice impossible.
+CREATE TABLE IF NOT EXISTS ip_allocations (
+    network   TEXT NOT NULL,
+    address   TEXT NOT NULL,
+    container TEXT NOT NULL,
+    PRIMARY KEY (network, address)
+);
+CREATE INDEX IF NOT EXISTS ip_allocations_by_container ON ip_allocations (container);
 ";
 
 /// The containers whose record mounts volume `?1`, oldest first.
@@ -292,6 +308,112 @@ impl Db {
                 VolumeDeletion::Deleted
             })
         })
+    }
+
+    /// The network called `name`.
+    pub(crate) fn network(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::networks::Network>, EngineError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT name, id, bridge, subnet, gateway, internal FROM networks WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, bool>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((name, id, bridge, subnet, gateway, internal)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |what: &str| EngineError::Invalid(format!("network {name}: bad {what}"));
+        Ok(Some(crate::networks::Network {
+            subnet: berth_net::Ipv4Net::parse(&subnet).map_err(|_| corrupt("subnet"))?,
+            gateway: gateway.parse().map_err(|_| corrupt("gateway"))?,
+            name,
+            id,
+            bridge,
+            internal,
+        }))
+    }
+
+    /// Records a network unless one of that name exists; returns the one recorded.
+    pub(crate) fn insert_network(
+        &mut self,
+        n: &crate::networks::Network,
+    ) -> Result<crate::networks::Network, EngineError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO networks (name, id, bridge, subnet, gateway, internal) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                n.name,
+                n.id,
+                n.bridge,
+                n.subnet.to_string(),
+                n.gateway.to_string(),
+                n.internal
+            ],
+        )?;
+        self.network(&n.name)?
+            .ok_or_else(|| EngineError::Invalid(format!("network {} vanished", n.name)))
+    }
+
+    /// Takes the lowest free address of `subnet` (not its network address, `gateway` or
+    /// broadcast) for `container`, in one immediate transaction.
+    pub(crate) fn allocate_ip(
+        &mut self,
+        network: &str,
+        subnet: berth_net::Ipv4Net,
+        gateway: std::net::Ipv4Addr,
+        container: &str,
+    ) -> Result<std::net::Ipv4Addr, EngineError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let used: std::collections::BTreeSet<std::net::Ipv4Addr> = {
+            let mut stmt = tx.prepare("SELECT address FROM ip_allocations WHERE network = ?1")?;
+            let rows = stmt.query_map([network], |r| r.get::<_, String>(0))?;
+            rows.filter_map(|r| r.ok()?.parse().ok()).collect()
+        };
+        let address = (1..subnet.size().saturating_sub(1))
+            .filter_map(|i| subnet.host(i))
+            .find(|a| *a != gateway && !used.contains(a))
+            .ok_or_else(|| {
+                EngineError::Invalid(format!("no available IPv4 addresses on network {network}"))
+            })?;
+        tx.execute(
+            "INSERT INTO ip_allocations (network, address, container) VALUES (?1, ?2, ?3)",
+            params![network, address.to_string(), container],
+        )?;
+        tx.commit()?;
+        Ok(address)
+    }
+
+    /// How many addresses of `network` are in use.
+    pub(crate) fn ips_in_use(&self, network: &str) -> Result<i64, EngineError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM ip_allocations WHERE network = ?1",
+            [network],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Frees every address `container` holds.
+    pub(crate) fn release_ips(&mut self, container: &str) -> Result<(), EngineError> {
+        self.conn.execute(
+            "DELETE FROM ip_allocations WHERE container = ?1",
+            [container],
+        )?;
+        Ok(())
     }
 
     /// Runs `f` with `synchronous=FULL`, then goes back to the connection's `NORMAL`.

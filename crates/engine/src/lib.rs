@@ -23,6 +23,8 @@ pub mod logfile;
 pub mod monitor;
 pub mod mounts;
 pub mod names;
+pub mod networks;
+pub mod ports;
 pub mod record;
 pub mod seccomp;
 pub mod spec;
@@ -153,6 +155,8 @@ pub struct CreateOptions {
     pub mounts: Vec<mounts::MountRequest>,
     /// `--volumes-from` (`CONTAINER[:ro|rw]`).
     pub volumes_from: Vec<String>,
+    /// `--expose`, as `80/tcp` keys.
+    pub expose: Vec<String>,
     /// Everything else Docker keeps in `HostConfig`.
     pub host: HostConfig,
 }
@@ -164,12 +168,19 @@ pub struct Started {
     container: berth_runtime::Container,
     /// Its volumes' names, for `--rm` to remove the anonymous ones.
     volumes: Vec<String>,
+    /// Its address on the default bridge.
+    address: Option<std::net::Ipv4Addr>,
 }
 
 impl Started {
     /// The host pid of the container's init.
     pub fn pid(&self) -> i32 {
         self.container.pid()
+    }
+
+    /// Its address on the default bridge, where published ports lead.
+    pub fn address(&self) -> Option<std::net::Ipv4Addr> {
+        self.address
     }
 
     /// The master side of a `-t` container's pty, once.
@@ -417,6 +428,29 @@ impl Engine {
             &mut host.tmpfs,
         )?;
         host.volumes_from = opts.volumes_from.clone();
+        let mut exposed_ports = run.exposed_ports.clone().unwrap_or_default();
+        for key in host.port_bindings.keys().chain(&opts.expose) {
+            exposed_ports
+                .entry(key.clone())
+                .or_insert_with(|| serde_json::json!({}));
+        }
+        if host.publish_all_ports {
+            for key in exposed_ports.keys() {
+                host.port_bindings
+                    .entry(key.clone())
+                    .or_insert_with(|| vec![PortBinding::default()]);
+            }
+        }
+        if !host.port_bindings.is_empty()
+            && !matches!(host.network_mode.as_str(), "bridge" | "default")
+        {
+            // Docker's rule: nothing to publish without a network of the container's own.
+            tracing::warn!(
+                "Published ports are discarded when using {} network mode",
+                host.network_mode
+            );
+            host.port_bindings.clear();
+        }
         let now = jiff::Timestamp::now().to_string();
         let network = host.network_mode.clone();
         let mut rec = ContainerRecord {
@@ -452,6 +486,7 @@ impl Engine {
                 attach_stdin: opts.attach && opts.interactive,
                 attach_stdout: opts.attach,
                 attach_stderr: opts.attach,
+                exposed_ports: exposed_ports.clone(),
             },
             host_config: host,
             graph_driver,
@@ -460,6 +495,7 @@ impl Engine {
             has_been_manually_stopped: false,
             mounts,
             network_settings: NetworkSettings {
+                ports: exposed_ports.keys().map(|k| (k.clone(), None)).collect(),
                 networks: [(network, EndpointSettings::default())].into(),
                 ..Default::default()
             },
@@ -529,7 +565,44 @@ impl Engine {
             Ok(c) => c,
             Err(e) => return Err(self.record_start_failure(rec, e)),
         };
+        let mut address = None;
+        if matches!(rec.host_config.network_mode.as_str(), "bridge" | "default") {
+            match self.attach_default_network(&rec, container.pid()) {
+                Ok(attached) => {
+                    address = Some(attached.address);
+                    let hosts = dir.join("hosts");
+                    let line = format!("{}\t{}\n", attached.address, rec.config.hostname);
+                    let written = fs::OpenOptions::new()
+                        .append(true)
+                        .open(&hosts)
+                        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+                    rec.network_settings = attached.settings;
+                    let saved = written
+                        .map_err(io_err(format!("write {}", hosts.display())))
+                        .and_then(|()| {
+                            self.db
+                                .set_field(&rec.id, "NetworkSettings", &rec.network_settings)
+                        });
+                    if let Err(e) = saved {
+                        let _ = container.delete();
+                        self.detach_networks(&rec.id);
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    let _ = container.delete();
+                    rec.state.status = "exited".into();
+                    rec.state.exit_code = 128;
+                    rec.state.error = e.to_string();
+                    let _ = self.set_state(&rec.id, &rec.state);
+                    return Err(e);
+                }
+            }
+        }
         if let Err(e) = container.start() {
+            if address.is_some() {
+                self.detach_networks(&rec.id);
+            }
             let _ = container.delete();
             return Err(self.record_start_failure(rec, e));
         }
@@ -544,6 +617,7 @@ impl Engine {
         self.set_state(&rec.id, &rec.state)?;
         Ok(Started {
             volumes: volume_names(&rec),
+            address,
             id: rec.id,
             container,
         })
@@ -667,6 +741,10 @@ impl Engine {
     /// Records how a started container ended and removes its cgroup.
     pub fn finish(&mut self, started: Started, exit: Exit) -> Result<(), EngineError> {
         let result = started.container.delete();
+        if started.address.is_some() {
+            self.detach_networks(&started.id);
+            self.clear_network_settings(&started.id)?;
+        }
         let mut rec = self.record(&started.id)?;
         rec.state = ContainerState {
             status: "exited".into(),
@@ -720,10 +798,51 @@ impl Engine {
     /// recording how it ended.
     pub fn finish_and_remove(&mut self, started: Started) -> Result<(), EngineError> {
         let deleted = started.container.delete();
+        if started.address.is_some() {
+            self.detach_networks(&started.id);
+        }
         self.discard(&started.id)?;
         // Docker's --rm takes the container's anonymous volumes with it.
         self.remove_anonymous_volumes(&started.volumes);
         deleted.map_err(EngineError::from)
+    }
+
+    /// What `inspect` shows of a stopped container's networks: their names, no addresses.
+    pub(crate) fn clear_network_settings(&mut self, id: &str) -> Result<(), EngineError> {
+        let rec = self.record(id)?;
+        let cleared = NetworkSettings {
+            ports: rec
+                .network_settings
+                .ports
+                .keys()
+                .map(|k| (k.clone(), None))
+                .collect(),
+            networks: rec
+                .network_settings
+                .networks
+                .keys()
+                .map(|k| (k.clone(), EndpointSettings::default()))
+                .collect(),
+            ..Default::default()
+        };
+        self.db.set_field(id, "NetworkSettings", &cleared)
+    }
+
+    /// Records the host ports a container's published ports are bound to (`port`,
+    /// `inspect`).
+    pub fn set_published_ports(
+        &mut self,
+        id: &str,
+        bound: &ports::PortMap,
+    ) -> Result<(), EngineError> {
+        let mut rec = self.record(id)?;
+        for (key, bindings) in bound {
+            rec.network_settings
+                .ports
+                .insert(key.clone(), Some(bindings.clone()));
+        }
+        self.db
+            .set_field(id, "NetworkSettings.Ports", &rec.network_settings.ports)
     }
 
     /// Removes the anonymous volumes among `names` that no container uses any more (the
@@ -759,6 +878,7 @@ impl Engine {
             Err(e) => return Err(io_err(format!("remove {}", dir.display()))(e)),
         }
         self.db.delete(id)?;
+        self.db.release_ips(id)?;
         self.store.release_image(&holder(id))?;
         Ok(())
     }
@@ -785,9 +905,31 @@ impl Engine {
         } else {
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
         };
+        let mut hosts_text = hosts_text;
+        for entry in &rec.host_config.extra_hosts {
+            // `name:address` (Docker also takes `name=address`); an IPv6 address has colons.
+            let (name, address) = entry
+                .split_once('=')
+                .or_else(|| entry.split_once(':'))
+                .unwrap_or((entry.as_str(), ""));
+            hosts_text.push_str(&format!("{address}\t{name}\n"));
+        }
         fs::write(&hosts, hosts_text).map_err(io_err("write hosts"))?;
         let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let resolv_text = if rec.host_config.network_mode == "host" {
+        let resolv_text = if !rec.host_config.dns.is_empty() {
+            let others: String = host_resolv
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("nameserver"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let servers: String = rec
+                .host_config
+                .dns
+                .iter()
+                .map(|d| format!("nameserver {d}\n"))
+                .collect();
+            others + &servers
+        } else if rec.host_config.network_mode == "host" {
             host_resolv
         } else {
             container_resolv_conf(&host_resolv)
@@ -864,7 +1006,7 @@ fn holder(id: &str) -> String {
     format!("container:{id}")
 }
 
-fn new_id() -> Result<String, EngineError> {
+pub(crate) fn new_id() -> Result<String, EngineError> {
     let mut bytes = [0u8; 32];
     let mut filled = 0;
     while filled < bytes.len() {

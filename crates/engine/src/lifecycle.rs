@@ -86,6 +86,7 @@ impl Engine {
         if let Ok(cgroup) = berth_runtime::cgroups::Cgroup::open(&cgroup_path(&rec.id)) {
             cgroup.destroy().map_err(RuntimeError::from)?;
         }
+        self.detach_networks(&rec.id);
         if rec.host_config.auto_remove {
             self.discard(&rec.id)?;
             self.remove_anonymous_volumes(&crate::volume_names(&rec));
@@ -100,6 +101,7 @@ impl Engine {
             ..Default::default()
         };
         self.set_state(&rec.id, &rec.state)?;
+        self.clear_network_settings(&rec.id)?;
         drop(lock);
         Ok(Some(rec))
     }

@@ -278,9 +278,11 @@ fn monitor(
             thread::sleep(Duration::from_millis(1));
         }
     }
+    let ports = PublishedPorts::bind(&rec)?;
     let mut backoff = Duration::from_millis(100);
     loop {
         let session = Session::start(&mut engine, id, &hub, None, None)?;
+        ports.running(&mut engine, id, session.address())?;
         if let Some(mut pipe) = ready.take() {
             let _ = writeln!(
                 pipe,
@@ -290,6 +292,7 @@ fn monitor(
         }
         let began = Instant::now();
         let (started, exit) = session.wait()?;
+        ports.stopped();
         let rec = engine.record(id)?;
         if rec.host_config.auto_remove {
             let removed = engine.finish_and_remove(started);
@@ -330,6 +333,54 @@ fn monitor(
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
         engine.set_restart_count(id, rec.restart_count + 1)?;
+    }
+}
+
+/// A container's published ports, served by the process that looks after it for as long as
+/// it does (across restarts).
+pub struct PublishedPorts {
+    target: Option<crate::ports::Target>,
+    bound: crate::ports::PortMap,
+}
+
+impl PublishedPorts {
+    /// Binds the host ports of `rec`'s `-p`/`-P` and starts serving them.
+    pub fn bind(rec: &ContainerRecord) -> Result<PublishedPorts, EngineError> {
+        if rec.host_config.port_bindings.is_empty() {
+            return Ok(PublishedPorts {
+                target: None,
+                bound: Default::default(),
+            });
+        }
+        let proxy = crate::ports::PortProxy::bind(&rec.host_config.port_bindings)?;
+        let target = proxy.target();
+        let bound = proxy.bound.clone();
+        proxy.serve();
+        Ok(PublishedPorts {
+            target: Some(target),
+            bound,
+        })
+    }
+
+    /// The container runs at `address`: traffic goes there, and its record shows the ports.
+    pub fn running(
+        &self,
+        engine: &mut Engine,
+        id: &str,
+        address: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), EngineError> {
+        if let Some(target) = &self.target {
+            *target.lock().expect("lock") = address;
+            engine.set_published_ports(id, &self.bound)?;
+        }
+        Ok(())
+    }
+
+    /// The container stopped: connections are refused until it runs again.
+    pub fn stopped(&self) {
+        if let Some(target) = &self.target {
+            *target.lock().expect("lock") = None;
+        }
     }
 }
 
@@ -478,6 +529,11 @@ impl Session {
     /// The host pid of the container's init.
     pub fn pid(&self) -> i32 {
         self.process.pid()
+    }
+
+    /// The container's address on the default bridge.
+    pub fn address(&self) -> Option<std::net::Ipv4Addr> {
+        self.process.address()
     }
 
     /// Waits for the container to exit and for its output to be drained into the log.

@@ -236,6 +236,9 @@ pub struct ContainerConfig {
     /// See `attach_stdin`.
     #[serde(default)]
     pub attach_stderr: bool,
+    /// Ports the container listens on (`EXPOSE`, `--expose`, `-p`), as `80/tcp` keys.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exposed_ports: BTreeMap<String, serde_json::Value>,
 }
 
 /// Docker's `HostConfig`: what berth honours today.
@@ -290,6 +293,19 @@ pub struct HostConfig {
     /// `--volumes-from` as given.
     #[serde(default)]
     pub volumes_from: Vec<String>,
+    /// `-p`: the container's port (`80/tcp`) to its host bindings (an empty host port is
+    /// any free one).
+    #[serde(default)]
+    pub port_bindings: BTreeMap<String, Vec<PortBinding>>,
+    /// `-P`: every exposed port on a free host port.
+    #[serde(default)]
+    pub publish_all_ports: bool,
+    /// `--dns`.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--add-host` (`name:address`).
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
 }
 
 /// Docker's `RestartPolicy`.

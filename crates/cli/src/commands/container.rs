@@ -101,6 +101,21 @@ pub struct RunArgs {
     /// Mount volumes from the specified container(s) (CONTAINER[:ro|rw])
     #[arg(long = "volumes-from", value_name = "list")]
     volumes_from: Vec<String>,
+    /// Publish a container's port(s) to the host ([IP:][HOST_PORT:]CONTAINER_PORT[/PROTO])
+    #[arg(short, long, value_name = "list")]
+    publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Expose a port or a range of ports
+    #[arg(long, value_name = "list")]
+    expose: Vec<String>,
+    /// Set custom DNS servers
+    #[arg(long, value_name = "list")]
+    dns: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long = "add-host", value_name = "list")]
+    add_host: Vec<String>,
     /// Size of /dev/shm
     #[arg(long = "shm-size", value_name = "bytes")]
     shm_size: Option<String>,
@@ -307,6 +322,25 @@ impl RunArgs {
         for m in &self.mount {
             mounts.push(berth_engine::mounts::parse_mount_flag(m).map_err(|e| anyhow!(e))?);
         }
+        let mut port_bindings = berth_engine::ports::PortMap::new();
+        for p in &self.publish {
+            berth_engine::ports::parse_publish(p, &mut port_bindings).map_err(|e| anyhow!(e))?;
+        }
+        let mut expose = Vec::new();
+        for e in &self.expose {
+            expose.extend(berth_engine::ports::parse_expose(e).map_err(|e| anyhow!(e))?);
+        }
+        for h in &self.add_host {
+            let (name, address) = h
+                .split_once('=')
+                .or_else(|| h.split_once(':'))
+                .unwrap_or((h, ""));
+            if name.is_empty() || address.parse::<std::net::IpAddr>().is_err() {
+                return Err(anyhow!(
+                    "invalid argument \"{h}\" for \"--add-host\" flag: invalid IP address in add-host: \"{address}\""
+                ));
+            }
+        }
         let (image, cmd) = self.args.split_first().expect("clap requires IMAGE");
         let restart_policy = RestartPolicy::parse(&self.restart).map_err(|e| anyhow!(e))?;
         let mut log_config = LogConfig::default();
@@ -336,8 +370,13 @@ impl RunArgs {
             attach: !self.detach,
             mounts,
             volumes_from: self.volumes_from.clone(),
+            expose,
             host: HostConfig {
                 binds: self.volume.clone(),
+                port_bindings,
+                publish_all_ports: self.publish_all,
+                dns: self.dns.clone(),
+                extra_hosts: self.add_host.clone(),
                 network_mode: self.network.clone().unwrap_or_default(),
                 auto_remove: self.rm,
                 privileged: self.privileged,
@@ -441,6 +480,14 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
             return Err(fail(EXIT_ENGINE, e));
         }
     };
+    let ports = match monitor::PublishedPorts::bind(&rec) {
+        Ok(p) => p,
+        Err(e) => {
+            drop(lock);
+            remove(&mut engine);
+            return Err(fail(EXIT_ENGINE, e));
+        }
+    };
     let session = match Session::start(&mut engine, &rec.id, &hub, stdin, console_size) {
         Ok(s) => s,
         Err(e) => {
@@ -451,6 +498,9 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
         }
     };
     let pid = session.pid();
+    if let Err(e) = ports.running(&mut engine, &rec.id, session.address()) {
+        eprintln!("berth: Error: {e}");
+    }
     // The container runs: no early return from here on, or it would go unrecorded.
     let raw_mode = raw_mode.then(|| console::RawMode::enable(io::stdin()).ok());
     if feed_stdin {

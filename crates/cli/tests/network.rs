@@ -1,0 +1,250 @@
+//! Containers on the default bridge: an address each, published ports reached from the host
+//! with a real HTTP client, containers reaching each other, `--network none`, and nothing
+//! left behind (addresses, veths).
+
+mod common;
+
+use std::{process::Command, thread, time::Duration};
+
+use common::{eventually, host::Host, json};
+
+/// `curl` of `url`: the body, or `None` when it did not answer.
+fn curl(url: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--noproxy", "*", "--max-time", "5", url])
+        .output()
+        .expect("curl (scripts/install-deps.sh installs it)");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A busybox httpd serving `body` at / on port 80, with `flags` for `run -d`.
+fn httpd(host: &Host, body: &str, flags: &[&str]) -> String {
+    let www = host
+        .berth
+        .dir
+        .path()
+        .join(format!("www-{}", common::host::unique()));
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), body).unwrap();
+    let bind = format!("{}:/www:ro", www.display());
+    let mut args = vec!["run", "-d", "-v", &bind];
+    args.extend_from_slice(flags);
+    args.extend(["busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
+    host.ok(&args).trim().to_string()
+}
+
+fn veths_of(id: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("veth{}", &id[..7])))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Once its last container is gone, a (non-default) root's bridge and NAT rules are gone.
+fn assert_no_bridge(host: &Host) {
+    let root = host.berth.root();
+    let bridge = format!(
+        "br{}",
+        &common::sha256_hex(root.to_str().unwrap().as_bytes())[..10]
+    );
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains(&bridge),
+        "bridge {bridge} left behind"
+    );
+    let rules = Command::new("nft")
+        .args(["list", "table", "ip", "berth"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains(&bridge),
+        "NAT rules of {bridge} left behind"
+    );
+}
+
+#[test]
+fn published_ports_reach_a_container_from_the_host() {
+    let host = Host::new();
+    let id = httpd(
+        &host,
+        "hello from berth\n",
+        &["-p", "127.0.0.1::80", "-p", "0:80"],
+    );
+    // `port` shows where 80/tcp went; curl gets the page there.
+    let ports = host.ok(&["port", &id, "80"]);
+    let loopback = ports
+        .lines()
+        .find(|l| l.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no loopback binding: {ports}"))
+        .to_string();
+    eventually(10, "httpd to answer", || {
+        curl(&format!("http://{loopback}/")).is_some()
+    });
+    assert_eq!(
+        curl(&format!("http://{loopback}/")).unwrap(),
+        "hello from berth\n"
+    );
+    // The all-addresses binding answers on another address of the host too: the bridge's.
+    let doc = json(&host.ok(&["inspect", &id]));
+    let settings = &doc[0]["NetworkSettings"];
+    let gateway = settings["Gateway"].as_str().unwrap().to_string();
+    let any = ports
+        .lines()
+        .find(|l| l.starts_with("0.0.0.0:"))
+        .unwrap_or_else(|| panic!("no 0.0.0.0 binding: {ports}"));
+    let port = any.rsplit(':').next().unwrap();
+    assert_eq!(
+        curl(&format!("http://{gateway}:{port}/")).as_deref(),
+        Some("hello from berth\n")
+    );
+    // inspect: an address on the bridge, the MAC derived from it, the published ports.
+    let address = settings["IPAddress"].as_str().unwrap().to_string();
+    assert!(!address.is_empty(), "{settings}");
+    let octets: Vec<u8> = address.split('.').map(|o| o.parse().unwrap()).collect();
+    let mac = format!(
+        "02:42:{:02x}:{:02x}:{:02x}:{:02x}",
+        octets[0], octets[1], octets[2], octets[3]
+    );
+    assert_eq!(settings["MacAddress"], mac.as_str());
+    assert_eq!(
+        settings["Networks"]["bridge"]["IPAddress"],
+        address.as_str()
+    );
+    assert!(
+        settings["Ports"]["80/tcp"]
+            .as_array()
+            .is_some_and(|b| b.len() == 2)
+    );
+    // The container's own view: eth0 with that address, a default route.
+    let inside = host.ok(&["exec", &id, "sh", "-c", "ip -4 addr show eth0; ip route"]);
+    assert!(inside.contains(&format!("inet {address}/")), "{inside}");
+    assert!(
+        inside.contains(&format!("default via {gateway}")),
+        "{inside}"
+    );
+    // A taken port fails the start with Docker's words.
+    let taken = loopback.rsplit(':').next().unwrap().to_string();
+    let ran = host.run(&[
+        "--rm",
+        "-p",
+        &format!("127.0.0.1:{taken}:80"),
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(ran.code, 125);
+    assert!(
+        ran.stderr.contains("port is already allocated"),
+        "{}",
+        ran.stderr
+    );
+    // Stopped: no address, connections refused; removed: no veth left.
+    host.ok(&["stop", "-t", "1", &id]);
+    assert!(curl(&format!("http://{loopback}/")).is_none());
+    let doc = json(&host.ok(&["inspect", &id]));
+    assert_eq!(doc[0]["NetworkSettings"]["IPAddress"], "");
+    host.ok(&["rm", &id]);
+    assert!(veths_of(&id).is_empty(), "{:?}", veths_of(&id));
+    assert_no_bridge(&host);
+}
+
+#[test]
+fn containers_reach_each_other_and_get_distinct_addresses() {
+    let host = Host::new();
+    let server = httpd(&host, "from the server\n", &[]);
+    let address = host
+        .ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &server])
+        .trim()
+        .to_string();
+    let mut got = None;
+    for _ in 0..50 {
+        let ran = host.run(&[
+            "--rm",
+            "busybox",
+            "wget",
+            "-qO-",
+            &format!("http://{address}/"),
+        ]);
+        if ran.code == 0 {
+            got = Some(ran.stdout);
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got.as_deref(), Some("from the server\n"));
+    // Ten at once: ten different addresses, all freed afterwards.
+    let children: Vec<_> = (0..10)
+        .map(|_| {
+            host.berth
+                .command()
+                .args(["run", "-d", "busybox", "sleep", "60"])
+                .output()
+                .unwrap()
+        })
+        .collect();
+    let ids: Vec<String> = children
+        .iter()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .collect();
+    let mut addresses: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            host.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", id])
+                .trim()
+                .to_string()
+        })
+        .collect();
+    addresses.push(address);
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 11, "{addresses:?}");
+    let mut all = vec!["rm", "-f", &server];
+    all.extend(ids.iter().map(String::as_str));
+    host.ok(&all);
+    for id in ids.iter().chain([&server]) {
+        assert!(veths_of(id).is_empty());
+    }
+    assert_no_bridge(&host);
+}
+
+#[test]
+fn network_none_has_only_loopback_and_expose_with_publish_all() {
+    let host = Host::new();
+    let out = host.run_ok(&["--network", "none", "busybox", "ls", "/sys/class/net"]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    // --add-host and --dns reach the container's files.
+    let out = host.run_ok(&[
+        "--add-host",
+        "db.internal:10.1.2.3",
+        "--dns",
+        "10.9.9.9",
+        "busybox",
+        "sh",
+        "-c",
+        "grep db.internal /etc/hosts; grep nameserver /etc/resolv.conf",
+    ]);
+    assert!(out.contains("10.1.2.3\tdb.internal"), "{out}");
+    assert!(out.contains("nameserver 10.9.9.9"), "{out}");
+    // -P publishes every exposed port on a free host port.
+    let id = httpd(&host, "any port\n", &["--expose", "80", "-P"]);
+    let ports = host.ok(&["port", &id]);
+    let line = ports
+        .lines()
+        .find(|l| l.starts_with("80/tcp -> 0.0.0.0:"))
+        .unwrap_or_else(|| panic!("{ports}"));
+    let port = line.rsplit(':').next().unwrap();
+    eventually(10, "httpd to answer", || {
+        curl(&format!("http://127.0.0.1:{port}/")).as_deref() == Some("any port\n")
+    });
+    host.ok(&["rm", "-f", &id]);
+    assert_no_bridge(&host);
+}

@@ -1,0 +1,295 @@
+//! Networks as containers see them: the default bridge (`bridge`, Docker's name; the host
+//! interface `berth0`), addresses handed out from its subnet, and a container's endpoint on
+//! it, made while the container is created and waits to start.
+//!
+//! Address management lives in `containers.db` (table `ip_allocations`, one row per address
+//! in use, its primary key the network and the address): an address is taken in the same
+//! transaction that checks it is free, so two berth processes never hand out one address
+//! twice; a container's rows go when it stops or is removed, and `reconcile` frees those of a
+//! container whose monitor died.
+//!
+//! Each state root has its own bridge (`berth0` for the default root `/var/lib/berth`,
+//! `br<hash of the root>` for others, such as the tests' temporary roots) and subnet, since
+//! its addresses are its own: two roots on one bridge would hand out the same address. A
+//! host-wide lock (`/run/lock/berth-network.lock`) orders choosing a subnet and making or
+//! removing a bridge, so that concurrent roots never pick one subnet and a bridge is never
+//! removed under a container being attached. The default root's bridge stays, as Docker's
+//! `docker0` does; another root's goes with its last container.
+
+use std::{fs, net::Ipv4Addr, os::fd::AsFd};
+
+use berth_net::{Endpoint, Ipv4Net};
+use rustix::fs::{Mode, OFlags};
+
+use crate::{ContainerRecord, EndpointSettings, Engine, EngineError, NetworkSettings, io_err};
+
+/// Docker's name of the default network.
+pub const DEFAULT_NETWORK: &str = "bridge";
+/// The default root's bridge.
+pub const DEFAULT_BRIDGE: &str = "berth0";
+/// The state root that gets [`DEFAULT_BRIDGE`] and [`DEFAULT_SUBNETS`].
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+const HOST_LOCK: &str = "/run/lock/berth-network.lock";
+
+/// Subnets the default root's bridge may take, in order: the first that no route of the host
+/// overlaps (Docker's 172.17.0.0/16 is often taken by a Docker on the same host).
+const DEFAULT_SUBNETS: &[&str] = &[
+    "172.17.0.0/16",
+    "172.18.0.0/16",
+    "172.19.0.0/16",
+    "172.20.0.0/16",
+    "10.89.0.0/16",
+    "10.90.0.0/16",
+    "192.168.240.0/20",
+];
+
+/// A network's settings as recorded.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// Its name (`bridge`).
+    pub name: String,
+    /// Its 64-hex ID.
+    pub id: String,
+    /// The host's bridge interface.
+    pub bridge: String,
+    /// Its subnet.
+    pub subnet: Ipv4Net,
+    /// The bridge's address, the containers' gateway.
+    pub gateway: Ipv4Addr,
+    /// No NAT to the outside.
+    pub internal: bool,
+}
+
+/// A container attached to a network.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// What `inspect` shows.
+    pub settings: NetworkSettings,
+}
+
+impl Engine {
+    /// The default network, its bridge and subnet chosen (and recorded) on first use.
+    pub fn default_network(&mut self) -> Result<Network, EngineError> {
+        if let Some(n) = self.db.network(DEFAULT_NETWORK)? {
+            return Ok(n);
+        }
+        let _host = host_lock()?;
+        if let Some(n) = self.db.network(DEFAULT_NETWORK)? {
+            return Ok(n);
+        }
+        let routes = fs::read_to_string("/proc/net/route").unwrap_or_default();
+        let taken = host_routes(&routes);
+        let free = |s: &Ipv4Net| !taken.iter().any(|t| overlaps(s, t));
+        let root = self.root().display().to_string();
+        let (bridge, subnet) = if root == DEFAULT_ROOT {
+            let subnet = DEFAULT_SUBNETS
+                .iter()
+                .filter_map(|s| Ipv4Net::parse(s).ok())
+                .find(free);
+            (DEFAULT_BRIDGE.to_string(), subnet)
+        } else {
+            // A /24 of 10.128.0.0/9, starting at a slot the root's path picks.
+            let digest = berth_reference::Digest::sha256_of(root.as_bytes());
+            let hex = digest.encoded();
+            let start = u32::from_str_radix(&hex[..8], 16).unwrap_or(0);
+            let slots = 1u32 << 15;
+            let subnet = (0..slots)
+                .map(|i| (start.wrapping_add(i)) % slots)
+                .map(|slot| Ipv4Net {
+                    addr: Ipv4Addr::from((10u32 << 24) | (1 << 23) | (slot << 8)),
+                    prefix: 24,
+                })
+                .find(free);
+            (format!("br{}", &hex[..10]), subnet)
+        };
+        let subnet = subnet.ok_or_else(|| {
+            EngineError::Invalid(
+                "no free subnet for the default bridge: every candidate overlaps a route of the host"
+                    .into(),
+            )
+        })?;
+        let network = Network {
+            name: DEFAULT_NETWORK.into(),
+            id: crate::new_id()?,
+            bridge,
+            gateway: subnet.host(1).expect("a subnet has a first host"),
+            subnet,
+            internal: false,
+        };
+        let network = self.db.insert_network(&network)?;
+        // Made while the lock is held: the next root to choose sees its route.
+        self.ensure_bridge(&network)?;
+        Ok(network)
+    }
+
+    fn ensure_bridge(&self, network: &Network) -> Result<(), EngineError> {
+        let net_err = |e: berth_net::NetError| EngineError::Invalid(e.to_string());
+        if !berth_net::link_exists(&network.bridge).map_err(net_err)? {
+            berth_net::ensure_bridge(&network.bridge, network.gateway, network.subnet)
+                .map_err(net_err)?;
+            berth_net::ensure_nat(&network.bridge, network.subnet, network.internal)
+                .map_err(net_err)?;
+        }
+        Ok(())
+    }
+
+    /// Connects the created (not yet started) container `rec`, whose init is `pid`, to the
+    /// default network: the bridge and its NAT when missing, an address, a veth pair.
+    pub(crate) fn attach_default_network(
+        &mut self,
+        rec: &ContainerRecord,
+        pid: i32,
+    ) -> Result<Attached, EngineError> {
+        let network = self.default_network()?;
+        let net_err = |e: berth_net::NetError| EngineError::Invalid(e.to_string());
+        let address = {
+            // The bridge exists and the address is taken under the host lock, so that the
+            // last container of the root stopping meanwhile does not remove the bridge.
+            let _host = host_lock()?;
+            self.ensure_bridge(&network)?;
+            self.db
+                .allocate_ip(&network.name, network.subnet, network.gateway, &rec.id)?
+        };
+        let endpoint = Endpoint {
+            bridge: network.bridge.clone(),
+            host_ifname: host_ifname(&rec.id),
+            container_ifname: "eth0".into(),
+            address,
+            prefix: network.subnet.prefix,
+            gateway: network.gateway,
+            mac: berth_net::mac_for(address),
+        };
+        let attached = (|| {
+            let path = format!("/proc/{pid}/ns/net");
+            let netns = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| io_err(format!("open {path}"))(e.into()))?;
+            berth_net::attach(netns.as_fd(), &endpoint).map_err(net_err)
+        })();
+        if let Err(e) = attached {
+            let _ = self.db.release_ips(&rec.id);
+            return Err(e);
+        }
+        let mac = endpoint
+            .mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let endpoint_settings = EndpointSettings {
+            aliases: None,
+            network_id: network.id.clone(),
+            endpoint_id: crate::new_id()?,
+            gateway: network.gateway.to_string(),
+            ip_address: address.to_string(),
+            ip_prefix_len: network.subnet.prefix,
+            mac_address: mac.clone(),
+            dns_names: None,
+        };
+        let settings = NetworkSettings {
+            sandbox_key: format!("/proc/{pid}/ns/net"),
+            ports: rec.network_settings.ports.clone(),
+            ip_address: address.to_string(),
+            gateway: network.gateway.to_string(),
+            mac_address: mac,
+            networks: [(network.name, endpoint_settings)].into(),
+        };
+        Ok(Attached { address, settings })
+    }
+
+    /// Frees what a container held on its networks once it stopped: its addresses (its veth
+    /// pair went with its network namespace).
+    pub(crate) fn detach_networks(&mut self, id: &str) {
+        if let Err(e) = self.db.release_ips(id) {
+            tracing::warn!("freeing the addresses of container {id}: {e}");
+        }
+        let _ = berth_net::detach(&host_ifname(id));
+        if self.root() != std::path::Path::new(DEFAULT_ROOT)
+            && let Err(e) = self.remove_unused_bridge()
+        {
+            tracing::warn!("removing the bridge of {}: {e}", self.root().display());
+        }
+    }
+
+    /// Removes this root's bridge and its NAT once no container has an address on it.
+    fn remove_unused_bridge(&mut self) -> Result<(), EngineError> {
+        let Some(network) = self.db.network(DEFAULT_NETWORK)? else {
+            return Ok(());
+        };
+        let _host = host_lock()?;
+        if self.db.ips_in_use(&network.name)? > 0 {
+            return Ok(());
+        }
+        let net_err = |e: berth_net::NetError| EngineError::Invalid(e.to_string());
+        berth_net::remove_nat(&network.bridge).map_err(net_err)?;
+        berth_net::remove_bridge(&network.bridge).map_err(net_err)
+    }
+}
+
+/// The host-wide lock on choosing subnets and making and removing bridges.
+fn host_lock() -> Result<std::fs::File, EngineError> {
+    let path = std::path::Path::new(HOST_LOCK);
+    if let Some(dir) = path.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(format!("open {HOST_LOCK}")))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| io_err(format!("lock {HOST_LOCK}"))(e.into()))?;
+    Ok(file)
+}
+
+/// The host end of a container's veth pair on its one network.
+fn host_ifname(id: &str) -> String {
+    berth_net::host_ifname(id, 0)
+}
+
+/// The destinations of the host's IPv4 routes (`/proc/net/route`), the default route left
+/// out.
+fn host_routes(table: &str) -> Vec<Ipv4Net> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            // Little-endian hex of the network-order address.
+            let addr = Ipv4Addr::from(dest.swap_bytes());
+            let prefix = mask.swap_bytes().leading_ones() as u8;
+            (prefix > 0).then_some(Ipv4Net { addr, prefix })
+        })
+        .collect()
+}
+
+fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(b.network()) || b.contains(a.network())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_routes_are_read_from_proc() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                     eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                     docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        let routes = host_routes(table);
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].to_string(), "192.168.0.0/24");
+        assert_eq!(routes[1].to_string(), "172.17.0.0/16");
+        let docker = Ipv4Net::parse("172.17.0.0/16").unwrap();
+        assert!(overlaps(&docker, &routes[1]));
+        assert!(!overlaps(
+            &Ipv4Net::parse("172.18.0.0/16").unwrap(),
+            &routes[1]
+        ));
+    }
+}
