@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # berth's main job, as far as it goes today: build berth, make offline busybox and python base
-# images, run containers from them (limits, a pty-less foreground run, exit codes), and move an
-# image between two stores through a docker-format archive, as a user would share one.
+# images, run containers from them (limits, a pty-less foreground run, exit codes, a server on
+# a published port with its data on a volume), and move an image between two stores through a
+# docker-format archive, as a user would share one.
 # Usage: scripts/demo.sh   (root; uses /var/lib/berth-demo as its state root)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,6 +37,17 @@ $BERTH run --rm --memory 256m --cpus 1 python:3-debian python3 -c \
     'import os, platform; print("python", platform.python_version(), "as pid", os.getpid(), "on", os.uname().nodename)'
 step berth run --rm -e MODEL=resnet -w /work -u 1000:1000 busybox sh -c '...'
 $BERTH run --rm -e MODEL=resnet -w /work -u 1000:1000 busybox sh -c 'echo "$(id -u):$(id -g) in $(pwd) training $MODEL"'
+DATA=$(mktemp -d)
+echo "rows,of,a,dataset" >"$DATA/train.csv"
+step berth run -d -p 127.0.0.1:18888:8000 -v "$DATA:/data:ro" -w /data python:3-debian python3 -m http.server 8000
+web=$($BERTH run -d -p 127.0.0.1:18888:8000 -v "$DATA:/data:ro" -w /data python:3-debian python3 -m http.server 8000)
+step curl http://127.0.0.1:18888/train.csv
+for _ in $(seq 100); do
+    curl -sf --noproxy '*' http://127.0.0.1:18888/train.csv && break
+    sleep 0.1
+done
+$BERTH rm -f "$web" >/dev/null
+rm -rf "$DATA"
 step berth run --rm busybox sh -c 'exit 3'
 status=0
 $BERTH run --rm busybox sh -c 'exit 3' || status=$?
