@@ -42,11 +42,13 @@ echo "rows,of,a,dataset" >"$DATA/train.csv"
 step berth run -d -p 127.0.0.1:18888:8000 -v "$DATA:/data:ro" -w /data python:3-debian python3 -m http.server 8000
 web=$($BERTH run -d -p 127.0.0.1:18888:8000 -v "$DATA:/data:ro" -w /data python:3-debian python3 -m http.server 8000)
 step curl http://127.0.0.1:18888/train.csv
+served=0
 for _ in $(seq 100); do
-    curl -sf --noproxy '*' http://127.0.0.1:18888/train.csv && break
+    if curl -sf --noproxy '*' http://127.0.0.1:18888/train.csv; then served=1; break; fi
     sleep 0.1
 done
 $BERTH rm -f "$web" >/dev/null
+[ "$served" = 1 ] || { echo "demo: the server on the published port never answered" >&2; exit 1; }
 rm -rf "$DATA"
 step berth run --rm busybox sh -c 'exit 3'
 status=0
