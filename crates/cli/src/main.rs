@@ -99,6 +99,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::volume::VolumeCommand,
     },
+    /// Manage networks
+    Network {
+        #[command(subcommand)]
+        command: commands::network::NetworkCommand,
+    },
     /// Manage berth
     System {
         #[command(subcommand)]
@@ -241,6 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => commands::lifecycle::monitor_main(&root, &id, wait_for_attach),
         Command::Inspect(args) => commands::image::inspect(&root, args),
         Command::Volume { command } => commands::volume::dispatch(&root, command),
+        Command::Network { command } => commands::network::dispatch(&root, command),
         Command::System { command } => commands::system::dispatch(&root, command),
         Command::Version => {
             print_version();

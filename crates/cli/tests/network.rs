@@ -248,3 +248,93 @@ fn network_none_has_only_loopback_and_expose_with_publish_all() {
     host.ok(&["rm", "-f", &id]);
     assert_no_bridge(&host);
 }
+
+#[test]
+fn user_defined_networks() {
+    let host = Host::new();
+    // A subnet of its own, picked from what this test run's process ID leaves free.
+    let third = 100 + std::process::id() % 100;
+    let subnet = format!("10.214.{third}.0/24");
+    let id = host.ok(&[
+        "network", "create", "--subnet", &subnet, "--label", "team=ml", "mlnet",
+    ]);
+    assert_eq!(id.trim().len(), 64);
+    let ls = host.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    assert_eq!(ls, "bridge bridge\nhost host\nmlnet bridge\nnone null\n");
+    let custom = host.ok(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        "label=team=ml",
+        "--no-trunc",
+    ]);
+    assert_eq!(custom.trim(), id.trim());
+    let err = host.berth.fails(&["network", "create", "mlnet"]);
+    assert!(err.contains("already exists"), "{err}");
+
+    let server = httpd(&host, "on mlnet\n", &["--network", "mlnet"]);
+    let address = host
+        .ok(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.mlnet.IPAddress}}",
+            &server,
+        ])
+        .trim()
+        .to_string();
+    assert!(
+        address.starts_with(&format!("10.214.{third}.")),
+        "{address}"
+    );
+    let mut got = None;
+    for _ in 0..50 {
+        let ran = host.run(&[
+            "--rm",
+            "--network",
+            "mlnet",
+            "busybox",
+            "wget",
+            "-qO-",
+            &format!("http://{address}/"),
+        ]);
+        if ran.code == 0 {
+            got = Some(ran.stdout);
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got.as_deref(), Some("on mlnet\n"));
+    let doc = json(&host.ok(&["network", "inspect", "mlnet"]));
+    assert_eq!(doc[0]["IPAM"]["Config"][0]["Subnet"], subnet.as_str());
+    assert_eq!(doc[0]["Labels"]["team"], "ml");
+    assert!(doc[0]["Containers"][&server].is_object(), "{doc}");
+
+    // In use: not removed; predefined: never; missing network: the run fails with 125.
+    let err = host.berth.fails(&["network", "rm", "mlnet"]);
+    assert!(err.contains("has active endpoints"), "{err}");
+    let err = host.berth.fails(&["network", "rm", "bridge"]);
+    assert!(err.contains("pre-defined"), "{err}");
+    let ran = host.run(&["--rm", "--network", "nosuch", "busybox", "true"]);
+    assert_eq!(ran.code, 125);
+    assert!(
+        ran.stderr.contains("network nosuch not found"),
+        "{}",
+        ran.stderr
+    );
+
+    host.ok(&["rm", "-f", &server]);
+    host.ok(&["network", "create", "spare"]);
+    let pruned = host.ok(&["network", "prune", "-f"]);
+    assert_eq!(pruned, "Deleted Networks:\nmlnet\nspare\n");
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let bridge = format!("br-{}", &id.trim()[..12]);
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains(&bridge),
+        "{bridge} left behind"
+    );
+    assert_no_bridge(&host);
+}

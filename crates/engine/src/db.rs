@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS networks (
     bridge   TEXT NOT NULL,
     subnet   TEXT NOT NULL,        -- 172.17.0.0/16
     gateway  TEXT NOT NULL,
-    internal INTEGER NOT NULL
+    internal INTEGER NOT NULL,
+    created  TEXT NOT NULL DEFAULT '',
+    labels   TEXT NOT NULL DEFAULT '{}'   -- JSON object
 );
 -- One row per address in use: the key makes handing out an address twice impossible.
 CREATE TABLE IF NOT EXISTS ip_allocations (
@@ -83,6 +85,21 @@ impl Db {
         // and an fsync per state change would double the time a short container takes.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        // Version 1: networks tables made before `created` and `labels` existed get them.
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 1 {
+            for column in [
+                "created TEXT NOT NULL DEFAULT ''",
+                "labels TEXT NOT NULL DEFAULT '{}'",
+            ] {
+                match conn.execute(&format!("ALTER TABLE networks ADD COLUMN {column}"), []) {
+                    Ok(_) => {}
+                    Err(e) if e.to_string().contains("duplicate column") => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            conn.pragma_update(None, "user_version", 1)?;
+        }
         Ok(Db { conn })
     }
 
@@ -315,35 +332,53 @@ impl Db {
         &self,
         name: &str,
     ) -> Result<Option<crate::networks::Network>, EngineError> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT name, id, bridge, subnet, gateway, internal FROM networks WHERE name = ?1",
-                [name],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, bool>(5)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((name, id, bridge, subnet, gateway, internal)) = row else {
-            return Ok(None);
-        };
-        let corrupt = |what: &str| EngineError::Invalid(format!("network {name}: bad {what}"));
-        Ok(Some(crate::networks::Network {
-            subnet: berth_net::Ipv4Net::parse(&subnet).map_err(|_| corrupt("subnet"))?,
-            gateway: gateway.parse().map_err(|_| corrupt("gateway"))?,
-            name,
-            id,
-            bridge,
-            internal,
-        }))
+        Ok(self
+            .networks_where("WHERE name = ?1", name)?
+            .into_iter()
+            .next())
+    }
+
+    /// Every network, by name.
+    pub(crate) fn networks(&self) -> Result<Vec<crate::networks::Network>, EngineError> {
+        self.networks_where("WHERE ?1 = ?1 ORDER BY name", "")
+    }
+
+    fn networks_where(
+        &self,
+        clause: &str,
+        param: &str,
+    ) -> Result<Vec<crate::networks::Network>, EngineError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT name, id, bridge, subnet, gateway, internal, created, labels FROM networks {clause}"
+        ))?;
+        let rows = stmt.query_map([param], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, bool>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, id, bridge, subnet, gateway, internal, created, labels) = row?;
+            let corrupt = |what: &str| EngineError::Invalid(format!("network {name}: bad {what}"));
+            out.push(crate::networks::Network {
+                subnet: berth_net::Ipv4Net::parse(&subnet).map_err(|_| corrupt("subnet"))?,
+                gateway: gateway.parse().map_err(|_| corrupt("gateway"))?,
+                labels: serde_json::from_str(&labels).map_err(|_| corrupt("labels"))?,
+                name,
+                id,
+                bridge,
+                internal,
+                created,
+            });
+        }
+        Ok(out)
     }
 
     /// Records a network unless one of that name exists; returns the one recorded.
@@ -352,19 +387,45 @@ impl Db {
         n: &crate::networks::Network,
     ) -> Result<crate::networks::Network, EngineError> {
         self.conn.execute(
-            "INSERT OR IGNORE INTO networks (name, id, bridge, subnet, gateway, internal) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR IGNORE INTO networks (name, id, bridge, subnet, gateway, internal, created, labels) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 n.name,
                 n.id,
                 n.bridge,
                 n.subnet.to_string(),
                 n.gateway.to_string(),
-                n.internal
+                n.internal,
+                n.created,
+                serde_json::to_string(&n.labels)?,
             ],
         )?;
         self.network(&n.name)?
             .ok_or_else(|| EngineError::Invalid(format!("network {} vanished", n.name)))
+    }
+
+    /// Deletes a network's row unless a container's record names it; returns the containers
+    /// that do (the row stays then).
+    pub(crate) fn delete_network_if_unused(
+        &mut self,
+        name: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let users: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT id FROM containers WHERE json_extract(record, '$.HostConfig.NetworkMode') = ?1",
+            )?;
+            let rows = stmt.query_map([name], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if users.is_empty() {
+            tx.execute("DELETE FROM networks WHERE name = ?1", [name])?;
+            tx.execute("DELETE FROM ip_allocations WHERE network = ?1", [name])?;
+        }
+        tx.commit()?;
+        Ok(users)
     }
 
     /// Takes the lowest free address of `subnet` (not its network address, `gateway` or

@@ -387,10 +387,8 @@ impl Engine {
             host.network_mode.as_str(),
             "bridge" | "none" | "host" | "default"
         ) {
-            return Err(EngineError::Invalid(format!(
-                "network {} not found",
-                host.network_mode
-            )));
+            // A user-defined network, by name or ID prefix; recorded by its name.
+            host.network_mode = self.network(&host.network_mode)?.name;
         }
         let dir = self.container_dir(&id);
         let mut lower: Vec<String> = image
@@ -441,9 +439,7 @@ impl Engine {
                     .or_insert_with(|| vec![PortBinding::default()]);
             }
         }
-        if !host.port_bindings.is_empty()
-            && !matches!(host.network_mode.as_str(), "bridge" | "default")
-        {
+        if !host.port_bindings.is_empty() && matches!(host.network_mode.as_str(), "none" | "host") {
             // Docker's rule: nothing to publish without a network of the container's own.
             tracing::warn!(
                 "Published ports are discarded when using {} network mode",
@@ -566,8 +562,8 @@ impl Engine {
             Err(e) => return Err(self.record_start_failure(rec, e)),
         };
         let mut address = None;
-        if matches!(rec.host_config.network_mode.as_str(), "bridge" | "default") {
-            match self.attach_default_network(&rec, container.pid()) {
+        if !matches!(rec.host_config.network_mode.as_str(), "none" | "host") {
+            match self.attach_network(&rec, container.pid()) {
                 Ok(attached) => {
                     address = Some(attached.address);
                     let hosts = dir.join("hosts");

@@ -58,7 +58,29 @@ pub struct Network {
     pub gateway: Ipv4Addr,
     /// No NAT to the outside.
     pub internal: bool,
+    /// When it was created (RFC 3339).
+    pub created: String,
+    /// `--label`.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
+
+/// What `network create` takes.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkOptions {
+    /// Its name.
+    pub name: String,
+    /// `--subnet` (a free /16 of 172.18-31, or a /24 of 10.128/9, when absent).
+    pub subnet: Option<Ipv4Net>,
+    /// `--gateway` (the subnet's first address when absent).
+    pub gateway: Option<Ipv4Addr>,
+    /// `--internal`.
+    pub internal: bool,
+    /// `--label`.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The networks every berth has (Docker's predefined ones).
+pub const PREDEFINED: &[&str] = &["bridge", "host", "none"];
 
 /// A container attached to a network.
 #[derive(Debug, Clone)]
@@ -112,11 +134,13 @@ impl Engine {
         })?;
         let network = Network {
             name: DEFAULT_NETWORK.into(),
-            id: crate::new_id()?,
+            id: self.default_network_id(),
             bridge,
             gateway: subnet.host(1).expect("a subnet has a first host"),
             subnet,
             internal: false,
+            created: jiff::Timestamp::now().to_string(),
+            labels: Default::default(),
         };
         let network = self.db.insert_network(&network)?;
         // Made while the lock is held: the next root to choose sees its route.
@@ -135,14 +159,193 @@ impl Engine {
         Ok(())
     }
 
-    /// Connects the created (not yet started) container `rec`, whose init is `pid`, to the
-    /// default network: the bridge and its NAT when missing, an address, a veth pair.
-    pub(crate) fn attach_default_network(
+    /// `network create`: a bridge of its own with NAT (unless internal), made at once.
+    pub fn network_create(&mut self, opts: &NetworkOptions) -> Result<Network, EngineError> {
+        let name = &opts.name;
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid {
+            return Err(EngineError::Invalid(format!(
+                "invalid network name \"{name}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        if PREDEFINED.contains(&name.as_str()) || self.db.network(name)?.is_some() {
+            return Err(EngineError::Invalid(format!(
+                "network with name {name} already exists"
+            )));
+        }
+        let _host = host_lock()?;
+        let routes = fs::read_to_string("/proc/net/route").unwrap_or_default();
+        let mut taken = host_routes(&routes);
+        taken.extend(self.db.networks()?.iter().map(|n| n.subnet));
+        let subnet = match opts.subnet {
+            Some(s) => {
+                if let Some(t) = taken.iter().find(|t| overlaps(&s, t)) {
+                    return Err(EngineError::Invalid(format!(
+                        "invalid pool request: Pool overlaps with other one on this address space ({s} and {t})"
+                    )));
+                }
+                s
+            }
+            None => (18..32)
+                .map(|b| Ipv4Net {
+                    addr: Ipv4Addr::new(172, b, 0, 0),
+                    prefix: 16,
+                })
+                .find(|s| !taken.iter().any(|t| overlaps(s, t)))
+                .ok_or_else(|| {
+                    EngineError::Invalid(
+                        "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network".into(),
+                    )
+                })?,
+        };
+        let gateway = match opts.gateway {
+            Some(g) if !subnet.contains(g) => {
+                return Err(EngineError::Invalid(format!(
+                    "no matching subnet for gateway {g}"
+                )));
+            }
+            Some(g) => g,
+            None => subnet.host(1).ok_or_else(|| {
+                EngineError::Invalid(format!("subnet {subnet} has no room for a gateway"))
+            })?,
+        };
+        let id = crate::new_id()?;
+        let network = Network {
+            name: name.clone(),
+            bridge: format!("br-{}", &id[..12]),
+            id,
+            subnet,
+            gateway,
+            internal: opts.internal,
+            created: jiff::Timestamp::now().to_string(),
+            labels: opts.labels.clone(),
+        };
+        let net_err = |e: berth_net::NetError| EngineError::Invalid(e.to_string());
+        berth_net::ensure_bridge(&network.bridge, network.gateway, network.subnet)
+            .map_err(net_err)?;
+        berth_net::ensure_nat(&network.bridge, network.subnet, network.internal)
+            .map_err(net_err)?;
+        let recorded = self.db.insert_network(&network);
+        if recorded.is_err() {
+            let _ = berth_net::remove_nat(&network.bridge);
+            let _ = berth_net::remove_bridge(&network.bridge);
+        }
+        recorded
+    }
+
+    /// The network named `key`, or whose ID starts with it.
+    pub fn network(&mut self, key: &str) -> Result<Network, EngineError> {
+        if key == DEFAULT_NETWORK {
+            return self.default_network();
+        }
+        if let Some(n) = self.db.network(key)? {
+            return Ok(n);
+        }
+        let matches: Vec<Network> = self
+            .db
+            .networks()?
+            .into_iter()
+            .filter(|n| n.id.starts_with(key))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(EngineError::Invalid(format!("network {key} not found"))),
+            _ => Err(EngineError::Invalid(format!(
+                "network {key} is ambiguous ({} matches found on name)",
+                matches.len()
+            ))),
+        }
+    }
+
+    /// Every network. The default one is listed before its first use too, without making
+    /// its bridge (its subnet shows as 0.0.0.0/0 until then).
+    pub fn networks(&mut self) -> Result<Vec<Network>, EngineError> {
+        let mut all = self.db.networks()?;
+        if !all.iter().any(|n| n.name == DEFAULT_NETWORK) {
+            all.push(Network {
+                name: DEFAULT_NETWORK.into(),
+                id: self.default_network_id(),
+                bridge: String::new(),
+                subnet: Ipv4Net {
+                    addr: Ipv4Addr::UNSPECIFIED,
+                    prefix: 0,
+                },
+                gateway: Ipv4Addr::UNSPECIFIED,
+                internal: false,
+                created: String::new(),
+                labels: Default::default(),
+            });
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(all)
+    }
+
+    /// The default network's ID: the same before and after it is first used.
+    fn default_network_id(&self) -> String {
+        let seed = format!("berth network bridge {}", self.root().display());
+        berth_reference::Digest::sha256_of(seed.as_bytes())
+            .encoded()
+            .to_string()
+    }
+
+    /// The containers on `network` (their records).
+    pub fn network_containers(
+        &mut self,
+        network: &str,
+    ) -> Result<Vec<ContainerRecord>, EngineError> {
+        let default = network == DEFAULT_NETWORK;
+        Ok(self
+            .containers()?
+            .into_iter()
+            .filter(|c| {
+                let mode = c.host_config.network_mode.as_str();
+                mode == network || (default && mode == "default")
+            })
+            .collect())
+    }
+
+    /// `network rm`: refused for the predefined networks and while a container is on it.
+    pub fn network_remove(&mut self, key: &str) -> Result<Network, EngineError> {
+        if PREDEFINED.contains(&key) {
+            return Err(EngineError::Invalid(format!(
+                "{key} is a pre-defined network and cannot be removed"
+            )));
+        }
+        let network = self.network(key)?;
+        // Reconciled first: a container whose monitor died must not hold the network.
+        self.containers()?;
+        let users = self.db.delete_network_if_unused(&network.name)?;
+        if !users.is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "error while removing network: network {} id {} has active endpoints",
+                network.name, network.id
+            )));
+        }
+        let _host = host_lock()?;
+        let net_err = |e: berth_net::NetError| EngineError::Invalid(e.to_string());
+        berth_net::remove_nat(&network.bridge).map_err(net_err)?;
+        berth_net::remove_bridge(&network.bridge).map_err(net_err)?;
+        Ok(network)
+    }
+
+    /// Connects the created (not yet started) container `rec`, whose init is `pid`, to its
+    /// network: the bridge and its NAT when missing, an address, a veth pair.
+    pub(crate) fn attach_network(
         &mut self,
         rec: &ContainerRecord,
         pid: i32,
     ) -> Result<Attached, EngineError> {
-        let network = self.default_network()?;
+        let network = match rec.host_config.network_mode.as_str() {
+            "bridge" | "default" => self.default_network()?,
+            name => self.network(name)?,
+        };
         let net_err = |e: berth_net::NetError| EngineError::Invalid(e.to_string());
         let address = {
             // The bridge exists and the address is taken under the host lock, so that the
@@ -206,14 +409,15 @@ impl Engine {
         }
         let _ = berth_net::detach(&host_ifname(id));
         if self.root() != std::path::Path::new(DEFAULT_ROOT)
-            && let Err(e) = self.remove_unused_bridge()
+            && let Err(e) = self.remove_unused_default_bridge()
         {
             tracing::warn!("removing the bridge of {}: {e}", self.root().display());
         }
     }
 
-    /// Removes this root's bridge and its NAT once no container has an address on it.
-    fn remove_unused_bridge(&mut self) -> Result<(), EngineError> {
+    /// Removes this root's default bridge and its NAT once no container has an address on
+    /// it (user-defined networks stay until `network rm`).
+    fn remove_unused_default_bridge(&mut self) -> Result<(), EngineError> {
         let Some(network) = self.db.network(DEFAULT_NETWORK)? else {
             return Ok(());
         };

@@ -6,6 +6,7 @@ pub mod contents;
 pub mod exec;
 pub mod image;
 pub mod lifecycle;
+pub mod network;
 pub mod procs;
 pub mod system;
 pub mod volume;

@@ -1,0 +1,442 @@
+//! Network commands: `network create`, `ls`, `inspect`, `rm`, `prune`.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+    path::Path,
+};
+
+use anyhow::{Result, anyhow};
+use berth_engine::{
+    Engine,
+    networks::{Network, NetworkOptions, PREDEFINED},
+};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{Status, image::headers, print_json_indented};
+use crate::{filters::Filters, format};
+
+/// `berth network ...`.
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a network
+    Create(CreateArgs),
+    /// List networks
+    #[command(visible_alias = "list")]
+    Ls(ListArgs),
+    /// Display detailed information on one or more networks
+    Inspect(InspectArgs),
+    /// Remove one or more networks
+    #[command(visible_alias = "remove")]
+    Rm(RemoveArgs),
+    /// Remove all unused networks
+    Prune(PruneArgs),
+}
+
+/// Runs one `network` command.
+pub fn dispatch(root: &Path, command: NetworkCommand) -> Result<()> {
+    match command {
+        NetworkCommand::Create(args) => create(root, args),
+        NetworkCommand::Ls(args) => list(root, args),
+        NetworkCommand::Inspect(args) => inspect(root, args),
+        NetworkCommand::Rm(args) => remove(root, args),
+        NetworkCommand::Prune(args) => prune(root, args),
+    }
+}
+
+/// Prints each error as one line and returns exit status 1 when there were any.
+fn report(errors: &[String]) -> Result<()> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    for e in errors {
+        eprintln!("Error: {e}");
+    }
+    Err(Status(crate::EXIT_FAILURE).into())
+}
+
+fn labels(list: &[String]) -> BTreeMap<String, String> {
+    list.iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// `berth network create` flags.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Driver to manage the Network
+    #[arg(short, long, default_value = "bridge", value_name = "string")]
+    driver: String,
+    /// Subnet in CIDR format that represents a network segment
+    #[arg(long, value_name = "strings")]
+    subnet: Option<String>,
+    /// IPv4 Gateway for the master subnet
+    #[arg(long, value_name = "strings")]
+    gateway: Option<String>,
+    /// Restrict external access to the network
+    #[arg(long)]
+    internal: bool,
+    /// Set metadata on a network
+    #[arg(long, value_name = "list")]
+    label: Vec<String>,
+    /// NETWORK
+    name: String,
+}
+
+/// `berth network create`: prints the new network's ID.
+pub fn create(root: &Path, args: CreateArgs) -> Result<()> {
+    if args.driver != "bridge" {
+        eprintln!(
+            "Error: plugin \"{}\" not found (berth has the bridge driver)",
+            args.driver
+        );
+        return Err(Status(crate::EXIT_FAILURE).into());
+    }
+    let subnet = args
+        .subnet
+        .as_deref()
+        .map(|s| {
+            let net =
+                berth_net::Ipv4Net::parse(s).map_err(|e| anyhow!("invalid subnet {s}: {e}"))?;
+            if net.addr != net.network() {
+                return Err(anyhow!(
+                    "invalid subnet {s}: it should be {}/{}",
+                    net.network(),
+                    net.prefix
+                ));
+            }
+            Ok(net)
+        })
+        .transpose()?;
+    let gateway = args
+        .gateway
+        .as_deref()
+        .map(|g| g.parse().map_err(|_| anyhow!("invalid gateway {g}")))
+        .transpose()?;
+    let mut engine = Engine::open(root)?;
+    let network = engine.network_create(&NetworkOptions {
+        name: args.name.clone(),
+        subnet,
+        gateway,
+        internal: args.internal,
+        labels: labels(&args.label),
+    })?;
+    println!("{}", network.id);
+    Ok(())
+}
+
+/// `berth network ls` flags.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Provide filter values (e.g. "driver=bridge")
+    #[arg(short, long, value_name = "filter")]
+    filter: Vec<String>,
+    /// Format output using a custom template
+    #[arg(long, value_name = "string")]
+    format: Option<String>,
+    /// Do not truncate the output
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Only display network IDs
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// One row of `network ls`, with Docker's template field names.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NetworkRow {
+    #[serde(rename = "ID")]
+    id: String,
+    name: String,
+    driver: String,
+    scope: String,
+    #[serde(rename = "IPv6")]
+    ipv6: bool,
+    internal: bool,
+    labels: String,
+    created_at: String,
+}
+
+/// A network of Docker's list: the recorded ones, and `host` and `none`, which need no
+/// record (their IDs derive from their names, so they stay the same).
+struct Listed {
+    name: String,
+    id: String,
+    driver: &'static str,
+    internal: bool,
+    labels: BTreeMap<String, String>,
+    created: String,
+}
+
+fn listed(engine: &mut Engine) -> Result<Vec<Listed>> {
+    let mut out: Vec<Listed> = engine
+        .networks()?
+        .into_iter()
+        .map(|n| Listed {
+            driver: "bridge",
+            internal: n.internal,
+            name: n.name,
+            id: n.id,
+            labels: n.labels,
+            created: n.created,
+        })
+        .collect();
+    for (name, driver) in [("host", "host"), ("none", "null")] {
+        out.push(Listed {
+            name: name.into(),
+            id: berth_reference::Digest::sha256_of(format!("berth network {name}").as_bytes())
+                .encoded()
+                .to_string(),
+            driver,
+            internal: false,
+            labels: BTreeMap::new(),
+            created: String::new(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// `berth network ls`: NETWORK ID, NAME, DRIVER, SCOPE.
+pub fn list(root: &Path, args: ListArgs) -> Result<()> {
+    let filters = Filters::parse(
+        &args.filter,
+        &["driver", "id", "label", "name", "scope", "type"],
+    )?;
+    let mut engine = Engine::open(root)?;
+    let mut rows = Vec::new();
+    for n in listed(&mut engine)? {
+        let predefined = PREDEFINED.contains(&n.name.as_str());
+        let keep = |key: &str, value: &str, exact: bool| {
+            let want = filters.get(key);
+            want.is_empty()
+                || want.iter().any(|w| {
+                    if exact {
+                        w == value
+                    } else {
+                        value.contains(w.as_str())
+                    }
+                })
+        };
+        let kind = if predefined { "builtin" } else { "custom" };
+        if !keep("driver", n.driver, true)
+            || !keep("name", &n.name, false)
+            || !keep("scope", "local", true)
+            || !keep("type", kind, true)
+            || !(filters.get("id").is_empty()
+                || filters
+                    .get("id")
+                    .iter()
+                    .any(|p| n.id.starts_with(p.as_str())))
+            || !filters.labels_match(Some(&n.labels))
+        {
+            continue;
+        }
+        rows.push(NetworkRow {
+            id: if args.no_trunc {
+                n.id.clone()
+            } else {
+                n.id[..12].to_string()
+            },
+            name: n.name,
+            driver: n.driver.into(),
+            scope: "local".into(),
+            ipv6: false,
+            internal: n.internal,
+            labels: n
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            created_at: n.created,
+        });
+    }
+    let mut out = io::stdout().lock();
+    if args.quiet {
+        for row in &rows {
+            writeln!(out, "{}", row.id)?;
+        }
+        return Ok(());
+    }
+    let headers = headers(&[
+        ("ID", "NETWORK ID"),
+        ("Name", "NAME"),
+        ("Driver", "DRIVER"),
+        ("Scope", "SCOPE"),
+        ("IPv6", "IPV6"),
+        ("Internal", "INTERNAL"),
+        ("Labels", "LABELS"),
+        ("CreatedAt", "CREATED AT"),
+    ]);
+    let fmt = format::parse_format(args.format.as_deref());
+    format::render_rows(
+        &fmt,
+        "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}",
+        &headers,
+        &rows,
+        &mut out,
+    )?;
+    Ok(())
+}
+
+/// `berth network inspect` flags.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Format output using a custom template
+    #[arg(short, long, value_name = "string")]
+    format: Option<String>,
+    /// NETWORK...
+    #[arg(required = true)]
+    networks: Vec<String>,
+}
+
+/// Docker's `network inspect` document.
+fn document(engine: &mut Engine, n: &Network) -> Result<Value> {
+    let mut containers = serde_json::Map::new();
+    for c in engine.network_containers(&n.name)? {
+        let Some(ep) = c
+            .network_settings
+            .networks
+            .get(&n.name)
+            .filter(|ep| !ep.ip_address.is_empty())
+        else {
+            continue;
+        };
+        containers.insert(
+            c.id.clone(),
+            json!({
+                "Name": c.name,
+                "EndpointID": ep.endpoint_id,
+                "MacAddress": ep.mac_address,
+                "IPv4Address": format!("{}/{}", ep.ip_address, ep.ip_prefix_len),
+                "IPv6Address": "",
+            }),
+        );
+    }
+    let mut options = serde_json::Map::new();
+    options.insert(
+        "com.docker.network.bridge.name".into(),
+        n.bridge.clone().into(),
+    );
+    Ok(json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": n.created,
+        "Scope": "local",
+        "Driver": "bridge",
+        "EnableIPv6": false,
+        "IPAM": {
+            "Driver": "default",
+            "Options": {},
+            "Config": [{"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()}],
+        },
+        "Internal": n.internal,
+        "Attachable": false,
+        "Ingress": false,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": false,
+        "Containers": containers,
+        "Options": options,
+        "Labels": n.labels,
+    }))
+}
+
+/// `berth network inspect`.
+pub fn inspect(root: &Path, args: InspectArgs) -> Result<()> {
+    let mut engine = Engine::open(root)?;
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for key in &args.networks {
+        match engine.network(key) {
+            Ok(n) => docs.push(document(&mut engine, &n)?),
+            Err(_) => errors.push(format!("network {key} not found")),
+        }
+    }
+    match args.format.as_deref() {
+        Some(tmpl) if !tmpl.is_empty() && tmpl != "json" => {
+            let mut out = io::stdout().lock();
+            for d in &docs {
+                writeln!(out, "{}", format::render_one(tmpl, d)?)?;
+            }
+        }
+        _ => print_json_indented(&Value::Array(docs))?,
+    }
+    report(&errors)
+}
+
+/// `berth network rm` flags.
+#[derive(Args, Debug)]
+pub struct RemoveArgs {
+    /// Do not error if the network does not exist
+    #[arg(short, long)]
+    force: bool,
+    /// NETWORK...
+    #[arg(required = true)]
+    networks: Vec<String>,
+}
+
+/// `berth network rm`: prints each removed network's name as given.
+pub fn remove(root: &Path, args: RemoveArgs) -> Result<()> {
+    let mut engine = Engine::open(root)?;
+    let mut errors = Vec::new();
+    for key in &args.networks {
+        match engine.network_remove(key) {
+            Ok(_) => println!("{key}"),
+            Err(e) if args.force && e.to_string().ends_with("not found") => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    report(&errors)
+}
+
+/// `berth network prune` flags.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+    /// Provide filter values (e.g. "label=<key>=<value>")
+    #[arg(long, value_name = "filter")]
+    filter: Vec<String>,
+}
+
+/// `berth network prune`: every user-defined network no container uses.
+pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
+    let filters = Filters::parse(&args.filter, &["label", "label!"])?;
+    if !args.force {
+        print!(
+            "WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] "
+        );
+        io::stdout().flush()?;
+        let mut answer = String::new();
+        io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y") {
+            return Ok(());
+        }
+    }
+    let mut engine = Engine::open(root)?;
+    let mut removed = Vec::new();
+    for n in engine.networks()? {
+        if PREDEFINED.contains(&n.name.as_str()) || !filters.labels_match(Some(&n.labels)) {
+            continue;
+        }
+        if engine.network_containers(&n.name)?.is_empty() && engine.network_remove(&n.name).is_ok()
+        {
+            removed.push(n.name);
+        }
+    }
+    if !removed.is_empty() {
+        println!("Deleted Networks:");
+        for name in removed {
+            println!("{name}");
+        }
+    }
+    Ok(())
+}
