@@ -220,3 +220,60 @@ fn bind_and_tmpfs_mounts() {
     host.ok(&["rm", "-f", src]);
     host.ok(&["volume", "rm", "shared"]);
 }
+
+#[test]
+fn volumes_with_driver_options_mount_as_they_say() {
+    let host = Host::new();
+    host.ok(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=tmpfs",
+        "--opt",
+        "device=tmpfs",
+        "--opt",
+        "o=size=10m",
+        "scratch",
+    ]);
+    let out = host.run_ok(&[
+        "-v",
+        "scratch:/s",
+        "busybox",
+        "sh",
+        "-c",
+        "grep ' /s ' /proc/self/mountinfo",
+    ]);
+    assert!(
+        out.contains("tmpfs") && out.contains("size=10240k"),
+        "{out}"
+    );
+    let dir = host.berth.dir.path().join("device");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("file"), "from the device\n").unwrap();
+    host.ok(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=none",
+        "--opt",
+        &format!("device={}", dir.display()),
+        "--opt",
+        "o=bind",
+        "bound",
+    ]);
+    let out = host.run_ok(&[
+        "-v",
+        "bound:/b:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /b/file; touch /b/x 2>&1 || true",
+    ]);
+    assert!(out.starts_with("from the device\n"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    host.ok(&["volume", "rm", "scratch", "bound"]);
+    assert!(
+        dir.join("file").exists(),
+        "removing the volume removed the device's files"
+    );
+}

@@ -637,6 +637,15 @@ impl Engine {
         };
         let layers = &rec.graph_driver.data;
         let rootfs_dir = PathBuf::from(&layers.merged_dir);
+        // Each volume is looked up for its driver options (one query each).
+        let mut volume_options = std::collections::BTreeMap::new();
+        for m in rec.mounts.iter().filter(|m| m.kind == "volume") {
+            if let Ok(v) = self.volume(&m.name)
+                && !v.options.is_empty()
+            {
+                volume_options.insert(m.name.clone(), v.options);
+            }
+        }
         let spec = spec::build(
             rec,
             &spec::SpecInputs {
@@ -648,6 +657,7 @@ impl Engine {
                 ],
                 capabilities: &caps,
                 no_new_privileges: security.no_new_privileges,
+                volume_options: &volume_options,
             },
         )?;
         let config = berth_runtime::InitConfig {

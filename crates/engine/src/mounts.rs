@@ -430,13 +430,21 @@ impl Engine {
         if r.source.is_none() {
             labels.insert(crate::volumes::ANONYMOUS_LABEL.into(), String::new());
         }
-        let volume: Volume = self.volume_create(&VolumeOptions {
-            name: r.source.clone(),
-            driver: "local".into(),
-            labels,
-            options: r.volume_options.clone(),
-            anonymous: r.source.is_none(),
-        })?;
+        // An existing volume is used as it is (only a new one takes `--mount`'s options).
+        let existing = match &r.source {
+            Some(name) => self.volume(name).ok(),
+            None => None,
+        };
+        let volume: Volume = match existing {
+            Some(v) => v,
+            None => self.volume_create(&VolumeOptions {
+                name: r.source.clone(),
+                driver: "local".into(),
+                labels,
+                options: r.volume_options.clone(),
+                anonymous: r.source.is_none(),
+            })?,
+        };
         let data = PathBuf::from(&volume.mountpoint);
         let empty = std::fs::read_dir(&data)
             .map_err(crate::io_err(format!("read {}", data.display())))?

@@ -168,6 +168,10 @@ pub struct SpecInputs<'a> {
     pub capabilities: &'a [String],
     /// Docker's `--security-opt no-new-privileges`.
     pub no_new_privileges: bool,
+    /// Volumes with driver options (`--opt type=... device=... o=...`), by name: mounted
+    /// as the options say instead of binding their `_data`.
+    pub volume_options:
+        &'a std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 /// The OCI spec for `rec`.
@@ -217,6 +221,35 @@ pub fn build(rec: &ContainerRecord, inputs: &SpecInputs<'_>) -> Result<Spec, Eng
         .iter()
         .filter(|m| m.kind == "bind" || m.kind == "volume")
     {
+        if m.kind == "volume"
+            && let Some(opts) = inputs.volume_options.get(&m.name)
+            && let Some(kind) = opts.get("type")
+        {
+            // Docker's local driver: `mount -t TYPE -o O DEVICE`; `o` with `bind` is a bind.
+            let mut options: Vec<String> = opts
+                .get("o")
+                .map(|o| {
+                    o.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !m.rw {
+                options.push("ro".into());
+            }
+            let device = opts.get("device").cloned().unwrap_or_default();
+            let typ = if options.iter().any(|o| o == "bind" || o == "rbind") {
+                "bind"
+            } else {
+                kind.as_str()
+            };
+            user_mounts.push((
+                &m.destination,
+                json!({"destination": m.destination, "type": typ, "source": device, "options": options}),
+            ));
+            continue;
+        }
         let propagation = if m.propagation.is_empty() {
             "rprivate"
         } else {
