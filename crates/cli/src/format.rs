@@ -83,6 +83,37 @@ pub fn parse_format(s: Option<&str>) -> Format {
 ///
 /// Rows are rendered strictly: a field a row does not have is an error (Docker's
 /// rows are Go structs), so every row should serialize every field.
+/// A list command's output: with `quiet`, each row's `id` on a line; else the rows through
+/// `--format` (`format`), or `default_table` with Docker's `headers` (template field to
+/// column title).
+pub fn print_list<T: Serialize>(
+    rows: &[T],
+    quiet: bool,
+    id: impl Fn(&T) -> &str,
+    format: Option<&str>,
+    default_table: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for row in rows {
+            writeln!(out, "{}", id(row))?;
+        }
+        return Ok(());
+    }
+    let headers = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+        .collect();
+    render_rows(
+        &parse_format(format),
+        default_table,
+        &headers,
+        rows,
+        &mut out,
+    )
+}
+
 pub fn render_rows<T: Serialize>(
     format: &Format,
     default_table: &str,

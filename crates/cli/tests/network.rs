@@ -35,6 +35,21 @@ fn httpd(host: &Host, body: &str, flags: &[&str]) -> String {
     host.ok(&args).trim().to_string()
 }
 
+/// `wget` of `url` from a new container (with `flags`), retried while the server starts.
+fn wget_from_container(host: &Host, flags: &[&str], url: &str) -> Option<String> {
+    for _ in 0..50 {
+        let mut args = vec!["--rm"];
+        args.extend_from_slice(flags);
+        args.extend(["busybox", "wget", "-qO-", url]);
+        let ran = host.run(&args);
+        if ran.code == 0 {
+            return Some(ran.stdout);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
 fn veths_of(id: &str) -> Vec<String> {
     let out = Command::new("ip")
         .args(["-o", "link", "show"])
@@ -165,21 +180,7 @@ fn containers_reach_each_other_and_get_distinct_addresses() {
         .ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &server])
         .trim()
         .to_string();
-    let mut got = None;
-    for _ in 0..50 {
-        let ran = host.run(&[
-            "--rm",
-            "busybox",
-            "wget",
-            "-qO-",
-            &format!("http://{address}/"),
-        ]);
-        if ran.code == 0 {
-            got = Some(ran.stdout);
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    let got = wget_from_container(&host, &[], &format!("http://{address}/"));
     assert_eq!(got.as_deref(), Some("from the server\n"));
     // Ten at once: ten different addresses, all freed afterwards.
     let children: Vec<_> = (0..10)
@@ -287,23 +288,11 @@ fn user_defined_networks() {
         address.starts_with(&format!("10.214.{third}.")),
         "{address}"
     );
-    let mut got = None;
-    for _ in 0..50 {
-        let ran = host.run(&[
-            "--rm",
-            "--network",
-            "mlnet",
-            "busybox",
-            "wget",
-            "-qO-",
-            &format!("http://{address}/"),
-        ]);
-        if ran.code == 0 {
-            got = Some(ran.stdout);
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    let got = wget_from_container(
+        &host,
+        &["--network", "mlnet"],
+        &format!("http://{address}/"),
+    );
     assert_eq!(got.as_deref(), Some("on mlnet\n"));
     let doc = json(&host.ok(&["network", "inspect", "mlnet"]));
     assert_eq!(doc[0]["IPAM"]["Config"][0]["Subnet"], subnet.as_str());

@@ -765,28 +765,20 @@ pub fn history(root: &Path, args: HistoryArgs) -> Result<()> {
     if let Some(top) = rows.first_mut() {
         top.id = short_id(&rec, args.no_trunc);
     }
-    let mut out = io::stdout().lock();
-    if args.quiet {
-        for r in &rows {
-            writeln!(out, "{}", r.id)?;
-        }
-        return Ok(());
-    }
-    let headers = headers(&[
-        ("ID", "IMAGE"),
-        ("CreatedSince", "CREATED"),
-        ("CreatedAt", "CREATED AT"),
-        ("CreatedBy", "CREATED BY"),
-        ("Size", "SIZE"),
-        ("Comment", "COMMENT"),
-    ]);
-    let fmt = format::parse_format(args.format.as_deref());
-    format::render_rows(
-        &fmt,
-        "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
-        &headers,
+    format::print_list(
         &rows,
-        &mut out,
+        args.quiet,
+        |r| &r.id,
+        args.format.as_deref(),
+        "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+        &[
+            ("ID", "IMAGE"),
+            ("CreatedSince", "CREATED"),
+            ("CreatedAt", "CREATED AT"),
+            ("CreatedBy", "CREATED BY"),
+            ("Size", "SIZE"),
+            ("Comment", "COMMENT"),
+        ],
     )?;
     Ok(())
 }

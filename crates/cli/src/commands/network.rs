@@ -15,7 +15,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Status, image::headers, print_json_indented};
+use super::{Status, print_json_indented};
 use crate::{filters::Filters, format};
 
 /// `berth network ...`.
@@ -258,32 +258,23 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
             created_at: n.created,
         });
     }
-    let mut out = io::stdout().lock();
-    if args.quiet {
-        for row in &rows {
-            writeln!(out, "{}", row.id)?;
-        }
-        return Ok(());
-    }
-    let headers = headers(&[
-        ("ID", "NETWORK ID"),
-        ("Name", "NAME"),
-        ("Driver", "DRIVER"),
-        ("Scope", "SCOPE"),
-        ("IPv6", "IPV6"),
-        ("Internal", "INTERNAL"),
-        ("Labels", "LABELS"),
-        ("CreatedAt", "CREATED AT"),
-    ]);
-    let fmt = format::parse_format(args.format.as_deref());
-    format::render_rows(
-        &fmt,
-        "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}",
-        &headers,
+    format::print_list(
         &rows,
-        &mut out,
-    )?;
-    Ok(())
+        args.quiet,
+        |r| &r.id,
+        args.format.as_deref(),
+        "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}",
+        &[
+            ("ID", "NETWORK ID"),
+            ("Name", "NAME"),
+            ("Driver", "DRIVER"),
+            ("Scope", "SCOPE"),
+            ("IPv6", "IPV6"),
+            ("Internal", "INTERNAL"),
+            ("Labels", "LABELS"),
+            ("CreatedAt", "CREATED AT"),
+        ],
+    )
 }
 
 /// `berth network inspect` flags.

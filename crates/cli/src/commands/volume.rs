@@ -11,7 +11,7 @@ use berth_engine::{Engine, EngineError, VolumeOptions, VolumePruneFilters};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::{Status, image::headers, print_json_indented, procs::natural_cmp};
+use super::{Status, print_json_indented, procs::natural_cmp};
 use crate::{filters::Filters, format, units};
 
 /// `berth volume ...`.
@@ -187,34 +187,25 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
             name: v.name,
         });
     }
-    let mut out = io::stdout().lock();
-    if args.quiet {
-        for row in &rows {
-            writeln!(out, "{}", row.name)?;
-        }
-        return Ok(());
-    }
-    let headers = headers(&[
-        ("Availability", "AVAILABILITY"),
-        ("Driver", "DRIVER"),
-        ("Group", "GROUP"),
-        ("Labels", "LABELS"),
-        ("Links", "LINKS"),
-        ("Mountpoint", "MOUNTPOINT"),
-        ("Name", "VOLUME NAME"),
-        ("Scope", "SCOPE"),
-        ("Size", "SIZE"),
-        ("Status", "STATUS"),
-    ]);
-    let fmt = format::parse_format(args.format.as_deref());
-    format::render_rows(
-        &fmt,
-        "table {{.Driver}}\t{{.Name}}",
-        &headers,
+    format::print_list(
         &rows,
-        &mut out,
-    )?;
-    Ok(())
+        args.quiet,
+        |r| &r.name,
+        args.format.as_deref(),
+        "table {{.Driver}}\t{{.Name}}",
+        &[
+            ("Availability", "AVAILABILITY"),
+            ("Driver", "DRIVER"),
+            ("Group", "GROUP"),
+            ("Labels", "LABELS"),
+            ("Links", "LINKS"),
+            ("Mountpoint", "MOUNTPOINT"),
+            ("Name", "VOLUME NAME"),
+            ("Scope", "SCOPE"),
+            ("Size", "SIZE"),
+            ("Status", "STATUS"),
+        ],
+    )
 }
 
 // ---------------------------------------------------------------- inspect
