@@ -298,6 +298,9 @@ fn user_defined_networks() {
     assert_eq!(doc[0]["IPAM"]["Config"][0]["Subnet"], subnet.as_str());
     assert_eq!(doc[0]["Labels"]["team"], "ml");
     assert!(doc[0]["Containers"][&server].is_object(), "{doc}");
+    let same = json(&host.ok(&["inspect", "--type", "network", "mlnet"]));
+    assert_eq!(same[0]["Id"], doc[0]["Id"]);
+    assert_eq!(host.ok(&["inspect", "-f", "{{.Name}}", "mlnet"]), "mlnet\n");
 
     // In use: not removed; predefined: never; missing network: the run fails with 125.
     let err = host.berth.fails(&["network", "rm", "mlnet"]);

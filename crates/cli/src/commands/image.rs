@@ -811,7 +811,7 @@ pub struct InspectArgs {
 pub fn inspect(root: &Path, args: InspectArgs) -> Result<()> {
     match args.kind.as_deref() {
         None => inspect_any(root, &args.names, args.format.as_deref()),
-        Some("container") | Some("image") | Some("volume") => inspect_kind(
+        Some("container") | Some("image") | Some("volume") | Some("network") => inspect_kind(
             root,
             &args.names,
             args.format.as_deref(),
@@ -871,7 +871,7 @@ pub fn inspect_images(root: &Path, names: &[String], format: Option<&str>) -> Re
 }
 
 /// `inspect` without `--type`: a container by that name or ID first, then an image, then a
-/// volume.
+/// volume, then a network.
 fn inspect_any(root: &Path, names: &[String], format: Option<&str>) -> Result<()> {
     inspect_kind(root, names, format, None)
 }
@@ -890,6 +890,14 @@ fn inspect_kind(
             match super::volume::inspect_document(root, name) {
                 Ok(Some(doc)) => docs.push(doc),
                 Ok(None) => errors.push(format!("No such volume: {name}")),
+                Err(e) => errors.push(one_line(&e)),
+            }
+            continue;
+        }
+        if kind == Some("network") {
+            match super::network::inspect_document(root, name) {
+                Ok(Some(doc)) => docs.push(doc),
+                Ok(None) => errors.push(format!("network {name} not found")),
                 Err(e) => errors.push(one_line(&e)),
             }
             continue;
@@ -919,7 +927,10 @@ fn inspect_kind(
             Ok(doc) => docs.push(doc),
             Err(_) if kind.is_none() => match super::volume::inspect_document(root, name) {
                 Ok(Some(doc)) => docs.push(doc),
-                _ => errors.push(format!("No such object: {name}")),
+                _ => match super::network::inspect_document(root, name) {
+                    Ok(Some(doc)) => docs.push(doc),
+                    _ => errors.push(format!("No such object: {name}")),
+                },
             },
             Err(e) => errors.push(one_line(&e)),
         }

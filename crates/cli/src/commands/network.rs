@@ -339,6 +339,16 @@ fn document(engine: &mut Engine, n: &Network) -> Result<Value> {
     }))
 }
 
+/// The `inspect` document of the network `key`, `None` when there is none (for the
+/// top-level `inspect`).
+pub fn inspect_document(root: &Path, key: &str) -> Result<Option<Value>> {
+    let mut engine = Engine::open(root)?;
+    match engine.network(key) {
+        Ok(n) => Ok(Some(document(&mut engine, &n)?)),
+        Err(_) => Ok(None),
+    }
+}
+
 /// `berth network inspect`.
 pub fn inspect(root: &Path, args: InspectArgs) -> Result<()> {
     let mut engine = Engine::open(root)?;
