@@ -140,6 +140,8 @@ fn published_ports_reach_a_container_from_the_host() {
             .as_array()
             .is_some_and(|b| b.len() == 2)
     );
+    let column = host.ok(&["ps", "--format", "{{.Ports}}"]);
+    assert!(column.contains(&format!("{loopback}->80/tcp")), "{column}");
     // The container's own view: eth0 with that address, a default route.
     let inside = host.ok(&["exec", &id, "sh", "-c", "ip -4 addr show eth0; ip route"]);
     assert!(inside.contains(&format!("inet {address}/")), "{inside}");

@@ -562,6 +562,28 @@ fn attach_session(
 
 // ---------------------------------------------------------------- ps
 
+/// Docker's PORTS column: `127.0.0.1:8080->80/tcp` for each published binding, the bare
+/// `80/tcp` for an exposed port that is not.
+fn ports_column(rec: &ContainerRecord) -> String {
+    let mut parts = Vec::new();
+    for (port, bindings) in &rec.network_settings.ports {
+        match bindings.as_deref() {
+            Some(bindings) if !bindings.is_empty() => {
+                for b in bindings {
+                    let ip = if b.host_ip.contains(':') {
+                        format!("[{}]", b.host_ip)
+                    } else {
+                        b.host_ip.clone()
+                    };
+                    parts.push(format!("{ip}:{}->{port}", b.host_port));
+                }
+            }
+            _ => parts.push(port.clone()),
+        }
+    }
+    parts.join(", ")
+}
+
 /// `berth ps` flags.
 #[derive(Args, Debug)]
 pub struct PsArgs {
@@ -816,7 +838,7 @@ pub fn ps(root: &Path, args: PsArgs) -> Result<()> {
                 "default" => "bridge".into(),
                 m => m.to_string(),
             },
-            ports: String::new(),
+            ports: ports_column(rec),
             running_for: units::ago(created, now),
             size,
             state: state.status.clone(),
