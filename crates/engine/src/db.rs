@@ -84,21 +84,23 @@ impl Db {
         // A container record is cheap to lose (its directory is found and removed as stale),
         // and an fsync per state change would double the time a short container takes.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
+        berth_store::retry_busy(|| conn.execute_batch(SCHEMA))?;
         // Version 1: networks tables made before `created` and `labels` existed get them.
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version: i64 =
+            berth_store::retry_busy(|| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))?;
         if version < 1 {
             for column in [
                 "created TEXT NOT NULL DEFAULT ''",
                 "labels TEXT NOT NULL DEFAULT '{}'",
             ] {
-                match conn.execute(&format!("ALTER TABLE networks ADD COLUMN {column}"), []) {
+                let alter = format!("ALTER TABLE networks ADD COLUMN {column}");
+                match berth_store::retry_busy(|| conn.execute(&alter, [])) {
                     Ok(_) => {}
                     Err(e) if e.to_string().contains("duplicate column") => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            conn.pragma_update(None, "user_version", 1)?;
+            berth_store::retry_busy(|| conn.pragma_update(None, "user_version", 1))?;
         }
         Ok(Db { conn })
     }

@@ -52,7 +52,7 @@ pub use gc::{GcReport, PruneReport};
 pub use image::{Image, RemoveEvent};
 pub use import::ImportOptions;
 pub use layers::{LayerInfo, chain_id};
-pub use meta::{ImageRecord, open_sqlite};
+pub use meta::{ImageRecord, open_sqlite, retry_busy};
 pub use overlay::{Change, ChangeKind, overlay_changes, write_overlay_layer};
 pub use pack::{
     PackError, PackOptions, PackStats, PathKind, PathStat, open_dir_in_root, pack_path,

@@ -79,13 +79,35 @@ pub fn open_sqlite(path: &Path) -> rusqlite::Result<Connection> {
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
         true,
     )?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Switching a new database to WAL takes a lock that SQLite does not wait for with the
+    // busy handler: the first processes to open a new file at once can see SQLITE_BUSY.
+    retry_busy(|| conn.pragma_update(None, "journal_mode", "WAL"))?;
     // The first connection of a process (every berth command's) rebuilds the WAL index by
     // reading and checksumming every frame since the last checkpoint, one read per page: at
     // SQLite's default of 1,000 pages that is milliseconds on every command. A short WAL
     // costs a checkpoint (two fsyncs) every WAL_CHECKPOINT_PAGES pages written instead.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
     Ok(conn)
+}
+
+/// Runs `f` again while SQLite answers SQLITE_BUSY without having waited (schema and
+/// journal-mode changes on a database that other processes are opening too), for up to about
+/// ten seconds.
+pub fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let mut delay = Duration::from_millis(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// An open handle on `meta.db`.
