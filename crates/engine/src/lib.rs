@@ -63,6 +63,9 @@ pub enum EngineError {
     /// No such container.
     #[error("No such container: {0}")]
     NoSuchContainer(String),
+    /// No network has this name or ID prefix.
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
     /// An ID prefix matches several containers.
     #[error("multiple containers found with provided prefix: {0}")]
     Ambiguous(String),

@@ -256,7 +256,7 @@ impl Engine {
             .collect();
         match matches.as_slice() {
             [one] => Ok(one.clone()),
-            [] => Err(EngineError::Invalid(format!("network {key} not found"))),
+            [] => Err(EngineError::NoSuchNetwork(key.to_string())),
             _ => Err(EngineError::Invalid(format!(
                 "network {key} is ambiguous ({} matches found on name)",
                 matches.len()

@@ -14,14 +14,8 @@ use berth_store::{ChangeKind, PackOptions, PathKind, PathStat, UnpackOptions};
 use clap::Args;
 use rustix::fs::{Mode, OFlags};
 
-use super::Status;
+use super::fail;
 use crate::{changes, units};
-
-/// Prints `e` as berth's one-line error and returns the status to exit with.
-fn fail(e: impl std::fmt::Display) -> anyhow::Error {
-    eprintln!("Error: {e}");
-    Status(1).into()
-}
 
 // ---------------------------------------------------------------- cp
 
@@ -56,12 +50,12 @@ fn container_path(arg: &str) -> Option<(&str, &str)> {
 
 /// `berth cp`: between a container and this machine, or a tar stream (`-`).
 pub fn cp(root: &Path, args: CpArgs) -> Result<()> {
-    let mut engine = Engine::open(root).map_err(fail)?;
+    let mut engine = Engine::open(root).map_err(|e| fail(1, e))?;
     match (container_path(&args.src), container_path(&args.dest)) {
         (Some((container, path)), None) => copy_out(&mut engine, container, path, &args),
         (None, Some((container, path))) => copy_in(&mut engine, container, path, &args),
-        (Some(_), Some(_)) => Err(fail("copying between containers is not supported")),
-        (None, None) => Err(fail("must specify at least one container source")),
+        (Some(_), Some(_)) => Err(fail(1, "copying between containers is not supported")),
+        (None, None) => Err(fail(1, "must specify at least one container source")),
     }
 }
 
@@ -107,7 +101,7 @@ fn placement(
 }
 
 fn copy_out(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> Result<()> {
-    let (_rec, fs) = engine.open_fs(container, false).map_err(fail)?;
+    let (_rec, fs) = engine.open_fs(container, false).map_err(|e| fail(1, e))?;
     let stat = container_stat(fs.root(), path, args.follow_link, container)?;
     let pack = |name: PathBuf, out: &mut dyn Write| {
         berth_store::pack_path(
@@ -123,7 +117,7 @@ fn copy_out(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> 
     };
     if args.dest == "-" {
         let mut stdout = io::stdout().lock();
-        pack(base_name(path), &mut stdout).map_err(fail)?;
+        pack(base_name(path), &mut stdout).map_err(|e| fail(1, e))?;
         stdout.flush()?;
         return Ok(());
     }
@@ -131,16 +125,16 @@ fn copy_out(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> 
         Ok(m) if m.is_dir() => Some(PathKind::Dir),
         Ok(_) => Some(PathKind::File),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(fail(format!("stat {}: {e}", args.dest))),
+        Err(e) => return Err(fail(1, format!("stat {}: {e}", args.dest))),
     };
-    let (dir, name) =
-        placement(path, stat.kind == PathKind::Dir, &args.dest, dest_kind).map_err(fail)?;
+    let (dir, name) = placement(path, stat.kind == PathKind::Dir, &args.dest, dest_kind)
+        .map_err(|e| fail(1, e))?;
     let dir_fd = rustix::fs::open(
         &dir,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    .map_err(|e| fail(1, format!("{}: {e}", dir.display())))?;
     // Files copied out belong to whoever copies them, unless -a.
     let owner = (!args.archive).then(|| {
         (
@@ -162,7 +156,7 @@ fn copy_out(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> 
 }
 
 fn copy_in(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> Result<()> {
-    let (_rec, fs) = engine.open_fs(container, true).map_err(fail)?;
+    let (_rec, fs) = engine.open_fs(container, true).map_err(|e| fail(1, e))?;
     // Files copied in belong to the container's root, unless -a.
     let owner = (!args.archive).then_some((0, 0));
     let options = UnpackOptions {
@@ -172,17 +166,18 @@ fn copy_in(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> R
     let dest_kind = match berth_store::stat_in_root(fs.root(), Path::new(path), true) {
         Ok(stat) => Some(stat.kind),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(fail(format!("{container}:{path}: {e}"))),
+        Err(e) => return Err(fail(1, format!("{container}:{path}: {e}"))),
     };
     if args.src == "-" {
         if dest_kind != Some(PathKind::Dir) {
-            return Err(fail(format!(
-                "destination \"{container}:{path}\" must be a directory"
-            )));
+            return Err(fail(
+                1,
+                format!("destination \"{container}:{path}\" must be a directory"),
+            ));
         }
         let dir = open_container_dir(fs.root(), Path::new(path), container)?;
         berth_store::unpack_into(io::stdin(), dir.as_fd(), Path::new(path), &options)
-            .map_err(fail)?;
+            .map_err(|e| fail(1, e))?;
         return Ok(());
     }
     let local = std::env::current_dir()?.join(&args.src);
@@ -191,8 +186,9 @@ fn copy_in(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> R
     } else {
         fs::symlink_metadata(&local)
     };
-    let meta = meta.map_err(|e| fail(format!("lstat {}: {}", args.src, lower_io(&e))))?;
-    let (dir, name) = placement(&args.src, meta.is_dir(), path, dest_kind).map_err(fail)?;
+    let meta = meta.map_err(|e| fail(1, format!("lstat {}: {}", args.src, lower_io(&e))))?;
+    let (dir, name) =
+        placement(&args.src, meta.is_dir(), path, dest_kind).map_err(|e| fail(1, e))?;
     let dir_fd = open_container_dir(fs.root(), &dir, container)?;
     let host_root = rustix::fs::open(
         "/",
@@ -228,11 +224,12 @@ fn container_stat(
 ) -> Result<PathStat> {
     berth_store::stat_in_root(root, Path::new(path), follow).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
-            fail(format!(
-                "Could not find the file {path} in container {container}"
-            ))
+            fail(
+                1,
+                format!("Could not find the file {path} in container {container}"),
+            )
         } else {
-            fail(format!("{container}:{path}: {}", lower_io(&e)))
+            fail(1, format!("{container}:{path}: {}", lower_io(&e)))
         }
     })
 }
@@ -242,8 +239,12 @@ fn open_container_dir(
     dir: &Path,
     container: &str,
 ) -> Result<std::os::fd::OwnedFd> {
-    berth_store::open_dir_in_root(root, dir)
-        .map_err(|e| fail(format!("{container}:{}: {}", dir.display(), lower_io(&e))))
+    berth_store::open_dir_in_root(root, dir).map_err(|e| {
+        fail(
+            1,
+            format!("{container}:{}: {}", dir.display(), lower_io(&e)),
+        )
+    })
 }
 
 /// Go's way of printing an OS error: "no such file or directory".
@@ -277,8 +278,8 @@ fn transfer(
         let packed = packer.join().expect("the packing thread panicked");
         match (packed, unpacked) {
             (Ok(stats), Ok(_)) => Ok(stats.bytes),
-            (Err(e), _) => Err(fail(e)),
-            (Ok(_), Err(e)) => Err(fail(e)),
+            (Err(e), _) => Err(fail(1, e)),
+            (Ok(_), Err(e)) => Err(fail(1, e)),
         }
     })
 }
@@ -304,8 +305,8 @@ pub struct DiffArgs {
 
 /// `berth diff`: `C`, `A` or `D` and the path, one change a line.
 pub fn diff(root: &Path, args: DiffArgs) -> Result<()> {
-    let mut engine = Engine::open(root).map_err(fail)?;
-    let changes = engine.diff(&args.container).map_err(fail)?;
+    let mut engine = Engine::open(root).map_err(|e| fail(1, e))?;
+    let changes = engine.diff(&args.container).map_err(|e| fail(1, e))?;
     let mut out = io::stdout().lock();
     for change in changes {
         let kind = match change.kind {
@@ -330,24 +331,29 @@ pub struct ExportArgs {
 
 /// `berth export`: the container's filesystem as a tar archive.
 pub fn export(root: &Path, args: ExportArgs) -> Result<()> {
-    let mut engine = Engine::open(root).map_err(fail)?;
+    let mut engine = Engine::open(root).map_err(|e| fail(1, e))?;
     match &args.output {
         Some(path) => {
             let file = fs::File::create(path)
-                .map_err(|e| fail(format!("failed to export container: {e}")))?;
+                .map_err(|e| fail(1, format!("failed to export container: {e}")))?;
             let mut out = io::BufWriter::new(file);
-            engine.export(&args.container, &mut out).map_err(fail)?;
+            engine
+                .export(&args.container, &mut out)
+                .map_err(|e| fail(1, e))?;
             out.flush()
                 .with_context(|| format!("write {}", path.display()))?;
         }
         None => {
             if io::stdout().is_terminal() {
                 return Err(fail(
+                    1,
                     "cowardly refusing to save to a terminal. Use the -o flag or redirect",
                 ));
             }
             let mut out = io::BufWriter::new(io::stdout().lock());
-            engine.export(&args.container, &mut out).map_err(fail)?;
+            engine
+                .export(&args.container, &mut out)
+                .map_err(|e| fail(1, e))?;
             out.flush()?;
         }
     }
@@ -384,11 +390,11 @@ pub fn commit(root: &Path, args: CommitArgs) -> Result<()> {
         .as_deref()
         .map(Reference::parse_with_default_tag)
         .transpose()
-        .map_err(fail)?;
+        .map_err(|e| fail(1, e))?;
     if tag.as_ref().is_some_and(|t| t.digest().is_some()) {
-        return Err(fail("cannot commit to a reference with a digest"));
+        return Err(fail(1, "cannot commit to a reference with a digest"));
     }
-    let mut engine = Engine::open(root).map_err(fail)?;
+    let mut engine = Engine::open(root).map_err(|e| fail(1, e))?;
     let request = CommitRequest {
         author: args.author.clone(),
         comment: args.message.clone(),
@@ -403,7 +409,7 @@ pub fn commit(root: &Path, args: CommitArgs) -> Result<()> {
             }
             Ok(())
         })
-        .map_err(|e: EngineError| fail(e))?;
+        .map_err(|e: EngineError| fail(1, e))?;
     println!("{}", image.id);
     Ok(())
 }

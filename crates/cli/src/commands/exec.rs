@@ -14,6 +14,7 @@ use clap::Args;
 use super::{
     Status,
     container::{Foreground, env_entry, feed, read_env_file},
+    fail,
 };
 
 /// `berth exec` flags.
@@ -57,12 +58,6 @@ pub struct ExecArgs {
         value_name = "COMMAND"
     )]
     command: Vec<String>,
-}
-
-/// Prints `e` as berth's one-line error and returns the status to exit with.
-fn fail(code: u8, e: impl std::fmt::Display) -> anyhow::Error {
-    eprintln!("Error: {e}");
-    Status(code).into()
 }
 
 /// `berth exec`: runs the command in the container and exits with its status; with `-d`,

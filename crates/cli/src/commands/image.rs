@@ -238,34 +238,32 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
             });
         }
     }
-    let mut out = io::stdout().lock();
-    if args.quiet {
-        // One line per row, as docker prints them (an image with two tags shows twice).
-        for row in &rows {
-            writeln!(out, "{}", row.id)?;
-        }
-        return Ok(());
-    }
+    // With -q, one line per row, as docker prints them (an image with two tags shows twice).
     let default = if args.digests {
         "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
     } else {
         "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
     };
-    let headers = headers(&[
-        ("Containers", "CONTAINERS"),
-        ("CreatedAt", "CREATED AT"),
-        ("CreatedSince", "CREATED"),
-        ("Digest", "DIGEST"),
-        ("ID", "IMAGE ID"),
-        ("Repository", "REPOSITORY"),
-        ("SharedSize", "SHARED SIZE"),
-        ("Size", "SIZE"),
-        ("Tag", "TAG"),
-        ("UniqueSize", "UNIQUE SIZE"),
-        ("VirtualSize", "VIRTUAL SIZE"),
-    ]);
-    let fmt = format::parse_format(args.format.as_deref());
-    format::render_rows(&fmt, default, &headers, &rows, &mut out)?;
+    format::print_list(
+        &rows,
+        args.quiet,
+        |r| &r.id,
+        args.format.as_deref(),
+        default,
+        &[
+            ("Containers", "CONTAINERS"),
+            ("CreatedAt", "CREATED AT"),
+            ("CreatedSince", "CREATED"),
+            ("Digest", "DIGEST"),
+            ("ID", "IMAGE ID"),
+            ("Repository", "REPOSITORY"),
+            ("SharedSize", "SHARED SIZE"),
+            ("Size", "SIZE"),
+            ("Tag", "TAG"),
+            ("UniqueSize", "UNIQUE SIZE"),
+            ("VirtualSize", "VIRTUAL SIZE"),
+        ],
+    )?;
     Ok(())
 }
 

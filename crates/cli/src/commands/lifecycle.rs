@@ -19,14 +19,8 @@ use berth_runtime::console;
 use clap::Args;
 use serde::Serialize;
 
-use super::{Status, container::RunArgs, image::headers};
+use super::{Status, container::RunArgs, fail};
 use crate::{filters::Filters, format, units};
-
-/// Prints `e` as berth's one-line error and returns the status to exit with.
-fn fail(code: u8, e: impl std::fmt::Display) -> anyhow::Error {
-    eprintln!("Error: {e}");
-    Status(code).into()
-}
 
 // ---------------------------------------------------------------- create / start
 
@@ -845,36 +839,34 @@ pub fn ps(root: &Path, args: PsArgs) -> Result<()> {
             status: status_text(rec, now),
         });
     }
-    let mut out = io::stdout().lock();
-    if args.quiet {
-        for row in &rows {
-            writeln!(out, "{}", row.id)?;
-        }
-        return Ok(());
-    }
     let default = if args.size {
         "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}"
     } else {
         "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
     };
-    let headers = headers(&[
-        ("Command", "COMMAND"),
-        ("CreatedAt", "CREATED AT"),
-        ("ID", "CONTAINER ID"),
-        ("Image", "IMAGE"),
-        ("Labels", "LABELS"),
-        ("LocalVolumes", "LOCAL VOLUMES"),
-        ("Mounts", "MOUNTS"),
-        ("Names", "NAMES"),
-        ("Networks", "NETWORKS"),
-        ("Ports", "PORTS"),
-        ("RunningFor", "CREATED"),
-        ("Size", "SIZE"),
-        ("State", "STATE"),
-        ("Status", "STATUS"),
-    ]);
-    let fmt = format::parse_format(args.format.as_deref());
-    format::render_rows(&fmt, default, &headers, &rows, &mut out)?;
+    format::print_list(
+        &rows,
+        args.quiet,
+        |r| &r.id,
+        args.format.as_deref(),
+        default,
+        &[
+            ("Command", "COMMAND"),
+            ("CreatedAt", "CREATED AT"),
+            ("ID", "CONTAINER ID"),
+            ("Image", "IMAGE"),
+            ("Labels", "LABELS"),
+            ("LocalVolumes", "LOCAL VOLUMES"),
+            ("Mounts", "MOUNTS"),
+            ("Names", "NAMES"),
+            ("Networks", "NETWORKS"),
+            ("Ports", "PORTS"),
+            ("RunningFor", "CREATED"),
+            ("Size", "SIZE"),
+            ("State", "STATE"),
+            ("Status", "STATUS"),
+        ],
+    )?;
     Ok(())
 }
 

@@ -28,6 +28,25 @@ impl std::fmt::Display for Status {
 
 impl std::error::Error for Status {}
 
+/// Prints `e` as berth's one-line error (`Error: ...`, as the docker CLI) and returns the
+/// status to exit with.
+pub fn fail(code: u8, e: impl std::fmt::Display) -> anyhow::Error {
+    eprintln!("Error: {e}");
+    Status(code).into()
+}
+
+/// Prints each error on its own line and returns exit status 1 when there was any (commands
+/// that go on past a failing argument, as `rm A B`).
+pub fn report(errors: &[String]) -> anyhow::Result<()> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    for e in errors {
+        eprintln!("Error: {e}");
+    }
+    Err(Status(1).into())
+}
+
 /// The whole error chain on one line, each cause once.
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut out = String::new();

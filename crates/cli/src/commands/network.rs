@@ -8,14 +8,14 @@ use std::{
 
 use anyhow::{Result, anyhow};
 use berth_engine::{
-    Engine,
+    Engine, EngineError,
     networks::{Network, NetworkOptions, PREDEFINED},
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Status, print_json_indented};
+use super::{fail, print_json_indented, report};
 use crate::{filters::Filters, format};
 
 /// `berth network ...`.
@@ -44,17 +44,6 @@ pub fn dispatch(root: &Path, command: NetworkCommand) -> Result<()> {
         NetworkCommand::Rm(args) => remove(root, args),
         NetworkCommand::Prune(args) => prune(root, args),
     }
-}
-
-/// Prints each error as one line and returns exit status 1 when there were any.
-fn report(errors: &[String]) -> Result<()> {
-    if errors.is_empty() {
-        return Ok(());
-    }
-    for e in errors {
-        eprintln!("Error: {e}");
-    }
-    Err(Status(crate::EXIT_FAILURE).into())
 }
 
 fn labels(list: &[String]) -> BTreeMap<String, String> {
@@ -91,11 +80,13 @@ pub struct CreateArgs {
 /// `berth network create`: prints the new network's ID.
 pub fn create(root: &Path, args: CreateArgs) -> Result<()> {
     if args.driver != "bridge" {
-        eprintln!(
-            "Error: plugin \"{}\" not found (berth has the bridge driver)",
-            args.driver
-        );
-        return Err(Status(crate::EXIT_FAILURE).into());
+        return Err(fail(
+            1,
+            format!(
+                "plugin \"{}\" not found (berth has the bridge driver)",
+                args.driver
+            ),
+        ));
     }
     let subnet = args
         .subnet
@@ -345,7 +336,8 @@ pub fn inspect_document(root: &Path, key: &str) -> Result<Option<Value>> {
     let mut engine = Engine::open(root)?;
     match engine.network(key) {
         Ok(n) => Ok(Some(document(&mut engine, &n)?)),
-        Err(_) => Ok(None),
+        Err(EngineError::NoSuchNetwork(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -357,7 +349,7 @@ pub fn inspect(root: &Path, args: InspectArgs) -> Result<()> {
     for key in &args.networks {
         match engine.network(key) {
             Ok(n) => docs.push(document(&mut engine, &n)?),
-            Err(_) => errors.push(format!("network {key} not found")),
+            Err(e) => errors.push(e.to_string()),
         }
     }
     match args.format.as_deref() {
@@ -390,7 +382,7 @@ pub fn remove(root: &Path, args: RemoveArgs) -> Result<()> {
     for key in &args.networks {
         match engine.network_remove(key) {
             Ok(_) => println!("{key}"),
-            Err(e) if args.force && e.to_string().ends_with("not found") => {}
+            Err(EngineError::NoSuchNetwork(_)) if args.force => {}
             Err(e) => errors.push(e.to_string()),
         }
     }

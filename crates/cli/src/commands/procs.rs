@@ -21,14 +21,8 @@ use clap::Args;
 use serde::Serialize;
 use tabwriter::TabWriter;
 
-use super::{Status, image::headers};
+use super::{Status, fail, image::headers};
 use crate::{format, units};
-
-/// Prints `e` as berth's one-line error and returns the status to exit with.
-fn fail(code: u8, e: impl std::fmt::Display) -> anyhow::Error {
-    eprintln!("Error: {e}");
-    Status(code).into()
-}
 
 // ---------------------------------------------------------------- top
 

@@ -11,7 +11,7 @@ use berth_engine::{Engine, EngineError, VolumeOptions, VolumePruneFilters};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::{Status, print_json_indented, procs::natural_cmp};
+use super::{Status, print_json_indented, procs::natural_cmp, report};
 use crate::{filters::Filters, format, units};
 
 /// `berth volume ...`.
@@ -254,17 +254,6 @@ pub fn inspect_document(root: &Path, name: &str) -> Result<Option<serde_json::Va
         Err(EngineError::NoSuchVolume(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Prints each error on its own line; exit status 1 if there was any.
-fn report(errors: &[String]) -> Result<()> {
-    if errors.is_empty() {
-        return Ok(());
-    }
-    for e in errors {
-        eprintln!("Error: {e}");
-    }
-    Err(Status(crate::EXIT_FAILURE).into())
 }
 
 // ---------------------------------------------------------------- rm
