@@ -1,6 +1,7 @@
 //! Containers on the default bridge: an address each, published ports reached from the host
 //! with a real HTTP client, containers reaching each other, `--network none`, and nothing
-//! left behind (addresses, veths).
+//! left behind (addresses, veths). User-defined networks: names and aliases through the
+//! embedded DNS, `network connect` and `disconnect`.
 
 mod common;
 
@@ -330,5 +331,225 @@ fn user_defined_networks() {
         !String::from_utf8_lossy(&links.stdout).contains(&bridge),
         "{bridge} left behind"
     );
+    assert_no_bridge(&host);
+}
+
+/// A stand-in for the host's resolver on a loopback address, so that what the embedded DNS
+/// relays stays on this host: `outside.test` is 192.0.2.7, every other name NXDOMAIN. It
+/// answers until the test ends and counts the queries it saw.
+struct FakeUpstream {
+    address: std::net::Ipv4Addr,
+    queries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeUpstream {
+    fn start() -> FakeUpstream {
+        let address = std::net::Ipv4Addr::new(127, 53, (std::process::id() % 250) as u8, 1);
+        let socket = std::net::UdpSocket::bind((address, 53)).expect("bind a loopback :53");
+        let queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = queries.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((len, client)) = socket.recv_from(&mut buf) {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let query = &buf[..len];
+                if len < 12 {
+                    continue;
+                }
+                // The question: labels up to the root, then type and class.
+                let mut end = 12;
+                let mut labels = Vec::new();
+                while end < len && query[end] != 0 {
+                    let n = usize::from(query[end]);
+                    labels.push(String::from_utf8_lossy(&query[end + 1..end + 1 + n]).to_string());
+                    end += n + 1;
+                }
+                let question_end = end + 5;
+                let qtype = u16::from_be_bytes([query[end + 1], query[end + 2]]);
+                let known = labels.join(".").eq_ignore_ascii_case("outside.test");
+                let mut reply = query[..question_end].to_vec();
+                reply[2] = 0x81; // a response, recursion desired
+                reply[3] = if known { 0x80 } else { 0x83 }; // recursion available; NXDOMAIN
+                reply[6..12].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
+                if known && qtype == 1 {
+                    reply[7] = 1;
+                    reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                    reply.extend_from_slice(&[192, 0, 2, 7]);
+                }
+                let _ = socket.send_to(&reply, client);
+            }
+        });
+        FakeUpstream { address, queries }
+    }
+}
+
+/// `nslookup name` in the container `id`: the addresses it printed for the name.
+fn nslookup(host: &Host, id: &str, name: &str) -> Vec<String> {
+    let out = host.berth.run(&["exec", id, "nslookup", name]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Busybox prints the server first, then `Name:` and its `Address:` lines.
+    text.split_once("Name:")
+        .map(|(_, answer)| {
+            answer
+                .lines()
+                .filter_map(|l| l.strip_prefix("Address:"))
+                .map(|a| a.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn containers_find_each_other_by_name_and_alias() {
+    let host = Host::new();
+    let upstream = FakeUpstream::start();
+    let dns = upstream.address.to_string();
+    let third = 100 + std::process::id() % 100;
+    host.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        &format!("10.215.{third}.0/24"),
+        "dnsnet",
+    ]);
+    let server = httpd(
+        &host,
+        "by name\n",
+        &[
+            "--name",
+            "web",
+            "--network",
+            "dnsnet",
+            "--network-alias",
+            "model",
+            "--dns",
+            &dns,
+        ],
+    );
+    let web_ip = host
+        .ok(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.dnsnet.IPAddress}}",
+            &server,
+        ])
+        .trim()
+        .to_string();
+    let names = host.ok(&[
+        "inspect",
+        "-f",
+        "{{json .NetworkSettings.Networks.dnsnet.Aliases}} {{json .NetworkSettings.Networks.dnsnet.DNSNames}}",
+        &server,
+    ]);
+    assert_eq!(
+        names.trim(),
+        format!("[\"model\"] [\"web\",\"model\",\"{}\"]", &server[..12])
+    );
+
+    // A client on the network reaches the server by name, alias and name.network.
+    let client = &["--network", "dnsnet", "--dns", &dns];
+    for url in [
+        "http://web/",
+        "http://model/",
+        "http://web.dnsnet/",
+        "http://WEB/",
+    ] {
+        assert_eq!(
+            wget_from_container(&host, client, url).as_deref(),
+            Some("by name\n"),
+            "{url}"
+        );
+    }
+    let resolv = host.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "dnsnet",
+        "--dns",
+        &dns,
+        "busybox",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert!(resolv.starts_with("nameserver 127.0.0.11\n"), "{resolv}");
+    assert!(
+        resolv.contains(&format!("ExtServers: [host({dns})]")),
+        "{resolv}"
+    );
+
+    // Names it does not know go to the upstream (a loopback one: relayed from the host).
+    let before = upstream.queries.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(nslookup(&host, &server, "outside.test"), ["192.0.2.7"]);
+    assert!(upstream.queries.load(std::sync::atomic::Ordering::SeqCst) > before);
+    assert!(nslookup(&host, &server, "nosuch.test").is_empty());
+    // Reverse lookups of container addresses name the container on the network.
+    let reverse = host.ok(&["exec", &server, "nslookup", &web_ip]);
+    assert!(reverse.contains("web.dnsnet"), "{reverse}");
+
+    // The default bridge has no names: its containers keep the host's resolvers.
+    let resolv = host.ok(&["run", "--rm", "busybox", "cat", "/etc/resolv.conf"]);
+    assert!(!resolv.contains("127.0.0.11"), "{resolv}");
+    let err = host
+        .berth
+        .fails(&["create", "--network-alias", "x", "busybox"]);
+    assert!(
+        err.contains("only for containers in user defined networks"),
+        "{err}"
+    );
+
+    // network connect: a running container on the default bridge gets eth1 on dnsnet at
+    // once, and its name and alias resolve there; disconnect takes both away.
+    let other = host.ok(&["run", "-d", "--name", "other", "busybox", "sleep", "300"]);
+    let other = other.trim();
+    host.ok(&["network", "connect", "--alias", "extra", "dnsnet", "other"]);
+    let addrs = host.ok(&["exec", other, "ip", "-o", "-4", "addr", "show", "eth1"]);
+    assert!(addrs.contains(&format!("10.215.{third}.")), "{addrs}");
+    let other_ip = host
+        .ok(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.dnsnet.IPAddress}}",
+            other,
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(nslookup(&host, &server, "extra"), std::slice::from_ref(&other_ip));
+    assert_eq!(nslookup(&host, &server, "other"), [other_ip]);
+    let route = host.ok(&["exec", other, "ip", "route", "show", "default"]);
+    assert!(
+        route.contains("dev eth0"),
+        "the first network keeps the default route: {route}"
+    );
+    assert_eq!(
+        host.ok(&["ps", "--filter", "name=other", "--format", "{{.Networks}}"]),
+        "bridge,dnsnet\n"
+    );
+    let err = host.berth.fails(&["network", "connect", "dnsnet", "other"]);
+    assert!(err.contains("already exists in network dnsnet"), "{err}");
+    host.ok(&["network", "disconnect", "dnsnet", "other"]);
+    let links = host.ok(&["exec", other, "ip", "-o", "link"]);
+    assert!(!links.contains("eth1"), "{links}");
+    assert!(nslookup(&host, &server, "extra").is_empty());
+    assert_eq!(veths_of(other).len(), 1, "{:?}", veths_of(other));
+
+    // A created container connected before it starts comes up on both networks.
+    host.ok(&["create", "--name", "later", "busybox", "sleep", "300"]);
+    host.ok(&["network", "connect", "dnsnet", "later"]);
+    host.ok(&["start", "later"]);
+    let later = host.ok(&["exec", "later", "ip", "-o", "-4", "addr"]);
+    assert!(later.contains("eth0") && later.contains("eth1"), "{later}");
+    assert!(!nslookup(&host, &server, "later").is_empty());
+    // A rename renames its DNS name too.
+    host.ok(&["rename", "later", "renamed"]);
+    assert!(!nslookup(&host, &server, "renamed").is_empty());
+    assert!(nslookup(&host, &server, "later").is_empty());
+    let err = host.berth.fails(&["network", "rm", "dnsnet"]);
+    assert!(err.contains("has active endpoints"), "{err}");
+
+    for id in [server.as_str(), other, "renamed"] {
+        host.ok(&["rm", "-f", id]);
+    }
+    host.ok(&["network", "rm", "dnsnet"]);
+    assert!(veths_of(&server).is_empty() && veths_of(other).is_empty());
     assert_no_bridge(&host);
 }

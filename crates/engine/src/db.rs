@@ -35,11 +35,15 @@ CREATE TABLE IF NOT EXISTS networks (
     created  TEXT NOT NULL DEFAULT '',
     labels   TEXT NOT NULL DEFAULT '{}'   -- JSON object
 );
--- One row per address in use: the key makes handing out an address twice impossible.
+-- One row per address in use, that is per running container and network it is on: the key
+-- makes handing out an address twice impossible. `iface` numbers the container's interface
+-- (eth0, eth1, ...); `names` are what the embedded DNS answers for it on the network.
 CREATE TABLE IF NOT EXISTS ip_allocations (
     network   TEXT NOT NULL,
     address   TEXT NOT NULL,
     container TEXT NOT NULL,
+    iface     INTEGER NOT NULL DEFAULT 0,
+    names     TEXT NOT NULL DEFAULT '[]',  -- JSON array of lowercase names
     PRIMARY KEY (network, address)
 );
 CREATE INDEX IF NOT EXISTS ip_allocations_by_container ON ip_allocations (container);
@@ -86,21 +90,41 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         berth_store::retry_busy(|| conn.execute_batch(SCHEMA))?;
         // Version 1: networks tables made before `created` and `labels` existed get them.
+        // Version 2: ip_allocations gets `iface` and `names`.
         let version: i64 =
             berth_store::retry_busy(|| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))?;
-        if version < 1 {
-            for column in [
-                "created TEXT NOT NULL DEFAULT ''",
-                "labels TEXT NOT NULL DEFAULT '{}'",
-            ] {
-                let alter = format!("ALTER TABLE networks ADD COLUMN {column}");
+        let migrations: [(i64, &str, &[&str]); 2] = [
+            (
+                1,
+                "networks",
+                &[
+                    "created TEXT NOT NULL DEFAULT ''",
+                    "labels TEXT NOT NULL DEFAULT '{}'",
+                ],
+            ),
+            (
+                2,
+                "ip_allocations",
+                &[
+                    "iface INTEGER NOT NULL DEFAULT 0",
+                    "names TEXT NOT NULL DEFAULT '[]'",
+                ],
+            ),
+        ];
+        for (to, table, columns) in migrations {
+            if version >= to {
+                continue;
+            }
+            for column in columns {
+                let alter = format!("ALTER TABLE {table} ADD COLUMN {column}");
                 match berth_store::retry_busy(|| conn.execute(&alter, [])) {
                     Ok(_) => {}
+                    // A table made by this version's SCHEMA has it already.
                     Err(e) if e.to_string().contains("duplicate column") => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            berth_store::retry_busy(|| conn.pragma_update(None, "user_version", 1))?;
+            berth_store::retry_busy(|| conn.pragma_update(None, "user_version", to))?;
         }
         Ok(Db { conn })
     }
@@ -180,6 +204,12 @@ impl Db {
         }
         tx.execute(
             "UPDATE containers SET name = ?2, record = json_set(record, '$.Name', ?2) WHERE id = ?1",
+            params![id, name],
+        )?;
+        // A running container's DNS name goes with it (its first name on each network).
+        tx.execute(
+            "UPDATE ip_allocations SET names = json_set(names, '$[0]', lower(?2)) \
+             WHERE container = ?1 AND json_array_length(names) > 0",
             params![id, name],
         )?;
         tx.commit()?;
@@ -417,7 +447,8 @@ impl Db {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let users: Vec<String> = {
             let mut stmt = tx.prepare(
-                "SELECT id FROM containers WHERE json_extract(record, '$.HostConfig.NetworkMode') = ?1",
+                "SELECT c.id FROM containers AS c, json_each(c.record, '$.NetworkSettings.Networks') AS n \
+                 WHERE n.key = ?1",
             )?;
             let rows = stmt.query_map([name], |r| r.get::<_, String>(0))?;
             rows.collect::<Result<_, _>>()?
@@ -431,14 +462,16 @@ impl Db {
     }
 
     /// Takes the lowest free address of `subnet` (not its network address, `gateway` or
-    /// broadcast) for `container`, in one immediate transaction.
+    /// broadcast) and the lowest interface number `container` does not use yet, in one
+    /// immediate transaction; the embedded DNS answers `names` with the address.
     pub(crate) fn allocate_ip(
         &mut self,
         network: &str,
         subnet: berth_net::Ipv4Net,
         gateway: std::net::Ipv4Addr,
         container: &str,
-    ) -> Result<std::net::Ipv4Addr, EngineError> {
+        names: &[String],
+    ) -> Result<(std::net::Ipv4Addr, u32), EngineError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -447,6 +480,12 @@ impl Db {
             let rows = stmt.query_map([network], |r| r.get::<_, String>(0))?;
             rows.filter_map(|r| r.ok()?.parse().ok()).collect()
         };
+        let ifaces: std::collections::BTreeSet<u32> = {
+            let mut stmt = tx.prepare("SELECT iface FROM ip_allocations WHERE container = ?1")?;
+            let rows = stmt.query_map([container], |r| r.get::<_, u32>(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let iface = (0..).find(|i| !ifaces.contains(i)).unwrap_or(0);
         let address = (1..subnet.size().saturating_sub(1))
             .filter_map(|i| subnet.host(i))
             .find(|a| *a != gateway && !used.contains(a))
@@ -454,11 +493,61 @@ impl Db {
                 EngineError::Invalid(format!("no available IPv4 addresses on network {network}"))
             })?;
         tx.execute(
-            "INSERT INTO ip_allocations (network, address, container) VALUES (?1, ?2, ?3)",
-            params![network, address.to_string(), container],
+            "INSERT INTO ip_allocations (network, address, container, iface, names) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                network,
+                address.to_string(),
+                container,
+                iface,
+                serde_json::to_string(names)?
+            ],
         )?;
         tx.commit()?;
-        Ok(address)
+        Ok((address, iface))
+    }
+
+    /// The networks `container` has an address on, with its interface number on each.
+    pub(crate) fn endpoints_of(&self, container: &str) -> Result<Vec<(String, u32)>, EngineError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT network, iface FROM ip_allocations WHERE container = ?1 ORDER BY iface",
+        )?;
+        let rows = stmt.query_map([container], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The addresses that `name` has on the networks `container` is on, for the embedded
+    /// DNS. `name.network` asks only that network.
+    pub(crate) fn dns_addresses(
+        &self,
+        container: &str,
+        name: &str,
+    ) -> Result<Vec<std::net::Ipv4Addr>, EngineError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT a.address FROM ip_allocations AS a, json_each(a.names) AS n \
+             WHERE a.network IN (SELECT network FROM ip_allocations WHERE container = ?1) \
+             AND (n.value = ?2 OR (n.value || '.' || lower(a.network)) = ?2) \
+             ORDER BY a.address",
+        )?;
+        let rows = stmt.query_map([container, name], |r| r.get::<_, String>(0))?;
+        Ok(rows.filter_map(|r| r.ok()?.parse().ok()).collect())
+    }
+
+    /// The name (`name.network`) that `address` has on a network `container` is on.
+    pub(crate) fn dns_name_of(
+        &self,
+        container: &str,
+        address: std::net::Ipv4Addr,
+    ) -> Result<Option<String>, EngineError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT json_extract(a.names, '$[0]') || '.' || lower(a.network) FROM ip_allocations AS a \
+                 WHERE a.address = ?2 AND json_array_length(a.names) > 0 \
+                 AND a.network IN (SELECT network FROM ip_allocations WHERE container = ?1)",
+            )?
+            .query_row(params![container, address.to_string()], |r| r.get(0))
+            .optional()?)
     }
 
     /// How many addresses of `network` are in use.
@@ -468,6 +557,15 @@ impl Db {
             [network],
             |r| r.get(0),
         )?)
+    }
+
+    /// Frees the address `container` holds on `network`.
+    pub(crate) fn release_ip(&mut self, container: &str, network: &str) -> Result<(), EngineError> {
+        self.conn.execute(
+            "DELETE FROM ip_allocations WHERE container = ?1 AND network = ?2",
+            [container, network],
+        )?;
+        Ok(())
     }
 
     /// Frees every address `container` holds.

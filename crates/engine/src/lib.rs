@@ -160,6 +160,8 @@ pub struct CreateOptions {
     pub volumes_from: Vec<String>,
     /// `--expose`, as `80/tcp` keys.
     pub expose: Vec<String>,
+    /// `--network-alias`: more DNS names on its (user-defined) network.
+    pub network_aliases: Vec<String>,
     /// Everything else Docker keeps in `HostConfig`.
     pub host: HostConfig,
 }
@@ -171,8 +173,10 @@ pub struct Started {
     container: berth_runtime::Container,
     /// Its volumes' names, for `--rm` to remove the anonymous ones.
     volumes: Vec<String>,
-    /// Its address on the default bridge.
+    /// Its address on its first network.
     address: Option<std::net::Ipv4Addr>,
+    /// Its embedded DNS server (on a user-defined network), stopped when this is dropped.
+    _dns: Option<berth_net::DnsServer>,
 }
 
 impl Started {
@@ -181,7 +185,7 @@ impl Started {
         self.container.pid()
     }
 
-    /// Its address on the default bridge, where published ports lead.
+    /// Its address on its first network, where published ports lead.
     pub fn address(&self) -> Option<std::net::Ipv4Addr> {
         self.address
     }
@@ -383,7 +387,7 @@ impl Engine {
         if let Some(signal) = &opts.stop_signal {
             lifecycle::parse_signal(signal).map_err(EngineError::Invalid)?;
         }
-        if host.network_mode.is_empty() {
+        if host.network_mode.is_empty() || host.network_mode == "default" {
             host.network_mode = "bridge".into();
         }
         if !matches!(
@@ -452,6 +456,16 @@ impl Engine {
         }
         let now = jiff::Timestamp::now().to_string();
         let network = host.network_mode.clone();
+        if !opts.network_aliases.is_empty() && !networks::uses_embedded_dns_on(&network) {
+            return Err(EngineError::Invalid(
+                "network-scoped alias is supported only for containers in user defined networks"
+                    .into(),
+            ));
+        }
+        let endpoint = EndpointSettings {
+            aliases: (!opts.network_aliases.is_empty()).then(|| opts.network_aliases.clone()),
+            ..Default::default()
+        };
         let mut rec = ContainerRecord {
             id: id.clone(),
             created: now,
@@ -495,7 +509,7 @@ impl Engine {
             mounts,
             network_settings: NetworkSettings {
                 ports: exposed_ports.keys().map(|k| (k.clone(), None)).collect(),
-                networks: [(network, EndpointSettings::default())].into(),
+                networks: [(network, endpoint)].into(),
                 ..Default::default()
             },
         };
@@ -565,8 +579,9 @@ impl Engine {
             Err(e) => return Err(self.record_start_failure(rec, e)),
         };
         let mut address = None;
+        let mut dns = None;
         if !matches!(rec.host_config.network_mode.as_str(), "none" | "host") {
-            match self.attach_network(&rec, container.pid()) {
+            match self.attach_networks(&rec, container.pid()) {
                 Ok(attached) => {
                     address = Some(attached.address);
                     let hosts = dir.join("hosts");
@@ -581,6 +596,10 @@ impl Engine {
                         .and_then(|()| {
                             self.db
                                 .set_field(&rec.id, "NetworkSettings", &rec.network_settings)
+                        })
+                        .and_then(|()| {
+                            dns = self.start_dns(&rec, container.pid())?;
+                            Ok(())
                         });
                     if let Err(e) = saved {
                         let _ = container.delete();
@@ -617,6 +636,7 @@ impl Engine {
         Ok(Started {
             volumes: volume_names(&rec),
             address,
+            _dns: dns,
             id: rec.id,
             container,
         })
@@ -925,7 +945,13 @@ impl Engine {
         }
         fs::write(&hosts, hosts_text).map_err(io_err("write hosts"))?;
         let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let resolv_text = if !rec.host_config.dns.is_empty() {
+        let resolv_text = if networks::uses_embedded_dns(rec) {
+            let servers: Vec<String> = networks::external_dns_servers(rec)
+                .iter()
+                .map(|s| format!("host({})", s.ip()))
+                .collect();
+            embedded_dns_resolv_conf(&host_resolv, &servers)
+        } else if !rec.host_config.dns.is_empty() {
             let others: String = host_resolv
                 .lines()
                 .filter(|l| !l.trim_start().starts_with("nameserver"))
@@ -946,6 +972,29 @@ impl Engine {
         fs::write(&resolv, resolv_text).map_err(io_err("write resolv.conf"))?;
         Ok([hostname, hosts, resolv])
     }
+}
+
+/// A container on a user-defined network asks its embedded DNS server (Docker's file: the
+/// host's search domains and options, `ndots:0`, and where unknown names go in a comment).
+fn embedded_dns_resolv_conf(host: &str, external: &[String]) -> String {
+    let mut out = format!("nameserver {}\n", berth_net::DNS_ADDRESS);
+    let mut options = Vec::new();
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("search" | "domain") => out.push_str(&format!("{line}\n")),
+            Some("options") => options.extend(
+                words
+                    .filter(|o| !o.starts_with("ndots:"))
+                    .map(str::to_string),
+            ),
+            _ => {}
+        }
+    }
+    options.insert(0, "ndots:0".into());
+    out.push_str(&format!("options {}\n", options.join(" ")));
+    out.push_str(&format!("\n# ExtServers: [{}]\n", external.join(" ")));
+    out
 }
 
 /// Docker's rule: the host's resolv.conf without loopback nameservers (unreachable from the
@@ -1029,6 +1078,17 @@ pub(crate) fn new_id() -> Result<String, EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolv_conf_for_the_embedded_dns() {
+        assert_eq!(
+            embedded_dns_resolv_conf(
+                "search lab\nnameserver 10.0.0.2\noptions ndots:2 edns0\n",
+                &["host(10.0.0.2)".into()]
+            ),
+            "nameserver 127.0.0.11\nsearch lab\noptions ndots:0 edns0\n\n# ExtServers: [host(10.0.0.2)]\n"
+        );
+    }
 
     #[test]
     fn resolv_conf_drops_loopback_servers() {

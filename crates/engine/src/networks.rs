@@ -16,7 +16,11 @@
 //! removed under a container being attached. The default root's bridge stays, as Docker's
 //! `docker0` does; another root's goes with its last container.
 
-use std::{fs, net::Ipv4Addr, os::fd::AsFd};
+use std::{
+    fs,
+    net::Ipv4Addr,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+};
 
 use berth_net::{Endpoint, Ipv4Net};
 use rustix::fs::{Mode, OFlags};
@@ -295,19 +299,15 @@ impl Engine {
             .to_string()
     }
 
-    /// The containers on `network` (their records).
+    /// The containers on `network` (their records), running or not.
     pub fn network_containers(
         &mut self,
         network: &str,
     ) -> Result<Vec<ContainerRecord>, EngineError> {
-        let default = network == DEFAULT_NETWORK;
         Ok(self
             .containers()?
             .into_iter()
-            .filter(|c| {
-                let mode = c.host_config.network_mode.as_str();
-                mode == network || (default && mode == "default")
-            })
+            .filter(|c| c.network_settings.networks.contains_key(network))
             .collect())
     }
 
@@ -335,44 +335,105 @@ impl Engine {
         Ok(network)
     }
 
-    /// Connects the created (not yet started) container `rec`, whose init is `pid`, to its
-    /// network: the bridge and its NAT when missing, an address, a veth pair.
-    pub(crate) fn attach_network(
+    /// Connects the created (not yet started) container `rec`, whose init is `pid`, to each
+    /// network its record names: the bridge and its NAT when missing, an address, a veth
+    /// pair. Its first network (`--network`) is `eth0` and carries the default route. On
+    /// failure nothing is left attached.
+    pub(crate) fn attach_networks(
         &mut self,
         rec: &ContainerRecord,
         pid: i32,
     ) -> Result<Attached, EngineError> {
-        let network = match rec.host_config.network_mode.as_str() {
-            "bridge" | "default" => self.default_network()?,
-            name => self.network(name)?,
+        let primary = match rec.host_config.network_mode.as_str() {
+            "default" => DEFAULT_NETWORK,
+            name => name,
         };
+        let mut order: Vec<&String> = rec.network_settings.networks.keys().collect();
+        order.sort_by_key(|name| name.as_str() != primary);
+        let netns = open_netns(pid)?;
+        let mut settings = NetworkSettings {
+            sandbox_key: format!("/proc/{pid}/ns/net"),
+            ports: rec.network_settings.ports.clone(),
+            ..Default::default()
+        };
+        let mut address = None;
+        for (i, name) in order.into_iter().enumerate() {
+            let requested = &rec.network_settings.networks[name];
+            match self.attach_endpoint(rec, name, netns.as_fd(), i == 0, requested) {
+                Ok(ep) => {
+                    if i == 0 {
+                        address = ep.ip_address.parse().ok();
+                        if name == DEFAULT_NETWORK {
+                            // Docker keeps these top-level fields for the default bridge.
+                            settings.ip_address = ep.ip_address.clone();
+                            settings.gateway = ep.gateway.clone();
+                            settings.mac_address = ep.mac_address.clone();
+                        }
+                    }
+                    settings.networks.insert(name.clone(), ep);
+                }
+                Err(e) => {
+                    self.detach_networks(&rec.id);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Attached {
+            address: address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            settings,
+        })
+    }
+
+    /// Attaches `rec` to the network `name` inside `netns`: an address (and DNS names on a
+    /// user-defined network), a veth pair. `requested` carries its `--network-alias`es.
+    fn attach_endpoint(
+        &mut self,
+        rec: &ContainerRecord,
+        name: &str,
+        netns: BorrowedFd<'_>,
+        default_route: bool,
+        requested: &EndpointSettings,
+    ) -> Result<EndpointSettings, EngineError> {
+        let network = self.network(name)?;
+        let user_defined = !PREDEFINED.contains(&network.name.as_str());
+        let aliases = requested.aliases.clone().unwrap_or_default();
+        let dns_names: Vec<String> = if user_defined {
+            let mut names = vec![rec.name.trim_start_matches('/').to_string()];
+            names.extend(aliases.iter().cloned());
+            names.push(rec.id[..12].to_string());
+            names.dedup();
+            names
+        } else {
+            Vec::new()
+        };
+        let lowercase: Vec<String> = dns_names.iter().map(|n| n.to_ascii_lowercase()).collect();
         let net_err = |e: berth_net::NetError| EngineError::Invalid(e.to_string());
-        let address = {
+        let (address, iface) = {
             // The bridge exists and the address is taken under the host lock, so that the
             // last container of the root stopping meanwhile does not remove the bridge.
             let _host = host_lock()?;
             self.ensure_bridge(&network)?;
-            self.db
-                .allocate_ip(&network.name, network.subnet, network.gateway, &rec.id)?
+            self.db.allocate_ip(
+                &network.name,
+                network.subnet,
+                network.gateway,
+                &rec.id,
+                &lowercase,
+            )?
         };
         let endpoint = Endpoint {
             bridge: network.bridge.clone(),
-            host_ifname: host_ifname(&rec.id),
-            container_ifname: "eth0".into(),
+            host_ifname: berth_net::host_ifname(&rec.id, iface),
+            container_ifname: format!("eth{iface}"),
             address,
             prefix: network.subnet.prefix,
             gateway: network.gateway,
+            default_route,
             mac: berth_net::mac_for(address),
         };
-        let attached = (|| {
-            let path = format!("/proc/{pid}/ns/net");
-            let netns = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| io_err(format!("open {path}"))(e.into()))?;
-            berth_net::attach(netns.as_fd(), &endpoint).map_err(net_err)
-        })();
-        if let Err(e) = attached {
-            let _ = self.db.release_ips(&rec.id);
-            return Err(e);
+        if let Err(e) = berth_net::attach(netns, &endpoint) {
+            let _ = self.db.release_ip(&rec.id, &network.name);
+            return Err(net_err(e));
         }
         let mac = endpoint
             .mac
@@ -380,34 +441,161 @@ impl Engine {
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(":");
-        let endpoint_settings = EndpointSettings {
-            aliases: None,
+        Ok(EndpointSettings {
+            aliases: user_defined.then_some(aliases),
             network_id: network.id.clone(),
             endpoint_id: crate::new_id()?,
             gateway: network.gateway.to_string(),
             ip_address: address.to_string(),
             ip_prefix_len: network.subnet.prefix,
-            mac_address: mac.clone(),
-            dns_names: None,
-        };
-        let settings = NetworkSettings {
-            sandbox_key: format!("/proc/{pid}/ns/net"),
-            ports: rec.network_settings.ports.clone(),
-            ip_address: address.to_string(),
-            gateway: network.gateway.to_string(),
             mac_address: mac,
-            networks: [(network.name, endpoint_settings)].into(),
-        };
-        Ok(Attached { address, settings })
+            dns_names: user_defined.then_some(dns_names),
+        })
     }
 
-    /// Frees what a container held on its networks once it stopped: its addresses (its veth
-    /// pair went with its network namespace).
+    /// `network connect`: a running container gets an interface on `network` at once, a
+    /// stopped or created one when it starts next. `aliases` are more DNS names for it there.
+    pub fn network_connect(
+        &mut self,
+        network: &str,
+        container: &str,
+        aliases: &[String],
+    ) -> Result<(), EngineError> {
+        let network = self.network(network)?;
+        let rec = self.container(container)?;
+        let mode = rec.host_config.network_mode.as_str();
+        if matches!(mode, "none" | "host") || mode.starts_with("container:") {
+            return Err(EngineError::Invalid(
+                "container sharing network namespace with another container or host cannot be connected to any other network".into(),
+            ));
+        }
+        if rec.network_settings.networks.contains_key(&network.name) {
+            return Err(EngineError::Invalid(format!(
+                "endpoint with name {} already exists in network {}",
+                rec.name, network.name
+            )));
+        }
+        if !aliases.is_empty() && PREDEFINED.contains(&network.name.as_str()) {
+            return Err(EngineError::Invalid(
+                "network-scoped alias is supported only for containers in user defined networks"
+                    .into(),
+            ));
+        }
+        let requested = EndpointSettings {
+            aliases: (!aliases.is_empty()).then(|| aliases.to_vec()),
+            ..Default::default()
+        };
+        let settings = if rec.state.running && rec.state.pid > 0 {
+            let netns = open_netns(rec.state.pid)?;
+            let default_route = rec.network_settings.networks.is_empty();
+            self.attach_endpoint(
+                &rec,
+                &network.name,
+                netns.as_fd(),
+                default_route,
+                &requested,
+            )?
+        } else {
+            requested
+        };
+        self.db.set_field(
+            &rec.id,
+            &format!("NetworkSettings.Networks.{}", json_key(&network.name)),
+            &settings,
+        )
+    }
+
+    /// `network disconnect`: a running container loses its interface on `network` at once.
+    /// With `force`, a network that no longer exists is let go of by its name.
+    pub fn network_disconnect(
+        &mut self,
+        network: &str,
+        container: &str,
+        force: bool,
+    ) -> Result<(), EngineError> {
+        let rec = self.container(container)?;
+        let name = match self.network(network) {
+            Ok(n) => n.name,
+            Err(EngineError::NoSuchNetwork(_))
+                if force && rec.network_settings.networks.contains_key(network) =>
+            {
+                network.to_string()
+            }
+            Err(e) => return Err(e),
+        };
+        if !rec.network_settings.networks.contains_key(&name) {
+            return Err(EngineError::Invalid(format!(
+                "container {} is not connected to network {name}",
+                rec.id
+            )));
+        }
+        if let Some((_, iface)) = self
+            .db
+            .endpoints_of(&rec.id)?
+            .into_iter()
+            .find(|(n, _)| *n == name)
+        {
+            let _ = berth_net::detach(&berth_net::host_ifname(&rec.id, iface));
+            self.db.release_ip(&rec.id, &name)?;
+        }
+        let mut networks = rec.network_settings.networks.clone();
+        networks.remove(&name);
+        self.db
+            .set_field(&rec.id, "NetworkSettings.Networks", &networks)
+    }
+
+    /// Starts the embedded DNS server of `rec` (whose init is `pid`) when it uses one: names
+    /// of containers on its networks, the rest relayed to its `--dns` servers or the host's.
+    pub(crate) fn start_dns(
+        &mut self,
+        rec: &ContainerRecord,
+        pid: i32,
+    ) -> Result<Option<berth_net::DnsServer>, EngineError> {
+        if !uses_embedded_dns(rec) {
+            return Ok(None);
+        }
+        // A container only on internal networks reaches nothing outside, names included.
+        let mut external = false;
+        for name in rec.network_settings.networks.keys() {
+            external |= self.network(name).is_ok_and(|n| !n.internal);
+        }
+        let upstream = if !external {
+            Vec::new()
+        } else {
+            let servers = external_dns_servers(rec);
+            if servers.is_empty() {
+                FALLBACK_DNS
+                    .iter()
+                    .map(|a| std::net::SocketAddr::new(a.parse().expect("an address"), 53))
+                    .collect()
+            } else {
+                servers
+            }
+        };
+        let names = ContainerNames {
+            db: crate::db::Db::open(&self.root().join("containers.db"))?,
+            id: rec.id.clone(),
+        };
+        let netns = open_netns(pid)?;
+        berth_net::DnsServer::start(netns.as_fd(), Box::new(names), upstream)
+            .map(Some)
+            .map_err(|e| EngineError::Invalid(format!("embedded DNS server: {e}")))
+    }
+
+    /// Frees what a container held on its networks once it stopped: its addresses and veth
+    /// pairs (which would go with its network namespace anyway).
     pub(crate) fn detach_networks(&mut self, id: &str) {
+        match self.db.endpoints_of(id) {
+            Ok(endpoints) => {
+                for (_, iface) in endpoints {
+                    let _ = berth_net::detach(&berth_net::host_ifname(id, iface));
+                }
+            }
+            Err(e) => tracing::warn!("listing the interfaces of container {id}: {e}"),
+        }
         if let Err(e) = self.db.release_ips(id) {
             tracing::warn!("freeing the addresses of container {id}: {e}");
         }
-        let _ = berth_net::detach(&host_ifname(id));
         if self.root() != std::path::Path::new(DEFAULT_ROOT)
             && let Err(e) = self.remove_unused_default_bridge()
         {
@@ -448,9 +636,71 @@ fn host_lock() -> Result<std::fs::File, EngineError> {
     Ok(file)
 }
 
-/// The host end of a container's veth pair on its one network.
-fn host_ifname(id: &str) -> String {
-    berth_net::host_ifname(id, 0)
+/// Docker's servers when neither `--dns` nor the host names one.
+pub(crate) const FALLBACK_DNS: &[&str] = &["8.8.8.8", "8.8.4.4"];
+
+/// Whether `rec` resolves names through an embedded DNS server: Docker's rule, a container
+/// whose network is user-defined does (the default bridge has no names).
+pub(crate) fn uses_embedded_dns(rec: &ContainerRecord) -> bool {
+    uses_embedded_dns_on(&rec.host_config.network_mode)
+}
+
+/// [`uses_embedded_dns`] for the network mode `mode`.
+pub(crate) fn uses_embedded_dns_on(mode: &str) -> bool {
+    !PREDEFINED.contains(&mode) && mode != "default" && !mode.starts_with("container:")
+}
+
+/// Where the embedded DNS relays what it does not know: `--dns`, or the host's resolvers
+/// (loopback ones included: the relay runs in the host's namespace).
+pub(crate) fn external_dns_servers(rec: &ContainerRecord) -> Vec<std::net::SocketAddr> {
+    if rec.host_config.dns.is_empty() {
+        let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        berth_net::resolv_conf_servers(&host)
+    } else {
+        rec.host_config
+            .dns
+            .iter()
+            .filter_map(|d| d.parse::<std::net::IpAddr>().ok())
+            .map(|ip| std::net::SocketAddr::new(ip, 53))
+            .collect()
+    }
+}
+
+/// What a container's embedded DNS answers from: the `ip_allocations` rows of the networks
+/// it is on, read on every query (a second connection to `containers.db`, of the DNS
+/// server's thread).
+struct ContainerNames {
+    db: crate::db::Db,
+    id: String,
+}
+
+impl berth_net::Names for ContainerNames {
+    fn addresses(&mut self, name: &str) -> Vec<Ipv4Addr> {
+        self.db.dns_addresses(&self.id, name).unwrap_or_else(|e| {
+            tracing::warn!("embedded DNS: looking up {name}: {e}");
+            Vec::new()
+        })
+    }
+
+    fn name_of(&mut self, address: Ipv4Addr) -> Option<String> {
+        self.db.dns_name_of(&self.id, address).unwrap_or_else(|e| {
+            tracing::warn!("embedded DNS: looking up {address}: {e}");
+            None
+        })
+    }
+}
+
+/// The network namespace of the process `pid`.
+fn open_netns(pid: i32) -> Result<OwnedFd, EngineError> {
+    let path = format!("/proc/{pid}/ns/net");
+    rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| io_err(format!("open {path}"))(e.into()))
+}
+
+/// A JSON path key for a map entry whose name may hold dots (`"my.net"`); network names
+/// hold no quotes or backslashes.
+fn json_key(name: &str) -> String {
+    format!("\"{name}\"")
 }
 
 /// The destinations of the host's IPv4 routes (`/proc/net/route`), the default route left

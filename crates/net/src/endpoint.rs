@@ -23,8 +23,11 @@ pub struct Endpoint {
     pub address: Ipv4Addr,
     /// The prefix length of the network (16 for a /16).
     pub prefix: u8,
-    /// The default gateway: the bridge's address.
+    /// The network's gateway: the bridge's address.
     pub gateway: Ipv4Addr,
+    /// Route the container's default traffic through `gateway` (its first network does;
+    /// the others only reach their own subnet, as Docker's).
+    pub default_route: bool,
     /// The container end's MAC ([`mac_for`] the address, as Docker).
     pub mac: [u8; 6],
 }
@@ -136,7 +139,10 @@ fn configure_inside(ep: &Endpoint) -> Result<(), NetError> {
     })?;
     // Up before the route: the kernel refuses a gateway on a link that is down.
     link::set_up(&mut nl, eth.index, name)?;
-    link::add_default_route(&mut nl, eth.index, name, ep.gateway)
+    if ep.default_route {
+        link::add_default_route(&mut nl, eth.index, name, ep.gateway)?;
+    }
+    Ok(())
 }
 
 /// Deletes the host end `host_ifname` of a container's veth pair (its peer goes with it); a

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod bridge;
+mod dns;
 mod endpoint;
 mod error;
 mod ipv4;
@@ -30,6 +31,7 @@ mod netlink;
 mod netns;
 
 pub use bridge::{ensure_bridge, link_exists, links_with_prefix, remove_bridge};
+pub use dns::{Answer, DNS_ADDRESS, DnsServer, Names, answer, resolv_conf_servers};
 pub use endpoint::{Endpoint, attach, detach, host_ifname, mac_for};
 pub use error::{KernelError, NetError};
 pub use ipv4::Ipv4Net;

@@ -283,6 +283,7 @@ fn attach_and_reach_a_container() {
         prefix: net.prefix,
         gateway,
         mac: mac_for(address),
+        default_route: true,
     };
     attach(netns.as_fd(), &ep).expect("attach");
 
@@ -388,6 +389,7 @@ fn failed_attach_leaves_nothing() {
         prefix: net.prefix,
         gateway,
         mac: mac_for(address),
+        default_route: true,
     };
 
     // No bridge yet.
@@ -557,6 +559,7 @@ fn nat_and_forwarding_in_traffic() {
         prefix: net.prefix,
         gateway,
         mac: mac_for(net.host(2).unwrap()),
+        default_route: true,
     };
     let (container, outside) = (new_netns(), new_netns());
     let ep_c = endpoint(&bridge_a, &veth_c, net_a, gw_a);

@@ -152,6 +152,9 @@ pub struct RunArgs {
     /// Connect a container to a network (bridge, none, host)
     #[arg(long, alias = "net", value_name = "network")]
     network: Option<String>,
+    /// Add network-scoped alias for the container
+    #[arg(long = "network-alias", alias = "net-alias", value_name = "list")]
+    network_alias: Vec<String>,
     /// Set meta data on a container
     #[arg(short, long, value_name = "list")]
     label: Vec<String>,
@@ -371,6 +374,7 @@ impl RunArgs {
             mounts,
             volumes_from: self.volumes_from.clone(),
             expose,
+            network_aliases: self.network_alias.clone(),
             host: HostConfig {
                 binds: self.volume.clone(),
                 port_bindings,

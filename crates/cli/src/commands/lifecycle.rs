@@ -828,10 +828,13 @@ pub fn ps(root: &Path, args: PsArgs) -> Result<()> {
             local_volumes: "0".into(),
             mounts: String::new(),
             names: rec.name.clone(),
-            networks: match rec.host_config.network_mode.as_str() {
-                "default" => "bridge".into(),
-                m => m.to_string(),
-            },
+            networks: rec
+                .network_settings
+                .networks
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(","),
             ports: ports_column(rec),
             running_for: units::ago(created, now),
             size,

@@ -1,4 +1,5 @@
-//! Network commands: `network create`, `ls`, `inspect`, `rm`, `prune`.
+//! Network commands: `network create`, `ls`, `inspect`, `rm`, `prune`, `connect`,
+//! `disconnect`.
 
 use std::{
     collections::BTreeMap,
@@ -33,6 +34,10 @@ pub enum NetworkCommand {
     Rm(RemoveArgs),
     /// Remove all unused networks
     Prune(PruneArgs),
+    /// Connect a container to a network
+    Connect(ConnectArgs),
+    /// Disconnect a container from a network
+    Disconnect(DisconnectArgs),
 }
 
 /// Runs one `network` command.
@@ -43,6 +48,8 @@ pub fn dispatch(root: &Path, command: NetworkCommand) -> Result<()> {
         NetworkCommand::Inspect(args) => inspect(root, args),
         NetworkCommand::Rm(args) => remove(root, args),
         NetworkCommand::Prune(args) => prune(root, args),
+        NetworkCommand::Connect(args) => connect(root, args),
+        NetworkCommand::Disconnect(args) => disconnect(root, args),
     }
 }
 
@@ -432,4 +439,44 @@ pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `berth network connect` flags.
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// Add network-scoped alias for the container
+    #[arg(long, value_name = "strings")]
+    alias: Vec<String>,
+    /// NETWORK
+    network: String,
+    /// CONTAINER
+    container: String,
+}
+
+/// `berth network connect`: prints nothing, as Docker.
+pub fn connect(root: &Path, args: ConnectArgs) -> Result<()> {
+    let mut engine = Engine::open(root)?;
+    engine
+        .network_connect(&args.network, &args.container, &args.alias)
+        .map_err(|e| fail(1, e))
+}
+
+/// `berth network disconnect` flags.
+#[derive(Args, Debug)]
+pub struct DisconnectArgs {
+    /// Force the container to disconnect from a network
+    #[arg(short, long)]
+    force: bool,
+    /// NETWORK
+    network: String,
+    /// CONTAINER
+    container: String,
+}
+
+/// `berth network disconnect`.
+pub fn disconnect(root: &Path, args: DisconnectArgs) -> Result<()> {
+    let mut engine = Engine::open(root)?;
+    engine
+        .network_disconnect(&args.network, &args.container, args.force)
+        .map_err(|e| fail(1, e))
 }
