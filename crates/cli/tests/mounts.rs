@@ -271,7 +271,32 @@ fn volumes_with_driver_options_mount_as_they_say() {
     ]);
     assert!(out.starts_with("from the device\n"), "{out}");
     assert!(out.contains("Read-only file system"), "{out}");
-    host.ok(&["volume", "rm", "scratch", "bound"]);
+    // Copy-up fills the device of a new volume with options, not its unused _data.
+    let empty = host.berth.dir.path().join("empty-device");
+    std::fs::create_dir(&empty).unwrap();
+    host.ok(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=none",
+        "--opt",
+        &format!("device={}", empty.display()),
+        "--opt",
+        "o=bind",
+        "filled",
+    ]);
+    host.run_ok(&["-v", "filled:/etc", "busybox", "true"]);
+    assert!(
+        empty.join("passwd").exists(),
+        "copy-up did not reach the device"
+    );
+    let data = host.ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "filled"]);
+    assert_eq!(
+        std::fs::read_dir(data.trim()).unwrap().count(),
+        0,
+        "copy-up went to _data"
+    );
+    host.ok(&["volume", "rm", "scratch", "bound", "filled"]);
     assert!(
         dir.join("file").exists(),
         "removing the volume removed the device's files"

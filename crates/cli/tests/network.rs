@@ -513,7 +513,10 @@ fn containers_find_each_other_by_name_and_alias() {
         ])
         .trim()
         .to_string();
-    assert_eq!(nslookup(&host, &server, "extra"), std::slice::from_ref(&other_ip));
+    assert_eq!(
+        nslookup(&host, &server, "extra"),
+        std::slice::from_ref(&other_ip)
+    );
     assert_eq!(nslookup(&host, &server, "other"), [other_ip]);
     let route = host.ok(&["exec", other, "ip", "route", "show", "default"]);
     assert!(

@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    os::fd::AsFd,
+    os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -445,13 +445,16 @@ impl Engine {
                 anonymous: r.source.is_none(),
             })?,
         };
-        let data = PathBuf::from(&volume.mountpoint);
-        let empty = std::fs::read_dir(&data)
-            .map_err(crate::io_err(format!("read {}", data.display())))?
-            .next()
-            .is_none();
+        // A volume with driver options holds what its device holds: that is what is
+        // filled (mounted detached for the copy, as Docker's local driver mounts it for
+        // one), not its unused `_data`.
+        let (data, label) = volume_root(&volume)?;
+        let empty = rustix::fs::Dir::read_from(&data)
+            .map_err(|e| crate::io_err(format!("read {label}"))(e.into()))?
+            .filter_map(Result::ok)
+            .all(|e| matches!(e.file_name().to_bytes(), b"." | b".."));
         if empty && !r.no_copy {
-            copy_up(layers, &r.target, &data)?;
+            copy_up(layers, &r.target, data, &label)?;
         }
         Ok((
             MountPoint {
@@ -473,9 +476,40 @@ impl Engine {
     }
 }
 
+/// The root of what `volume` holds, as a directory fd, and how to name it in messages: its
+/// `_data`, or with driver options the directory (`o=bind`) or filesystem they name.
+fn volume_root(volume: &Volume) -> Result<(OwnedFd, String), EngineError> {
+    let dir_flags =
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;
+    let open_dir = |path: &str| {
+        rustix::fs::open(path, dir_flags, rustix::fs::Mode::empty())
+            .map_err(|e| crate::io_err(format!("open {path}"))(e.into()))
+    };
+    let opts = &volume.options;
+    let Some(kind) = opts.get("type") else {
+        return Ok((open_dir(&volume.mountpoint)?, volume.mountpoint.clone()));
+    };
+    let device = opts.get("device").map(String::as_str).unwrap_or_default();
+    let o = opts.get("o").map(String::as_str).unwrap_or_default();
+    let label = format!("the device {device:?} of volume {}", volume.name);
+    if o.split(',').any(|f| f == "bind" || f == "rbind") {
+        return Ok((open_dir(device)?, label));
+    }
+    let mount = berth_runtime::view::device_view(kind, device, o)
+        .map_err(crate::io_err(format!("mount {label} (type {kind})")))?;
+    let root = rustix::fs::openat(&mount, ".", dir_flags, rustix::fs::Mode::empty())
+        .map_err(|e| crate::io_err(format!("open {label}"))(e.into()))?;
+    Ok((root, label))
+}
+
 /// Copies what the image has at `target` (a directory) into the empty volume directory
-/// `data`, with its owner and mode, as Docker fills a new volume.
-fn copy_up(layers: &[PathBuf], target: &str, data: &Path) -> Result<(), EngineError> {
+/// `dest` (`label` in messages), with its owner and mode, as Docker fills a new volume.
+fn copy_up(
+    layers: &[PathBuf],
+    target: &str,
+    dest: OwnedFd,
+    label: &str,
+) -> Result<(), EngineError> {
     let view = match layers {
         [one] => berth_runtime::view::dir_view(one),
         many => berth_runtime::view::overlay_view(many, None),
@@ -491,19 +525,13 @@ fn copy_up(layers: &[PathBuf], target: &str, data: &Path) -> Result<(), EngineEr
         format!("open {} in the image", target.display()),
     ))?;
     let st = rustix::fs::fstat(&source).map_err(|e| crate::io_err("stat")(e.into()))?;
-    let dest = rustix::fs::open(
-        data,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| crate::io_err(format!("open {}", data.display()))(e.into()))?;
     rustix::fs::fchown(
         &dest,
         Some(rustix::fs::Uid::from_raw(st.st_uid)),
         Some(rustix::fs::Gid::from_raw(st.st_gid)),
     )
     .and_then(|()| rustix::fs::fchmod(&dest, rustix::fs::Mode::from_raw_mode(st.st_mode & 0o7777)))
-    .map_err(|e| crate::io_err(format!("set the owner of {}", data.display()))(e.into()))?;
+    .map_err(|e| crate::io_err(format!("set the owner of {label}"))(e.into()))?;
     let (reader, writer) = std::io::pipe().map_err(crate::io_err("pipe"))?;
     std::thread::scope(|scope| {
         let view = &view;
@@ -522,7 +550,7 @@ fn copy_up(layers: &[PathBuf], target: &str, data: &Path) -> Result<(), EngineEr
         let unpacked = berth_store::unpack_into(
             reader,
             dest.as_fd(),
-            data,
+            Path::new(label),
             &berth_store::UnpackOptions {
                 whiteouts: false,
                 owner: None,

@@ -42,6 +42,32 @@ pub fn overlay_view(lower: &[PathBuf], upper: Option<(&Path, &Path)>) -> io::Res
     )?)
 }
 
+/// A filesystem mounted as `mount -t KIND -o OPTIONS DEVICE` would, detached, as a directory
+/// fd of its root: what a volume with driver options (`--opt type=... device=... o=...`)
+/// holds, for filling it. `options` are `key=value` or flags, comma-separated.
+pub fn device_view(kind: &str, device: &str, options: &str) -> io::Result<OwnedFd> {
+    let fs = rustix::mount::fsopen(kind, FsOpenFlags::FSOPEN_CLOEXEC)?;
+    if !device.is_empty() {
+        rustix::mount::fsconfig_set_string(fs.as_fd(), "source", device)?;
+    }
+    let mut attrs = MountAttrFlags::empty();
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            Some((key, value)) => rustix::mount::fsconfig_set_string(fs.as_fd(), key, value)?,
+            // Mount flags are attributes of the mount, not options of the filesystem.
+            None if option == "ro" => attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY,
+            None if matches!(option, "rw" | "defaults") => {}
+            None => rustix::mount::fsconfig_set_flag(fs.as_fd(), option)?,
+        }
+    }
+    rustix::mount::fsconfig_create(fs.as_fd())?;
+    Ok(rustix::mount::fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        attrs,
+    )?)
+}
+
 /// The directory `dir` itself as a read-only view's root, for a filesystem of one layer
 /// (overlayfs needs two lower layers, or an upper one).
 pub fn dir_view(dir: &Path) -> io::Result<OwnedFd> {
@@ -55,6 +81,25 @@ pub fn dir_view(dir: &Path) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_view_mounts_with_the_options_given() {
+        let fd = device_view("tmpfs", "tmpfs", "size=1m,mode=0700").unwrap();
+        let st = rustix::fs::fstat(&fd).unwrap();
+        assert_eq!(st.st_mode & 0o7777, 0o700);
+        let fs = rustix::fs::fstatfs(&fd).unwrap();
+        assert_eq!(fs.f_blocks as u64 * fs.f_bsize as u64, 1 << 20);
+        let ro = device_view("tmpfs", "tmpfs", "ro").unwrap();
+        assert!(
+            rustix::fs::mkdirat(&ro, "x", rustix::fs::Mode::from_raw_mode(0o755)).is_err(),
+            "ro was not applied"
+        );
+        let err = device_view("tmpfs", "tmpfs", "nosuchoption=1").unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::INVAL.raw_os_error())
+        );
+    }
 
     #[test]
     fn a_detached_overlay_merges_its_layers_and_writes_to_its_upper() {
