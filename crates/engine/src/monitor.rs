@@ -223,6 +223,8 @@ fn host(what: &str, e: io::Error) -> EngineError {
 pub fn main(root: &Path, id: &str, wait_for_attach: bool) -> i32 {
     // Its own session: the terminal the CLI ran in and its signals are not the monitor's.
     let _ = rustix::process::setsid();
+    // Started as /proc/self/exe, it would show as `exe` in `ps` and `top`.
+    let _ = rustix::thread::set_name(c"berth-monitor");
     let mut ready = match io::stdout().as_fd().try_clone_to_owned() {
         Ok(fd) => Some(File::from(fd)),
         Err(_) => return 1,
