@@ -461,6 +461,11 @@ impl Engine {
         container: &str,
         aliases: &[String],
     ) -> Result<(), EngineError> {
+        if matches!(network, "host" | "none") {
+            return Err(EngineError::Invalid(format!(
+                "container cannot be disconnected from host network or connected to {network} network"
+            )));
+        }
         let network = self.network(network)?;
         let rec = self.container(container)?;
         let mode = rec.host_config.network_mode.as_str();
