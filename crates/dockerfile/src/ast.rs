@@ -1,0 +1,1 @@
+//! What a Dockerfile says (written separately).

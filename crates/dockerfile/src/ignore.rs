@@ -1,0 +1,1 @@
+//! `.dockerignore` (written separately).
