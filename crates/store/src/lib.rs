@@ -26,6 +26,7 @@ mod commit;
 mod compression;
 mod config;
 mod error;
+mod extend;
 mod gc;
 mod image;
 mod import;
@@ -48,6 +49,7 @@ pub use compression::{
 };
 pub use config::{History, ImageConfig, RootFs, RunConfig, host_architecture};
 pub use error::{Result, StoreError};
+pub use extend::Extension;
 pub use gc::{GcReport, PruneReport};
 pub use image::{Image, RemoveEvent};
 pub use import::ImportOptions;

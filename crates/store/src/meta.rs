@@ -170,6 +170,16 @@ impl Meta {
         Ok(displaced)
     }
 
+    /// Records (or clears) the build parent of an image: set, it is an intermediate image of
+    /// a build, which `images` hides unless tagged.
+    pub(crate) fn set_parent(&mut self, id: &Digest, parent: Option<&Digest>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE images SET parent = ?2 WHERE id = ?1",
+            params![id.to_string(), parent.map(|p| p.to_string())],
+        )?;
+        Ok(())
+    }
+
     /// Points one more tag at an existing image.
     pub(crate) fn set_tag(&mut self, tag: &Reference, image: &Digest) -> Result<()> {
         let tx = self

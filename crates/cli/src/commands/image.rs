@@ -161,6 +161,10 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
     let mut rows = Vec::new();
     images.retain(|rec| {
         let created = created_at(rec.created.as_deref());
+        // A build's intermediate images (its step cache) show with -a only, as Docker's.
+        if !args.all && rec.parent.is_some() && rec.tags.is_empty() {
+            return false;
+        }
         if dangling.is_some_and(|d| d != rec.tags.is_empty()) {
             return false;
         }
