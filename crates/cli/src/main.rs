@@ -74,6 +74,13 @@ enum Command {
     Rmi(commands::image::RemoveArgs),
     /// Show the history of an image
     History(commands::image::HistoryArgs),
+    /// Build an image from a Dockerfile
+    Build(commands::build::BuildArgs),
+    /// Manage builds
+    Builder {
+        #[command(subcommand)]
+        command: commands::build::BuilderCommand,
+    },
     #[command(flatten)]
     ContainerShared(ContainerCommand),
     /// List containers
@@ -233,6 +240,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tag(args) => commands::image::tag(&root, args),
         Command::Rmi(args) => commands::image::remove(&root, args),
         Command::History(args) => commands::image::history(&root, args),
+        Command::Build(args) => commands::build::build(&root, args),
+        Command::Builder { command } => commands::build::builder(&root, command),
         Command::ContainerShared(command) => container_command(&root, command),
         Command::Ps(args) => commands::lifecycle::ps(&root, args),
         Command::Container { command } => match command {

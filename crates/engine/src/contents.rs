@@ -138,6 +138,20 @@ impl Engine {
         Ok(())
     }
 
+    /// The container's changes to its image as a layer tar written to `out` (what `commit`
+    /// stores; a build step's layer).
+    pub fn write_changes(
+        &mut self,
+        key: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), EngineError> {
+        let rec = self.container(key)?;
+        let (upper, lower) = layers(&rec);
+        berth_store::write_overlay_layer(&upper, &lower, PLACEHOLDERS, out)
+            .map_err(|e| EngineError::Invalid(format!("read the changes of {}: {e}", rec.name)))?;
+        Ok(())
+    }
+
     /// `commit`: a new image of the container's image plus its changes, with the container's
     /// settings as the image's defaults, changed by `change` (`--change`).
     pub fn commit(

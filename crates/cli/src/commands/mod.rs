@@ -1,6 +1,7 @@
 //! One module per object kind; each command is a function taking the state root and its
 //! parsed arguments.
 
+pub mod build;
 pub mod container;
 pub mod contents;
 pub mod exec;

@@ -1,0 +1,1017 @@
+//! berth-build: `berth build`. A Dockerfile ([`berth_dockerfile::parse`]) is built stage by
+//! stage, only the stages the target needs, instruction by instruction:
+//!
+//! - metadata instructions (`ENV`, `LABEL`, `CMD`, `WORKDIR`, ...) change the config being
+//!   built and add a history entry with `empty_layer`;
+//! - `RUN` runs in a real container of the engine (the default bridge network unless
+//!   `--network`), made from the last image of the stage, with the config's environment,
+//!   user and working directory plus the `ARG`s in scope; its changes become a layer;
+//! - `COPY` and `ADD` write a layer straight from the context (or another stage's image),
+//!   with no container.
+//!
+//! Every layered step and every stage's end is an image in the store ([`Store::extend`]),
+//! and its cache key (the parent's key, the instruction as expanded, the build args it sees,
+//! and for `COPY` the content digest of its sources: names, modes and bytes, not mtimes) maps
+//! to it in the step cache ([`cache`]). A rebuild walks the same keys and reuses what it
+//! finds; the first miss runs, and everything after it.
+
+#![warn(missing_docs)]
+
+pub mod cache;
+mod copy;
+pub mod progress;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use berth_dockerfile::{Command, Dockerfile, Healthcheck, Kind, Stage, expand};
+use berth_engine::{CreateOptions, Engine, EngineError, monitor, record::HostConfig};
+use berth_reference::{Digest, Reference};
+use berth_store::{Extension, History, RunConfig, StoreError};
+use sha2::{Digest as _, Sha256};
+
+pub use progress::Progress;
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile does not parse.
+    #[error("{file}:{line}: {message}")]
+    Parse {
+        /// The Dockerfile's name.
+        file: String,
+        /// Its line (0: the file as a whole).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A step failed: its line and instruction, and why.
+    #[error("{message}")]
+    Step {
+        /// The Dockerfile's line of the instruction.
+        line: usize,
+        /// The instruction as written.
+        instruction: String,
+        /// Why it failed (`process "/bin/sh -c exit 3" did not complete successfully: exit
+        /// code: 3`).
+        message: String,
+        /// The last lines of its output.
+        output: Vec<String>,
+    },
+    /// Something about the build as a whole (a missing target or base image).
+    #[error("{0}")]
+    Invalid(String),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The cache database failed.
+    #[error("build cache: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Reading or writing a file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What berth was doing.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> BuildError {
+        BuildError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// What `berth build` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// The context directory.
+    pub context: PathBuf,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// Its name, for messages (`Dockerfile`).
+    pub dockerfile_name: String,
+    /// `.dockerignore` patterns, one per line as in the file.
+    pub dockerignore: String,
+    /// `-t`.
+    pub tags: Vec<Reference>,
+    /// `--build-arg`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--label`.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Docker's predefined build args: usable without an `ARG` line (the proxy variables).
+const PREDEFINED_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// The default `SHELL`.
+const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
+
+/// Builds what `opts` says and returns the image ID, tagged as asked.
+pub fn build(
+    engine: &mut Engine,
+    opts: &BuildOptions,
+    progress: &mut Progress,
+) -> Result<Digest, BuildError> {
+    let file = berth_dockerfile::parse(&opts.dockerfile).map_err(|e| BuildError::Parse {
+        file: opts.dockerfile_name.clone(),
+        line: e.line,
+        message: e.message,
+    })?;
+    let ignore = berth_dockerfile::ignore::IgnoreRules::parse(&opts.dockerignore)
+        .map_err(|e| BuildError::Invalid(e.to_string()))?;
+    let cache = cache::Cache::open(engine.root())?;
+    let target = target_stage(&file, opts.target.as_deref())?;
+    let needed = needed_stages(&file, target);
+    let meta_args = meta_args(&file, &opts.build_args)?;
+    let mut builder = Builder {
+        engine,
+        opts,
+        file: &file,
+        cache,
+        context: copy::Context::new(opts.context.clone(), ignore),
+        stage_images: BTreeMap::new(),
+        meta_args,
+    };
+    for index in needed {
+        let image = builder.stage(index, progress)?;
+        builder.stage_images.insert(index, image);
+    }
+    let mut id = builder.stage_images[&target].clone();
+    if !opts.labels.is_empty() {
+        id = builder.add_labels(&id, &opts.labels)?;
+    }
+    progress.start("exporting to image");
+    progress.note(&format!("writing image {id} done"));
+    builder.engine.store().promote(&id, &opts.tags)?;
+    for tag in &opts.tags {
+        progress.note(&format!("naming to {tag} done"));
+    }
+    Ok(id)
+}
+
+/// The index of the stage to build: `--target` by name, or the last.
+fn target_stage(file: &Dockerfile, target: Option<&str>) -> Result<usize, BuildError> {
+    match target {
+        None => Ok(file.stages.len() - 1),
+        Some(t) => file
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str()))
+            .ok_or_else(|| BuildError::Invalid(format!("target stage \"{t}\" could not be found"))),
+    }
+}
+
+/// The stage an instruction's `--from` or a `FROM` names, by name or index, if it is one
+/// of the stages before `before`.
+fn stage_ref(file: &Dockerfile, name: &str, before: usize) -> Option<usize> {
+    let lower = name.to_ascii_lowercase();
+    file.stages[..before]
+        .iter()
+        .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
+}
+
+/// The stages `target` needs, in file order: itself, and what its `FROM` and `COPY --from`
+/// name, transitively.
+fn needed_stages(file: &Dockerfile, target: usize) -> Vec<usize> {
+    let mut needed = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if !needed.insert(i) {
+            continue;
+        }
+        let stage = &file.stages[i];
+        if let Some(dep) = stage_ref(file, &stage.base, i) {
+            todo.push(dep);
+        }
+        for ins in &stage.instructions {
+            if let Kind::Copy(c) = &ins.kind
+                && let Some(from) = &c.from
+                && let Some(dep) = stage_ref(file, from, i)
+            {
+                todo.push(dep);
+            }
+        }
+    }
+    needed.into_iter().collect()
+}
+
+/// The `ARG`s before the first `FROM`, with `--build-arg` values over their defaults.
+fn meta_args(
+    file: &Dockerfile,
+    build_args: &BTreeMap<String, String>,
+) -> Result<Vec<(String, Option<String>)>, BuildError> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for ins in &file.meta_args {
+        if let Kind::Arg(decls) = &ins.kind {
+            for d in decls {
+                let lookup = |n: &str| lookup_in(&out, n);
+                let default = match &d.default {
+                    Some(v) => Some(
+                        expand_word(v, file.escape, &lookup)
+                            .map_err(|e| BuildError::Invalid(format!("line {}: {e}", ins.line)))?,
+                    ),
+                    None => None,
+                };
+                let value = build_args.get(&d.name).cloned().or(default);
+                out.push((d.name.clone(), value));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn lookup_in(vars: &[(String, Option<String>)], name: &str) -> Option<String> {
+    vars.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.clone())
+}
+
+fn expand_word(
+    word: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, expand::ExpandError> {
+    expand::expand(word, expand::Options { escape, raw: false }, lookup)
+}
+
+struct Builder<'a> {
+    engine: &'a mut Engine,
+    opts: &'a BuildOptions,
+    file: &'a Dockerfile,
+    cache: cache::Cache,
+    context: copy::Context,
+    stage_images: BTreeMap<usize, Digest>,
+    meta_args: Vec<(String, Option<String>)>,
+}
+
+/// A stage being built.
+struct State {
+    /// The last image of the stage (`None`: nothing yet, after `FROM scratch`).
+    image: Option<Digest>,
+    config: RunConfig,
+    author: Option<String>,
+    /// History entries of metadata instructions since `image`.
+    pending: Vec<History>,
+    /// The cache key of everything so far.
+    key: Digest,
+    /// `ARG`s declared in the stage, with their values.
+    args: Vec<(String, Option<String>)>,
+}
+
+impl State {
+    fn env(&self) -> Vec<(String, String)> {
+        self.config
+            .env
+            .iter()
+            .flatten()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (e.clone(), String::new()),
+            })
+            .collect()
+    }
+
+    /// A variable as instructions see it: `ENV` first, then `ARG`.
+    fn lookup(&self, name: &str) -> Option<String> {
+        self.env()
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .or_else(|| lookup_in(&self.args, name))
+    }
+
+    fn set_env(&mut self, key: &str, value: &str) {
+        let env = self.config.env.get_or_insert_with(Vec::new);
+        let entry = format!("{key}={value}");
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+        {
+            Some(e) => *e = entry,
+            None => env.push(entry),
+        }
+    }
+
+    fn advance(&mut self, text: &str) {
+        let mut h = Sha256::new();
+        h.update(self.key.to_string().as_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
+        self.key =
+            Digest::from_sha256_hex(&hex::encode(h.finalize())).expect("a sha256 is 64 hex digits");
+    }
+
+    fn shell(&self) -> Vec<String> {
+        self.config
+            .shell
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SHELL.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+fn history(created_by: String, empty_layer: bool) -> History {
+    History {
+        created: Some(now()),
+        created_by: Some(created_by),
+        author: None,
+        comment: Some("buildkit.dockerfile.v0".into()),
+        empty_layer,
+    }
+}
+
+/// A command as a history entry and a RUN's argv show it.
+fn command_words(command: &Command, shell: &[String]) -> Vec<String> {
+    match command {
+        Command::Exec(words) => words.clone(),
+        Command::Shell(text) => shell.iter().cloned().chain([text.clone()]).collect(),
+    }
+}
+
+impl Builder<'_> {
+    fn stage(&mut self, index: usize, progress: &mut Progress) -> Result<Digest, BuildError> {
+        let stage: &Stage = &self.file.stages[index];
+        let label = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{index}"));
+        let meta = self.meta_args.clone();
+        let base = expand_word(&stage.base, self.file.escape, &|n| lookup_in(&meta, n))
+            .map_err(|e| self.step_error(stage.line, &format!("FROM {}", stage.base), e))?;
+        progress.start(&format!(
+            "[{label} 1/{}] FROM {base}",
+            stage.instructions.len() + 1
+        ));
+        let mut state = State {
+            image: None,
+            config: RunConfig::default(),
+            author: None,
+            pending: Vec::new(),
+            key: Digest::sha256_of(b"scratch"),
+            args: Vec::new(),
+        };
+        if let Some(dep) = stage_ref(self.file, &base, index) {
+            self.start_from(&mut state, &self.stage_images[&dep].clone())?;
+        } else if base != "scratch" {
+            let record = self.engine.store().resolve(&base).map_err(|_| {
+                BuildError::Step {
+                    line: stage.line,
+                    instruction: format!("FROM {}", stage.base),
+                    message: format!(
+                        "base image {base} not found locally (load it with berth load or berth import; pulling comes with the registry client)"
+                    ),
+                    output: Vec::new(),
+                }
+            })?;
+            self.start_from(&mut state, &record.id)?;
+        }
+        progress.done(std::time::Duration::ZERO);
+        let total = stage.instructions.len() + 1;
+        for (i, ins) in stage.instructions.iter().enumerate() {
+            progress.start(&format!("[{label} {}/{total}] {}", i + 2, ins.source));
+            let began = Instant::now();
+            match self.instruction(&mut state, ins, progress) {
+                Ok(cached) => {
+                    if cached {
+                        progress.cached();
+                    } else {
+                        progress.done(began.elapsed());
+                    }
+                }
+                Err(e) => {
+                    progress.failed(&e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        self.materialize(&mut state)
+    }
+
+    fn start_from(&mut self, state: &mut State, id: &Digest) -> Result<(), BuildError> {
+        let record = self.engine.store().resolve(&id.to_string())?;
+        let image = self.engine.store().image(record)?;
+        state.config = image.config.config.clone().unwrap_or_default();
+        state.author = image.config.author.clone();
+        state.image = Some(id.clone());
+        state.key = Digest::sha256_of(format!("FROM {id}").as_bytes());
+        Ok(())
+    }
+
+    fn step_error(&self, line: usize, instruction: &str, e: impl std::fmt::Display) -> BuildError {
+        BuildError::Step {
+            line,
+            instruction: instruction.to_string(),
+            message: e.to_string(),
+            output: Vec::new(),
+        }
+    }
+
+    /// The state's pending metadata as an image (from the cache when it was made before).
+    fn materialize(&mut self, state: &mut State) -> Result<Digest, BuildError> {
+        if state.pending.is_empty()
+            && let Some(image) = &state.image
+        {
+            return Ok(image.clone());
+        }
+        state.advance("(end of metadata)");
+        if !self.opts.no_cache
+            && let Some(image) = self.cache.get(self.engine.store(), &state.key)?
+        {
+            state.image = Some(image.clone());
+            state.pending.clear();
+            return Ok(image);
+        }
+        let history = std::mem::take(&mut state.pending);
+        let record = self.engine.store().extend(Extension {
+            parent: state.image.as_ref(),
+            layer: None,
+            config: state.config.clone(),
+            history,
+            author: state.author.clone(),
+            created: now(),
+        })?;
+        self.cache
+            .put(self.engine.store(), &state.key, &record.id)?;
+        state.image = Some(record.id.clone());
+        Ok(record.id)
+    }
+
+    /// Runs one instruction; true when its result came from the cache.
+    fn instruction(
+        &mut self,
+        state: &mut State,
+        ins: &berth_dockerfile::Instruction,
+        progress: &mut Progress,
+    ) -> Result<bool, BuildError> {
+        let escape = self.file.escape;
+        let line = ins.line;
+        let fail = |e: &dyn std::fmt::Display| BuildError::Step {
+            line,
+            instruction: ins.source.clone(),
+            message: e.to_string(),
+            output: Vec::new(),
+        };
+        // Expands with the state as it is now (ENV before ARG).
+        macro_rules! ex {
+            ($word:expr) => {{
+                let st: &State = state;
+                expand_word($word, escape, &|n| st.lookup(n)).map_err(|e| fail(&e))?
+            }};
+        }
+        let metadata = |state: &mut State, created_by: String| {
+            state.advance(&created_by);
+            state.pending.push(history(created_by, true));
+            Ok(false)
+        };
+        match &ins.kind {
+            Kind::Env(pairs) => {
+                let mut shown = Vec::new();
+                for p in pairs {
+                    let key = ex!(&p.key);
+                    let value = ex!(&p.value);
+                    state.set_env(&key, &value);
+                    shown.push(format!("{key}={value}"));
+                }
+                metadata(state, format!("ENV {}", shown.join(" ")))
+            }
+            Kind::Label(pairs) => {
+                let mut shown = Vec::new();
+                for p in pairs {
+                    let key = ex!(&p.key);
+                    let value = ex!(&p.value);
+                    state
+                        .config
+                        .labels
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(key.clone(), value.clone());
+                    shown.push(format!("{key}={value}"));
+                }
+                metadata(state, format!("LABEL {}", shown.join(" ")))
+            }
+            Kind::Arg(decls) => {
+                for d in decls {
+                    let default = match &d.default {
+                        Some(v) => Some(ex!(v)),
+                        None => None,
+                    };
+                    // A value from --build-arg wins; a meta ARG declared again inherits its
+                    // value.
+                    let value = self
+                        .opts
+                        .build_args
+                        .get(&d.name)
+                        .cloned()
+                        .or(default)
+                        .or_else(|| lookup_in(&self.meta_args, &d.name));
+                    state.advance(&format!("ARG {}={:?}", d.name, value));
+                    state.args.push((d.name.clone(), value));
+                }
+                // BuildKit records no history for ARG.
+                Ok(false)
+            }
+            Kind::Expose(ports) => {
+                let mut shown = Vec::new();
+                for p in ports {
+                    let p = ex!(p);
+                    let key = if p.contains('/') {
+                        p.to_ascii_lowercase()
+                    } else {
+                        format!("{p}/tcp")
+                    };
+                    state
+                        .config
+                        .exposed_ports
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(key.clone(), serde_json::json!({}));
+                    shown.push(key);
+                }
+                metadata(state, format!("EXPOSE map[{}]", shown.join(" ")))
+            }
+            Kind::Volume(paths) => {
+                let mut shown = Vec::new();
+                for p in paths {
+                    let p = ex!(p);
+                    state
+                        .config
+                        .volumes
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(p.clone(), serde_json::json!({}));
+                    shown.push(p);
+                }
+                metadata(state, format!("VOLUME [{}]", shown.join(" ")))
+            }
+            Kind::User(user) => {
+                let user = ex!(user);
+                state.config.user = Some(user.clone());
+                metadata(state, format!("USER {user}"))
+            }
+            Kind::Workdir(dir) => {
+                let dir = ex!(dir);
+                let base = state
+                    .config
+                    .working_dir
+                    .clone()
+                    .unwrap_or_else(|| "/".into());
+                let joined = if dir.starts_with('/') {
+                    dir.clone()
+                } else {
+                    format!("{}/{dir}", base.trim_end_matches('/'))
+                };
+                state.config.working_dir = Some(clean_path(&joined));
+                metadata(state, format!("WORKDIR {dir}"))
+            }
+            Kind::Stopsignal(signal) => {
+                let signal = ex!(signal);
+                state.config.stop_signal = Some(signal.clone());
+                metadata(state, format!("STOPSIGNAL {signal}"))
+            }
+            Kind::Maintainer(name) => {
+                state.author = Some(name.clone());
+                metadata(state, format!("MAINTAINER {name}"))
+            }
+            Kind::Cmd(command) => {
+                let words = command_words(command, &state.shell());
+                state.config.cmd = Some(words.clone());
+                metadata(state, format!("CMD {}", json(&words)))
+            }
+            Kind::Entrypoint(command) => {
+                let words = command_words(command, &state.shell());
+                // Docker: a new ENTRYPOINT clears a CMD inherited from the base image.
+                state.config.entrypoint = Some(words.clone());
+                metadata(state, format!("ENTRYPOINT {}", json(&words)))
+            }
+            Kind::Shell(words) => {
+                state.config.shell = Some(words.clone());
+                metadata(state, format!("SHELL {}", json(words)))
+            }
+            Kind::Healthcheck(check) => {
+                let value = match check {
+                    Healthcheck::None => serde_json::json!({"Test": ["NONE"]}),
+                    Healthcheck::Check {
+                        test,
+                        interval,
+                        timeout,
+                        start_period,
+                        start_interval,
+                        retries,
+                    } => {
+                        let test = match test {
+                            Command::Exec(words) => std::iter::once("CMD".to_string())
+                                .chain(words.clone())
+                                .collect(),
+                            Command::Shell(text) => vec!["CMD-SHELL".to_string(), text.clone()],
+                        };
+                        let mut v = serde_json::json!({"Test": test});
+                        for (key, n) in [
+                            ("Interval", interval),
+                            ("Timeout", timeout),
+                            ("StartPeriod", start_period),
+                            ("StartInterval", start_interval),
+                            ("Retries", retries),
+                        ] {
+                            if *n != 0 {
+                                v[key] = serde_json::json!(n);
+                            }
+                        }
+                        v
+                    }
+                };
+                state.config.healthcheck = Some(value.clone());
+                metadata(state, format!("HEALTHCHECK {value}"))
+            }
+            Kind::Onbuild(trigger) => {
+                state
+                    .config
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(trigger.clone());
+                metadata(state, format!("ONBUILD {trigger}"))
+            }
+            Kind::Run(run) => self.run(state, ins, run, progress),
+            Kind::Copy(copy) | Kind::Add(copy) => {
+                let is_add = matches!(ins.kind, Kind::Add(_));
+                self.copy(state, ins, copy, is_add)
+            }
+        }
+    }
+
+    fn run(
+        &mut self,
+        state: &mut State,
+        ins: &berth_dockerfile::Instruction,
+        run: &berth_dockerfile::Run,
+        progress: &mut Progress,
+    ) -> Result<bool, BuildError> {
+        let argv = command_words(&run.command, &state.shell());
+        let argv = match (&run.command, run.heredocs.as_slice()) {
+            // `RUN <<EOF` alone: the document is the script.
+            (Command::Shell(text), [doc])
+                if text.trim() == format!("<<{}", doc.name)
+                    || text.trim() == format!("<<-{}", doc.name) =>
+            {
+                state
+                    .shell()
+                    .into_iter()
+                    .chain([doc.content.clone()])
+                    .collect()
+            }
+            _ => argv,
+        };
+        // The ARGs in scope are the command's environment too (not the image's).
+        let args: Vec<(String, String)> = state
+            .args
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .chain(
+                PREDEFINED_ARGS
+                    .iter()
+                    .filter_map(|k| Some((k.to_string(), self.opts.build_args.get(*k)?.clone()))),
+            )
+            .collect();
+        let network = run.network.clone().unwrap_or_else(|| "default".into());
+        state.advance(&format!(
+            "RUN {} {:?} network={network} mounts={:?}",
+            json(&argv),
+            args,
+            run.mounts
+        ));
+        let created_by = format!("RUN {} # buildkit", argv.join(" "));
+        if !self.opts.no_cache
+            && let Some(image) = self.cache.get(self.engine.store(), &state.key)?
+        {
+            self.adopt(state, &image)?;
+            return Ok(true);
+        }
+        let base = self.materialize_for_container(state)?;
+        let mut env: Vec<String> = state
+            .env()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.extend(args.iter().map(|(k, v)| format!("{k}={v}")));
+        let create = CreateOptions {
+            image: base.to_string(),
+            cmd: argv.clone(),
+            entrypoint: Some(String::new()),
+            env,
+            workdir: state.config.working_dir.clone(),
+            user: state.config.user.clone(),
+            hostname: Some("buildkitsandbox".into()),
+            labels: vec![("berth.build".into(), "step".into())],
+            host: HostConfig {
+                network_mode: match network.as_str() {
+                    "default" => String::new(),
+                    other => other.to_string(),
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let rec = self.engine.create(&create)?;
+        let outcome = self.run_container(&rec.id, progress);
+        let result = outcome.and_then(|code| {
+            if code != 0 {
+                return Err(BuildError::Step {
+                    line: ins.line,
+                    instruction: ins.source.clone(),
+                    message: format!(
+                        "process {:?} did not complete successfully: exit code: {code}",
+                        argv.join(" ")
+                    ),
+                    output: progress.tail(),
+                });
+            }
+            let layer = self.changes_file(&rec.id)?;
+            let mut history_entries = std::mem::take(&mut state.pending);
+            history_entries.push(history(created_by.clone(), false));
+            let record = self.engine.store().extend(Extension {
+                parent: Some(&base),
+                layer: Some(Box::new(std::io::BufReader::new(layer))),
+                config: state.config.clone(),
+                history: history_entries,
+                author: state.author.clone(),
+                created: now(),
+            })?;
+            Ok(record.id)
+        });
+        if let Err(e) = self.engine.remove(&rec.id, true) {
+            tracing::warn!("removing build container {}: {e}", &rec.id[..12]);
+        }
+        let image = result?;
+        self.cache.put(self.engine.store(), &state.key, &image)?;
+        state.image = Some(image);
+        Ok(false)
+    }
+
+    /// Starts the created container `id` with its output going to the step's progress,
+    /// and returns its exit code.
+    fn run_container(&mut self, id: &str, progress: &Progress) -> Result<i32, BuildError> {
+        let _lock = monitor::lock_for_foreground(self.engine, id)?;
+        let hub = monitor::Hub::new();
+        hub.add(monitor::Sink::Local {
+            stream: berth_engine::logfile::Stream::Stdout,
+            out: progress.output(),
+        });
+        hub.add(monitor::Sink::Local {
+            stream: berth_engine::logfile::Stream::Stderr,
+            out: progress.output(),
+        });
+        let session = monitor::Session::start(self.engine, id, &hub, None, None)?;
+        let (started, exit) = session.wait()?;
+        self.engine.finish(started, exit)?;
+        drop(Arc::clone(&hub));
+        Ok(exit.code)
+    }
+
+    /// A container's changes as a layer tar in a temporary file (unlinked once read).
+    fn changes_file(&mut self, id: &str) -> Result<std::fs::File, BuildError> {
+        let dir = self.engine.root().join("build").join("tmp");
+        std::fs::create_dir_all(&dir).map_err(|e| BuildError::io("create build/tmp", e))?;
+        let mut file = tempfile_in(&dir)?;
+        self.engine.write_changes(id, &mut file)?;
+        use std::io::Seek;
+        file.rewind()
+            .map_err(|e| BuildError::io("rewind the layer", e))?;
+        Ok(file)
+    }
+
+    /// The image a container for the next step starts from: the stage's last image with
+    /// its layers (pending metadata does not change the filesystem, and the container gets
+    /// the current config directly).
+    fn materialize_for_container(&mut self, state: &mut State) -> Result<Digest, BuildError> {
+        match &state.image {
+            Some(image) => Ok(image.clone()),
+            None => {
+                let record = self.engine.store().extend(Extension {
+                    parent: None,
+                    layer: None,
+                    config: RunConfig::default(),
+                    history: Vec::new(),
+                    author: None,
+                    created: now(),
+                })?;
+                Ok(record.id)
+            }
+        }
+    }
+
+    /// A cache hit: the stage goes on from `image`.
+    fn adopt(&mut self, state: &mut State, image: &Digest) -> Result<(), BuildError> {
+        let record = self.engine.store().resolve(&image.to_string())?;
+        let config = self.engine.store().image(record)?.config;
+        state.config = config.config.unwrap_or_default();
+        state.author = config.author;
+        state.image = Some(image.clone());
+        state.pending.clear();
+        Ok(())
+    }
+
+    fn copy(
+        &mut self,
+        state: &mut State,
+        ins: &berth_dockerfile::Instruction,
+        copy: &berth_dockerfile::Copy,
+        is_add: bool,
+    ) -> Result<bool, BuildError> {
+        let escape = self.file.escape;
+        let fail = |e: &dyn std::fmt::Display| BuildError::Step {
+            line: ins.line,
+            instruction: ins.source.clone(),
+            message: e.to_string(),
+            output: Vec::new(),
+        };
+        let st: &State = state;
+        let lookup = |n: &str| st.lookup(n);
+        let mut sources = Vec::new();
+        for s in &copy.sources {
+            sources.push(expand_word(s, escape, &lookup).map_err(|e| fail(&e))?);
+        }
+        let dest = expand_word(&copy.dest, escape, &lookup).map_err(|e| fail(&e))?;
+        let chown = match &copy.chown {
+            Some(c) => Some(expand_word(c, escape, &lookup).map_err(|e| fail(&e))?),
+            None => None,
+        };
+        let chmod = match &copy.chmod {
+            Some(m) => Some(
+                u32::from_str_radix(&expand_word(m, escape, &lookup).map_err(|e| fail(&e))?, 8)
+                    .map_err(|_| fail(&format!("invalid --chmod {m:?}: an octal mode")))?,
+            ),
+            None => None,
+        };
+        if is_add && sources.iter().any(|s| s.contains("://")) {
+            return Err(fail(&"ADD from a URL is not supported yet"));
+        }
+        let workdir = state
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into());
+        let from = match &copy.from {
+            Some(f) => {
+                let name = expand_word(f, escape, &lookup).map_err(|e| fail(&e))?;
+                let index = stage_ref(self.file, &name, self.file.stages.len());
+                let image = match index.and_then(|i| self.stage_images.get(&i)) {
+                    Some(id) => id.clone(),
+                    None => {
+                        self.engine
+                            .store()
+                            .resolve(&name)
+                            .map_err(|_| fail(&format!("--from: no stage or image named {name}")))?
+                            .id
+                    }
+                };
+                Some((image, name))
+            }
+            None => None,
+        };
+        let request = copy::CopyRequest {
+            sources,
+            heredocs: copy
+                .heredocs
+                .iter()
+                .map(|h| (h.name.clone(), h.content.clone()))
+                .collect(),
+            dest,
+            workdir,
+            chown,
+            chmod,
+            from,
+            extract_archives: is_add,
+        };
+        let base = state.image.clone();
+        let plan = copy::plan(self.engine, &self.context, base.as_ref(), &request)
+            .map_err(|e| fail(&e))?;
+        state.advance(&format!(
+            "{} {} from={:?} digest={}",
+            if is_add { "ADD" } else { "COPY" },
+            request.describe(),
+            request.from.as_ref().map(|(id, _)| id.to_string()),
+            plan.digest
+        ));
+        if !self.opts.no_cache
+            && let Some(image) = self.cache.get(self.engine.store(), &state.key)?
+        {
+            self.adopt(state, &image)?;
+            return Ok(true);
+        }
+        let dir = self.engine.root().join("build").join("tmp");
+        std::fs::create_dir_all(&dir).map_err(|e| BuildError::io("create build/tmp", e))?;
+        let mut file = tempfile_in(&dir)?;
+        plan.write(&mut file).map_err(|e| fail(&e))?;
+        use std::io::Seek;
+        file.rewind()
+            .map_err(|e| BuildError::io("rewind the layer", e))?;
+        let mut history_entries = std::mem::take(&mut state.pending);
+        history_entries.push(history(
+            format!(
+                "{} {} # buildkit",
+                if is_add { "ADD" } else { "COPY" },
+                request.describe()
+            ),
+            false,
+        ));
+        let record = self.engine.store().extend(Extension {
+            parent: state.image.as_ref(),
+            layer: Some(Box::new(std::io::BufReader::new(file))),
+            config: state.config.clone(),
+            history: history_entries,
+            author: state.author.clone(),
+            created: now(),
+        })?;
+        self.cache
+            .put(self.engine.store(), &state.key, &record.id)?;
+        state.image = Some(record.id);
+        Ok(false)
+    }
+
+    /// `--label`: one more metadata step on the result.
+    fn add_labels(
+        &mut self,
+        id: &Digest,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Digest, BuildError> {
+        let record = self.engine.store().resolve(&id.to_string())?;
+        let image = self.engine.store().image(record)?;
+        let mut config = image.config.config.unwrap_or_default();
+        let all = config.labels.get_or_insert_with(BTreeMap::new);
+        for (k, v) in labels {
+            all.insert(k.clone(), v.clone());
+        }
+        let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let record = self.engine.store().extend(Extension {
+            parent: Some(id),
+            layer: None,
+            config,
+            history: vec![history(format!("LABEL {}", shown.join(" ")), true)],
+            author: None,
+            created: now(),
+        })?;
+        Ok(record.id)
+    }
+}
+
+/// An anonymous temporary file in `dir` (`O_TMPFILE`: gone when closed, even after a crash).
+fn tempfile_in(dir: &std::path::Path) -> Result<std::fs::File, BuildError> {
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| {
+        BuildError::io(
+            format!("create a temporary file in {}", dir.display()),
+            e.into(),
+        )
+    })?;
+    Ok(std::fs::File::from(fd))
+}
+
+fn json(words: &[String]) -> String {
+    serde_json::to_string(words).unwrap_or_default()
+}
+
+/// `/a/./b/../c` as `/a/c`.
+pub(crate) fn clean_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}

@@ -1,0 +1,129 @@
+//! What a build tells the person watching it, in the shape of BuildKit's plain progress:
+//! numbered steps (`#5 [2/4] RUN pip install numpy`), the command's output prefixed with its
+//! step, `#5 CACHED` or `#5 DONE 1.2s`, and the last lines of output kept for the error.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How much of a failing step's output the error repeats.
+const TAIL_LINES: usize = 10;
+
+/// Where progress goes (stderr, or nowhere for `-q`).
+pub struct Progress {
+    out: Option<Box<dyn Write + Send>>,
+    step: usize,
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Progress {
+    /// Progress written to `out`; `None` prints nothing (`-q`).
+    pub fn new(out: Option<Box<dyn Write + Send>>) -> Progress {
+        Progress {
+            out,
+            step: 0,
+            tail: Arc::default(),
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        if let Some(out) = &mut self.out {
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
+        }
+    }
+
+    /// A new step starts: `#N text`.
+    pub fn start(&mut self, text: &str) {
+        self.step += 1;
+        self.tail.lock().expect("lock").clear();
+        let line = format!("#{} {text}", self.step);
+        self.line(&line);
+    }
+
+    /// The step's result came from the cache.
+    pub fn cached(&mut self) {
+        let line = format!("#{} CACHED", self.step);
+        self.line(&line);
+    }
+
+    /// A line about the current step (`#N text`).
+    pub fn note(&mut self, text: &str) {
+        let line = format!("#{} {text}", self.step);
+        self.line(&line);
+    }
+
+    /// The step is done.
+    pub fn done(&mut self, took: Duration) {
+        let line = format!("#{} DONE {:.1}s", self.step, took.as_secs_f64());
+        self.line(&line);
+    }
+
+    /// The step failed.
+    pub fn failed(&mut self, message: &str) {
+        let line = format!("#{} ERROR: {message}", self.step);
+        self.line(&line);
+    }
+
+    /// The last lines the current step's command printed.
+    pub fn tail(&self) -> Vec<String> {
+        self.tail.lock().expect("lock").iter().cloned().collect()
+    }
+
+    /// A writer for the current step's command output: each line goes out as `#N line`
+    /// and into the tail.
+    pub fn output(&self) -> Box<dyn Write + Send> {
+        Box::new(StepOutput {
+            prefix: format!("#{} ", self.step),
+            out: self.out.as_ref().map(|_| std::io::stderr()),
+            partial: Vec::new(),
+            tail: self.tail.clone(),
+        })
+    }
+}
+
+struct StepOutput {
+    prefix: String,
+    out: Option<std::io::Stderr>,
+    partial: Vec<u8>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl StepOutput {
+    fn emit(&mut self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line).into_owned();
+        if let Some(out) = &mut self.out {
+            let _ = writeln!(out, "{}{text}", self.prefix);
+        }
+        let mut tail = self.tail.lock().expect("lock");
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(text);
+    }
+}
+
+impl Write for StepOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.partial.extend_from_slice(buf);
+        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=pos).collect();
+            self.emit(&line[..line.len() - 1]);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for StepOutput {
+    fn drop(&mut self) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.emit(&line);
+        }
+    }
+}

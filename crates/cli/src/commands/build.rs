@@ -1,0 +1,239 @@
+//! `berth build` and `berth builder prune`.
+
+use std::{collections::BTreeMap, io::Read, path::Path};
+
+use anyhow::{Result, anyhow};
+use berth_build::{BuildError, BuildOptions, Progress};
+use berth_engine::Engine;
+use berth_reference::Reference;
+use clap::{Args, Subcommand};
+
+use super::{Status, fail};
+
+/// `berth build` flags, Docker's names.
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name and optionally a tag in the "name:tag" format
+    #[arg(short, long, value_name = "list")]
+    tag: Vec<String>,
+    /// Name of the Dockerfile (default: "PATH/Dockerfile")
+    #[arg(short, long, value_name = "string")]
+    file: Option<String>,
+    /// Set build-time variables
+    #[arg(long = "build-arg", value_name = "list")]
+    build_arg: Vec<String>,
+    /// Set the target build stage to build
+    #[arg(long, value_name = "string")]
+    target: Option<String>,
+    /// Do not use cache when building the image
+    #[arg(long = "no-cache")]
+    no_cache: bool,
+    /// Set metadata for an image
+    #[arg(long, value_name = "list")]
+    label: Vec<String>,
+    /// Write the image ID to the file
+    #[arg(long, value_name = "string")]
+    iidfile: Option<String>,
+    /// Suppress the build output and print image ID on success
+    #[arg(short, long)]
+    quiet: bool,
+    /// Set type of progress output ("auto", "plain", "tty", "quiet")
+    #[arg(long, value_name = "string", default_value = "auto")]
+    progress: String,
+    /// Always attempt to pull a newer version of the image (berth has no registry client yet:
+    /// accepted, and the local image is used)
+    #[arg(long)]
+    pull: bool,
+    /// PATH: the build context directory ("-" reads a Dockerfile from stdin, no context)
+    context: String,
+}
+
+/// `berth builder ...`.
+#[derive(Subcommand, Debug)]
+pub enum BuilderCommand {
+    /// Remove build cache
+    Prune(PruneArgs),
+}
+
+/// `berth builder prune` flags.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Remove all unused build cache, not just dangling ones
+    #[arg(short, long)]
+    all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
+/// Runs `berth build`.
+pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
+    let (context, dockerfile, dockerfile_name) = if args.context == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        let empty =
+            std::env::temp_dir().join(format!("berth-empty-context-{}", std::process::id()));
+        std::fs::create_dir_all(&empty)?;
+        (empty, text, "Dockerfile".to_string())
+    } else {
+        let context = std::path::PathBuf::from(&args.context);
+        if !context.is_dir() {
+            return Err(fail(
+                1,
+                format!(
+                    "unable to prepare context: path {:?} not found",
+                    args.context
+                ),
+            ));
+        }
+        let file = match &args.file {
+            Some(f) if f == "-" => None,
+            Some(f) => Some(std::path::PathBuf::from(f)),
+            None => Some(context.join("Dockerfile")),
+        };
+        let (text, name) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    fail(
+                        1,
+                        format!("failed to read dockerfile {}: {e}", path.display()),
+                    )
+                })?;
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "Dockerfile".into());
+                (text, name)
+            }
+            None => {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text)?;
+                (text, "Dockerfile".into())
+            }
+        };
+        (context, text, name)
+    };
+    let dockerignore = std::fs::read_to_string(context.join(".dockerignore")).unwrap_or_default();
+    let mut tags = Vec::new();
+    for t in &args.tag {
+        tags.push(
+            Reference::parse_normalized(t)
+                .map_err(|e| fail(1, format!("invalid tag \"{t}\": {e}")))?,
+        );
+    }
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_arg {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            // `--build-arg NAME` takes the value from the environment, as Docker.
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    let labels = args
+        .label
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    let opts = BuildOptions {
+        context,
+        dockerfile,
+        dockerfile_name: dockerfile_name.clone(),
+        dockerignore,
+        tags,
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        labels,
+    };
+    let quiet = args.quiet || args.progress == "quiet";
+    let mut progress = Progress::new((!quiet).then(|| Box::new(std::io::stderr()) as _));
+    let mut engine = Engine::open(root)?;
+    match berth_build::build(&mut engine, &opts, &mut progress) {
+        Ok(id) => {
+            if let Some(path) = &args.iidfile {
+                std::fs::write(path, id.to_string())
+                    .map_err(|e| anyhow!("write --iidfile {path}: {e}"))?;
+            }
+            if quiet {
+                println!("{id}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            report_failure(&dockerfile_name, &opts.dockerfile, &e);
+            Err(Status(1).into())
+        }
+    }
+}
+
+/// Docker's failure report: the Dockerfile around the failing line, then one `ERROR:` line.
+fn report_failure(name: &str, text: &str, e: &BuildError) {
+    let line = match e {
+        BuildError::Step { line, output, .. } => {
+            if !output.is_empty() {
+                eprintln!("------");
+                for l in output {
+                    eprintln!(" > {l}");
+                }
+                eprintln!("------");
+            }
+            Some(*line)
+        }
+        BuildError::Parse { line, .. } if *line > 0 => Some(*line),
+        _ => None,
+    };
+    if let Some(line) = line {
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("{name}:{line}");
+        eprintln!("--------------------");
+        let first = line.saturating_sub(2).max(1);
+        let last = (line + 2).min(lines.len());
+        for n in first..=last {
+            let marker = if n == line { ">>>" } else { "   " };
+            eprintln!(
+                "{n:>4} | {marker} {}",
+                lines.get(n - 1).copied().unwrap_or("")
+            );
+        }
+        eprintln!("--------------------");
+    }
+    match e {
+        BuildError::Parse { .. } => eprintln!("ERROR: failed to solve: failed to parse {e}"),
+        _ => eprintln!("ERROR: failed to solve: {e}"),
+    }
+}
+
+/// Runs `berth builder ...`.
+pub fn builder(root: &Path, command: BuilderCommand) -> Result<()> {
+    match command {
+        BuilderCommand::Prune(args) => {
+            let _ = args.all;
+            if !args.force {
+                eprint!(
+                    "WARNING! This will remove all dangling build cache. Are you sure you want to continue? [y/N] "
+                );
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y") {
+                    return Ok(());
+                }
+            }
+            let mut engine = Engine::open(root)?;
+            let cache = berth_build::cache::Cache::open(root)?;
+            let steps = cache.prune(engine.store())?;
+            let report = engine.store().gc()?;
+            println!("Deleted build cache objects: {steps}");
+            let _ = report;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! `berth build` on busybox: multi-stage builds with `COPY --from`, `--target`, build args,
+//! `.dockerignore`, the image config Docker's build would write, the step cache (hits, and
+//! misses from a changed file on), and failures reported with their step and line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{host::Host, json};
+
+/// A context directory in the test's root with `files` (path, contents).
+fn context(host: &Host, files: &[(&str, &str)]) -> PathBuf {
+    let dir = host
+        .berth
+        .dir
+        .path()
+        .join(format!("ctx-{}", common::host::unique()));
+    for (path, body) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    dir
+}
+
+fn build(host: &Host, dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["build"];
+    args.extend_from_slice(extra);
+    let d = dir.to_str().unwrap();
+    args.push(d);
+    host.berth.run(&args)
+}
+
+fn build_ok(host: &Host, dir: &Path, extra: &[&str]) -> String {
+    let out = build(host, dir, extra);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "build failed:\n{stderr}");
+    stderr
+}
+
+const MULTI_STAGE: &str = r#"ARG BASE=busybox
+FROM ${BASE} AS deps
+ARG LEVEL=low
+WORKDIR /src
+COPY requirements.txt .
+RUN echo "installed at $LEVEL" > /src/installed
+
+FROM deps AS app
+ENV APP_HOME=/app MODE="fast mode"
+WORKDIR $APP_HOME
+COPY --chown=1000:1000 app/ ./
+COPY --from=deps /src/installed /opt/
+RUN ls /app > /opt/listing
+USER 1000
+EXPOSE 8888
+ENTRYPOINT ["sh", "-c"]
+CMD ["cat /opt/installed"]
+
+FROM app AS test
+RUN exit 0
+"#;
+
+#[test]
+fn multi_stage_build_with_args_ignore_and_config() {
+    let host = Host::new();
+    let dir = context(
+        &host,
+        &[
+            ("Dockerfile", MULTI_STAGE),
+            ("requirements.txt", "numpy\n"),
+            ("app/train.py", "print('train')\n"),
+            ("app/notes.md", "notes\n"),
+            ("app/README.md", "kept\n"),
+            ("app/data/big.csv", "1,2\n"),
+            (".dockerignore", "app/*.md\n!app/README.md\napp/data\n"),
+        ],
+    );
+    let stderr = build_ok(
+        &host,
+        &dir,
+        &[
+            "-t",
+            "ml:1",
+            "-t",
+            "ml:latest",
+            "--build-arg",
+            "LEVEL=high",
+            "--target",
+            "app",
+        ],
+    );
+    assert!(stderr.contains("[deps 2/5] ARG LEVEL=low"), "{stderr}");
+    assert!(
+        !stderr.contains("RUN exit 0"),
+        "the test stage is not built: {stderr}"
+    );
+
+    // What the image holds and runs.
+    assert_eq!(host.run_ok(&["ml:1"]), "installed at high\n");
+    let listing = host.run_ok(&["--entrypoint", "cat", "ml:1", "/opt/listing"]);
+    assert_eq!(
+        listing, "README.md\ntrain.py\n",
+        ".dockerignore with its exception"
+    );
+    let owner = host.run_ok(&[
+        "--entrypoint",
+        "stat",
+        "ml:1",
+        "-c",
+        "%u:%g %a",
+        "/app/train.py",
+    ]);
+    assert_eq!(owner, "1000:1000 644\n");
+    let owner = host.run_ok(&[
+        "--entrypoint",
+        "stat",
+        "ml:1",
+        "-c",
+        "%u:%g",
+        "/src/requirements.txt",
+    ]);
+    assert_eq!(owner, "0:0\n", "COPY without --chown gives root");
+
+    // The config, as Docker's build writes it.
+    let doc = json(&host.ok(&["image", "inspect", "ml:1"]));
+    let config = &doc[0]["Config"];
+    assert_eq!(config["User"], "1000");
+    assert_eq!(config["WorkingDir"], "/app");
+    assert_eq!(config["Entrypoint"], serde_json::json!(["sh", "-c"]));
+    assert_eq!(config["Cmd"], serde_json::json!(["cat /opt/installed"]));
+    let env: Vec<String> = serde_json::from_value(config["Env"].clone()).unwrap();
+    assert!(env.contains(&"APP_HOME=/app".to_string()), "{env:?}");
+    assert!(env.contains(&"MODE=fast mode".to_string()), "{env:?}");
+    assert!(
+        !env.iter().any(|e| e.starts_with("LEVEL=")),
+        "ARGs stay out of the image: {env:?}"
+    );
+    assert!(config["ExposedPorts"]["8888/tcp"].is_object());
+    let history = json(
+        &host
+            .ok(&["history", "--no-trunc", "--format", "{{json .}}", "ml:1"])
+            .lines()
+            .next()
+            .map(|l| format!("[{l}]"))
+            .unwrap(),
+    );
+    assert!(
+        history[0]["CreatedBy"].as_str().unwrap().starts_with("CMD"),
+        "{history}"
+    );
+    // Metadata steps add no layer: busybox's one, then COPY, RUN, COPY, COPY, RUN.
+    assert_eq!(
+        doc[0]["RootFS"]["Layers"].as_array().unwrap().len(),
+        6,
+        "{doc}"
+    );
+    assert_eq!(
+        host.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]),
+        "ml:1\nml:latest\nbusybox:latest\n",
+        "intermediate images stay hidden"
+    );
+}
+
+#[test]
+fn the_cache_reruns_only_what_changed() {
+    let host = Host::new();
+    let dockerfile = "FROM busybox\nCOPY a.txt /a.txt\nRUN cat /a.txt > /copy-a\nCOPY b.txt /b.txt\nRUN cat /b.txt > /copy-b\n";
+    let dir = context(
+        &host,
+        &[
+            ("Dockerfile", dockerfile),
+            ("a.txt", "a\n"),
+            ("b.txt", "b\n"),
+        ],
+    );
+    let iid = dir.join("iid");
+    build_ok(
+        &host,
+        &dir,
+        &["-t", "c:1", "--iidfile", iid.to_str().unwrap()],
+    );
+    let first = std::fs::read_to_string(&iid).unwrap();
+    assert!(first.starts_with("sha256:"), "{first}");
+
+    // Everything cached: the same image.
+    let stderr = build_ok(
+        &host,
+        &dir,
+        &["-t", "c:1", "--iidfile", iid.to_str().unwrap()],
+    );
+    assert_eq!(stderr.matches("CACHED").count(), 4, "{stderr}");
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), first);
+
+    // Touched, not changed: still cached (the key is content, not mtime).
+    let b = dir.join("b.txt");
+    std::fs::write(&b, "b\n").unwrap();
+    let stderr = build_ok(&host, &dir, &["-t", "c:1"]);
+    assert_eq!(stderr.matches("CACHED").count(), 4, "{stderr}");
+
+    // b.txt changed: its COPY and the RUN after it rerun, the steps before stay cached.
+    std::fs::write(&b, "b2\n").unwrap();
+    let stderr = build_ok(
+        &host,
+        &dir,
+        &["-t", "c:1", "--iidfile", iid.to_str().unwrap()],
+    );
+    assert_eq!(stderr.matches("CACHED").count(), 2, "{stderr}");
+    assert_ne!(std::fs::read_to_string(&iid).unwrap(), first);
+    assert_eq!(
+        host.run_ok(&["c:1", "cat", "/copy-a", "/copy-b"]),
+        "a\nb2\n"
+    );
+
+    // --no-cache runs everything.
+    let stderr = build_ok(&host, &dir, &["--no-cache", "-q"]);
+    assert_eq!(stderr.matches("CACHED").count(), 0, "{stderr}");
+
+    // builder prune forgets the steps: the next build runs them again.
+    let pruned = host.ok(&["builder", "prune", "-f"]);
+    assert!(
+        pruned.starts_with("Deleted build cache objects:"),
+        "{pruned}"
+    );
+    let stderr = build_ok(&host, &dir, &["-t", "c:2"]);
+    assert_eq!(stderr.matches("CACHED").count(), 0, "{stderr}");
+}
+
+#[test]
+fn failures_name_the_step_line_and_exit_code() {
+    let host = Host::new();
+    let dir = context(
+        &host,
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo preparing\nRUN echo 'about to fail' && exit 3\nRUN echo never\n",
+        )],
+    );
+    let out = build(&host, &dir, &["-t", "bad:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Dockerfile:3"), "{stderr}");
+    assert!(
+        stderr.contains(">>> RUN echo 'about to fail' && exit 3"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("exit code: 3"), "{stderr}");
+    assert!(
+        stderr.contains(" > about to fail"),
+        "the last output lines: {stderr}"
+    );
+    assert!(!stderr.contains("never\n#"), "{stderr}");
+    let ps = host.ok(&["ps", "-aq"]);
+    assert_eq!(ps, "", "the build container is gone");
+    assert!(
+        host.berth
+            .fails(&["image", "inspect", "bad:1"])
+            .contains("No such image")
+    );
+
+    let dir = context(&host, &[("Dockerfile", "FROM busybox\nCOPY only-one\n")]);
+    let out = build(&host, &dir, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
+    assert!(stderr.contains("at least two arguments"), "{stderr}");
+
+    let dir = context(
+        &host,
+        &[("Dockerfile", "FROM busybox\nCOPY missing.txt /\n")],
+    );
+    let stderr = String::from_utf8_lossy(&build(&host, &dir, &[]).stderr).into_owned();
+    assert!(stderr.contains("\"/missing.txt\": not found"), "{stderr}");
+
+    let dir = context(&host, &[("Dockerfile", "FROM nosuchimage:1\n")]);
+    let stderr = String::from_utf8_lossy(&build(&host, &dir, &[]).stderr).into_owned();
+    assert!(
+        stderr.contains("nosuchimage:1 not found locally"),
+        "{stderr}"
+    );
+
+    let dir = context(&host, &[("Dockerfile", "FROM busybox AS a\n")]);
+    let stderr =
+        String::from_utf8_lossy(&build(&host, &dir, &["--target", "b"]).stderr).into_owned();
+    assert!(
+        stderr.contains("target stage \"b\" could not be found"),
+        "{stderr}"
+    );
+}
