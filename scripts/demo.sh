@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # berth's main job, as far as it goes today: build berth, make offline busybox and python base
 # images, run containers from them (limits, a pty-less foreground run, exit codes, a server on
-# a published port with its data on a volume), and move an image between two stores through a
-# docker-format archive, as a user would share one.
+# a published port with its data on a volume), build the data-science example (examples/ml:
+# NumPy, Pandas and scikit-learn pip-installed in a RUN step) and run it with a port and a
+# volume, and move an image between two stores through a docker-format archive, as a user
+# would share one.
 # Usage: scripts/demo.sh   (root; uses /var/lib/berth-demo as its state root)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -50,6 +52,21 @@ done
 $BERTH rm -f "$web" >/dev/null
 [ "$served" = 1 ] || { echo "demo: the server on the published port never answered" >&2; exit 1; }
 rm -rf "$DATA"
+step berth build -t ml-example examples/ml
+$BERTH build -t ml-example examples/ml
+step berth run -d -p 127.0.0.1:18889:8888 -v ml-data:/data ml-example
+ml=$($BERTH run -d -p 127.0.0.1:18889:8888 -v ml-data:/data ml-example)
+step curl http://127.0.0.1:18889/report.json
+trained=0
+for _ in $(seq 300); do
+    if curl -sf --noproxy '*' http://127.0.0.1:18889/report.json; then trained=1; break; fi
+    sleep 0.2
+done
+echo
+$BERTH logs "$ml"
+$BERTH rm -f "$ml" >/dev/null
+$BERTH volume rm ml-data >/dev/null
+[ "$trained" = 1 ] || { echo "demo: the trained model's report never came through the published port" >&2; exit 1; }
 step berth run --rm busybox sh -c 'exit 3'
 status=0
 $BERTH run --rm busybox sh -c 'exit 3' || status=$?

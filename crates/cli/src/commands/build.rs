@@ -117,7 +117,7 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
     let mut tags = Vec::new();
     for t in &args.tag {
         tags.push(
-            Reference::parse_normalized(t)
+            Reference::parse_with_default_tag(t)
                 .map_err(|e| fail(1, format!("invalid tag \"{t}\": {e}")))?,
         );
     }
