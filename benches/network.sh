@@ -27,12 +27,12 @@ and measures from the host with benches/netclient.py (python3, standard library 
 
 Both engines relay a published port in user space: docker through docker-proxy (dockerd runs
 with --iptables=false, so there is no DNAT and every connection goes through the proxy, one
-docker-proxy process per published port), berth through the proxy threads of the
-container's monitor (ARCHITECTURE.md, ports.rs: two copying threads per TCP connection). The
-same measurements also go to each container's own address and port on its bridge ("direct",
+docker-proxy process per published port), berth through the proxy threads of the container's
+monitor (ARCHITECTURE.md, ports.rs: two threads per TCP connection, splicing through a pipe).
+The same measurements also go to each container's own address and port on its bridge ("direct",
 no proxy: the floor both proxies add to; --no-direct leaves them out). The proxies' CPU time
-(user + system of the berth monitor and of the docker-proxy process, from /proc) is read
-before and after each transfer and each batch of requests.
+(user + system of the berth monitor and of the docker-proxy process, from /proc) is read before
+and after each transfer and each batch of requests.
 
   berth   berth --root ROOT run -d -p ... busybox sh -c SERVER   (a fresh root in the work
           directory: its own bridge, which goes with its last container)
