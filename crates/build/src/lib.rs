@@ -23,7 +23,6 @@ pub mod progress;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use berth_dockerfile::{Command, Dockerfile, Healthcheck, Kind, Stage, expand};
@@ -790,7 +789,6 @@ impl Builder<'_> {
         let session = monitor::Session::start(self.engine, id, &hub, None, None)?;
         let (started, exit) = session.wait()?;
         self.engine.finish(started, exit)?;
-        drop(Arc::clone(&hub));
         Ok(exit.code)
     }
 

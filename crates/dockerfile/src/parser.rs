@@ -167,7 +167,7 @@ impl Lines<'_> {
     /// after the instruction, in order.
     fn heredocs(&mut self, line: usize, rest: &str) -> Result<Vec<Heredoc>, ParseError> {
         let mut docs = Vec::new();
-        for word in shell_words(rest) {
+        for word in name_value_words(rest, self.escape) {
             let Some(marker) = heredoc_marker(&word) else {
                 continue;
             };
@@ -246,47 +246,6 @@ fn heredoc_marker(word: &str) -> Option<HeredocMarker> {
         strip_tabs,
         expand: !quoted,
     })
-}
-
-/// Words split at whitespace outside quotes, quotes kept (for finding here-document
-/// markers; the shell does the real splitting).
-fn shell_words(text: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut quote = None;
-    let mut escaped = false;
-    for c in text.chars() {
-        if escaped {
-            word.push(c);
-            escaped = false;
-            continue;
-        }
-        match (quote, c) {
-            (_, '\\') if quote != Some('\'') => {
-                escaped = true;
-                word.push(c);
-            }
-            (Some(q), c) if c == q => {
-                quote = None;
-                word.push(c);
-            }
-            (Some(_), c) => word.push(c),
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                word.push(c);
-            }
-            (None, c) if c.is_whitespace() => {
-                if !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-            }
-            (None, c) => word.push(c),
-        }
-    }
-    if !word.is_empty() {
-        words.push(word);
-    }
-    words
 }
 
 /// Docker's `parseWords`: words split at whitespace outside quotes, with quotes and escapes
