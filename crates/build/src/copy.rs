@@ -354,10 +354,31 @@ pub(crate) fn plan(
             if !exists_in_base(&target_root) {
                 add(&target_root, &meta, &host)?;
             }
+            // An excluded directory is not walked unless an exception may re-include
+            // something under it.
+            let skip = |e: &walkdir::DirEntry| {
+                let Some(rules) = ignore else {
+                    return false;
+                };
+                let Ok(sub) = e.path().strip_prefix(&host) else {
+                    return false;
+                };
+                let sub = sub.to_string_lossy();
+                let in_root = if rel.is_empty() {
+                    sub.into_owned()
+                } else {
+                    format!("{rel}/{sub}")
+                };
+                e.file_type().is_dir()
+                    && rules.is_excluded(&in_root)
+                    && rules.can_skip_dir(&in_root)
+            };
             for entry in walkdir::WalkDir::new(&host)
                 .follow_links(false)
                 .min_depth(1)
                 .sort_by_file_name()
+                .into_iter()
+                .filter_entry(|e| !skip(e))
             {
                 let entry = entry.map_err(|e| format!("walk {rel}: {e}"))?;
                 let sub = entry
