@@ -10,16 +10,16 @@ fuzz_target!(|data: &[u8]| {
     };
     // The first line is the path asked about, the rest the file.
     let (path, rules) = text.split_once('\n').unwrap_or((text, ""));
-    if let Ok(rules) = IgnoreRules::parse(rules) {
-        let excluded = rules.is_excluded(path);
-        if !excluded {
-            return;
+    let Ok(rules) = IgnoreRules::parse(rules) else {
+        return;
+    };
+    let kept = !rules.is_excluded(path);
+    // A directory the walk may skip must hold nothing the rules keep.
+    let mut dir = path;
+    while let Some((parent, _)) = dir.rsplit_once('/') {
+        if kept && rules.is_excluded(parent) {
+            assert!(!rules.can_skip_dir(parent), "{parent} skipped but {path} kept");
         }
-        // A directory the walk may skip must hold nothing the rules keep.
-        if let Some((dir, _)) = path.rsplit_once('/')
-            && rules.can_skip_dir(dir)
-        {
-            assert!(rules.is_excluded(path), "{dir} skipped but {path} kept");
-        }
+        dir = parent;
     }
 });
