@@ -1,17 +1,15 @@
 //! `commit`: an image from a container, its image's layers plus one layer of the container's
 //! changes (see [`write_overlay_layer`](crate::write_overlay_layer)).
 
-use std::io::{self, BufWriter, Read};
+use std::io::{self, Read};
 
 use berth_reference::{Digest, Reference};
-use oci_spec::image::MediaType;
 
 use crate::{
-    Store,
-    config::{History, ImageConfig, RootFs, RunConfig},
-    error::{IoContext, Result, StoreError},
-    image::from_oci_digest,
-    layers::Digesting,
+    Extension, Store,
+    config::{History, RunConfig},
+    error::Result,
+    extend::Registration,
     meta::ImageRecord,
 };
 
@@ -33,15 +31,8 @@ pub struct CommitOptions {
     pub tag: Option<Reference>,
 }
 
-/// Size of the buffer between the layer stream and the blob file.
-const IO_BUF: usize = 1 << 20;
-
 /// An empty tar archive: the two zero blocks that end one. Docker's empty layer is this.
 const EMPTY_TAR: [u8; 1024] = [0; 1024];
-
-/// Config fields of the parent that describe the platform, and so carry over (Docker keeps
-/// `os.version` and `os.features`); its other extra fields describe how the parent was made.
-const INHERITED_EXTRA: [&str; 2] = ["os.version", "os.features"];
 
 impl Store {
     /// A new image: `parent`'s layers plus the layer tar read from `layer` (uncompressed),
@@ -66,39 +57,7 @@ impl Store {
         layer: impl Read + Send,
         opts: CommitOptions,
     ) -> Result<ImageRecord> {
-        // Held from the first blob to the registration: the collector cannot take the
-        // parent's layers (or ours) away meanwhile.
-        let _writer = self.lock_writer()?;
-        let record = self
-            .meta
-            .image(parent)?
-            .ok_or_else(|| StoreError::ImageNotFound(parent.to_string()))?;
-        let parent = self.image(record)?;
-        let parent_chain = parent.chain_ids()?.pop();
-
-        let ingest = self.blobs.ingest()?;
-        let mut blob_writer = BufWriter::with_capacity(IO_BUF, ingest);
-        let info = self.layers.ensure_layer(
-            parent_chain.as_ref(),
-            None,
-            "from the container",
-            Digesting::new(EmptyAsTar::new(layer), Some(&mut blob_writer)),
-        )?;
-        let ingest = blob_writer
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .ctx("write layer blob", self.root.join("ingest"))?;
-        let layer_size = ingest.written();
-        let layer_digest = ingest.commit(Some(&info.diff_id))?;
-
-        let now = jiff::Timestamp::now().to_string();
-        let base = parent.config;
         let mut extra = serde_json::Map::new();
-        for key in INHERITED_EXTRA {
-            if let Some(v) = base.extra.get(key) {
-                extra.insert(key.into(), v.clone());
-            }
-        }
         if let Some(id) = &opts.container_id {
             extra.insert("container".into(), id.clone().into());
         }
@@ -107,49 +66,28 @@ impl Store {
         if let Some(comment) = &opts.comment {
             extra.insert("comment".into(), comment.clone().into());
         }
-        let mut diff_ids = base.rootfs.diff_ids;
-        diff_ids.push(info.diff_id.to_string());
-        let mut history = base.history;
-        history.push(History {
-            created: Some(now.clone()),
-            created_by: opts.created_by,
-            author: opts.author.clone(),
-            comment: opts.comment,
-            empty_layer: false,
-        });
-        let config = ImageConfig {
-            created: Some(now),
+        let now = jiff::Timestamp::now().to_string();
+        let ext = Extension {
+            parent: Some(parent),
+            layer: Some(Box::new(EmptyAsTar::new(layer))),
+            config: opts.config,
+            history: vec![History {
+                created: Some(now.clone()),
+                created_by: opts.created_by,
+                author: opts.author.clone(),
+                comment: opts.comment,
+                empty_layer: false,
+            }],
             author: opts.author,
-            architecture: base.architecture,
-            os: base.os,
-            variant: base.variant,
-            config: Some(opts.config),
-            rootfs: RootFs {
-                kind: "layers".into(),
-                diff_ids,
-            },
-            history,
-            extra,
+            created: now,
         };
-        let config_bytes = serde_json::to_vec(&config).expect("config serializes");
-        let config_digest = self.blobs.put(&config_bytes)?;
-
-        // The parent's layer blobs as they are (compressed or not), then ours, plain.
-        let mut layers = Vec::with_capacity(parent.manifest.layers().len() + 1);
-        for desc in parent.manifest.layers() {
-            layers.push((
-                from_oci_digest(desc.digest())?,
-                desc.size(),
-                desc.media_type().clone(),
-            ));
-        }
-        layers.push((layer_digest, layer_size, MediaType::ImageLayer));
-        let manifest_digest =
-            self.put_manifest(&config_digest, config_bytes.len() as u64, &layers)?;
-        let tags: Vec<Reference> = opts.tag.into_iter().collect();
-        Ok(self
-            .register(&manifest_digest, &config_digest, &config, &tags)?
-            .0)
+        let how = Registration {
+            intermediate: false,
+            tags: opts.tag.into_iter().collect(),
+            extra,
+            layer_label: "from the container",
+        };
+        self.assemble(ext, &how)
     }
 }
 
@@ -192,7 +130,7 @@ impl<R: Read> Read for EmptyAsTar<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ImportOptions, overlay::write_overlay_layer};
+    use crate::{ImportOptions, StoreError, image::from_oci_digest, overlay::write_overlay_layer};
     use rustix::fs::FileType;
     use std::fs;
     use std::os::unix::fs::MetadataExt;

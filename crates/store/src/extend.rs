@@ -36,16 +36,45 @@ pub struct Extension<'a> {
     pub created: String,
 }
 
+/// How an assembled image is registered.
+pub(crate) struct Registration {
+    /// A build's intermediate image (hidden from `images`).
+    pub(crate) intermediate: bool,
+    /// Tags for it.
+    pub(crate) tags: Vec<Reference>,
+    /// Extra config fields (`container`, `comment` of a commit).
+    pub(crate) extra: serde_json::Map<String, serde_json::Value>,
+    /// Where the layer came from, for messages.
+    pub(crate) layer_label: &'static str,
+}
+
+impl Registration {
+    fn intermediate() -> Registration {
+        Registration {
+            intermediate: true,
+            tags: Vec::new(),
+            extra: Default::default(),
+            layer_label: "from a build step",
+        }
+    }
+}
+
 impl Store {
     /// Registers the image `ext` describes, untagged and marked as an intermediate image of a
     /// build (its parent recorded). On failure, what was added is collected again.
     pub fn extend(&mut self, ext: Extension<'_>) -> Result<ImageRecord> {
-        let result = self.extend_locked(ext);
+        let result = self.assemble(ext, &Registration::intermediate());
         self.clean_after_failure(&result);
         result
     }
 
-    fn extend_locked(&mut self, ext: Extension<'_>) -> Result<ImageRecord> {
+    /// Writes the layer, config and manifest `ext` describes and registers the image as
+    /// `how` says (shared by `extend` and `commit`).
+    pub(crate) fn assemble(
+        &mut self,
+        ext: Extension<'_>,
+        how: &Registration,
+    ) -> Result<ImageRecord> {
         // Held from the first blob to the registration: the collector cannot take the
         // parent's layers (or ours) away meanwhile.
         let _writer = self.lock_writer()?;
@@ -93,7 +122,7 @@ impl Store {
             let info = self.layers.ensure_layer(
                 parent_chain.as_ref(),
                 None,
-                "from a build step",
+                how.layer_label,
                 Digesting::new(layer, Some(&mut blob_writer)),
             )?;
             let ingest = blob_writer
@@ -107,13 +136,15 @@ impl Store {
         }
         let mut history = base.history;
         history.extend(ext.history);
-        // Docker's build keeps the platform fields of the base, nothing else of its extras.
+        // The platform fields of the base carry over (Docker keeps `os.version` and
+        // `os.features`); its other extra fields describe how the base was made.
         let mut extra = serde_json::Map::new();
         for key in ["os.version", "os.features"] {
             if let Some(v) = base.extra.get(key) {
                 extra.insert(key.into(), v.clone());
             }
         }
+        extra.extend(how.extra.clone());
         let config = ImageConfig {
             created: Some(ext.created),
             author: ext.author.or(base.author),
@@ -132,15 +163,18 @@ impl Store {
         let config_digest = self.blobs.put(&config_bytes)?;
         let manifest_digest =
             self.put_manifest(&config_digest, config_bytes.len() as u64, &layers)?;
-        let (mut record, _) = self.register(&manifest_digest, &config_digest, &config, &[])?;
-        // `scratch` as a parent is recorded as the empty-string digest of nothing: what
-        // matters is that an intermediate image has one.
-        let parent = ext
-            .parent
-            .cloned()
-            .unwrap_or_else(|| Digest::sha256_of(b""));
-        self.meta.set_parent(&record.id, Some(&parent))?;
-        record.parent = Some(parent);
+        let (mut record, _) =
+            self.register(&manifest_digest, &config_digest, &config, &how.tags)?;
+        if how.intermediate {
+            // `scratch` as a parent is recorded as the digest of nothing: what matters is
+            // that an intermediate image has one.
+            let parent = ext
+                .parent
+                .cloned()
+                .unwrap_or_else(|| Digest::sha256_of(b""));
+            self.meta.set_parent(&record.id, Some(&parent))?;
+            record.parent = Some(parent);
+        }
         Ok(record)
     }
 
