@@ -157,7 +157,12 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
     let quiet = args.quiet || args.progress == "quiet";
     let mut progress = Progress::new((!quiet).then(|| Box::new(std::io::stderr()) as _));
     let mut engine = Engine::open(root)?;
-    match berth_build::build(&mut engine, &opts, &mut progress) {
+    let built = berth_build::build(&mut engine, &opts, &mut progress);
+    if args.context == "-" {
+        // The empty context made for a Dockerfile from stdin.
+        let _ = std::fs::remove_dir(&opts.context);
+    }
+    match built {
         Ok(id) => {
             if let Some(path) = &args.iidfile {
                 std::fs::write(path, id.to_string())
