@@ -51,58 +51,10 @@ impl Filters {
     }
 }
 
-/// Go's `path.Match`: `*` matches any run of non-`/` characters, `?` one, `[...]` a class.
+/// Go's `path.Match`, as Docker's `reference` filter uses it; a malformed pattern matches
+/// nothing.
 pub fn path_match(pattern: &str, name: &str) -> bool {
-    fn class(p: &[char], c: char) -> Option<(bool, usize)> {
-        // Returns (matched, length of the class in the pattern including brackets).
-        let mut i = 1;
-        let negate = p.get(1) == Some(&'^');
-        if negate {
-            i += 1;
-        }
-        let mut matched = false;
-        let mut first = true;
-        while i < p.len() {
-            if p[i] == ']' && !first {
-                return Some((matched != negate, i + 1));
-            }
-            first = false;
-            let lo = if p[i] == '\\' {
-                i += 1;
-                *p.get(i)?
-            } else {
-                p[i]
-            };
-            let mut hi = lo;
-            if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|&c| c != ']') {
-                hi = p[i + 2];
-                i += 2;
-            }
-            if lo <= c && c <= hi {
-                matched = true;
-            }
-            i += 1;
-        }
-        None
-    }
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len())
-                .take_while(|&i| i == 0 || n[i - 1] != '/')
-                .any(|i| go(&p[1..], &n[i..])),
-            Some('?') => n.first().is_some_and(|&c| c != '/') && go(&p[1..], &n[1..]),
-            Some('[') => match (n.first(), class(p, *n.first().unwrap_or(&'\0'))) {
-                (Some(&c), Some((true, len))) if c != '/' => go(&p[len..], &n[1..]),
-                _ => false,
-            },
-            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && go(&p[2..], &n[1..]),
-            Some(&c) => n.first() == Some(&c) && go(&p[1..], &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    go(&p, &n)
+    berth_dockerfile::path_match(pattern, name).unwrap_or(false)
 }
 
 #[cfg(test)]

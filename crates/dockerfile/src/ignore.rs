@@ -316,6 +316,14 @@ fn check_glob(pattern: &str) -> Result<(), &'static str> {
     glob_match(pattern.as_bytes(), b".").map(|_| ())
 }
 
+/// Go's `filepath.Match` (the same as `path.Match` on Unix): whether `name` matches
+/// `pattern`, where `*` runs over anything but `/`, `?` is one character but `/`, `[...]` a
+/// class (`^` negates), `\` escapes. `Err` names what is malformed in the pattern. For the
+/// builder's `COPY` sources and the CLI's `--filter reference=`, as Docker uses it there.
+pub fn path_match(pattern: &str, name: &str) -> Result<bool, &'static str> {
+    glob_match(pattern.as_bytes(), name.as_bytes())
+}
+
 /// Go's `filepath.Match` on Unix, byte for byte: `*` runs over anything but `/`, `?` is one
 /// character but `/`, `[...]` a class (`^` negates; `-` and `]` must be escaped unless `-`
 /// makes a range), `\` escapes. The error names what is malformed.

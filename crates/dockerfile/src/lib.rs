@@ -19,4 +19,5 @@ mod parser;
 
 pub use ast::*;
 pub use error::ParseError;
+pub use ignore::path_match;
 pub use parser::parse;

@@ -57,8 +57,8 @@ pub use layers::{LayerInfo, chain_id};
 pub use meta::{ImageRecord, open_sqlite, retry_busy};
 pub use overlay::{Change, ChangeKind, overlay_changes, write_overlay_layer};
 pub use pack::{
-    PackError, PackOptions, PackStats, PathKind, PathStat, open_dir_in_root, pack_path,
-    stat_in_root,
+    PackError, PackOptions, PackStats, PathKind, PathStat, open_dir_in_root, open_file_in_root,
+    pack_path, stat_in_root,
 };
 pub use unpack::{UnpackError, UnpackOptions, UnpackStats, unpack_into, unpack_layer};
 

@@ -159,6 +159,24 @@ pub fn open_dir_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd
     Ok(openat2_in_root(root, bytes, READ_DIR)?)
 }
 
+/// Opens the regular file `path` inside `root` for reading (same resolution as
+/// [`stat_in_root`], following the last component too).
+pub fn open_file_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<std::fs::File> {
+    let bytes = nonempty(path.as_os_str().as_bytes());
+    // NONBLOCK: a FIFO under the name must not hang the open (it is refused below); it
+    // changes nothing for a regular file.
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let fd = openat2_in_root(root, bytes, flags)?;
+    let file = std::fs::File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
 /// Writes `path` (resolved inside `root` as [`stat_in_root`] does) and, for a directory,
 /// everything beneath it, as a tar stream; see the module documentation for the format
 /// and the safety rules. Hard links within the tree become `Link` entries naming the
