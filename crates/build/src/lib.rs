@@ -417,12 +417,9 @@ impl Builder<'_> {
         self.materialize(&mut state)
     }
 
+    /// A stage starts from the image `id`: its config, and a key of its own.
     fn start_from(&mut self, state: &mut State, id: &Digest) -> Result<(), BuildError> {
-        let record = self.engine.store().resolve(&id.to_string())?;
-        let image = self.engine.store().image(record)?;
-        state.config = image.config.config.clone().unwrap_or_default();
-        state.author = image.config.author.clone();
-        state.image = Some(id.clone());
+        self.adopt(state, id)?;
         state.key = Digest::sha256_of(format!("FROM {id}").as_bytes());
         Ok(())
     }
@@ -824,7 +821,7 @@ impl Builder<'_> {
         }
     }
 
-    /// A cache hit: the stage goes on from `image`.
+    /// The stage goes on from `image` (a cache hit, or its base): its config and author.
     fn adopt(&mut self, state: &mut State, image: &Digest) -> Result<(), BuildError> {
         let record = self.engine.store().resolve(&image.to_string())?;
         let config = self.engine.store().image(record)?.config;

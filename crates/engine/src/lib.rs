@@ -566,7 +566,9 @@ impl Engine {
         console_size: Option<(u16, u16)>,
     ) -> Result<Started, EngineError> {
         let dir = self.container_dir(&rec.id);
-        let etc = self.write_etc_files(&rec, &dir)?;
+        // Read once: the container's resolv.conf and its DNS server's upstreams come from it.
+        let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let etc = self.write_etc_files(&rec, &dir, &host_resolv)?;
         let config = self.init_config(&rec, &etc)?;
         let created = berth_runtime::create(berth_runtime::CreateOptions {
             config,
@@ -598,7 +600,7 @@ impl Engine {
                                 .set_field(&rec.id, "NetworkSettings", &rec.network_settings)
                         })
                         .and_then(|()| {
-                            dns = self.start_dns(&rec, container.pid())?;
+                            dns = self.start_dns(&rec, container.pid(), &host_resolv)?;
                             Ok(())
                         });
                     if let Err(e) = saved {
@@ -925,6 +927,7 @@ impl Engine {
         &self,
         rec: &ContainerRecord,
         dir: &Path,
+        host_resolv: &str,
     ) -> Result<[PathBuf; 3], EngineError> {
         let [hostname, hosts, resolv] = Self::etc_files(dir);
         fs::write(&hostname, format!("{}\n", rec.config.hostname))
@@ -944,13 +947,12 @@ impl Engine {
             hosts_text.push_str(&format!("{address}\t{name}\n"));
         }
         fs::write(&hosts, hosts_text).map_err(io_err("write hosts"))?;
-        let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let resolv_text = if networks::uses_embedded_dns(rec) {
-            let servers: Vec<String> = networks::external_dns_servers(rec)
+            let servers: Vec<String> = networks::external_dns_servers(rec, host_resolv)
                 .iter()
                 .map(|s| format!("host({})", s.ip()))
                 .collect();
-            embedded_dns_resolv_conf(&host_resolv, &servers)
+            embedded_dns_resolv_conf(host_resolv, &servers)
         } else if !rec.host_config.dns.is_empty() {
             let others: String = host_resolv
                 .lines()
@@ -965,9 +967,9 @@ impl Engine {
                 .collect();
             others + &servers
         } else if rec.host_config.network_mode == "host" {
-            host_resolv
+            host_resolv.to_string()
         } else {
-            container_resolv_conf(&host_resolv)
+            container_resolv_conf(host_resolv)
         };
         fs::write(&resolv, resolv_text).map_err(io_err("write resolv.conf"))?;
         Ok([hostname, hosts, resolv])

@@ -551,10 +551,12 @@ impl Engine {
 
     /// Starts the embedded DNS server of `rec` (whose init is `pid`) when it uses one: names
     /// of containers on its networks, the rest relayed to its `--dns` servers or the host's.
+    /// `host_resolv` is the host's `/etc/resolv.conf`, as the start read it.
     pub(crate) fn start_dns(
         &mut self,
         rec: &ContainerRecord,
         pid: i32,
+        host_resolv: &str,
     ) -> Result<Option<berth_net::DnsServer>, EngineError> {
         if !uses_embedded_dns(rec) {
             return Ok(None);
@@ -564,21 +566,14 @@ impl Engine {
         for name in rec.network_settings.networks.keys() {
             external |= self.network(name).is_ok_and(|n| !n.internal);
         }
-        let upstream = if !external {
-            Vec::new()
+        let upstream = if external {
+            external_dns_servers(rec, host_resolv)
         } else {
-            let servers = external_dns_servers(rec);
-            if servers.is_empty() {
-                FALLBACK_DNS
-                    .iter()
-                    .map(|a| std::net::SocketAddr::new(a.parse().expect("an address"), 53))
-                    .collect()
-            } else {
-                servers
-            }
+            Vec::new()
         };
         let names = ContainerNames {
-            db: crate::db::Db::open(&self.root().join("containers.db"))?,
+            db: None,
+            path: self.root().join("containers.db"),
             id: rec.id.clone(),
         };
         let netns = open_netns(pid)?;
@@ -655,12 +650,15 @@ pub(crate) fn uses_embedded_dns_on(mode: &str) -> bool {
     !PREDEFINED.contains(&mode) && mode != "default" && !mode.starts_with("container:")
 }
 
-/// Where the embedded DNS relays what it does not know: `--dns`, or the host's resolvers
-/// (loopback ones included: the relay runs in the host's namespace).
-pub(crate) fn external_dns_servers(rec: &ContainerRecord) -> Vec<std::net::SocketAddr> {
-    if rec.host_config.dns.is_empty() {
-        let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        berth_net::resolv_conf_servers(&host)
+/// Where the embedded DNS relays what it does not know: `--dns`, or the resolvers of the
+/// host's resolv.conf (`host_resolv`; loopback ones included: the relay runs in the host's
+/// namespace), or Docker's fallback when that names none.
+pub(crate) fn external_dns_servers(
+    rec: &ContainerRecord,
+    host_resolv: &str,
+) -> Vec<std::net::SocketAddr> {
+    let servers: Vec<std::net::SocketAddr> = if rec.host_config.dns.is_empty() {
+        berth_net::resolv_conf_servers(host_resolv)
     } else {
         rec.host_config
             .dns
@@ -668,30 +666,55 @@ pub(crate) fn external_dns_servers(rec: &ContainerRecord) -> Vec<std::net::Socke
             .filter_map(|d| d.parse::<std::net::IpAddr>().ok())
             .map(|ip| std::net::SocketAddr::new(ip, 53))
             .collect()
+    };
+    if !servers.is_empty() {
+        return servers;
     }
+    FALLBACK_DNS
+        .iter()
+        .map(|a| std::net::SocketAddr::new(a.parse().expect("an address"), 53))
+        .collect()
 }
 
 /// What a container's embedded DNS answers from: the `ip_allocations` rows of the networks
-/// it is on, read on every query (a second connection to `containers.db`, of the DNS
-/// server's thread).
+/// it is on, read on every query through a second connection to `containers.db`, of the DNS
+/// server's thread, opened at the first query (not on the container's start path).
 struct ContainerNames {
-    db: crate::db::Db,
+    db: Option<crate::db::Db>,
+    path: std::path::PathBuf,
     id: String,
+}
+
+impl ContainerNames {
+    fn lookup<T: Default>(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        query: impl FnOnce(&crate::db::Db, &str) -> Result<T, EngineError>,
+    ) -> T {
+        if self.db.is_none() {
+            match crate::db::Db::open(&self.path) {
+                Ok(db) => self.db = Some(db),
+                Err(e) => {
+                    tracing::warn!("embedded DNS: opening {}: {e}", self.path.display());
+                    return T::default();
+                }
+            }
+        }
+        let db = self.db.as_ref().expect("opened above");
+        query(db, &self.id).unwrap_or_else(|e| {
+            tracing::warn!("embedded DNS: looking up {what}: {e}");
+            T::default()
+        })
+    }
 }
 
 impl berth_net::Names for ContainerNames {
     fn addresses(&mut self, name: &str) -> Vec<Ipv4Addr> {
-        self.db.dns_addresses(&self.id, name).unwrap_or_else(|e| {
-            tracing::warn!("embedded DNS: looking up {name}: {e}");
-            Vec::new()
-        })
+        self.lookup(&name, |db, id| db.dns_addresses(id, name))
     }
 
     fn name_of(&mut self, address: Ipv4Addr) -> Option<String> {
-        self.db.dns_name_of(&self.id, address).unwrap_or_else(|e| {
-            tracing::warn!("embedded DNS: looking up {address}: {e}");
-            None
-        })
+        self.lookup(&address, |db, id| db.dns_name_of(id, address))
     }
 }
 
