@@ -74,21 +74,29 @@ impl Cache {
         Ok(())
     }
 
-    /// `builder prune`: forgets every step and lets go of its image; returns how many steps
-    /// there were. The store's collector removes what nothing else uses.
+    /// `builder prune`: forgets every step, lets go of its image, and removes the images that
+    /// only builds made (untagged intermediate images, among them those a rerun of a step
+    /// replaced in the cache) unless something holds them; returns how many steps there
+    /// were. The store's collector then frees their layers.
     pub fn prune(&self, store: &mut Store) -> Result<usize, BuildError> {
-        let keys: Vec<String> = {
-            let mut stmt = self.conn.prepare("SELECT key FROM steps")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let steps: Vec<(String, String)> = {
+            let mut stmt = self.conn.prepare("SELECT key, image FROM steps")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
         };
-        for key in &keys {
+        for (key, _) in &steps {
             if let Ok(digest) = Digest::parse(key) {
                 store.release_image(&holder(&digest))?;
             }
             self.conn
                 .execute("DELETE FROM steps WHERE key = ?1", [key])?;
         }
-        Ok(keys.len())
+        for record in store.images()? {
+            if record.tags.is_empty() && record.parent.is_some() {
+                // Refused while something (a container) holds it.
+                let _ = store.remove_image(&record.id.to_string(), false);
+            }
+        }
+        Ok(steps.len())
     }
 }

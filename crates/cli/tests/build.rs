@@ -216,10 +216,20 @@ fn the_cache_reruns_only_what_changed() {
     assert_eq!(stderr.matches("CACHED").count(), 0, "{stderr}");
 
     // builder prune forgets the steps: the next build runs them again.
+    assert_ne!(
+        host.ok(&["images", "-a", "-q"]),
+        host.ok(&["images", "-q"]),
+        "-a shows the cached steps' images"
+    );
     let pruned = host.ok(&["builder", "prune", "-f"]);
     assert!(
         pruned.starts_with("Deleted build cache objects:"),
         "{pruned}"
+    );
+    assert_eq!(
+        host.ok(&["images", "-a", "-q"]),
+        host.ok(&["images", "-q"]),
+        "the cached steps' images went with the cache"
     );
     let stderr = build_ok(&host, &dir, &["-t", "c:2"]);
     assert_eq!(stderr.matches("CACHED").count(), 0, "{stderr}");

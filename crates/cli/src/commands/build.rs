@@ -37,7 +37,8 @@ pub struct BuildArgs {
     /// Suppress the build output and print image ID on success
     #[arg(short, long)]
     quiet: bool,
-    /// Set type of progress output ("auto", "plain", "tty", "quiet")
+    /// Set type of progress output ("auto", "plain", "tty", "quiet"; berth prints plain
+    /// progress for all but quiet)
     #[arg(long, value_name = "string", default_value = "auto")]
     progress: String,
     /// Always attempt to pull a newer version of the image (berth has no registry client yet:
@@ -58,7 +59,8 @@ pub enum BuilderCommand {
 /// `berth builder prune` flags.
 #[derive(Args, Debug)]
 pub struct PruneArgs {
-    /// Remove all unused build cache, not just dangling ones
+    /// Remove all unused build cache, not just dangling ones (berth's cache has no dangling
+    /// part of its own: every prune removes all of it)
     #[arg(short, long)]
     all: bool,
     /// Do not prompt for confirmation
@@ -68,6 +70,18 @@ pub struct PruneArgs {
 
 /// Runs `berth build`.
 pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
+    if !matches!(
+        args.progress.as_str(),
+        "auto" | "plain" | "tty" | "quiet" | "rawjson"
+    ) {
+        return Err(fail(
+            1,
+            format!(
+                "invalid progress mode {:?}: auto, plain, tty or quiet",
+                args.progress
+            ),
+        ));
+    }
     let (context, dockerfile, dockerfile_name) = if args.context == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;
@@ -237,7 +251,10 @@ pub fn builder(root: &Path, command: BuilderCommand) -> Result<()> {
             let steps = cache.prune(engine.store())?;
             let report = engine.store().gc()?;
             println!("Deleted build cache objects: {steps}");
-            let _ = report;
+            println!(
+                "Total reclaimed space: {}",
+                crate::units::human_size(report.reclaimed as f64)
+            );
             Ok(())
         }
     }
