@@ -19,13 +19,14 @@
 
 pub mod cache;
 mod copy;
+pub mod metadata;
 pub mod progress;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use berth_dockerfile::{Command, Dockerfile, Healthcheck, Kind, Stage, expand};
+use berth_dockerfile::{Command, Dockerfile, Kind, Stage, expand};
 use berth_engine::{CreateOptions, Engine, EngineError, monitor, record::HostConfig};
 use berth_reference::{Digest, Reference};
 use berth_store::{Extension, History, RunConfig, StoreError};
@@ -126,9 +127,6 @@ const PREDEFINED_ARGS: &[&str] = &[
     "ALL_PROXY",
     "all_proxy",
 ];
-
-/// The default `SHELL`.
-const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 
 /// Builds what `opts` says and returns the image ID, tagged as asked.
 pub fn build(
@@ -282,41 +280,14 @@ struct State {
     key: Digest,
     /// `ARG`s declared in the stage, with their values.
     args: Vec<(String, Option<String>)>,
+    /// `CMD` was set in the stage (a later `ENTRYPOINT` keeps it).
+    cmd_set: bool,
 }
 
 impl State {
-    fn env(&self) -> Vec<(String, String)> {
-        self.config
-            .env
-            .iter()
-            .flatten()
-            .map(|e| match e.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (e.clone(), String::new()),
-            })
-            .collect()
-    }
-
     /// A variable as instructions see it: `ENV` first, then `ARG`.
     fn lookup(&self, name: &str) -> Option<String> {
-        self.env()
-            .into_iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
-            .or_else(|| lookup_in(&self.args, name))
-    }
-
-    fn set_env(&mut self, key: &str, value: &str) {
-        let env = self.config.env.get_or_insert_with(Vec::new);
-        let entry = format!("{key}={value}");
-        match env
-            .iter_mut()
-            .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
-        {
-            Some(e) => *e = entry,
-            None => env.push(entry),
-        }
+        metadata::env_value(&self.config, name).or_else(|| lookup_in(&self.args, name))
     }
 
     fn advance(&mut self, text: &str) {
@@ -329,10 +300,7 @@ impl State {
     }
 
     fn shell(&self) -> Vec<String> {
-        self.config
-            .shell
-            .clone()
-            .unwrap_or_else(|| DEFAULT_SHELL.iter().map(|s| s.to_string()).collect())
+        metadata::shell(&self.config)
     }
 }
 
@@ -347,14 +315,6 @@ fn history(created_by: String, empty_layer: bool) -> History {
         author: None,
         comment: Some("buildkit.dockerfile.v0".into()),
         empty_layer,
-    }
-}
-
-/// A command as a history entry and a RUN's argv show it.
-fn command_words(command: &Command, shell: &[String]) -> Vec<String> {
-    match command {
-        Command::Exec(words) => words.clone(),
-        Command::Shell(text) => shell.iter().cloned().chain([text.clone()]).collect(),
     }
 }
 
@@ -379,6 +339,7 @@ impl Builder<'_> {
             pending: Vec::new(),
             key: Digest::sha256_of(b"scratch"),
             args: Vec::new(),
+            cmd_set: false,
         };
         if let Some(dep) = stage_ref(self.file, &base, index) {
             self.start_from(&mut state, &self.stage_images[&dep].clone())?;
@@ -491,30 +452,6 @@ impl Builder<'_> {
             Ok(false)
         };
         match &ins.kind {
-            Kind::Env(pairs) => {
-                let mut shown = Vec::new();
-                for p in pairs {
-                    let key = ex!(&p.key);
-                    let value = ex!(&p.value);
-                    state.set_env(&key, &value);
-                    shown.push(format!("{key}={value}"));
-                }
-                metadata(state, format!("ENV {}", shown.join(" ")))
-            }
-            Kind::Label(pairs) => {
-                let mut shown = Vec::new();
-                for p in pairs {
-                    let key = ex!(&p.key);
-                    let value = ex!(&p.value);
-                    state
-                        .config
-                        .labels
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(key.clone(), value.clone());
-                    shown.push(format!("{key}={value}"));
-                }
-                metadata(state, format!("LABEL {}", shown.join(" ")))
-            }
             Kind::Arg(decls) => {
                 for d in decls {
                     let default = match &d.default {
@@ -536,128 +473,22 @@ impl Builder<'_> {
                 // BuildKit records no history for ARG.
                 Ok(false)
             }
-            Kind::Expose(ports) => {
-                let mut shown = Vec::new();
-                for p in ports {
-                    let p = ex!(p);
-                    let key = if p.contains('/') {
-                        p.to_ascii_lowercase()
-                    } else {
-                        format!("{p}/tcp")
-                    };
-                    state
-                        .config
-                        .exposed_ports
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(key.clone(), serde_json::json!({}));
-                    shown.push(key);
-                }
-                metadata(state, format!("EXPOSE map[{}]", shown.join(" ")))
-            }
-            Kind::Volume(paths) => {
-                let mut shown = Vec::new();
-                for p in paths {
-                    let p = ex!(p);
-                    state
-                        .config
-                        .volumes
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(p.clone(), serde_json::json!({}));
-                    shown.push(p);
-                }
-                metadata(state, format!("VOLUME [{}]", shown.join(" ")))
-            }
-            Kind::User(user) => {
-                let user = ex!(user);
-                state.config.user = Some(user.clone());
-                metadata(state, format!("USER {user}"))
-            }
-            Kind::Workdir(dir) => {
-                let dir = ex!(dir);
-                let base = state
-                    .config
-                    .working_dir
-                    .clone()
-                    .unwrap_or_else(|| "/".into());
-                let joined = if dir.starts_with('/') {
-                    dir.clone()
-                } else {
-                    format!("{}/{dir}", base.trim_end_matches('/'))
-                };
-                state.config.working_dir = Some(clean_path(&joined));
-                metadata(state, format!("WORKDIR {dir}"))
-            }
-            Kind::Stopsignal(signal) => {
-                let signal = ex!(signal);
-                state.config.stop_signal = Some(signal.clone());
-                metadata(state, format!("STOPSIGNAL {signal}"))
-            }
-            Kind::Maintainer(name) => {
-                state.author = Some(name.clone());
-                metadata(state, format!("MAINTAINER {name}"))
-            }
-            Kind::Cmd(command) => {
-                let words = command_words(command, &state.shell());
-                state.config.cmd = Some(words.clone());
-                metadata(state, format!("CMD {}", json(&words)))
-            }
-            Kind::Entrypoint(command) => {
-                let words = command_words(command, &state.shell());
-                // Docker: a new ENTRYPOINT clears a CMD inherited from the base image.
-                state.config.entrypoint = Some(words.clone());
-                metadata(state, format!("ENTRYPOINT {}", json(&words)))
-            }
-            Kind::Shell(words) => {
-                state.config.shell = Some(words.clone());
-                metadata(state, format!("SHELL {}", json(words)))
-            }
-            Kind::Healthcheck(check) => {
-                let value = match check {
-                    Healthcheck::None => serde_json::json!({"Test": ["NONE"]}),
-                    Healthcheck::Check {
-                        test,
-                        interval,
-                        timeout,
-                        start_period,
-                        start_interval,
-                        retries,
-                    } => {
-                        let test = match test {
-                            Command::Exec(words) => std::iter::once("CMD".to_string())
-                                .chain(words.clone())
-                                .collect(),
-                            Command::Shell(text) => vec!["CMD-SHELL".to_string(), text.clone()],
-                        };
-                        let mut v = serde_json::json!({"Test": test});
-                        for (key, n) in [
-                            ("Interval", interval),
-                            ("Timeout", timeout),
-                            ("StartPeriod", start_period),
-                            ("StartInterval", start_interval),
-                            ("Retries", retries),
-                        ] {
-                            if *n != 0 {
-                                v[key] = serde_json::json!(n);
-                            }
-                        }
-                        v
-                    }
-                };
-                state.config.healthcheck = Some(value.clone());
-                metadata(state, format!("HEALTHCHECK {value}"))
-            }
-            Kind::Onbuild(trigger) => {
-                state
-                    .config
-                    .on_build
-                    .get_or_insert_with(Vec::new)
-                    .push(trigger.clone());
-                metadata(state, format!("ONBUILD {trigger}"))
-            }
             Kind::Run(run) => self.run(state, ins, run, progress),
             Kind::Copy(copy) | Kind::Add(copy) => {
                 let is_add = matches!(ins.kind, Kind::Add(_));
                 self.copy(state, ins, copy, is_add)
+            }
+            kind => {
+                let mut target = metadata::Target {
+                    config: &mut state.config,
+                    author: &mut state.author,
+                    cmd_set: &mut state.cmd_set,
+                };
+                match metadata::apply(&mut target, kind, escape, &state.args) {
+                    Ok(Some(created_by)) => metadata(state, created_by),
+                    Ok(None) => Ok(false),
+                    Err(e) => Err(fail(&e)),
+                }
             }
         }
     }
@@ -669,7 +500,7 @@ impl Builder<'_> {
         run: &berth_dockerfile::Run,
         progress: &mut Progress,
     ) -> Result<bool, BuildError> {
-        let argv = command_words(&run.command, &state.shell());
+        let argv = metadata::command_words(&run.command, &state.shell());
         let argv = match (&run.command, run.heredocs.as_slice()) {
             // `RUN <<EOF` alone: the document is the script.
             (Command::Shell(text), [doc])
@@ -710,11 +541,7 @@ impl Builder<'_> {
             return Ok(true);
         }
         let base = self.materialize_for_container(state)?;
-        let mut env: Vec<String> = state
-            .env()
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let mut env = state.config.env.clone().unwrap_or_default();
         env.extend(args.iter().map(|(k, v)| format!("{k}={v}")));
         let create = CreateOptions {
             image: base.to_string(),

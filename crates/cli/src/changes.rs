@@ -1,169 +1,60 @@
 //! `import --change` / `commit --change`: the Dockerfile instructions Docker accepts there
-//! (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR),
-//! applied to an image's container defaults.
-//!
-//! This is a small line parser of its own because the full Dockerfile parser
-//! (`berth-dockerfile`) does not exist yet; when it does, this file should call it.
+//! (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR), parsed
+//! by `berth-dockerfile` and applied by the builder's own dispatch (`berth_build::metadata`).
 
-use std::collections::BTreeMap;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, anyhow, bail};
 use berth_store::RunConfig;
-use serde_json::Value;
 
-/// Applies one `--change` line to `config`.
-pub fn apply_change(config: &mut RunConfig, line: &str) -> Result<()> {
-    let line = line.trim();
-    let (word, rest) = line
-        .split_once(char::is_whitespace)
-        .map(|(w, r)| (w, r.trim()))
-        .unwrap_or((line, ""));
-    let instruction = word.to_ascii_uppercase();
-    let args = || -> Result<Vec<String>> { words(rest) };
-    match instruction.as_str() {
-        "CMD" => config.cmd = Some(exec_or_shell(rest)?),
-        "ENTRYPOINT" => config.entrypoint = Some(exec_or_shell(rest)?),
-        "ENV" => {
-            let env = config.env.get_or_insert_with(Vec::new);
-            for (k, v) in key_values(rest, "ENV")? {
-                env.retain(|e| e.split_once('=').map_or(e.as_str(), |(ek, _)| ek) != k);
-                env.push(format!("{k}={v}"));
-            }
-        }
-        "LABEL" => {
-            let labels = config.labels.get_or_insert_with(BTreeMap::new);
-            for (k, v) in key_values(rest, "LABEL")? {
-                labels.insert(k, v);
-            }
-        }
-        "EXPOSE" => {
-            let ports = config.exposed_ports.get_or_insert_with(BTreeMap::new);
-            for p in args()? {
-                let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
-                let valid =
-                    |s: &str| !s.is_empty() && s.split('-').all(|n| n.parse::<u16>().is_ok());
-                if !valid(port) || !matches!(proto, "tcp" | "udp" | "sctp") {
-                    bail!("invalid containerPort: {p}");
-                }
-                ports.insert(format!("{port}/{proto}"), Value::Object(Default::default()));
-            }
-        }
-        "VOLUME" => {
-            let vols = config.volumes.get_or_insert_with(BTreeMap::new);
-            let list = if rest.starts_with('[') {
-                json_array(rest)?
-            } else {
-                args()?
-            };
-            for v in list {
-                vols.insert(v, Value::Object(Default::default()));
-            }
-        }
-        "USER" => config.user = Some(single(rest, "USER")?),
-        "WORKDIR" => config.working_dir = Some(single(rest, "WORKDIR")?),
-        "STOPSIGNAL" => config.stop_signal = Some(single(rest, "STOPSIGNAL")?),
-        "ONBUILD" => {
-            if rest.is_empty() {
-                bail!("ONBUILD requires at least one argument");
-            }
-            config
-                .on_build
-                .get_or_insert_with(Vec::new)
-                .push(rest.to_string());
-        }
-        "" => bail!("empty change"),
-        other => bail!("{other} is not a valid change command"),
+/// The instructions `--change` takes, as Docker's.
+const ALLOWED: &[&str] = &[
+    "CMD",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "LABEL",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+/// Applies the `--change` lines to `config`, in order and as one sequence (a `CMD` among
+/// them is kept by a later `ENTRYPOINT`, as in a Dockerfile). An error names its line.
+pub fn apply_changes(config: &mut RunConfig, lines: &[String]) -> Result<()> {
+    let mut author = None;
+    let mut cmd_set = false;
+    let mut target = berth_build::metadata::Target {
+        config,
+        author: &mut author,
+        cmd_set: &mut cmd_set,
+    };
+    for line in lines {
+        apply_change(&mut target, line).map_err(|e| anyhow!("--change {line:?}: {e}"))?;
     }
     Ok(())
 }
 
-fn single(rest: &str, what: &str) -> Result<String> {
-    let w = words(rest)?;
-    match w.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => bail!("{what} requires exactly one argument"),
+fn apply_change(target: &mut berth_build::metadata::Target<'_>, line: &str) -> Result<()> {
+    let line = line.trim();
+    let keyword = line
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    if keyword.is_empty() {
+        bail!("empty change");
     }
-}
-
-/// JSON form (`["a","b"]`) or shell form (`a b` -> `/bin/sh -c "a b"`).
-fn exec_or_shell(rest: &str) -> Result<Vec<String>> {
-    if rest.starts_with('[')
-        && let Ok(v) = json_array(rest)
-    {
-        return Ok(v);
+    if !ALLOWED.contains(&keyword.as_str()) {
+        bail!("{keyword} is not a valid change command");
     }
-    Ok(vec!["/bin/sh".into(), "-c".into(), rest.to_string()])
-}
-
-fn json_array(s: &str) -> Result<Vec<String>> {
-    serde_json::from_str(s).with_context(|| format!("not a JSON array of strings: {s}"))
-}
-
-/// Splits on whitespace, honouring double and single quotes and backslash escapes.
-fn words(s: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quote: Option<char> = None;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (Some(q), c) if c == q => quote = None,
-            (Some('\''), c) => cur.push(c),
-            (_, '\\') => {
-                in_word = true;
-                match chars.next() {
-                    Some(n) => cur.push(n),
-                    None => cur.push('\\'),
-                }
-            }
-            (_, c) => {
-                cur.push(c);
-                in_word = true;
-            }
-        }
+    let file = berth_dockerfile::parse(&format!("FROM scratch\n{line}"))
+        .map_err(|e| anyhow!("{}", e.message))?;
+    for ins in &file.stages[0].instructions {
+        berth_build::metadata::apply(target, &ins.kind, file.escape, &[])
+            .map_err(|e| anyhow!(e))?;
     }
-    if let Some(q) = quote {
-        bail!("unterminated {q} quote in: {s}");
-    }
-    if in_word {
-        out.push(cur);
-    }
-    Ok(out)
-}
-
-/// `K=V K2="v 2"` or the legacy `K V...` form.
-fn key_values(rest: &str, what: &str) -> Result<Vec<(String, String)>> {
-    let w = words(rest)?;
-    if w.is_empty() {
-        bail!("{what} requires at least one argument");
-    }
-    if !w[0].contains('=') {
-        let (k, v) = rest
-            .split_once(char::is_whitespace)
-            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-            .unwrap_or((rest.to_string(), String::new()));
-        if what == "ENV" && v.is_empty() {
-            bail!("ENV names can not be blank and need a value: {rest}");
-        }
-        return Ok(vec![(k, v)]);
-    }
-    w.into_iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => bail!("{what}: invalid key=value pair: {kv}"),
-        })
-        .collect()
+    Ok(())
 }
 
 #[cfg(test)]
@@ -172,9 +63,8 @@ mod tests {
 
     fn apply(lines: &[&str]) -> Result<RunConfig> {
         let mut c = RunConfig::default();
-        for l in lines {
-            apply_change(&mut c, l)?;
-        }
+        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        apply_changes(&mut c, &lines)?;
         Ok(c)
     }
 
@@ -194,9 +84,10 @@ mod tests {
             "LABEL org.x=y z=\"q r\"",
         ])
         .unwrap();
+        // A variable set again keeps its place, as Docker's dispatchEnv.
         assert_eq!(
             c.env.unwrap(),
-            ["B=two words", "C=three words", "A=replaced"]
+            ["A=replaced", "B=two words", "C=three words"]
         );
         let labels = c.labels.unwrap();
         assert_eq!(labels["org.x"], "y");

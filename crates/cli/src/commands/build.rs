@@ -149,14 +149,7 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
             }
         }
     }
-    let labels = args
-        .label
-        .iter()
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap_or((l, ""));
-            (k.to_string(), v.to_string())
-        })
-        .collect();
+    let labels = super::key_values(&args.label, "label")?;
     let opts = BuildOptions {
         context,
         dockerfile,

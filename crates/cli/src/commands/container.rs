@@ -310,13 +310,8 @@ impl RunArgs {
             }
             tmpfs.insert(path.to_string(), opts.to_string());
         }
-        let labels = self
-            .label
-            .iter()
-            .map(|l| {
-                let (k, v) = l.split_once('=').unwrap_or((l, ""));
-                (k.to_string(), v.to_string())
-            })
+        let labels = super::key_values(&self.label, "label")?
+            .into_iter()
             .collect();
         let mut mounts = Vec::new();
         for v in &self.volume {

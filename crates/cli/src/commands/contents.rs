@@ -403,11 +403,7 @@ pub fn commit(root: &Path, args: CommitArgs) -> Result<()> {
     };
     let image = engine
         .commit(&args.container, request, |config| {
-            for line in &args.change {
-                changes::apply_change(config, line)
-                    .map_err(|e| format!("--change {line:?}: {}", super::one_line(&e)))?;
-            }
-            Ok(())
+            changes::apply_changes(config, &args.change).map_err(|e| super::one_line(&e))
         })
         .map_err(|e: EngineError| fail(1, e))?;
     println!("{}", image.id);

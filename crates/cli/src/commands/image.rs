@@ -313,9 +313,7 @@ pub struct ImportArgs {
 
 pub fn import(root: &Path, args: ImportArgs) -> Result<()> {
     let mut config = RunConfig::default();
-    for c in &args.change {
-        changes::apply_change(&mut config, c).with_context(|| format!("--change {c:?}"))?;
-    }
+    changes::apply_changes(&mut config, &args.change)?;
     let tag = args
         .reference
         .as_deref()

@@ -81,3 +81,23 @@ pub fn print_json_indented(value: &serde_json::Value) -> anyhow::Result<()> {
     std::io::stdout().lock().write_all(&buf)?;
     Ok(())
 }
+
+/// `KEY=VALUE` (or `KEY`, an empty value) arguments as a map, the last of a key winning.
+pub fn key_values(
+    values: &[String],
+    flag: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for value in values {
+        let (k, v) = value.split_once('=').unwrap_or((value, ""));
+        if flag == "label" && k.trim().is_empty() {
+            // A bad flag value, as Docker's flag parser reports it.
+            eprintln!(
+                "invalid argument {value:?} for \"--label\" flag: invalid label '{value}': empty name"
+            );
+            return Err(Status(crate::EXIT_USAGE).into());
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}

@@ -53,15 +53,6 @@ pub fn dispatch(root: &Path, command: NetworkCommand) -> Result<()> {
     }
 }
 
-fn labels(list: &[String]) -> BTreeMap<String, String> {
-    list.iter()
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap_or((l, ""));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
-}
-
 /// `berth network create` flags.
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -122,7 +113,7 @@ pub fn create(root: &Path, args: CreateArgs) -> Result<()> {
         subnet,
         gateway,
         internal: args.internal,
-        labels: labels(&args.label),
+        labels: super::key_values(&args.label, "label")?,
     })?;
     println!("{}", network.id);
     Ok(())

@@ -1,7 +1,6 @@
 //! Volume commands: `volume create`, `ls`, `inspect`, `rm`, `prune`.
 
 use std::{
-    collections::BTreeMap,
     io::{self, Write},
     path::Path,
 };
@@ -11,7 +10,7 @@ use berth_engine::{Engine, EngineError, VolumeOptions, VolumePruneFilters};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::{Status, print_json_indented, procs::natural_cmp, report};
+use super::{print_json_indented, procs::natural_cmp, report};
 use crate::{filters::Filters, format, units};
 
 /// `berth volume ...`.
@@ -63,23 +62,6 @@ pub struct CreateArgs {
     volume: Option<String>,
 }
 
-/// `KEY=VALUE` (or `KEY`, an empty value) arguments as a map, the last of a key winning.
-fn key_values(values: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for value in values {
-        let (k, v) = value.split_once('=').unwrap_or((value, ""));
-        if flag == "label" && k.trim().is_empty() {
-            // A bad flag value, as Docker's flag parser reports it.
-            eprintln!(
-                "invalid argument {value:?} for \"--label\" flag: invalid label '{value}': empty name"
-            );
-            return Err(Status(crate::EXIT_USAGE).into());
-        }
-        out.insert(k.to_string(), v.to_string());
-    }
-    Ok(out)
-}
-
 /// `berth volume create`: prints the volume's name.
 pub fn create(root: &Path, args: CreateArgs) -> Result<()> {
     let name = match (args.volume, args.name) {
@@ -91,8 +73,8 @@ pub fn create(root: &Path, args: CreateArgs) -> Result<()> {
     let opts = VolumeOptions {
         name,
         driver: args.driver,
-        labels: key_values(&args.label, "label")?,
-        options: key_values(&args.opt, "opt")?,
+        labels: super::key_values(&args.label, "label")?,
+        options: super::key_values(&args.opt, "opt")?,
         anonymous: false,
     };
     let mut engine = Engine::open(root)?;
@@ -370,7 +352,7 @@ mod tests {
 
     #[test]
     fn key_values_take_bare_keys_and_the_last_value() {
-        let map = key_values(
+        let map = crate::commands::key_values(
             &["a=1".into(), "b".into(), "a=2".into(), "c=x=y".into()],
             "opt",
         )
