@@ -112,6 +112,9 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `--label`.
     pub labels: BTreeMap<String, String>,
+    /// `--network`: the network of `RUN` steps without `RUN --network` (`default`: the
+    /// default bridge; `none`, `host` or a network's name).
+    pub network: Option<String>,
 }
 
 /// Docker's predefined build args: usable without an `ARG` line (the proxy variables).
@@ -526,7 +529,11 @@ impl Builder<'_> {
                     .filter_map(|k| Some((k.to_string(), self.opts.build_args.get(*k)?.clone()))),
             )
             .collect();
-        let network = run.network.clone().unwrap_or_else(|| "default".into());
+        let network = run
+            .network
+            .clone()
+            .or_else(|| self.opts.network.clone())
+            .unwrap_or_else(|| "default".into());
         state.advance(&format!(
             "RUN {} {:?} network={network} mounts={:?}",
             json(&argv),

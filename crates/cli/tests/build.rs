@@ -295,4 +295,17 @@ fn failures_name_the_step_line_and_exit_code() {
         stderr.contains("target stage \"b\" could not be found"),
         "{stderr}"
     );
+
+    // --network: the default network of RUN steps.
+    let dir = context(
+        &host,
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN ip -o link | grep -c eth0 > /links || true\n",
+        )],
+    );
+    build_ok(&host, &dir, &["-t", "isolated:1", "--network", "none"]);
+    assert_eq!(host.run_ok(&["isolated:1", "cat", "/links"]), "0\n");
+    build_ok(&host, &dir, &["-t", "bridged:1"]);
+    assert_eq!(host.run_ok(&["bridged:1", "cat", "/links"]), "1\n");
 }

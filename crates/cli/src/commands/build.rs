@@ -41,6 +41,9 @@ pub struct BuildArgs {
     /// progress for all but quiet)
     #[arg(long, value_name = "string", default_value = "auto")]
     progress: String,
+    /// Set the networking mode for the RUN instructions during build
+    #[arg(long, value_name = "string")]
+    network: Option<String>,
     /// Always attempt to pull a newer version of the image (berth has no registry client yet:
     /// accepted, and the local image is used)
     #[arg(long)]
@@ -160,6 +163,7 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
         target: args.target.clone(),
         no_cache: args.no_cache,
         labels,
+        network: args.network.clone(),
     };
     let quiet = args.quiet || args.progress == "quiet";
     let mut progress = Progress::new((!quiet).then(|| Box::new(std::io::stderr()) as _));
