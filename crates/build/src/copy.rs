@@ -24,6 +24,17 @@ impl Context {
     pub(crate) fn new(root: PathBuf, ignore: IgnoreRules) -> Context {
         Context { root, ignore }
     }
+
+    /// The context directory.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether `.dockerignore` excludes nothing (every file of the directory is in the
+    /// context).
+    pub(crate) fn ignores_nothing(&self) -> bool {
+        self.ignore.is_empty()
+    }
 }
 
 /// What one `COPY`/`ADD` asks for, expanded.

@@ -20,6 +20,7 @@
 pub mod cache;
 mod copy;
 pub mod metadata;
+mod mounts;
 pub mod progress;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +33,7 @@ use berth_reference::{Digest, Reference};
 use berth_store::{Extension, History, RunConfig, StoreError};
 use sha2::{Digest as _, Sha256};
 
+pub use mounts::prune_cache_mounts;
 pub use progress::Progress;
 
 /// Why a build failed.
@@ -115,6 +117,8 @@ pub struct BuildOptions {
     /// `--network`: the network of `RUN` steps without `RUN --network` (`default`: the
     /// default bridge; `none`, `host` or a network's name).
     pub network: Option<String>,
+    /// `--secret`: each secret's value by id, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, Vec<u8>>,
 }
 
 /// Docker's predefined build args: usable without an `ARG` line (the proxy variables).
@@ -145,6 +149,7 @@ pub fn build(
     let ignore = berth_dockerfile::ignore::IgnoreRules::parse(&opts.dockerignore)
         .map_err(|e| BuildError::Invalid(e.to_string()))?;
     let cache = cache::Cache::open(engine.root())?;
+    mounts::sweep(engine.root());
     let target = target_stage(&file, opts.target.as_deref())?;
     let needed = needed_stages(&file, target);
     let meta_args = meta_args(&file, &opts.build_args)?;
@@ -196,8 +201,8 @@ fn stage_ref(file: &Dockerfile, name: &str, before: usize) -> Option<usize> {
         .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
 }
 
-/// The stages `target` needs, in file order: itself, and what its `FROM` and `COPY --from`
-/// name, transitively.
+/// The stages `target` needs, in file order: itself, and what its `FROM`, `COPY --from`
+/// and `RUN --mount=from=` name, transitively.
 fn needed_stages(file: &Dockerfile, target: usize) -> Vec<usize> {
     let mut needed = BTreeSet::new();
     let mut todo = vec![target];
@@ -210,12 +215,16 @@ fn needed_stages(file: &Dockerfile, target: usize) -> Vec<usize> {
             todo.push(dep);
         }
         for ins in &stage.instructions {
-            if let Kind::Copy(c) = &ins.kind
-                && let Some(from) = &c.from
-                && let Some(dep) = stage_ref(file, from, i)
-            {
-                todo.push(dep);
-            }
+            let froms: Vec<String> = match &ins.kind {
+                Kind::Copy(c) => c.from.iter().cloned().collect(),
+                Kind::Run(r) => r
+                    .mounts
+                    .iter()
+                    .filter_map(|m| berth_dockerfile::RunMount::parse(m).ok()?.from)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            todo.extend(froms.iter().filter_map(|f| stage_ref(file, f, i)));
         }
     }
     needed.into_iter().collect()
@@ -529,6 +538,7 @@ impl Builder<'_> {
                     .filter_map(|k| Some((k.to_string(), self.opts.build_args.get(*k)?.clone()))),
             )
             .collect();
+        let mounts = self.run_mounts(state, ins, run)?;
         let network = run
             .network
             .clone()
@@ -538,7 +548,7 @@ impl Builder<'_> {
             "RUN {} {:?} network={network} mounts={:?}",
             json(&argv),
             args,
-            run.mounts
+            mounts.iter().map(mounts::Spec::key).collect::<Vec<_>>()
         ));
         let created_by = format!("RUN {} # buildkit", argv.join(" "));
         if !self.opts.no_cache
@@ -548,8 +558,11 @@ impl Builder<'_> {
             return Ok(true);
         }
         let base = self.materialize_for_container(state)?;
+        let prepared = mounts::prepare(self.engine, &self.context, &mounts, &self.opts.secrets)
+            .map_err(|e| self.step_error(ins.line, &ins.source, e))?;
         let mut env = state.config.env.clone().unwrap_or_default();
         env.extend(args.iter().map(|(k, v)| format!("{k}={v}")));
+        env.extend(prepared.env.iter().cloned());
         let create = CreateOptions {
             image: base.to_string(),
             cmd: argv.clone(),
@@ -558,6 +571,7 @@ impl Builder<'_> {
             workdir: state.config.working_dir.clone(),
             user: state.config.user.clone(),
             hostname: Some("buildkitsandbox".into()),
+            mounts: prepared.requests.clone(),
             labels: vec![("berth.build".into(), "step".into())],
             host: HostConfig {
                 network_mode: match network.as_str() {
@@ -582,6 +596,7 @@ impl Builder<'_> {
                     output: progress.tail(),
                 });
             }
+            self.engine.remove_mount_stubs(&rec.id, &prepared.targets)?;
             let layer = self.changes_file(&rec.id)?;
             let mut history_entries = std::mem::take(&mut state.pending);
             history_entries.push(history(created_by.clone(), false));
@@ -598,10 +613,102 @@ impl Builder<'_> {
         if let Err(e) = self.engine.remove(&rec.id, true) {
             tracing::warn!("removing build container {}: {e}", &rec.id[..12]);
         }
+        drop(prepared);
         let image = result?;
         self.cache.put(self.engine.store(), &state.key, &image)?;
         state.image = Some(image);
         Ok(false)
+    }
+
+    /// A `RUN`'s `--mount`s, expanded (ARGs and ENV in scope), each target absolute, each
+    /// `from=` resolved to a stage's or an image's ID, and a bind of the context digested.
+    fn run_mounts(
+        &mut self,
+        state: &State,
+        ins: &berth_dockerfile::Instruction,
+        run: &berth_dockerfile::Run,
+    ) -> Result<Vec<mounts::Spec>, BuildError> {
+        let fail = |e: &dyn std::fmt::Display| BuildError::Step {
+            line: ins.line,
+            instruction: ins.source.clone(),
+            message: e.to_string(),
+            output: Vec::new(),
+        };
+        let workdir = state
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into());
+        let mut specs = Vec::new();
+        for raw in &run.mounts {
+            let value =
+                expand_word(raw, self.file.escape, &|n| state.lookup(n)).map_err(|e| fail(&e))?;
+            let mut mount = berth_dockerfile::RunMount::parse(&value)
+                .map_err(|e| fail(&format!("--mount={value}: {e}")))?;
+            if !mount.target.is_empty() {
+                mount.target = clean_path(&format!("{workdir}/{}", mount.target));
+                if !mount.target.starts_with('/') || mount.target == "/" {
+                    return Err(fail(&format!("--mount={value}: cannot mount over /")));
+                }
+            }
+            let origin = match &mount.from {
+                Some(name) => {
+                    let id = self
+                        .image_named(name)
+                        .map_err(|e| fail(&format!("--mount={value}: {e}")))?;
+                    mounts::Origin::Image(id, name.clone())
+                }
+                None => mounts::Origin::Context,
+            };
+            let digest = match (&mount.kind, &origin) {
+                (berth_dockerfile::MountKind::Bind, mounts::Origin::Context) => {
+                    let source = mount
+                        .source
+                        .as_deref()
+                        .unwrap_or("/")
+                        .trim_start_matches('/');
+                    let request = copy::CopyRequest {
+                        sources: vec![if source.is_empty() {
+                            ".".into()
+                        } else {
+                            source.to_string()
+                        }],
+                        heredocs: Vec::new(),
+                        dest: "/".into(),
+                        workdir: "/".into(),
+                        chown: None,
+                        chmod: None,
+                        from: None,
+                        extract_archives: false,
+                    };
+                    let plan = copy::plan(self.engine, &self.context, None, &request)
+                        .map_err(|e| fail(&format!("--mount={value}: {e}")))?;
+                    Some(plan.digest)
+                }
+                _ => None,
+            };
+            specs.push(mounts::Spec {
+                mount,
+                origin,
+                digest,
+            });
+        }
+        Ok(specs)
+    }
+
+    /// The image of a stage built before (by name or index), or else of an image in the
+    /// store: what `COPY --from` and `--mount=from=` name.
+    fn image_named(&mut self, name: &str) -> Result<Digest, String> {
+        let index = stage_ref(self.file, name, self.file.stages.len());
+        match index.and_then(|i| self.stage_images.get(&i)) {
+            Some(id) => Ok(id.clone()),
+            None => Ok(self
+                .engine
+                .store()
+                .resolve(name)
+                .map_err(|_| format!("no stage or image named {name}"))?
+                .id),
+        }
     }
 
     /// Starts the created container `id` with its output going to the step's progress,
@@ -709,17 +816,9 @@ impl Builder<'_> {
         let from = match &copy.from {
             Some(f) => {
                 let name = expand_word(f, escape, &lookup).map_err(|e| fail(&e))?;
-                let index = stage_ref(self.file, &name, self.file.stages.len());
-                let image = match index.and_then(|i| self.stage_images.get(&i)) {
-                    Some(id) => id.clone(),
-                    None => {
-                        self.engine
-                            .store()
-                            .resolve(&name)
-                            .map_err(|_| fail(&format!("--from: no stage or image named {name}")))?
-                            .id
-                    }
-                };
+                let image = self
+                    .image_named(&name)
+                    .map_err(|e| fail(&format!("--from: {e}")))?;
                 Some((image, name))
             }
             None => None,

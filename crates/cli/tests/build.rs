@@ -309,3 +309,104 @@ fn failures_name_the_step_line_and_exit_code() {
     build_ok(&host, &dir, &["-t", "bridged:1"]);
     assert_eq!(host.run_ok(&["bridged:1", "cat", "/links"]), "1\n");
 }
+
+const MOUNTS: &str = r#"FROM busybox AS tools
+RUN mkdir -p /opt/tools && echo tool > /opt/tools/t.txt
+FROM busybox
+RUN --mount=type=cache,target=/root/.cache/pip echo run >> /root/.cache/pip/log && wc -l < /root/.cache/pip/log > /cache-lines
+RUN --mount=type=bind,source=data,target=/mnt/data ls /mnt/data > /data-listing && cat /mnt/data/keep.txt > /kept
+RUN --mount=type=bind,from=tools,source=/opt/tools,target=/t cat /t/t.txt > /tool
+RUN --mount=type=bind,target=/ctx,rw touch /ctx/written && ls /ctx/written > /rw
+RUN --mount=type=tmpfs,target=/scratch,size=1m df /scratch | awk 'NR==2 {print $2}' > /tmpfs-size
+RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /secret-size && stat -c '%a %u' /run/secrets/token > /secret-mode
+RUN --mount=type=secret,id=token,env=TOKEN test "$TOKEN" = s3cr3t && echo ok > /secret-env
+"#;
+
+#[test]
+fn run_mounts_cache_bind_tmpfs_and_secret() {
+    let host = Host::new();
+    let dir = context(
+        &host,
+        &[
+            ("Dockerfile", MOUNTS),
+            ("data/keep.txt", "kept\n"),
+            ("data/skip.log", "ignored\n"),
+            (".dockerignore", "data/*.log\n"),
+        ],
+    );
+    let secret = dir.join("../token");
+    std::fs::write(&secret, "s3cr3t").unwrap();
+    let secret_flag = format!("id=token,src={}", secret.display());
+    build_ok(&host, &dir, &["-t", "m:1", "--secret", &secret_flag]);
+    let cat = |path: &str| host.run_ok(&["m:1", "cat", path]);
+    assert_eq!(cat("/cache-lines"), "1\n");
+    assert_eq!(cat("/data-listing"), "keep.txt\n", ".dockerignore applies");
+    assert_eq!(cat("/kept"), "kept\n");
+    assert_eq!(cat("/tool"), "tool\n");
+    assert_eq!(cat("/rw"), "/ctx/written\n");
+    assert!(
+        !dir.join("written").exists(),
+        "a rw bind leaves the context"
+    );
+    assert_eq!(cat("/tmpfs-size"), "1024\n");
+    assert_eq!(cat("/secret-size"), "6\n");
+    assert_eq!(cat("/secret-mode"), "400 0\n");
+    assert_eq!(cat("/secret-env"), "ok\n");
+    // The mount points made for the step are not in the image.
+    let listing = host.run_ok(&[
+        "m:1",
+        "sh",
+        "-c",
+        "ls -a /root; ls -d /mnt /t /ctx /scratch /run 2>&1 | wc -l",
+    ]);
+    assert_eq!(listing, ".\n..\n5\n", "{listing}");
+    let root = host.berth.root();
+    let staged = std::fs::read_dir(root.join("build/mounts"))
+        .unwrap()
+        .count();
+    assert_eq!(staged, 0, "nothing stays staged after the build");
+
+    // The cache mount outlives the step's cache: --no-cache runs it again on the same
+    // directory. A changed bound file reruns its step; the secret's value is not in the key.
+    std::fs::write(dir.join("data/keep.txt"), "changed\n").unwrap();
+    std::fs::write(&secret, "s3cr3t").unwrap();
+    let stderr = build_ok(&host, &dir, &["-t", "m:2", "--secret", &secret_flag]);
+    assert_eq!(
+        stderr.matches("CACHED").count(),
+        2,
+        "the tools stage's RUN and the cache step: {stderr}"
+    );
+    assert_eq!(host.run_ok(&["m:2", "cat", "/kept"]), "changed\n");
+    build_ok(
+        &host,
+        &dir,
+        &["-t", "m:3", "--no-cache", "--secret", &secret_flag],
+    );
+    assert_eq!(host.run_ok(&["m:3", "cat", "/cache-lines"]), "2\n");
+
+    // A required secret that is not given fails its step; one not required is skipped.
+    let dir2 = context(
+        &host,
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=secret,id=absent test ! -e /run/secrets/absent\nRUN --mount=type=secret,id=needed,required true\n",
+        )],
+    );
+    let stderr = String::from_utf8_lossy(&build(&host, &dir2, &[]).stderr).into_owned();
+    assert!(stderr.contains("Dockerfile:3"), "{stderr}");
+    assert!(stderr.contains("secret needed not found"), "{stderr}");
+
+    // builder prune removes the cache mounts too.
+    host.ok(&["builder", "prune", "-f"]);
+    let mounts = std::fs::read_dir(root.join("build/cache-mounts"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".lock")
+        })
+        .count();
+    assert_eq!(mounts, 0);
+}

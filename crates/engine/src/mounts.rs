@@ -80,6 +80,24 @@ impl MountRequest {
             mode: String::new(),
         }
     }
+
+    /// A bind mount of the host path `source` (which must exist) at `target`.
+    pub fn bind(source: &Path, target: &str, read_only: bool) -> MountRequest {
+        let mut m = MountRequest::new(
+            MountKind::Bind,
+            Some(source.to_string_lossy().into_owned()),
+            target.to_string(),
+        );
+        m.read_only = read_only;
+        m
+    }
+
+    /// A tmpfs at `target` of `size` bytes (0: the kernel's default).
+    pub fn tmpfs(target: &str, size: i64) -> MountRequest {
+        let mut m = MountRequest::new(MountKind::Tmpfs, None, target.to_string());
+        m.tmpfs_size = size;
+        m
+    }
 }
 
 const PROPAGATIONS: &[&str] = &[

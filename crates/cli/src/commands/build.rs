@@ -44,6 +44,10 @@ pub struct BuildArgs {
     /// Set the networking mode for the RUN instructions during build
     #[arg(long, value_name = "string")]
     network: Option<String>,
+    /// Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or
+    /// "id=mysecret,env=VAR")
+    #[arg(long, value_name = "stringArray")]
+    secret: Vec<String>,
     /// Always attempt to pull a newer version of the image (berth has no registry client yet:
     /// accepted, and the local image is used)
     #[arg(long)]
@@ -153,6 +157,12 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
         }
     }
     let labels = super::key_values(&args.label, "label")?;
+    let mut secrets = BTreeMap::new();
+    for spec in &args.secret {
+        let (id, value) =
+            read_secret(spec).map_err(|e| fail(1, format!("--secret {spec}: {e}")))?;
+        secrets.insert(id, value);
+    }
     let opts = BuildOptions {
         context,
         dockerfile,
@@ -164,6 +174,7 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
         no_cache: args.no_cache,
         labels,
         network: args.network.clone(),
+        secrets,
     };
     let quiet = args.quiet || args.progress == "quiet";
     let mut progress = Progress::new((!quiet).then(|| Box::new(std::io::stderr()) as _));
@@ -189,6 +200,44 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
             Err(Status(1).into())
         }
     }
+}
+
+/// `--secret id=ID[,type=file|env][,src=PATH|,env=VAR]` as buildx reads it: the type is
+/// `env` when `env=` is given; with neither `src=` nor `env=`, the variable named ID if set,
+/// or else the file named ID.
+fn read_secret(spec: &str) -> Result<(String, Vec<u8>), String> {
+    let (mut id, mut kind, mut src, mut env) = (None, None, None, None);
+    for field in spec.split(',') {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| format!("{field:?} is not a key=value pair"))?;
+        match key.trim().to_ascii_lowercase().as_str() {
+            "id" => id = Some(value.to_string()),
+            "type" => kind = Some(value.to_string()),
+            "src" | "source" => src = Some(value.to_string()),
+            "env" => env = Some(value.to_string()),
+            other => return Err(format!("unexpected key {other:?}")),
+        }
+    }
+    let id = id.ok_or("an id= is required")?;
+    let kind = match kind.as_deref() {
+        Some("file") => "file",
+        Some("env") => "env",
+        Some(other) => return Err(format!("unsupported secret type {other:?}")),
+        None if env.is_some() => "env",
+        None if src.is_none() && std::env::var_os(&id).is_some() => "env",
+        None => "file",
+    };
+    let value = if kind == "env" {
+        let var = env.unwrap_or_else(|| id.clone());
+        std::env::var(&var)
+            .map_err(|_| format!("environment variable {var} is not set"))?
+            .into_bytes()
+    } else {
+        let path = src.unwrap_or_else(|| id.clone());
+        std::fs::read(&path).map_err(|e| format!("read {path}: {e}"))?
+    };
+    Ok((id, value))
 }
 
 /// Docker's failure report: the Dockerfile around the failing line, then one `ERROR:` line.
@@ -247,10 +296,12 @@ pub fn builder(root: &Path, command: BuilderCommand) -> Result<()> {
             let cache = berth_build::cache::Cache::open(root)?;
             let steps = cache.prune(engine.store())?;
             let report = engine.store().gc()?;
+            let mounts = berth_build::prune_cache_mounts(root)
+                .map_err(|e| anyhow!("remove the cache mounts: {e}"))?;
             println!("Deleted build cache objects: {steps}");
             println!(
                 "Total reclaimed space: {}",
-                crate::units::human_size(report.reclaimed as f64)
+                crate::units::human_size((report.reclaimed + mounts) as f64)
             );
             Ok(())
         }
