@@ -21,6 +21,7 @@ pub mod cache;
 mod copy;
 pub mod metadata;
 mod mounts;
+mod output;
 pub mod progress;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +35,7 @@ use berth_store::{Extension, History, RunConfig, StoreError};
 use sha2::{Digest as _, Sha256};
 
 pub use mounts::prune_cache_mounts;
+pub use output::export_filesystem;
 pub use progress::Progress;
 
 /// Why a build failed.
@@ -369,6 +371,7 @@ impl Builder<'_> {
             self.start_from(&mut state, &record.id)?;
         }
         progress.done(std::time::Duration::ZERO);
+        self.onbuild_triggers(&mut state, stage, &label, progress)?;
         let total = stage.instructions.len() + 1;
         for (i, ins) in stage.instructions.iter().enumerate() {
             progress.start(&format!("[{label} {}/{total}] {}", i + 2, ins.source));
@@ -388,6 +391,51 @@ impl Builder<'_> {
             }
         }
         self.materialize(&mut state)
+    }
+
+    /// The base image's `ONBUILD` triggers, run right after `FROM` as if written there; the
+    /// image built on them no longer has them (they are not inherited by grandchildren).
+    fn onbuild_triggers(
+        &mut self,
+        state: &mut State,
+        stage: &Stage,
+        label: &str,
+        progress: &mut Progress,
+    ) -> Result<(), BuildError> {
+        let Some(triggers) = state.config.on_build.take().filter(|t| !t.is_empty()) else {
+            state.config.on_build = None;
+            return Ok(());
+        };
+        state.advance("(ONBUILD triggers cleared)");
+        for trigger in triggers {
+            let source = format!("ONBUILD {trigger}");
+            let parsed =
+                berth_dockerfile::parse(&format!("FROM scratch\n{trigger}\n")).map_err(|e| {
+                    self.step_error(stage.line, &source, format!("{source}: {}", e.message))
+                })?;
+            for mut ins in parsed.stages.into_iter().flat_map(|s| s.instructions) {
+                if matches!(ins.kind, Kind::Onbuild(_)) {
+                    return Err(self.step_error(
+                        stage.line,
+                        &source,
+                        "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+                    ));
+                }
+                // Failures point at the FROM that brought the trigger in.
+                ins.line = stage.line;
+                progress.start(&format!("[{label} ONBUILD] {}", ins.source));
+                let began = Instant::now();
+                match self.instruction(state, &ins, progress) {
+                    Ok(true) => progress.cached(),
+                    Ok(false) => progress.done(began.elapsed()),
+                    Err(e) => {
+                        progress.failed(&e.to_string());
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A stage starts from the image `id`: its config, and a key of its own.

@@ -410,3 +410,112 @@ fn run_mounts_cache_bind_tmpfs_and_secret() {
         .count();
     assert_eq!(mounts, 0);
 }
+
+#[test]
+fn onbuild_outputs_and_a_context_on_stdin() {
+    let host = Host::new();
+    // ONBUILD triggers run in the child's build, right after its FROM, and are not
+    // inherited further.
+    let dir = context(
+        &host,
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nONBUILD COPY seed.txt /seed\nONBUILD RUN echo triggered > /t\n",
+            ),
+            ("seed.txt", "seed\n"),
+            ("child/seed.txt", "child seed\n"),
+            (
+                "child/Dockerfile",
+                "FROM parent:1\nRUN cat /t /seed > /both\n",
+            ),
+        ],
+    );
+    build_ok(&host, &dir, &["-t", "parent:1"]);
+    let stderr = build_ok(
+        &host,
+        &dir,
+        &[
+            "-t",
+            "child:1",
+            "-f",
+            dir.join("child/Dockerfile").to_str().unwrap(),
+        ],
+    );
+    assert!(stderr.contains("ONBUILD] RUN echo triggered"), "{stderr}");
+    assert_eq!(
+        host.run_ok(&["child:1", "cat", "/both"]),
+        "triggered\nseed\n"
+    );
+    let onbuild = host.ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.OnBuild}}",
+        "child:1",
+    ]);
+    assert_eq!(onbuild.trim(), "null");
+
+    // -o type=local and type=tar: the files, not an image.
+    let out_dir = dir.join("../exported");
+    build_ok(
+        &host,
+        &dir,
+        &["-o", &format!("type=local,dest={}", out_dir.display())],
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("seed")).ok(),
+        None,
+        "triggers run only in children"
+    );
+    assert!(out_dir.join("bin/busybox").is_file());
+    let tar = dir.join("../exported.tar");
+    build_ok(
+        &host,
+        &dir.join("child"),
+        &["-o", &format!("type=tar,dest={}", tar.display())],
+    );
+    let listing = std::process::Command::new("tar")
+        .arg("tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.lines().any(|l| l == "both"), "{listing}");
+    let bad = host
+        .berth
+        .fails(&["build", "-o", "type=oci,dest=x", dir.to_str().unwrap()]);
+    assert!(bad.contains("unsupported output type \"oci\""), "{bad}");
+
+    // `build -` with a gzip tar on stdin: the archive is the context.
+    let ctx = context(
+        &host,
+        &[
+            ("Dockerfile", "FROM busybox\nCOPY f.txt /f.txt\n"),
+            ("f.txt", "from the archive\n"),
+        ],
+    );
+    let archive = dir.join("../ctx.tar.gz");
+    let status = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&ctx)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = host.berth.run_stdin(
+        &["build", "-t", "stdin:1", "-"],
+        &std::fs::read(&archive).unwrap(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        host.run_ok(&["stdin:1", "cat", "/f.txt"]),
+        "from the archive\n"
+    );
+}

@@ -44,6 +44,10 @@ pub struct BuildArgs {
     /// Set the networking mode for the RUN instructions during build
     #[arg(long, value_name = "string")]
     network: Option<String>,
+    /// Output destination (format: "type=local,dest=path" or "type=tar,dest=path|-"; a path
+    /// alone is type=local, "-" a tar on stdout)
+    #[arg(short, long, value_name = "stringArray")]
+    output: Vec<String>,
     /// Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or
     /// "id=mysecret,env=VAR")
     #[arg(long, value_name = "stringArray")]
@@ -89,13 +93,37 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
             ),
         ));
     }
+    // `-`: stdin is a Dockerfile (an empty context), or the context as a tar archive
+    // (gzip or zstd compressed or not), unpacked here for the build.
+    let mut stdin_context = None;
     let (context, dockerfile, dockerfile_name) = if args.context == "-" {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text)?;
-        let empty =
-            std::env::temp_dir().join(format!("berth-empty-context-{}", std::process::id()));
-        std::fs::create_dir_all(&empty)?;
-        (empty, text, "Dockerfile".to_string())
+        let mut head = Vec::new();
+        std::io::stdin().lock().take(512).read_to_end(&mut head)?;
+        let stdin = std::io::Cursor::new(head.clone()).chain(std::io::stdin());
+        let dir = root
+            .join("build")
+            .join("tmp")
+            .join(format!("context-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        stdin_context = Some(dir.clone());
+        if is_archive(&head) {
+            unpack_context(std::io::BufReader::new(stdin), &dir)
+                .map_err(|e| fail(1, format!("unable to prepare context: {e}")))?;
+            let name = args.file.clone().unwrap_or_else(|| "Dockerfile".into());
+            let text =
+                std::fs::read_to_string(dir.join(name.trim_start_matches('/'))).map_err(|e| {
+                    fail(
+                        1,
+                        format!("failed to read dockerfile {name} from the context: {e}"),
+                    )
+                })?;
+            (dir, text, name)
+        } else {
+            let mut text = String::new();
+            std::io::BufReader::new(stdin).read_to_string(&mut text)?;
+            (dir, text, "Dockerfile".to_string())
+        }
     } else {
         let context = std::path::PathBuf::from(&args.context);
         if !context.is_dir() {
@@ -176,14 +204,24 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
         network: args.network.clone(),
         secrets,
     };
+    let output = match args.output.as_slice() {
+        [] => None,
+        [one] => {
+            parse_output(one).map_err(|e| fail(1, format!("invalid --output {one:?}: {e}")))?
+        }
+        _ => return Err(fail(1, "multiple outputs are not supported")),
+    };
     let quiet = args.quiet || args.progress == "quiet";
     let mut progress = Progress::new((!quiet).then(|| Box::new(std::io::stderr()) as _));
     let mut engine = Engine::open(root)?;
     let built = berth_build::build(&mut engine, &opts, &mut progress);
-    if args.context == "-" {
-        // The empty context made for a Dockerfile from stdin.
-        let _ = std::fs::remove_dir(&opts.context);
+    if let Some(dir) = stdin_context {
+        let _ = std::fs::remove_dir_all(dir);
     }
+    let built = match (built, &output) {
+        (Ok(id), Some(out)) => export(&mut engine, &id, out, &mut progress).map(|()| id),
+        (built, _) => built,
+    };
     match built {
         Ok(id) => {
             if let Some(path) = &args.iidfile {
@@ -200,6 +238,123 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
             Err(Status(1).into())
         }
     }
+}
+
+/// Whether the first bytes of stdin start an archive (compressed, or a tar's `ustar` magic)
+/// rather than a Dockerfile.
+fn is_archive(head: &[u8]) -> bool {
+    !matches!(
+        berth_store::Compression::detect(head),
+        Ok(berth_store::Compression::None)
+    ) || head.get(257..262) == Some(b"ustar")
+}
+
+/// Unpacks a context archive into `dir` (nothing outside it; `.wh.` names are ordinary
+/// files).
+fn unpack_context(stdin: impl std::io::BufRead + Send, dir: &Path) -> Result<(), String> {
+    let (_, tar) = berth_store::decompress(stdin).map_err(|e| e.to_string())?;
+    let root = std::fs::File::open(dir).map_err(|e| e.to_string())?;
+    let opts = berth_store::UnpackOptions {
+        whiteouts: false,
+        owner: None,
+    };
+    berth_store::unpack_into(tar, std::os::fd::AsFd::as_fd(&root), dir, &opts)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Where `-o` sends the result instead of the image store.
+enum Output {
+    /// `type=local,dest=DIR`: the files, into a directory.
+    Local(std::path::PathBuf),
+    /// `type=tar,dest=FILE`: the files as one tar (`None`: to stdout).
+    Tar(Option<std::path::PathBuf>),
+}
+
+/// `-o`: `type=local|tar,dest=...`, a path alone (local), `-` (a tar on stdout);
+/// `type=docker` or `type=image` is the default (the store), `None`.
+fn parse_output(spec: &str) -> Result<Option<Output>, String> {
+    if spec == "-" {
+        return Ok(Some(Output::Tar(None)));
+    }
+    if !spec.contains('=') {
+        return Ok(Some(Output::Local(spec.into())));
+    }
+    let (mut kind, mut dest) = (None, None);
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("dest", v)) => dest = Some(v.to_string()),
+            _ => return Err(format!("unexpected field {field:?}")),
+        }
+    }
+    match (kind.as_deref(), dest) {
+        (Some("local"), Some(d)) => Ok(Some(Output::Local(d.into()))),
+        (Some("tar"), Some(d)) if d == "-" => Ok(Some(Output::Tar(None))),
+        (Some("tar"), Some(d)) => Ok(Some(Output::Tar(Some(d.into())))),
+        (Some("tar"), None) => Ok(Some(Output::Tar(None))),
+        (Some("local"), None) => Err("dest is required for local output".into()),
+        (Some("docker" | "image"), _) => Ok(None),
+        (Some(other), _) => Err(format!("unsupported output type {other:?}: local or tar")),
+        (None, _) => Err("type is required".into()),
+    }
+}
+
+/// Writes the built image's files where `-o` says.
+fn export(
+    engine: &mut Engine,
+    id: &berth_reference::Digest,
+    output: &Output,
+    progress: &mut Progress,
+) -> Result<(), BuildError> {
+    let io = |what: &str, e: std::io::Error| BuildError::Invalid(format!("{what}: {e}"));
+    match output {
+        Output::Tar(dest) => {
+            progress.start("exporting to client tarball");
+            let out: Box<dyn std::io::Write> = match dest {
+                Some(path) => Box::new(
+                    std::fs::File::create(path)
+                        .map_err(|e| io(&format!("create {}", path.display()), e))?,
+                ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut out = std::io::BufWriter::new(out);
+            berth_build::export_filesystem(engine, id, &mut out)?;
+            std::io::Write::flush(&mut out).map_err(|e| io("write the archive", e))?;
+        }
+        Output::Local(dir) => {
+            progress.start("exporting to client directory");
+            std::fs::create_dir_all(dir)
+                .map_err(|e| io(&format!("create {}", dir.display()), e))?;
+            let (reader, writer) = std::io::pipe().map_err(|e| io("make a pipe", e))?;
+            let dest = dir.clone();
+            let unpacker = std::thread::spawn(move || {
+                let root = std::fs::File::open(&dest)?;
+                let opts = berth_store::UnpackOptions {
+                    whiteouts: false,
+                    owner: None,
+                };
+                berth_store::unpack_into(
+                    std::io::BufReader::new(reader),
+                    std::os::fd::AsFd::as_fd(&root),
+                    &dest,
+                    &opts,
+                )
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string()))
+            });
+            let written =
+                berth_build::export_filesystem(engine, id, std::io::BufWriter::new(writer));
+            let unpacked = unpacker
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the unpacker panicked")));
+            // The unpacker's error first: the export's would only be the broken pipe.
+            unpacked.map_err(|e| io(&format!("write into {}", dir.display()), e))?;
+            written?;
+        }
+    }
+    progress.done(std::time::Duration::ZERO);
+    Ok(())
 }
 
 /// `--secret id=ID[,type=file|env][,src=PATH|,env=VAR]` as buildx reads it: the type is

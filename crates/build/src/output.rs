@@ -1,0 +1,51 @@
+//! `build -o`: the built image's filesystem as files instead of an image (BuildKit's
+//! `local` and `tar` exporters).
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use berth_engine::Engine;
+use berth_reference::Digest;
+
+use crate::BuildError;
+
+/// Writes the filesystem of `image` (its layers merged) to `out` as one tar.
+pub fn export_filesystem(
+    engine: &mut Engine,
+    image: &Digest,
+    out: impl Write,
+) -> Result<(), BuildError> {
+    let store = engine.store();
+    let record = store.resolve(&image.to_string())?;
+    let chains = store.image(record)?.chain_ids()?;
+    let lowers: Vec<PathBuf> = chains.iter().rev().map(|c| store.layer_dir(c)).collect();
+    let view = match lowers.as_slice() {
+        [] => {
+            // No layer: an empty tree, an empty archive.
+            tar_end(out)?;
+            return Ok(());
+        }
+        [one] => berth_runtime::view::dir_view(one),
+        many => berth_runtime::view::overlay_view(many, None),
+    }
+    .map_err(|e| BuildError::io("mount the image's layers", e))?;
+    berth_store::pack_path(
+        view.as_fd(),
+        Path::new("/"),
+        &berth_store::PackOptions {
+            name: PathBuf::new(),
+            follow_top: false,
+            owner: None,
+        },
+        out,
+    )
+    .map_err(|e| BuildError::Invalid(format!("export the image's files: {e}")))?;
+    Ok(())
+}
+
+/// An empty tar: its two zero blocks.
+fn tar_end(mut out: impl Write) -> Result<(), BuildError> {
+    out.write_all(&[0u8; 1024])
+        .map_err(|e| BuildError::io("write the archive", e))
+}
