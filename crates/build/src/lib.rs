@@ -26,6 +26,7 @@ pub mod progress;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use berth_dockerfile::{Command, Dockerfile, Kind, Stage, expand};
@@ -155,19 +156,27 @@ pub fn build(
     let target = target_stage(&file, opts.target.as_deref())?;
     let needed = needed_stages(&file, target);
     let meta_args = meta_args(&file, &opts.build_args)?;
+    let context = copy::Context::new(opts.context.clone(), ignore);
+    let cancel = AtomicBool::new(false);
+    let shared = Shared {
+        root: engine.root().to_path_buf(),
+        opts,
+        file: &file,
+        context: &context,
+        meta_args: &meta_args,
+        cancel: &cancel,
+    };
+    let images = build_stages(&shared, &needed, progress)?;
     let mut builder = Builder {
         engine,
+        shared: &shared,
         opts,
         file: &file,
         cache,
-        context: copy::Context::new(opts.context.clone(), ignore),
-        stage_images: BTreeMap::new(),
-        meta_args,
+        context: &context,
+        stage_images: images,
+        meta_args: meta_args.clone(),
     };
-    for index in needed {
-        let image = builder.stage(index, progress)?;
-        builder.stage_images.insert(index, image);
-    }
     let mut id = builder.stage_images[&target].clone();
     if !opts.labels.is_empty() {
         id = builder.add_labels(&id, &opts.labels)?;
@@ -203,33 +212,39 @@ fn stage_ref(file: &Dockerfile, name: &str, before: usize) -> Option<usize> {
         .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
 }
 
-/// The stages `target` needs, in file order: itself, and what its `FROM`, `COPY --from`
-/// and `RUN --mount=from=` name, transitively.
+/// The stages `target` needs, in file order: itself, and the stages it names,
+/// transitively.
 fn needed_stages(file: &Dockerfile, target: usize) -> Vec<usize> {
     let mut needed = BTreeSet::new();
     let mut todo = vec![target];
     while let Some(i) = todo.pop() {
-        if !needed.insert(i) {
-            continue;
-        }
-        let stage = &file.stages[i];
-        if let Some(dep) = stage_ref(file, &stage.base, i) {
-            todo.push(dep);
-        }
-        for ins in &stage.instructions {
-            let froms: Vec<String> = match &ins.kind {
-                Kind::Copy(c) => c.from.iter().cloned().collect(),
-                Kind::Run(r) => r
-                    .mounts
-                    .iter()
-                    .filter_map(|m| berth_dockerfile::RunMount::parse(m).ok()?.from)
-                    .collect(),
-                _ => Vec::new(),
-            };
-            todo.extend(froms.iter().filter_map(|f| stage_ref(file, f, i)));
+        if needed.insert(i) {
+            todo.extend(stage_deps(file, i));
         }
     }
     needed.into_iter().collect()
+}
+
+/// The earlier stages stage `i` names: in its `FROM`, `COPY --from` and
+/// `RUN --mount=from=`.
+fn stage_deps(file: &Dockerfile, i: usize) -> Vec<usize> {
+    let stage = &file.stages[i];
+    let mut deps: Vec<usize> = stage_ref(file, &stage.base, i).into_iter().collect();
+    for ins in &stage.instructions {
+        let froms: Vec<String> = match &ins.kind {
+            Kind::Copy(c) => c.from.iter().cloned().collect(),
+            Kind::Run(r) => r
+                .mounts
+                .iter()
+                .filter_map(|m| berth_dockerfile::RunMount::parse(m).ok()?.from)
+                .collect(),
+            _ => Vec::new(),
+        };
+        deps.extend(froms.iter().filter_map(|f| stage_ref(file, f, i)));
+    }
+    deps.sort_unstable();
+    deps.dedup();
+    deps
 }
 
 /// The `ARG`s before the first `FROM`, with `--build-arg` values over their defaults.
@@ -274,12 +289,111 @@ fn expand_word(
 
 struct Builder<'a> {
     engine: &'a mut Engine,
+    shared: &'a Shared<'a>,
     opts: &'a BuildOptions,
     file: &'a Dockerfile,
     cache: cache::Cache,
-    context: copy::Context,
+    context: &'a copy::Context,
+    /// The stages built so far (those this one needs among them).
     stage_images: BTreeMap<usize, Digest>,
     meta_args: Vec<(String, Option<String>)>,
+}
+
+/// What every stage's builder shares, each in its own thread.
+struct Shared<'a> {
+    root: PathBuf,
+    opts: &'a BuildOptions,
+    file: &'a Dockerfile,
+    context: &'a copy::Context,
+    meta_args: &'a [(String, Option<String>)],
+    /// Set when a stage fails: the others stop at their next instruction.
+    cancel: &'a AtomicBool,
+}
+
+/// Builds the `needed` stages, each in a thread of its own with its own engine handle as
+/// soon as the stages it names are built, so that independent stages run concurrently (as
+/// BuildKit's solver does); returns each stage's image. The first failure stops the
+/// others at their next instruction and is the build's error.
+fn build_stages(
+    shared: &Shared,
+    needed: &[usize],
+    progress: &Progress,
+) -> Result<BTreeMap<usize, Digest>, BuildError> {
+    let deps: BTreeMap<usize, Vec<usize>> = needed
+        .iter()
+        .map(|&i| (i, stage_deps(shared.file, i)))
+        .collect();
+    let mut done: BTreeMap<usize, Digest> = BTreeMap::new();
+    let mut started = BTreeSet::new();
+    let mut running = 0;
+    let mut failure = None;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        loop {
+            if failure.is_none() {
+                let ready: Vec<usize> = needed
+                    .iter()
+                    .copied()
+                    .filter(|i| !started.contains(i))
+                    .filter(|i| deps[i].iter().all(|d| done.contains_key(d)))
+                    .collect();
+                for index in ready {
+                    started.insert(index);
+                    running += 1;
+                    let tx = tx.clone();
+                    let images = done.clone();
+                    let mut progress = progress.fork();
+                    scope.spawn(move || {
+                        let result = build_stage(shared, index, images, &mut progress);
+                        let _ = tx.send((index, result));
+                    });
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((index, result)) = rx.recv() else {
+                break;
+            };
+            running -= 1;
+            match result {
+                Ok(image) => {
+                    done.insert(index, image);
+                }
+                Err(e) => {
+                    shared.cancel.store(true, Ordering::Relaxed);
+                    // The first failure is the build's; the others' "canceled" are not.
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
+}
+
+/// One stage, built in the calling thread with an engine handle of its own.
+fn build_stage(
+    shared: &Shared,
+    index: usize,
+    images: BTreeMap<usize, Digest>,
+    progress: &mut Progress,
+) -> Result<Digest, BuildError> {
+    let mut engine = Engine::open(&shared.root)?;
+    let cache = cache::Cache::open(&shared.root)?;
+    let mut builder = Builder {
+        engine: &mut engine,
+        shared,
+        opts: shared.opts,
+        file: shared.file,
+        cache,
+        context: shared.context,
+        stage_images: images,
+        meta_args: shared.meta_args.to_vec(),
+    };
+    builder.stage(index, progress)
 }
 
 /// A stage being built.
@@ -374,6 +488,9 @@ impl Builder<'_> {
         self.onbuild_triggers(&mut state, stage, &label, progress)?;
         let total = stage.instructions.len() + 1;
         for (i, ins) in stage.instructions.iter().enumerate() {
+            if self.shared.cancel.load(Ordering::Relaxed) {
+                return Err(BuildError::Invalid("canceled".into()));
+            }
             progress.start(&format!("[{label} {}/{total}] {}", i + 2, ins.source));
             let began = Instant::now();
             match self.instruction(&mut state, ins, progress) {

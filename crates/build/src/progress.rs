@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +13,9 @@ const TAIL_LINES: usize = 10;
 
 /// Where progress goes (stderr, or nowhere for `-q`).
 pub struct Progress {
-    out: Option<Box<dyn Write + Send>>,
+    out: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
+    /// The last step number given out, shared by the forks.
+    steps: Arc<AtomicUsize>,
     step: usize,
     tail: Arc<Mutex<VecDeque<String>>>,
 }
@@ -21,14 +24,27 @@ impl Progress {
     /// Progress written to `out`; `None` prints nothing (`-q`).
     pub fn new(out: Option<Box<dyn Write + Send>>) -> Progress {
         Progress {
-            out,
+            out: out.map(|o| Arc::new(Mutex::new(o))),
+            steps: Arc::default(),
+            step: 0,
+            tail: Arc::default(),
+        }
+    }
+
+    /// Progress for a stage built concurrently with others: the same output and step
+    /// numbers, its own current step and output tail.
+    pub fn fork(&self) -> Progress {
+        Progress {
+            out: self.out.clone(),
+            steps: self.steps.clone(),
             step: 0,
             tail: Arc::default(),
         }
     }
 
     fn line(&mut self, text: &str) {
-        if let Some(out) = &mut self.out {
+        if let Some(out) = &self.out {
+            let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
             let _ = writeln!(out, "{text}");
             let _ = out.flush();
         }
@@ -36,7 +52,7 @@ impl Progress {
 
     /// A new step starts: `#N text`.
     pub fn start(&mut self, text: &str) {
-        self.step += 1;
+        self.step = self.steps.fetch_add(1, Ordering::Relaxed) + 1;
         self.tail.lock().expect("lock").clear();
         let line = format!("#{} {text}", self.step);
         self.line(&line);

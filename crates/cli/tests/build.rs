@@ -519,3 +519,43 @@ fn onbuild_outputs_and_a_context_on_stdin() {
         "from the archive\n"
     );
 }
+
+/// Each of two independent stages waits (10 s at most) for a file the other writes in a
+/// shared cache mount: built one after the other, the first would fail.
+const RENDEZVOUS: &str = r#"FROM busybox AS a
+RUN --mount=type=cache,id=rendezvous,target=/s touch /s/a && for i in $(seq 100); do [ -e /s/b ] && exit 0; sleep 0.1; done; exit 1
+RUN echo a > /a
+FROM busybox AS b
+RUN --mount=type=cache,id=rendezvous,target=/s touch /s/b && for i in $(seq 100); do [ -e /s/a ] && exit 0; sleep 0.1; done; exit 1
+RUN echo b > /b
+FROM busybox AS unused
+RUN exit 1
+FROM busybox
+COPY --from=a /a /a
+COPY --from=b /b /b
+"#;
+
+#[test]
+fn independent_stages_build_concurrently() {
+    let host = Host::new();
+    let dir = context(&host, &[("Dockerfile", RENDEZVOUS)]);
+    build_ok(&host, &dir, &["-t", "both:1"]);
+    assert_eq!(host.run_ok(&["both:1", "cat", "/a", "/b"]), "a\nb\n");
+
+    // A failing stage stops the build with its own error, not the others'.
+    let dir = context(
+        &host,
+        &[(
+            "Dockerfile",
+            "FROM busybox AS slow\nRUN sleep 1\nRUN echo never\nFROM busybox AS bad\nRUN exit 7\nFROM busybox\nCOPY --from=slow /etc/passwd /p\nCOPY --from=bad /etc/passwd /q\n",
+        )],
+    );
+    let out = build(&host, &dir, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("exit code: 7"), "{stderr}");
+    assert!(
+        !stderr.contains("] RUN echo never"),
+        "the other stage stopped: {stderr}"
+    );
+}
