@@ -723,7 +723,7 @@ impl Builder<'_> {
             return Ok(true);
         }
         let base = self.materialize_for_container(state)?;
-        let prepared = mounts::prepare(self.engine, &self.context, &mounts, &self.opts.secrets)
+        let prepared = mounts::prepare(self.engine, self.context, &mounts, &self.opts.secrets)
             .map_err(|e| self.step_error(ins.line, &ins.source, e))?;
         let mut env = state.config.env.clone().unwrap_or_default();
         env.extend(args.iter().map(|(k, v)| format!("{k}={v}")));
@@ -846,7 +846,7 @@ impl Builder<'_> {
                         from: None,
                         extract_archives: false,
                     };
-                    let plan = copy::plan(self.engine, &self.context, None, &request)
+                    let plan = copy::plan(self.engine, self.context, None, &request)
                         .map_err(|e| fail(&format!("--mount={value}: {e}")))?;
                     Some(plan.digest)
                 }
@@ -1003,7 +1003,7 @@ impl Builder<'_> {
             extract_archives: is_add,
         };
         let base = state.image.clone();
-        let plan = copy::plan(self.engine, &self.context, base.as_ref(), &request)
+        let plan = copy::plan(self.engine, self.context, base.as_ref(), &request)
             .map_err(|e| fail(&e))?;
         state.advance(&format!(
             "{} {} from={:?} digest={}",
