@@ -19,6 +19,7 @@
 
 pub mod cache;
 mod copy;
+mod filehash;
 pub mod metadata;
 mod mounts;
 mod output;
@@ -35,6 +36,7 @@ use berth_reference::{Digest, Reference};
 use berth_store::{Extension, History, RunConfig, StoreError};
 use sha2::{Digest as _, Sha256};
 
+pub use filehash::forget_file_hashes;
 pub use mounts::prune_cache_mounts;
 pub use output::export_filesystem;
 pub use progress::Progress;
@@ -124,6 +126,9 @@ pub struct BuildOptions {
     pub secrets: BTreeMap<String, Vec<u8>>,
 }
 
+/// The `PATH` of a stage whose base sets none, as BuildKit's.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Docker's predefined build args: usable without an `ARG` line (the proxy variables).
 const PREDEFINED_ARGS: &[&str] = &[
     "HTTP_PROXY",
@@ -154,8 +159,8 @@ pub fn build(
     let cache = cache::Cache::open(engine.root())?;
     mounts::sweep(engine.root());
     let target = target_stage(&file, opts.target.as_deref())?;
-    let needed = needed_stages(&file, target);
     let meta_args = meta_args(&file, &opts.build_args)?;
+    let needed = needed_stages(&file, target, &meta_args);
     let context = copy::Context::new(opts.context.clone(), ignore);
     let cancel = AtomicBool::new(false);
     let shared = Shared {
@@ -214,12 +219,16 @@ fn stage_ref(file: &Dockerfile, name: &str, before: usize) -> Option<usize> {
 
 /// The stages `target` needs, in file order: itself, and the stages it names,
 /// transitively.
-fn needed_stages(file: &Dockerfile, target: usize) -> Vec<usize> {
+fn needed_stages(
+    file: &Dockerfile,
+    target: usize,
+    meta: &[(String, Option<String>)],
+) -> Vec<usize> {
     let mut needed = BTreeSet::new();
     let mut todo = vec![target];
     while let Some(i) = todo.pop() {
         if needed.insert(i) {
-            todo.extend(stage_deps(file, i));
+            todo.extend(stage_deps(file, i, meta));
         }
     }
     needed.into_iter().collect()
@@ -227,9 +236,15 @@ fn needed_stages(file: &Dockerfile, target: usize) -> Vec<usize> {
 
 /// The earlier stages stage `i` names: in its `FROM`, `COPY --from` and
 /// `RUN --mount=from=`.
-fn stage_deps(file: &Dockerfile, i: usize) -> Vec<usize> {
+fn stage_deps(file: &Dockerfile, i: usize, meta: &[(String, Option<String>)]) -> Vec<usize> {
     let stage = &file.stages[i];
-    let mut deps: Vec<usize> = stage_ref(file, &stage.base, i).into_iter().collect();
+    // Names may use the ARGs before the first FROM (`FROM ${BASE}`).
+    let expanded = |name: &str| {
+        expand_word(name, file.escape, &|n| lookup_in(meta, n)).unwrap_or_else(|_| name.to_string())
+    };
+    let mut deps: Vec<usize> = stage_ref(file, &expanded(&stage.base), i)
+        .into_iter()
+        .collect();
     for ins in &stage.instructions {
         let froms: Vec<String> = match &ins.kind {
             Kind::Copy(c) => c.from.iter().cloned().collect(),
@@ -240,7 +255,11 @@ fn stage_deps(file: &Dockerfile, i: usize) -> Vec<usize> {
                 .collect(),
             _ => Vec::new(),
         };
-        deps.extend(froms.iter().filter_map(|f| stage_ref(file, f, i)));
+        deps.extend(
+            froms
+                .iter()
+                .filter_map(|f| stage_ref(file, &expanded(f), i)),
+        );
     }
     deps.sort_unstable();
     deps.dedup();
@@ -252,7 +271,28 @@ fn meta_args(
     file: &Dockerfile,
     build_args: &BTreeMap<String, String>,
 ) -> Result<Vec<(String, Option<String>)>, BuildError> {
-    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    // BuildKit's automatic platform ARGs, in the global scope without a declaration (a
+    // stage gets them with `ARG NAME`); the build and target platforms are this host's.
+    let arch = berth_store::host_architecture();
+    let platform = format!("linux/{arch}");
+    let mut out: Vec<(String, Option<String>)> = [
+        ("TARGETPLATFORM", platform.as_str()),
+        ("TARGETOS", "linux"),
+        ("TARGETARCH", arch),
+        ("TARGETVARIANT", ""),
+        ("BUILDPLATFORM", platform.as_str()),
+        ("BUILDOS", "linux"),
+        ("BUILDARCH", arch),
+        ("BUILDVARIANT", ""),
+    ]
+    .iter()
+    .map(|(k, v)| {
+        (
+            k.to_string(),
+            Some(build_args.get(*k).cloned().unwrap_or_else(|| v.to_string())),
+        )
+    })
+    .collect();
     for ins in &file.meta_args {
         if let Kind::Arg(decls) = &ins.kind {
             for d in decls {
@@ -321,7 +361,7 @@ fn build_stages(
 ) -> Result<BTreeMap<usize, Digest>, BuildError> {
     let deps: BTreeMap<usize, Vec<usize>> = needed
         .iter()
-        .map(|&i| (i, stage_deps(shared.file, i)))
+        .map(|&i| (i, stage_deps(shared.file, i, shared.meta_args)))
         .collect();
     let mut done: BTreeMap<usize, Digest> = BTreeMap::new();
     let mut started = BTreeSet::new();
@@ -470,7 +510,14 @@ impl Builder<'_> {
             cmd_set: false,
         };
         if let Some(dep) = stage_ref(self.file, &base, index) {
-            self.start_from(&mut state, &self.stage_images[&dep].clone())?;
+            let image = self.stage_images.get(&dep).cloned().ok_or_else(|| {
+                self.step_error(
+                    stage.line,
+                    &format!("FROM {}", stage.base),
+                    format!("stage {base} was not built"),
+                )
+            })?;
+            self.start_from(&mut state, &image)?;
         } else if base != "scratch" {
             let record = self.engine.store().resolve(&base).map_err(|_| {
                 BuildError::Step {
@@ -483,6 +530,18 @@ impl Builder<'_> {
                 }
             })?;
             self.start_from(&mut state, &record.id)?;
+        }
+        if base == "scratch" && state.image.is_none() {
+            state.config.working_dir = Some("/".into());
+        }
+        // BuildKit gives every stage a PATH when its base has none.
+        if metadata::env_value(&state.config, "PATH").is_none() {
+            state
+                .config
+                .env
+                .get_or_insert_with(Vec::new)
+                .push(format!("PATH={DEFAULT_PATH}"));
+            state.advance("(default PATH)");
         }
         progress.done(std::time::Duration::ZERO);
         self.onbuild_triggers(&mut state, stage, &label, progress)?;
@@ -630,6 +689,7 @@ impl Builder<'_> {
         };
         match &ins.kind {
             Kind::Arg(decls) => {
+                let mut shown = Vec::new();
                 for d in decls {
                     let default = match &d.default {
                         Some(v) => Some(ex!(v)),
@@ -645,9 +705,16 @@ impl Builder<'_> {
                         .or(default)
                         .or_else(|| lookup_in(&self.meta_args, &d.name));
                     state.advance(&format!("ARG {}={:?}", d.name, value));
+                    shown.push(match &value {
+                        Some(v) => format!("{}={v}", d.name),
+                        None => d.name.clone(),
+                    });
                     state.args.push((d.name.clone(), value));
                 }
-                // BuildKit records no history for ARG.
+                // An empty-layer entry with the values in effect, as BuildKit's.
+                state
+                    .pending
+                    .push(history(format!("ARG {}", shown.join(" ")), true));
                 Ok(false)
             }
             Kind::Run(run) => self.run(state, ins, run, progress),
@@ -715,7 +782,7 @@ impl Builder<'_> {
             args,
             mounts.iter().map(mounts::Spec::key).collect::<Vec<_>>()
         ));
-        let created_by = format!("RUN {} # buildkit", argv.join(" "));
+        let created_by = format!("RUN {} # buildkit", run_command_string(state, &argv));
         if !self.opts.no_cache
             && let Some(image) = self.cache.get(self.engine.store(), &state.key)?
         {
@@ -726,7 +793,12 @@ impl Builder<'_> {
         let prepared = mounts::prepare(self.engine, self.context, &mounts, &self.opts.secrets)
             .map_err(|e| self.step_error(ins.line, &ins.source, e))?;
         let mut env = state.config.env.clone().unwrap_or_default();
-        env.extend(args.iter().map(|(k, v)| format!("{k}={v}")));
+        // An ENV of the same name wins over an ARG.
+        env.extend(
+            args.iter()
+                .filter(|(k, _)| metadata::env_value(&state.config, k).is_none())
+                .map(|(k, v)| format!("{k}={v}")),
+        );
         env.extend(prepared.env.iter().cloned());
         let create = CreateOptions {
             image: base.to_string(),
@@ -1003,8 +1075,8 @@ impl Builder<'_> {
             extract_archives: is_add,
         };
         let base = state.image.clone();
-        let plan = copy::plan(self.engine, self.context, base.as_ref(), &request)
-            .map_err(|e| fail(&e))?;
+        let plan =
+            copy::plan(self.engine, self.context, base.as_ref(), &request).map_err(|e| fail(&e))?;
         state.advance(&format!(
             "{} {} from={:?} digest={}",
             if is_add { "ADD" } else { "COPY" },
@@ -1061,12 +1133,12 @@ impl Builder<'_> {
         for (k, v) in labels {
             all.insert(k.clone(), v.clone());
         }
-        let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // BuildKit sets them in the config without a history entry.
         let record = self.engine.store().extend(Extension {
             parent: Some(id),
             layer: None,
             config,
-            history: vec![history(format!("LABEL {}", shown.join(" ")), true)],
+            history: Vec::new(),
             author: None,
             created: now(),
         })?;
@@ -1088,6 +1160,28 @@ fn tempfile_in(dir: &std::path::Path) -> Result<std::fs::File, BuildError> {
         )
     })?;
     Ok(std::fs::File::from(fd))
+}
+
+/// `RUN`'s history text as BuildKit writes it: the ARGs in scope first (`|2 A=1 B= cmd`,
+/// each with the value the command sees), so that `history` shows what the build used.
+fn run_command_string(state: &State, argv: &[String]) -> String {
+    let mut args: Vec<(String, String)> = Vec::new();
+    for (k, v) in &state.args {
+        let value = metadata::env_value(&state.config, k)
+            .or_else(|| v.clone())
+            .unwrap_or_default();
+        match args.iter_mut().find(|(name, _)| name == k) {
+            Some(slot) => slot.1 = value,
+            None => args.push((k.clone(), value)),
+        }
+    }
+    let mut words: Vec<String> = Vec::new();
+    if !args.is_empty() {
+        words.push(format!("|{}", args.len()));
+        words.extend(args.iter().map(|(k, v)| format!("{k}={v}")));
+    }
+    words.extend(argv.iter().cloned());
+    words.join(" ")
 }
 
 fn json(words: &[String]) -> String {

@@ -44,14 +44,15 @@ pub fn apply(
         expand::expand(word, expand::Options { escape, raw: false }, &lookup)
             .map_err(|e| e.to_string())
     };
-    let json = |words: &[String]| serde_json::to_string(words).unwrap_or_default();
     let created_by = match kind {
         Kind::Env(pairs) => {
             let mut shown = Vec::new();
-            // Each pair sees the ones before it.
+            // Every pair expands with the environment from before the line (Docker's
+            // `ENV abc=bye def=$abc` gives def the old abc).
+            let before = config.clone();
             for p in pairs {
-                let key = ex(config, &p.key)?;
-                let value = ex(config, &p.value)?;
+                let key = ex(&before, &p.key)?;
+                let value = ex(&before, &p.value)?;
                 set_env(config, &key, &value);
                 shown.push(format!("{key}={value}"));
             }
@@ -81,14 +82,24 @@ pub fn apply(
                 if !valid(port) || !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
                     return Err(format!("invalid containerPort: {p}"));
                 }
-                let key = format!("{port}/{proto}");
-                config
-                    .exposed_ports
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(key.clone(), serde_json::json!({}));
-                shown.push(key);
+                // A range is each of its ports.
+                let (first, last) = match port.split_once('-') {
+                    Some((a, b)) => (a.parse::<u16>().unwrap_or(0), b.parse::<u16>().unwrap_or(0)),
+                    None => {
+                        let n = port.parse::<u16>().unwrap_or(0);
+                        (n, n)
+                    }
+                };
+                if first > last {
+                    return Err(format!("invalid range specified for containerPort: {p}"));
+                }
+                let ports = config.exposed_ports.get_or_insert_with(BTreeMap::new);
+                for n in first..=last {
+                    ports.insert(format!("{n}/{proto}"), serde_json::json!({}));
+                }
+                shown.push(format!("{port}/{proto}"));
             }
-            format!("EXPOSE map[{}]", shown.join(" "))
+            format!("EXPOSE [{}]", shown.join(" "))
         }
         Kind::Volume(paths) => {
             let mut shown = Vec::new();
@@ -115,11 +126,15 @@ pub fn apply(
             } else {
                 format!("{}/{dir}", base.trim_end_matches('/'))
             };
-            config.working_dir = Some(crate::clean_path(&joined));
-            format!("WORKDIR {dir}")
+            let wd = crate::clean_path(&joined);
+            config.working_dir = Some(wd.clone());
+            format!("WORKDIR {wd}")
         }
         Kind::Stopsignal(signal) => {
             let signal = ex(config, signal)?;
+            if !valid_signal(&signal) {
+                return Err(format!("Invalid signal: {signal}"));
+            }
             config.stop_signal = Some(signal.clone());
             format!("STOPSIGNAL {signal}")
         }
@@ -129,26 +144,26 @@ pub fn apply(
         }
         Kind::Cmd(command) => {
             let words = command_words(command, &shell(config));
-            config.cmd = Some(words.clone());
+            config.cmd = Some(words.clone()).filter(|w| !w.is_empty());
             *target.cmd_set = true;
-            format!("CMD {}", json(&words))
+            format!("CMD {}", go_quoted(&words))
         }
         Kind::Entrypoint(command) => {
             let words = command_words(command, &shell(config));
-            config.entrypoint = Some(words.clone());
+            config.entrypoint = Some(words.clone()).filter(|w| !w.is_empty());
             if !*target.cmd_set {
                 config.cmd = None;
             }
-            format!("ENTRYPOINT {}", json(&words))
+            format!("ENTRYPOINT {}", go_quoted(&words))
         }
         Kind::Shell(words) => {
             config.shell = Some(words.clone());
-            format!("SHELL {}", json(words))
+            format!("SHELL [{}]", words.join(" "))
         }
         Kind::Healthcheck(check) => {
             let value = healthcheck_config(check);
-            config.healthcheck = Some(value.clone());
-            format!("HEALTHCHECK {value}")
+            config.healthcheck = Some(value);
+            format!("HEALTHCHECK {}", healthcheck_history(check))
         }
         Kind::Onbuild(trigger) => {
             config
@@ -160,6 +175,130 @@ pub fn apply(
         Kind::Run(_) | Kind::Copy(_) | Kind::Add(_) | Kind::Arg(_) => return Ok(None),
     };
     Ok(Some(created_by))
+}
+
+/// Words as Go's `%q` prints a `[]string` (`["a" "b c"]`): how BuildKit's history shows
+/// `CMD` and `ENTRYPOINT`.
+fn go_quoted(words: &[String]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| go_quote(w)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// One string as Go's `strconv.Quote`, for the characters a Dockerfile carries.
+fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A duration in nanoseconds as Go's `time.Duration` prints it (`30s`, `1m30s`, `500ms`).
+fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let sign = if ns < 0 { "-" } else { "" };
+    let ns = ns.unsigned_abs();
+    if ns < 1_000_000_000 {
+        let (unit, div) = match ns {
+            n if n < 1_000 => ("ns", 1),
+            n if n < 1_000_000 => ("µs", 1_000),
+            _ => ("ms", 1_000_000),
+        };
+        return format!("{sign}{}{unit}", trim_fraction(ns, div));
+    }
+    let (h, rest) = (ns / 3_600_000_000_000, ns % 3_600_000_000_000);
+    let (m, rest) = (rest / 60_000_000_000, rest % 60_000_000_000);
+    let secs = trim_fraction(rest, 1_000_000_000);
+    match (h, m) {
+        (0, 0) => format!("{sign}{secs}s"),
+        (0, m) => format!("{sign}{m}m{secs}s"),
+        (h, m) => format!("{sign}{h}h{m}m{secs}s"),
+    }
+}
+
+/// `n / div` with its fraction, trailing zeros dropped (`1500, 1000` is `1.5`).
+fn trim_fraction(n: u64, div: u64) -> String {
+    let whole = n / div;
+    let frac = n % div;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = div.to_string().len() - 1;
+    let digits = format!("{frac:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// `HEALTHCHECK`'s history text: Go's `%q` of BuildKit's health config
+/// (`&{["CMD-SHELL" "curl -f http://localhost/"] "30s" "5s" "0s" "0s" '\x03'}`).
+fn healthcheck_history(check: &Healthcheck) -> String {
+    match check {
+        Healthcheck::None => "&{[\"NONE\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x00'}".into(),
+        Healthcheck::Check {
+            test,
+            interval,
+            timeout,
+            start_period,
+            start_interval,
+            retries,
+        } => {
+            let test: Vec<String> = match test {
+                Command::Exec(words) => std::iter::once("CMD".to_string())
+                    .chain(words.clone())
+                    .collect(),
+                Command::Shell(text) => vec!["CMD-SHELL".to_string(), text.clone()],
+            };
+            let retries = match u32::try_from(*retries).ok().and_then(char::from_u32) {
+                Some(c) if (' '..='~').contains(&c) && c != '\'' && c != '\\' => format!("'{c}'"),
+                _ => format!("'\\x{:02x}'", retries),
+            };
+            format!(
+                "&{{{} \"{}\" \"{}\" \"{}\" \"{}\" {retries}}}",
+                go_quoted(&test),
+                go_duration(*interval),
+                go_duration(*timeout),
+                go_duration(*start_period),
+                go_duration(*start_interval),
+            )
+        }
+    }
+}
+
+/// A signal `STOPSIGNAL` takes: a number, or a name with or without `SIG`.
+fn valid_signal(signal: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+    ];
+    if let Ok(n) = signal.parse::<u32>() {
+        return (1..=64).contains(&n);
+    }
+    let upper = signal.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if NAMES.contains(&name) {
+        return true;
+    }
+    // Real-time signals: RTMIN, RTMIN+n, RTMAX-n.
+    name == "RTMIN"
+        || name == "RTMAX"
+        || name
+            .strip_prefix("RTMIN+")
+            .or_else(|| name.strip_prefix("RTMAX-"))
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n <= 30)
 }
 
 /// The value of `ENV` variable `name` in `config`.
@@ -267,6 +406,56 @@ mod tests {
     }
 
     #[test]
+    fn history_texts_are_buildkits() {
+        let mut config = RunConfig::default();
+        let (mut author, mut cmd_set) = (None, false);
+        let mut t = Target {
+            config: &mut config,
+            author: &mut author,
+            cmd_set: &mut cmd_set,
+        };
+        let mut created = |line: &str| apply(&mut t, &kind(line), '\\', &[]).unwrap().unwrap();
+        assert_eq!(created("CMD [\"c1\", \"c 2\"]"), r#"CMD ["c1" "c 2"]"#);
+        assert_eq!(
+            created("ENTRYPOINT echo \"hi\""),
+            r#"ENTRYPOINT ["/bin/sh" "-c" "echo \"hi\""]"#
+        );
+        assert_eq!(
+            created("SHELL [\"/bin/sh\", \"-ec\"]"),
+            "SHELL [/bin/sh -ec]"
+        );
+        assert_eq!(
+            created("EXPOSE 80 7000-7001/udp"),
+            "EXPOSE [80/tcp 7000-7001/udp]"
+        );
+        assert_eq!(
+            created("HEALTHCHECK --interval=1m30s --timeout=500ms --retries=3 CMD true"),
+            r#"HEALTHCHECK &{["CMD-SHELL" "true"] "1m30s" "500ms" "0s" "0s" '\x03'}"#
+        );
+        assert_eq!(created("WORKDIR a/b"), "WORKDIR /a/b");
+        let ports: Vec<&String> = config.exposed_ports.as_ref().unwrap().keys().collect();
+        assert_eq!(ports, ["7000/udp", "7001/udp", "80/tcp"]);
+    }
+
+    #[test]
+    fn env_on_one_line_sees_the_values_from_before_it() {
+        let mut config = RunConfig::default();
+        let (mut author, mut cmd_set) = (None, false);
+        let mut t = Target {
+            config: &mut config,
+            author: &mut author,
+            cmd_set: &mut cmd_set,
+        };
+        apply(&mut t, &kind("ENV A=1 B=$A"), '\\', &[]).unwrap();
+        apply(&mut t, &kind("ENV A=2 C=${A:-unset}"), '\\', &[]).unwrap();
+        assert_eq!(env_value(t.config, "B").as_deref(), Some(""));
+        assert_eq!(env_value(t.config, "C").as_deref(), Some("1"));
+        assert!(apply(&mut t, &kind("STOPSIGNAL NOPE"), '\\', &[]).is_err());
+        assert!(apply(&mut t, &kind("STOPSIGNAL SIGRTMIN+3"), '\\', &[]).is_ok());
+        assert!(apply(&mut t, &kind("STOPSIGNAL 9"), '\\', &[]).is_ok());
+    }
+
+    #[test]
     fn words_expand_with_env_then_args() {
         let mut config = RunConfig::default();
         let (mut author, mut cmd_set) = (None, false);
@@ -279,7 +468,8 @@ mod tests {
         apply(&mut t, &kind("WORKDIR /srv/$V"), '\\', &args).unwrap();
         apply(&mut t, &kind("ENV V=env W=${V}2"), '\\', &args).unwrap();
         apply(&mut t, &kind("WORKDIR sub/$W"), '\\', &args).unwrap();
-        assert_eq!(t.config.working_dir.as_deref(), Some("/srv/arg/sub/env2"));
+        // W sees the V from before its line: the ARG's.
+        assert_eq!(t.config.working_dir.as_deref(), Some("/srv/arg/sub/arg2"));
         assert!(apply(&mut t, &kind("EXPOSE 80/http"), '\\', &args).is_err());
         assert_eq!(apply(&mut t, &kind("RUN true"), '\\', &args), Ok(None));
     }

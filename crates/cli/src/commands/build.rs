@@ -453,6 +453,8 @@ pub fn builder(root: &Path, command: BuilderCommand) -> Result<()> {
             let report = engine.store().gc()?;
             let mounts = berth_build::prune_cache_mounts(root)
                 .map_err(|e| anyhow!("remove the cache mounts: {e}"))?;
+            berth_build::forget_file_hashes(root)
+                .map_err(|e| anyhow!("forget the context's file digests: {e}"))?;
             println!("Deleted build cache objects: {steps}");
             println!(
                 "Total reclaimed space: {}",
