@@ -496,10 +496,18 @@ impl Builder<'_> {
         let meta = self.meta_args.clone();
         let base = expand_word(&stage.base, self.file.escape, &|n| lookup_in(&meta, n))
             .map_err(|e| self.step_error(stage.line, &format!("FROM {}", stage.base), e))?;
-        progress.start(&format!(
-            "[{label} 1/{}] FROM {base}",
-            stage.instructions.len() + 1
-        ));
+        let total = 1 + stage
+            .instructions
+            .iter()
+            .filter(|i| is_step(&i.kind))
+            .count();
+        let shown_base = match Reference::parse_with_default_tag(&base) {
+            Ok(r) if stage_ref(self.file, &base, index).is_none() && base != "scratch" => {
+                r.to_string()
+            }
+            _ => base.clone(),
+        };
+        progress.start(&format!("[{label} 1/{total}] FROM {shown_base}"));
         let mut state = State {
             image: None,
             config: RunConfig::default(),
@@ -545,12 +553,34 @@ impl Builder<'_> {
         }
         progress.done(std::time::Duration::ZERO);
         self.onbuild_triggers(&mut state, stage, &label, progress)?;
-        let total = stage.instructions.len() + 1;
-        for (i, ins) in stage.instructions.iter().enumerate() {
+        let total = 1 + stage
+            .instructions
+            .iter()
+            .filter(|i| is_step(&i.kind))
+            .count();
+        let mut n = 1;
+        for ins in &stage.instructions {
             if self.shared.cancel.load(Ordering::Relaxed) {
                 return Err(BuildError::Invalid("canceled".into()));
             }
-            progress.start(&format!("[{label} {}/{total}] {}", i + 2, ins.source));
+            if !is_step(&ins.kind) {
+                // Config only: no step of its own in the progress, as BuildKit's.
+                self.instruction(&mut state, ins, progress)?;
+                continue;
+            }
+            n += 1;
+            // Shown with its variables expanded, as BuildKit names its steps.
+            let st: &State = &state;
+            let shown = expand::expand(
+                &ins.source,
+                expand::Options {
+                    escape: self.file.escape,
+                    raw: true,
+                },
+                &|v| st.lookup(v),
+            )
+            .unwrap_or_else(|_| ins.source.clone());
+            progress.start(&format!("[{label} {n}/{total}] {shown}"));
             let began = Instant::now();
             match self.instruction(&mut state, ins, progress) {
                 Ok(cached) => {
@@ -1160,6 +1190,15 @@ fn tempfile_in(dir: &std::path::Path) -> Result<std::fs::File, BuildError> {
         )
     })?;
     Ok(std::fs::File::from(fd))
+}
+
+/// Whether an instruction is a step of the progress (it makes a layer), as BuildKit
+/// counts them: the others change the config only.
+fn is_step(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Run(_) | Kind::Copy(_) | Kind::Add(_) | Kind::Workdir(_)
+    )
 }
 
 /// `RUN`'s history text as BuildKit writes it: the ARGs in scope first (`|2 A=1 B= cmd`,
