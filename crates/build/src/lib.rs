@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+mod board;
 pub mod cache;
 mod copy;
 mod filehash;
@@ -192,6 +193,7 @@ pub fn build(
     for tag in &opts.tags {
         progress.note(&format!("naming to {tag} done"));
     }
+    progress.done(std::time::Duration::ZERO);
     Ok(id)
 }
 
@@ -569,17 +571,25 @@ impl Builder<'_> {
                 continue;
             }
             n += 1;
-            // Shown with its variables expanded, as BuildKit names its steps.
+            // Shown with its variables expanded, as BuildKit names its steps; as written
+            // when it names a variable the build does not know (the command's own).
             let st: &State = &state;
+            let unknown = std::cell::Cell::new(false);
             let shown = expand::expand(
                 &ins.source,
                 expand::Options {
                     escape: self.file.escape,
                     raw: true,
                 },
-                &|v| st.lookup(v),
+                &|v| {
+                    let value = st.lookup(v);
+                    unknown.set(unknown.get() || value.is_none());
+                    value
+                },
             )
-            .unwrap_or_else(|_| ins.source.clone());
+            .ok()
+            .filter(|_| !unknown.get())
+            .unwrap_or_else(|| ins.source.clone());
             progress.start(&format!("[{label} {n}/{total}] {shown}"));
             let began = Instant::now();
             match self.instruction(&mut state, ins, progress) {

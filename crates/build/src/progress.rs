@@ -8,12 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::board::Board;
+
 /// How much of a failing step's output the error repeats.
 const TAIL_LINES: usize = 10;
 
 /// Where progress goes (stderr, or nowhere for `-q`).
 pub struct Progress {
     out: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
+    /// `--progress tty`: the live view instead of lines.
+    board: Option<Arc<Board>>,
     /// The last step number given out, shared by the forks.
     steps: Arc<AtomicUsize>,
     step: usize,
@@ -25,9 +29,29 @@ impl Progress {
     pub fn new(out: Option<Box<dyn Write + Send>>) -> Progress {
         Progress {
             out: out.map(|o| Arc::new(Mutex::new(o))),
+            board: None,
             steps: Arc::default(),
             step: 0,
             tail: Arc::default(),
+        }
+    }
+
+    /// Progress as a live view repainted on the terminal (stderr); call
+    /// [`Progress::finish`] when the build is over.
+    pub fn tty() -> Progress {
+        Progress {
+            out: None,
+            board: Some(Board::start()),
+            steps: Arc::default(),
+            step: 0,
+            tail: Arc::default(),
+        }
+    }
+
+    /// The build is over: a live view paints its final state and stops.
+    pub fn finish(&self) {
+        if let Some(board) = &self.board {
+            board.finish();
         }
     }
 
@@ -36,6 +60,7 @@ impl Progress {
     pub fn fork(&self) -> Progress {
         Progress {
             out: self.out.clone(),
+            board: self.board.clone(),
             steps: self.steps.clone(),
             step: 0,
             tail: Arc::default(),
@@ -54,30 +79,45 @@ impl Progress {
     pub fn start(&mut self, text: &str) {
         self.step = self.steps.fetch_add(1, Ordering::Relaxed) + 1;
         self.tail.lock().expect("lock").clear();
+        if let Some(board) = &self.board {
+            return board.start_step(self.step, text);
+        }
         let line = format!("#{} {text}", self.step);
         self.line(&line);
     }
 
     /// The step's result came from the cache.
     pub fn cached(&mut self) {
+        if let Some(board) = &self.board {
+            return board.cached(self.step);
+        }
         let line = format!("#{} CACHED", self.step);
         self.line(&line);
     }
 
     /// A line about the current step (`#N text`).
     pub fn note(&mut self, text: &str) {
+        if let Some(board) = &self.board {
+            return board.log(self.step, text);
+        }
         let line = format!("#{} {text}", self.step);
         self.line(&line);
     }
 
     /// The step is done.
     pub fn done(&mut self, took: Duration) {
+        if let Some(board) = &self.board {
+            return board.done(self.step);
+        }
         let line = format!("#{} DONE {:.1}s", self.step, took.as_secs_f64());
         self.line(&line);
     }
 
     /// The step failed.
     pub fn failed(&mut self, message: &str) {
+        if let Some(board) = &self.board {
+            return board.failed(self.step, message);
+        }
         let line = format!("#{} ERROR: {message}", self.step);
         self.line(&line);
     }
@@ -92,6 +132,8 @@ impl Progress {
     pub fn output(&self) -> Box<dyn Write + Send> {
         Box::new(StepOutput {
             prefix: format!("#{} ", self.step),
+            step: self.step,
+            board: self.board.clone(),
             out: self.out.as_ref().map(|_| std::io::stderr()),
             partial: Vec::new(),
             tail: self.tail.clone(),
@@ -101,6 +143,8 @@ impl Progress {
 
 struct StepOutput {
     prefix: String,
+    step: usize,
+    board: Option<Arc<Board>>,
     out: Option<std::io::Stderr>,
     partial: Vec<u8>,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -109,7 +153,9 @@ struct StepOutput {
 impl StepOutput {
     fn emit(&mut self, line: &[u8]) {
         let text = String::from_utf8_lossy(line).into_owned();
-        if let Some(out) = &mut self.out {
+        if let Some(board) = &self.board {
+            board.log(self.step, &text);
+        } else if let Some(out) = &mut self.out {
             let _ = writeln!(out, "{}{text}", self.prefix);
         }
         let mut tail = self.tail.lock().expect("lock");

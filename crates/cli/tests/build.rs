@@ -196,6 +196,18 @@ fn the_cache_reruns_only_what_changed() {
     assert_eq!(stderr.matches("CACHED").count(), 4, "{stderr}");
     assert_eq!(std::fs::read_to_string(&iid).unwrap(), first);
 
+    // The live view (forced: stderr is not a terminal here) ends with every step in it.
+    let stderr = build_ok(&host, &dir, &["-t", "c:1", "--progress", "tty"]);
+    let last_paint = stderr.rsplit("\x1b[J").next().unwrap();
+    assert!(
+        last_paint.starts_with("[+] Building") && last_paint.contains("(6/6) FINISHED"),
+        "{stderr}"
+    );
+    assert!(
+        last_paint.contains(" => CACHED [stage-0 5/5] RUN cat /b.txt > /copy-b"),
+        "{last_paint}"
+    );
+
     // Touched, not changed: still cached (the key is content, not mtime).
     let b = dir.join("b.txt");
     std::fs::write(&b, "b\n").unwrap();

@@ -37,8 +37,8 @@ pub struct BuildArgs {
     /// Suppress the build output and print image ID on success
     #[arg(short, long)]
     quiet: bool,
-    /// Set type of progress output ("auto", "plain", "tty", "quiet"; berth prints plain
-    /// progress for all but quiet)
+    /// Set type of progress output ("auto", "plain", "tty", "quiet"): auto is tty on a
+    /// terminal, plain otherwise
     #[arg(long, value_name = "string", default_value = "auto")]
     progress: String,
     /// Set the networking mode for the RUN instructions during build
@@ -212,7 +212,19 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
         _ => return Err(fail(1, "multiple outputs are not supported")),
     };
     let quiet = args.quiet || args.progress == "quiet";
-    let mut progress = Progress::new((!quiet).then(|| Box::new(std::io::stderr()) as _));
+    // `auto` is the live view on a terminal, lines otherwise (as BuildKit).
+    let tty = match args.progress.as_str() {
+        "tty" => true,
+        "auto" => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        _ => false,
+    };
+    let mut progress = if quiet {
+        Progress::new(None)
+    } else if tty {
+        Progress::tty()
+    } else {
+        Progress::new(Some(Box::new(std::io::stderr())))
+    };
     let mut engine = Engine::open(root)?;
     let built = berth_build::build(&mut engine, &opts, &mut progress);
     if let Some(dir) = stdin_context {
@@ -222,6 +234,7 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
         (Ok(id), Some(out)) => export(&mut engine, &id, out, &mut progress).map(|()| id),
         (built, _) => built,
     };
+    progress.finish();
     match built {
         Ok(id) => {
             if let Some(path) = &args.iidfile {

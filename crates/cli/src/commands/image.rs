@@ -838,12 +838,22 @@ fn inspect_document(store: &Store, rec: &ImageRecord) -> Result<Value> {
         graph.insert("UpperDir".into(), upper.clone().into());
     }
     let c = &image.config;
+    // With no comment of its own, an image shows its last history entry's (moby's rule:
+    // `buildkit.dockerfile.v0` for a built image).
+    let comment = c
+        .extra
+        .get("comment")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .or_else(|| c.history.last().and_then(|h| h.comment.clone()))
+        .unwrap_or_default();
     let mut doc = json!({
         "Id": rec.id.to_string(),
         "RepoTags": rec.tags.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
         "RepoDigests": rec.repo_digests.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
         "Parent": rec.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
-        "Comment": c.extra.get("comment").cloned().unwrap_or(Value::String(String::new())),
+        "Comment": comment,
         "Created": c.created.clone().unwrap_or_default(),
         "DockerVersion": c.extra.get("docker_version").cloned().unwrap_or(Value::String(String::new())),
         "Author": c.author.clone().unwrap_or_default(),
