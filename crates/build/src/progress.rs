@@ -21,6 +21,10 @@ pub struct Progress {
     /// The last step number given out, shared by the forks.
     steps: Arc<AtomicUsize>,
     step: usize,
+    /// The current step's name.
+    current: String,
+    /// The first step that failed, shared by the forks.
+    failed: Arc<Mutex<Option<String>>>,
     tail: Arc<Mutex<VecDeque<String>>>,
 }
 
@@ -32,6 +36,8 @@ impl Progress {
             board: None,
             steps: Arc::default(),
             step: 0,
+            current: String::new(),
+            failed: Arc::default(),
             tail: Arc::default(),
         }
     }
@@ -44,6 +50,8 @@ impl Progress {
             board: Some(Board::start()),
             steps: Arc::default(),
             step: 0,
+            current: String::new(),
+            failed: Arc::default(),
             tail: Arc::default(),
         }
     }
@@ -63,6 +71,8 @@ impl Progress {
             board: self.board.clone(),
             steps: self.steps.clone(),
             step: 0,
+            current: String::new(),
+            failed: self.failed.clone(),
             tail: Arc::default(),
         }
     }
@@ -79,6 +89,7 @@ impl Progress {
     pub fn start(&mut self, text: &str) {
         self.step = self.steps.fetch_add(1, Ordering::Relaxed) + 1;
         self.tail.lock().expect("lock").clear();
+        self.current = text.to_string();
         if let Some(board) = &self.board {
             return board.start_step(self.step, text);
         }
@@ -115,11 +126,20 @@ impl Progress {
 
     /// The step failed.
     pub fn failed(&mut self, message: &str) {
+        self.failed
+            .lock()
+            .expect("lock")
+            .get_or_insert_with(|| self.current.clone());
         if let Some(board) = &self.board {
             return board.failed(self.step, message);
         }
         let line = format!("#{} ERROR: {message}", self.step);
         self.line(&line);
+    }
+
+    /// The name of the first step that failed (`[stage-0 3/4] RUN ...`), for the report.
+    pub fn failed_step(&self) -> Option<String> {
+        self.failed.lock().expect("lock").clone()
     }
 
     /// The last lines the current step's command printed.

@@ -272,8 +272,10 @@ fn failures_name_the_step_line_and_exit_code() {
     );
     assert!(stderr.contains("exit code: 3"), "{stderr}");
     assert!(
-        stderr.contains(" > about to fail"),
-        "the last output lines: {stderr}"
+        stderr.contains(
+            "------\n > [stage-0 3/4] RUN echo 'about to fail' && exit 3:\nabout to fail\n------"
+        ),
+        "the step and its last output lines: {stderr}"
     );
     assert!(!stderr.contains("never\n#"), "{stderr}");
     let ps = host.ok(&["ps", "-aq"]);

@@ -247,7 +247,12 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
             Ok(())
         }
         Err(e) => {
-            report_failure(&dockerfile_name, &opts.dockerfile, &e);
+            report_failure(
+                &dockerfile_name,
+                &opts.dockerfile,
+                &e,
+                progress.failed_step(),
+            );
             Err(Status(1).into())
         }
     }
@@ -409,13 +414,16 @@ fn read_secret(spec: &str) -> Result<(String, Vec<u8>), String> {
 }
 
 /// Docker's failure report: the Dockerfile around the failing line, then one `ERROR:` line.
-fn report_failure(name: &str, text: &str, e: &BuildError) {
+fn report_failure(name: &str, text: &str, e: &BuildError, step: Option<String>) {
     let line = match e {
         BuildError::Step { line, output, .. } => {
             if !output.is_empty() {
                 eprintln!("------");
+                if let Some(step) = step {
+                    eprintln!(" > {step}:");
+                }
                 for l in output {
-                    eprintln!(" > {l}");
+                    eprintln!("{l}");
                 }
                 eprintln!("------");
             }
