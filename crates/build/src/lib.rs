@@ -923,7 +923,11 @@ impl Builder<'_> {
             let mut mount = berth_dockerfile::RunMount::parse(&value)
                 .map_err(|e| fail(&format!("--mount={value}: {e}")))?;
             if !mount.target.is_empty() {
-                mount.target = clean_path(&format!("{workdir}/{}", mount.target));
+                mount.target = if mount.target.starts_with('/') {
+                    clean_path(&mount.target)
+                } else {
+                    clean_path(&format!("{workdir}/{}", mount.target))
+                };
                 if !mount.target.starts_with('/') || mount.target == "/" {
                     return Err(fail(&format!("--mount={value}: cannot mount over /")));
                 }
