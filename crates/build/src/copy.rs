@@ -2,17 +2,29 @@
 //! `.dockerignore` excludes, or in another stage's image), where each file lands under
 //! Docker's destination rules, a digest of it all for the cache key (names, modes, owners
 //! and bytes; never mtimes), and the layer tar written from it.
+//!
+//! `ADD` does more, as BuildKit: a source that is a local tar archive, plain or compressed
+//! (told by content, [`crate::archive`]), is unpacked into the destination directory, its
+//! members keeping their modes, owners (unless `--chown`) and mtimes, and the archive's own
+//! bytes join the digest; a `http(s)://` source is downloaded ([`crate::fetch`]) and copied
+//! as a file (mode 0600 unless `--chmod`, never unpacked), its bytes in the digest.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::ffi::OsString;
+use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_dockerfile::ignore::IgnoreRules;
 use berth_engine::Engine;
 use berth_reference::Digest;
 use sha2::{Digest as _, Sha256};
+
+use crate::archive::{self, MemberKind, ReadAt};
+use crate::fetch;
 
 /// The build context: a directory and its `.dockerignore`.
 pub(crate) struct Context {
@@ -47,7 +59,7 @@ pub(crate) struct CopyRequest {
     pub(crate) chmod: Option<u32>,
     /// `--from`: the image whose filesystem the sources are in, and its name as written.
     pub(crate) from: Option<(Digest, String)>,
-    /// `ADD`: local archives are unpacked (not supported yet: refused rather than copied).
+    /// `ADD`: local archives are unpacked into the destination, URLs downloaded.
     pub(crate) extract_archives: bool,
 }
 
@@ -79,6 +91,20 @@ enum Content {
     Open(std::fs::File),
     Symlink(PathBuf),
     Bytes(Vec<u8>),
+    /// An archive member's bytes, at `offset` in the spool the archive was read into.
+    Spooled {
+        spool: Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    },
+    /// An archive member hard-linked to `target` (a path in the image) whose bytes, in the
+    /// spool, it shares; a copy of them if `target` is no longer that member.
+    Link {
+        target: String,
+        spool: Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    },
 }
 
 struct Entry {
@@ -97,6 +123,14 @@ pub(crate) struct Plan {
     /// Keeps the roots and the directories opened in them (whose `/proc/self/fd` paths the
     /// entries name) open until the layer is written.
     _open: Vec<OwnedFd>,
+}
+
+/// A source of a `COPY`/`ADD`, matched.
+enum Source {
+    /// A path relative to the source root.
+    Path(String),
+    /// `ADD`'s `http(s)://` URL.
+    Url(String),
 }
 
 /// A tree whose paths resolve inside it, symlinks followed but never out of it (with
@@ -164,6 +198,28 @@ pub(crate) fn plan(
     base: Option<&Digest>,
     req: &CopyRequest,
 ) -> Result<Plan, String> {
+    plan_add(engine, context, base, req, None)
+}
+
+/// Plans `req` as [`plan`] does, with `ADD --checksum` for its URL source.
+pub(crate) fn plan_add(
+    engine: &mut Engine,
+    context: &Context,
+    base: Option<&Digest>,
+    req: &CopyRequest,
+    checksum: Option<&str>,
+) -> Result<Plan, String> {
+    let checksum = match checksum {
+        None => None,
+        Some(_) if req.sources.len() != 1 => {
+            return Err("checksum can't be specified for multiple sources".into());
+        }
+        Some(_) if !fetch::is_url(&req.sources[0]) => {
+            return Err("checksum can't be specified for non-HTTP(S) sources".into());
+        }
+        Some(value) => Some(fetch::Checksum::parse(value).map_err(|e| e.to_string())?),
+    };
+    let tmp_dir = engine.root().join("build").join("tmp");
     let (source_root, ignore) = match &req.from {
         Some((image, _)) => match Root::image(engine, image)? {
             Some(root) => (root, None),
@@ -174,8 +230,20 @@ pub(crate) fn plan(
     let root = proc_path(&source_root.fd);
     let excluded = |rel: &str| ignore.is_some_and(|i| !rel.is_empty() && i.is_excluded(rel));
     // Sources: globbed, relative to the root, in order.
-    let mut matched: Vec<String> = Vec::new();
+    let mut matched: Vec<Source> = Vec::new();
     for source in &req.sources {
+        if req.extract_archives && fetch::is_git(source) {
+            return Err(format!(
+                "ADD {source}: adding a Git repository is not supported yet (RUN git clone)"
+            ));
+        }
+        if fetch::is_url(source) {
+            if !req.extract_archives {
+                return Err(format!("source can't be a URL for COPY: {source}"));
+            }
+            matched.push(Source::Url(source.clone()));
+            continue;
+        }
         let rel = source.trim_start_matches('/').trim_end_matches('/');
         let rel = if rel.is_empty() || rel == "." {
             ""
@@ -209,28 +277,15 @@ pub(crate) fn plan(
                     "no source files were specified: {source:?} matches nothing"
                 ));
             }
-            matched.extend(hits);
+            matched.extend(hits.into_iter().map(Source::Path));
         } else {
             if source_root.stat(rel, true).is_none() || excluded(rel) {
                 return Err(format!("\"/{rel}\": not found"));
             }
-            matched.push(rel.to_string());
+            matched.push(Source::Path(rel.to_string()));
         }
     }
 
-    if req.extract_archives
-        && let Some(archive) = matched.iter().find(|m| {
-            [
-                ".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tar.zst",
-            ]
-            .iter()
-            .any(|ext| m.ends_with(ext))
-        })
-    {
-        return Err(format!(
-            "ADD {archive}: unpacking local archives is not supported yet (COPY it, or RUN tar)"
-        ));
-    }
     let base_root = match base {
         Some(b) => Root::image(engine, b)?,
         None => None,
@@ -248,8 +303,8 @@ pub(crate) fn plan(
         format!("{}/{}", req.workdir.trim_end_matches('/'), req.dest)
     };
     let dest_clean = crate::clean_path(&dest_abs);
-    let single_dir_source =
-        matched.len() == 1 && req.heredocs.is_empty() && source_root.is_dir(&matched[0]);
+    let single_dir_source = req.heredocs.is_empty()
+        && matches!(matched.as_slice(), [Source::Path(only)] if source_root.is_dir(only));
     let dest_is_dir = req.dest.ends_with('/')
         || req.dest.ends_with("/.")
         || req.dest == "."
@@ -276,14 +331,19 @@ pub(crate) fn plan(
         None => meta.permissions().mode() & 0o7777,
     };
 
+    let now = jiff::Timestamp::now().as_second().max(0) as u64;
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     let mut open = Vec::new();
+    // Unpacked archives: their members' bytes, and their own digests.
+    let mut spool: Option<Arc<std::fs::File>> = None;
+    let mut archive_digests: Vec<String> = Vec::new();
     // `host` is a path under a directory opened in the root (walked, never through a
     // symlink); `file`, a source opened in the root directly.
-    let mut add = |path: &str,
-                   meta: &std::fs::Metadata,
-                   host: &Path,
-                   file: Option<std::fs::File>|
+    let add = |entries: &mut BTreeMap<String, Entry>,
+               path: &str,
+               meta: &std::fs::Metadata,
+               host: &Path,
+               file: Option<std::fs::File>|
      -> Result<(), String> {
         let key = path.trim_start_matches('/').to_string();
         if key.is_empty() {
@@ -320,7 +380,36 @@ pub(crate) fn plan(
         );
         Ok(())
     };
-    for rel in &matched {
+    for source in &matched {
+        let rel = match source {
+            Source::Path(rel) => rel,
+            Source::Url(url) => {
+                std::fs::create_dir_all(&tmp_dir).map_err(|e| format!("create build/tmp: {e}"))?;
+                let file = crate::tempfile_in(&tmp_dir).map_err(|e| e.to_string())?;
+                let got =
+                    fetch::download(url, file, checksum.as_ref()).map_err(|e| e.to_string())?;
+                let target = if dest_is_dir {
+                    format!(
+                        "{}/{}",
+                        dest_clean.trim_end_matches('/'),
+                        fetch::file_name(url)
+                    )
+                } else {
+                    dest_clean.clone()
+                };
+                entries.insert(
+                    target.trim_start_matches('/').to_string(),
+                    Entry {
+                        mode: req.chmod.unwrap_or(0o600),
+                        uid: uid.unwrap_or(0),
+                        gid: gid.unwrap_or(0),
+                        mtime: got.mtime.unwrap_or(0),
+                        content: Content::Open(got.file),
+                    },
+                );
+                continue;
+            }
+        };
         let rel_path = Path::new(if rel.is_empty() { "." } else { rel.as_str() });
         if source_root.is_dir(rel) {
             // A directory's contents go into the destination.
@@ -331,7 +420,7 @@ pub(crate) fn plan(
             let meta = std::fs::metadata(&host).map_err(|e| format!("{rel}: {e}"))?;
             let target_root = dest_clean.clone();
             if !exists_in_base(&target_root) {
-                add(&target_root, &meta, &host, None)?;
+                add(&mut entries, &target_root, &meta, &host, None)?;
             }
             // An excluded directory is not walked unless an exception may re-include
             // something under it.
@@ -375,19 +464,59 @@ pub(crate) fn plan(
                     continue;
                 }
                 let meta = entry.metadata().map_err(|e| format!("{in_root}: {e}"))?;
-                add(&format!("{target_root}/{sub}"), &meta, entry.path(), None)?;
+                add(
+                    &mut entries,
+                    &format!("{target_root}/{sub}"),
+                    &meta,
+                    entry.path(),
+                    None,
+                )?;
             }
         } else {
             let file = berth_store::open_file_in_root(source_root.fd.as_fd(), rel_path)
                 .map_err(|e| format!("{rel}: {e}"))?;
             let meta = file.metadata().map_err(|e| format!("{rel}: {e}"))?;
+            if req.extract_archives && meta.is_file() && archive::is_archive(&file) {
+                let spool = match &spool {
+                    Some(s) => s.clone(),
+                    None => {
+                        std::fs::create_dir_all(&tmp_dir)
+                            .map_err(|e| format!("create build/tmp: {e}"))?;
+                        let s = Arc::new(crate::tempfile_in(&tmp_dir).map_err(|e| e.to_string())?);
+                        spool = Some(s.clone());
+                        s
+                    }
+                };
+                let tree = archive::unpack(&file, &spool, uid.zip(gid), now)
+                    .map_err(|e| format!("unpack {rel}: {e}"))?;
+                archive_digests.push(format!(
+                    "{dest_clean}\0{}",
+                    file_digest(&file).map_err(|e| format!("{rel}: {e}"))?
+                ));
+                let dest_entry = Entry {
+                    mode: 0o755,
+                    uid: uid.unwrap_or(0),
+                    gid: gid.unwrap_or(0),
+                    mtime: now,
+                    content: Content::Dir,
+                };
+                merge_archive(
+                    &mut entries,
+                    &dest_clean,
+                    tree,
+                    &spool,
+                    dest_entry,
+                    &exists_in_base,
+                )?;
+                continue;
+            }
             let name = rel.rsplit('/').next().unwrap_or(rel);
             let target = if dest_is_dir {
                 format!("{}/{name}", dest_clean.trim_end_matches('/'))
             } else {
                 dest_clean.clone()
             };
-            add(&target, &meta, Path::new(rel), Some(file))?;
+            add(&mut entries, &target, &meta, Path::new(rel), Some(file))?;
         }
     }
     for (name, content) in &req.heredocs {
@@ -419,7 +548,6 @@ pub(crate) fn plan(
             parent = p.parent();
         }
     }
-    let now = jiff::Timestamp::now().as_second().max(0) as u64;
     for p in parents {
         entries.entry(p).or_insert(Entry {
             mode: 0o755,
@@ -431,6 +559,11 @@ pub(crate) fn plan(
     }
 
     let mut digest = Sha256::new();
+    for archive in &archive_digests {
+        digest.update(b"archive\0");
+        digest.update(archive.as_bytes());
+        digest.update([0]);
+    }
     for (path, e) in &entries {
         digest.update(path.as_bytes());
         digest.update(format!("\0{:o}\0{}\0{}\0", e.mode, e.uid, e.gid).as_bytes());
@@ -444,7 +577,11 @@ pub(crate) fn plan(
                 digest.update(b"f");
                 digest.update(b);
             }
-            Content::File(_) | Content::Open(_) => {
+            Content::Link { target, .. } => {
+                digest.update(b"h");
+                digest.update(target.as_bytes());
+            }
+            Content::File(_) | Content::Open(_) | Content::Spooled { .. } => {
                 digest.update(b"f");
                 let (mut f, _) = e.content.reader().map_err(|x| format!("{path}: {x}"))?;
                 std::io::copy(&mut f, &mut HashWriter(&mut digest))
@@ -461,6 +598,111 @@ pub(crate) fn plan(
             open
         },
     })
+}
+
+/// Puts an unpacked archive's members under `dest` (absolute, cleaned): the directory
+/// itself (`dest_entry`, unless the image or the plan has it), implied parents where nothing
+/// is yet, and each member over what was there (a directory over a directory merges).
+fn merge_archive(
+    entries: &mut BTreeMap<String, Entry>,
+    dest: &str,
+    tree: archive::Tree,
+    spool: &Arc<std::fs::File>,
+    dest_entry: Entry,
+    exists_in_base: &dyn Fn(&str) -> bool,
+) -> Result<(), String> {
+    let dest_key = dest.trim_start_matches('/');
+    let key_of = |path: &str| {
+        if dest_key.is_empty() {
+            path.to_string()
+        } else {
+            format!("{dest_key}/{path}")
+        }
+    };
+    if !dest_key.is_empty() {
+        match entries.get(dest_key) {
+            Some(Entry {
+                content: Content::Dir,
+                ..
+            }) => {}
+            Some(_) => return Err(format!("cannot unpack into {dest}: not a directory")),
+            None if exists_in_base(dest) => {}
+            None => {
+                entries.insert(dest_key.to_string(), dest_entry);
+            }
+        }
+    }
+    for (path, member) in tree {
+        let key = key_of(&path);
+        if member.implied && (entries.contains_key(&key) || exists_in_base(&format!("/{key}"))) {
+            continue;
+        }
+        let content = match member.kind {
+            MemberKind::Dir => Content::Dir,
+            MemberKind::File { offset, len } => Content::Spooled {
+                spool: spool.clone(),
+                offset,
+                len,
+            },
+            MemberKind::Symlink(target) => {
+                Content::Symlink(PathBuf::from(OsString::from_vec(target)))
+            }
+            MemberKind::HardLink {
+                target,
+                offset,
+                len,
+            } => Content::Link {
+                target: key_of(&target),
+                spool: spool.clone(),
+                offset,
+                len,
+            },
+        };
+        let is_dir = matches!(content, Content::Dir);
+        let was_dir = matches!(
+            entries.get(&key),
+            Some(Entry {
+                content: Content::Dir,
+                ..
+            })
+        );
+        if !(is_dir && was_dir) {
+            let beneath = format!("{key}/");
+            let replaced: Vec<String> = entries
+                .range(beneath.clone()..)
+                .map(|(k, _)| k)
+                .take_while(|k| k.starts_with(&beneath))
+                .cloned()
+                .collect();
+            for k in replaced {
+                entries.remove(&k);
+            }
+        }
+        let mode = if matches!(content, Content::Symlink(_)) {
+            0o777
+        } else {
+            member.mode
+        };
+        entries.insert(
+            key,
+            Entry {
+                mode,
+                uid: member.uid,
+                gid: member.gid,
+                mtime: member.mtime,
+                content,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// The SHA-256 of a file's bytes, in hex.
+fn file_digest(file: &std::fs::File) -> std::io::Result<String> {
+    let len = file.metadata()?.len();
+    let mut digest = Sha256::new();
+    std::io::copy(&mut ReadAt::new(file, 0, len), &mut HashWriter(&mut digest))?;
+    Ok(hex::encode(digest.finalize()))
 }
 
 /// Feeds what is written into a digest.
@@ -480,7 +722,6 @@ impl Write for HashWriter<'_> {
 impl Content {
     /// A file's bytes from the start, and its length.
     fn reader(&self) -> std::io::Result<(Box<dyn Read + '_>, u64)> {
-        use std::io::Seek;
         match self {
             Content::File(path) => {
                 let f = std::fs::File::open(path)?;
@@ -493,6 +734,10 @@ impl Content {
                 let len = f.metadata()?.len();
                 Ok((Box::new(f.take(len)), len))
             }
+            Content::Spooled { spool, offset, len }
+            | Content::Link {
+                spool, offset, len, ..
+            } => Ok((Box::new(ReadAt::new(&**spool, *offset, *len)), *len)),
             _ => Ok((Box::new(std::io::empty()), 0)),
         }
     }
@@ -529,10 +774,31 @@ fn chown_ids(spec: &str, base: Option<&Root>) -> Result<(u64, u64), String> {
 }
 
 impl Plan {
-    /// Writes the layer tar.
+    /// Whether the hard link `content` still has its member to link to, written before it.
+    fn link_holds(&self, content: &Content) -> bool {
+        let Content::Link {
+            target,
+            spool,
+            offset,
+            ..
+        } = content
+        else {
+            return false;
+        };
+        matches!(
+            self.entries.get(target).map(|e| &e.content),
+            Some(Content::Spooled { spool: s, offset: o, .. }) if o == offset && Arc::ptr_eq(s, spool)
+        )
+    }
+
+    /// Writes the layer tar: hard links last, so that their targets come before them.
     pub(crate) fn write(&self, out: &mut dyn Write) -> Result<(), String> {
         let mut tar = tar::Builder::new(out);
-        for (path, e) in &self.entries {
+        let (links, others): (Vec<_>, Vec<_>) = self
+            .entries
+            .iter()
+            .partition(|(_, e)| self.link_holds(&e.content));
+        for (path, e) in others.into_iter().chain(links) {
             let mut h = tar::Header::new_gnu();
             h.set_mode(e.mode);
             h.set_uid(e.uid);
@@ -556,7 +822,15 @@ impl Plan {
                     h.set_size(bytes.len() as u64);
                     tar.append_data(&mut h, path, &bytes[..]).map_err(err)?;
                 }
-                Content::File(_) | Content::Open(_) => {
+                Content::Link { target, .. } if self.link_holds(&e.content) => {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    tar.append_link(&mut h, path, target).map_err(err)?;
+                }
+                Content::File(_)
+                | Content::Open(_)
+                | Content::Spooled { .. }
+                | Content::Link { .. } => {
                     let (reader, len) = e.content.reader().map_err(err)?;
                     h.set_entry_type(tar::EntryType::Regular);
                     h.set_size(len);
@@ -600,6 +874,84 @@ mod tests {
         let root = Root::dir(dir.path()).unwrap();
         assert_eq!(chown_ids("app:staff", Some(&root)).unwrap(), (1000, 50));
         assert!(chown_ids("nobody", Some(&root)).is_err());
+    }
+
+    #[test]
+    fn archive_members_merge_and_hard_links_come_last() {
+        use std::io::Write as _;
+        let spool = Arc::new(tempfile::tempfile().unwrap());
+        (&*spool).write_all(b"shared").unwrap();
+        let member = |kind| archive::Member {
+            mode: 0o644,
+            uid: 1,
+            gid: 2,
+            mtime: 3,
+            kind,
+            implied: false,
+        };
+        let file = MemberKind::File { offset: 0, len: 6 };
+        let link = |target: &str| MemberKind::HardLink {
+            target: target.into(),
+            offset: 0,
+            len: 6,
+        };
+        let dir_entry = || Entry {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            content: Content::Dir,
+        };
+        // An earlier source left a directory where the archive has a file.
+        let mut entries = BTreeMap::new();
+        entries.insert("opt/x/z".to_string(), dir_entry());
+        entries.insert("opt/x/z/old".to_string(), dir_entry());
+        let tree = archive::Tree::from([
+            ("z".to_string(), member(file.clone())),
+            ("a".to_string(), member(link("z"))),
+            ("b".to_string(), member(link("gone"))),
+        ]);
+        let no_base = |_: &str| false;
+        merge_archive(&mut entries, "/opt/x", tree, &spool, dir_entry(), &no_base).unwrap();
+        assert!(
+            !entries.contains_key("opt/x/z/old"),
+            "replaced with its directory"
+        );
+        let plan = Plan {
+            digest: String::new(),
+            entries,
+            _open: Vec::new(),
+        };
+        let mut layer = Vec::new();
+        plan.write(&mut layer).unwrap();
+        let mut archive = tar::Archive::new(&layer[..]);
+        let written: Vec<(String, tar::EntryType, String)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let path = e.path().unwrap().to_string_lossy().into_owned();
+                let kind = e.header().entry_type();
+                let link = e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.to_string_lossy().into_owned());
+                let body = link.unwrap_or_else(|| std::io::read_to_string(&mut e).unwrap());
+                (path, kind, body)
+            })
+            .collect();
+        use tar::EntryType as T;
+        let expected = [
+            ("opt/x/", T::Directory, ""),
+            ("opt/x/b", T::Regular, "shared"),
+            ("opt/x/z", T::Regular, "shared"),
+            ("opt/x/a", T::Link, "opt/x/z"),
+        ];
+        let written: Vec<(&str, T, &str)> = written
+            .iter()
+            .map(|(p, k, b)| (p.as_str(), *k, b.as_str()))
+            .collect();
+        assert_eq!(written, expected, "a link to nothing is a copy");
     }
 
     #[test]

@@ -17,9 +17,11 @@
 
 #![warn(missing_docs)]
 
+mod archive;
 mod board;
 pub mod cache;
 mod copy;
+mod fetch;
 mod filehash;
 pub mod metadata;
 mod mounts;
@@ -1086,9 +1088,10 @@ impl Builder<'_> {
             ),
             None => None,
         };
-        if is_add && sources.iter().any(|s| s.contains("://")) {
-            return Err(fail(&"ADD from a URL is not supported yet"));
-        }
+        let checksum = match &copy.checksum {
+            Some(c) => Some(expand_word(c, escape, &lookup).map_err(|e| fail(&e))?),
+            None => None,
+        };
         let workdir = state
             .config
             .working_dir
@@ -1119,8 +1122,14 @@ impl Builder<'_> {
             extract_archives: is_add,
         };
         let base = state.image.clone();
-        let plan =
-            copy::plan(self.engine, self.context, base.as_ref(), &request).map_err(|e| fail(&e))?;
+        let plan = copy::plan_add(
+            self.engine,
+            self.context,
+            base.as_ref(),
+            &request,
+            checksum.as_deref(),
+        )
+        .map_err(|e| fail(&e))?;
         state.advance(&format!(
             "{} {} from={:?} digest={}",
             if is_add { "ADD" } else { "COPY" },

@@ -1,6 +1,7 @@
 //! `berth build` on busybox: multi-stage builds with `COPY --from`, `--target`, build args,
 //! `.dockerignore`, the image config Docker's build would write, the step cache (hits, and
-//! misses from a changed file on), and failures reported with their step and line.
+//! misses from a changed file on), failures reported with their step and line, and `ADD`:
+//! archives unpacked, URLs downloaded from a loopback server.
 
 mod common;
 
@@ -580,4 +581,279 @@ fn independent_stages_build_concurrently() {
         !stderr.contains("] RUN echo never"),
         "the other stage stopped: {stderr}"
     );
+}
+
+/// A tar of `(name, type, mode, body or link target)`, owned by 1234:5678, mtime 1600000000.
+fn tar_of(members: &[(&str, tar::EntryType, u32, &str)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, kind, mode, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(*mode);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        h.set_mtime(1_600_000_000);
+        match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                h.set_size(0);
+                tar.append_link(&mut h, name, data).unwrap();
+            }
+            _ => {
+                h.set_size(data.len() as u64);
+                tar.append_data(&mut h, name, data.as_bytes()).unwrap();
+            }
+        }
+    }
+    tar.into_inner().unwrap()
+}
+
+/// A raw tar whose one member has `name` exactly as given (`tar::Builder` refuses `..`).
+fn hostile_tar(name: &str) -> Vec<u8> {
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(4);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(b"evil");
+    out.resize(512 * 4, 0);
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// A loopback HTTP server for `ADD <url>`: `/files/<name>` serves `files[name]` with a
+/// `Last-Modified`, anything else is a 404. It answers at most 32 requests and stops after
+/// two minutes; returns its base URL and the number of requests answered so far.
+fn serve_files(
+    files: Vec<(&'static str, Vec<u8>)>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let served = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while count.load(Ordering::SeqCst) < 32 && std::time::Instant::now() < deadline {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                }
+            };
+            stream.set_nonblocking(false).unwrap();
+            let mut reader = BufReader::new(&stream);
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let found = files
+                .iter()
+                .find(|(name, _)| path == format!("/files/{name}"));
+            let mut out = &stream;
+            let _ = match found {
+                Some((_, body)) => write!(
+                    out,
+                    "HTTP/1.1 200 OK\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .and_then(|()| out.write_all(body)),
+                None => write!(
+                    out,
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                ),
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (base, served)
+}
+
+/// `berth build` with no proxy from the environment: the test's traffic stays on loopback.
+fn build_local(host: &Host, dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut command = host.berth.command();
+    command.arg("build").args(extra).arg(dir);
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .env("NO_PROXY", "127.0.0.1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn add_unpacks_local_archives_and_downloads_urls() {
+    use std::sync::atomic::Ordering;
+    use tar::EntryType as T;
+    let host = Host::new();
+    let app = tar_of(&[
+        ("bin", T::Directory, 0o750, ""),
+        ("bin/run.sh", T::Regular, 0o755, "echo hi\n"),
+        ("bin/hard", T::Link, 0o755, "bin/run.sh"),
+        ("lib/link", T::Symlink, 0o777, "../bin/run.sh"),
+    ]);
+    let data = {
+        use std::io::Write;
+        let plain = tar_of(&[("sub/b.csv", T::Regular, 0o640, "1,2\n")]);
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        e.write_all(&plain).unwrap();
+        e.finish().unwrap()
+    };
+    let owned = {
+        use std::io::Write;
+        let plain = tar_of(&[("f.txt", T::Regular, 0o600, "mine\n")]);
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        e.write_all(&plain).unwrap();
+        e.finish().unwrap()
+    };
+    let tool = b"tool v1\n".to_vec();
+    let tool_digest = common::sha256_hex(&tool);
+    let (base, served) = serve_files(vec![("tool.txt", tool.clone()), ("app.tar.gz", gzip(&app))]);
+    let dockerfile = format!(
+        "FROM busybox
+ADD app.tar.gz /opt/app/
+ADD data.bin /opt/data
+ADD --chown=1000:1000 owned.tar.bz2 /opt/owned/
+ADD notes.txt.gz plain.txt /opt/files/
+ADD {base}/files/tool.txt {base}/files/app.tar.gz /opt/dl/
+ADD --chmod=755 --chown=10:20 {base}/files/tool.txt /opt/tool
+ADD --checksum=sha256:{tool_digest} {base}/files/tool.txt /opt/checked.txt
+"
+    );
+    let dir = context(
+        &host,
+        &[("Dockerfile", &dockerfile), ("plain.txt", "plain\n")],
+    );
+    std::fs::write(dir.join("app.tar.gz"), gzip(&app)).unwrap();
+    std::fs::write(dir.join("data.bin"), &data).unwrap();
+    std::fs::write(dir.join("owned.tar.bz2"), &owned).unwrap();
+    std::fs::write(dir.join("notes.txt.gz"), gzip(b"notes\n")).unwrap();
+
+    let out = build_local(&host, &dir, &["-t", "add:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "build failed:\n{stderr}");
+    let script = "cd /opt
+stat -c '%n %a %u:%g %Y' app/bin
+stat -c '%n %a %u:%g %Y %h' app/bin/run.sh app/bin/hard
+readlink app/lib/link; cat app/lib/link
+stat -c '%n %a %u:%g' data data/sub/b.csv owned owned/f.txt dl/tool.txt dl/app.tar.gz tool
+stat -c '%Y' dl/tool.txt
+zcat files/notes.txt.gz; cat files/plain.txt checked.txt
+tar -tzf dl/app.tar.gz | head -1";
+    let listing = host.run_ok(&["add:1", "sh", "-c", script]);
+    assert_eq!(
+        listing,
+        "app/bin 750 1234:5678 1600000000
+app/bin/run.sh 755 1234:5678 1600000000 2
+app/bin/hard 755 1234:5678 1600000000 2
+../bin/run.sh
+echo hi
+data 755 0:0
+data/sub/b.csv 640 1234:5678
+owned 755 1000:1000
+owned/f.txt 600 1000:1000
+dl/tool.txt 600 0:0
+dl/app.tar.gz 600 0:0
+tool 755 10:20
+1445412480
+notes
+plain
+tool v1
+bin
+",
+        "archives unpacked with their metadata (--chown applied), URLs downloaded as files"
+    );
+
+    // A rebuild downloads again; the same bytes keep every step cached.
+    let before = served.load(Ordering::SeqCst);
+    let out = build_local(&host, &dir, &["-t", "add:2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("CACHED").count(), 7, "{stderr}");
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        before + 4,
+        "downloaded again"
+    );
+    assert_eq!(host.berth.image_id("add:1"), host.berth.image_id("add:2"));
+
+    // A changed archive reruns its step.
+    std::fs::write(
+        dir.join("data.bin"),
+        gzip(&tar_of(&[("c", T::Regular, 0o644, "")])),
+    )
+    .unwrap();
+    let out = build_local(&host, &dir, &["-t", "add:3"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("CACHED").count(), 1, "{stderr}");
+
+    // Failures name the step's line, the URL and the cause.
+    let fails = |dockerfile: String, files: &[(&str, &[u8])]| {
+        let dir = context(&host, &[("Dockerfile", &dockerfile)]);
+        for (name, bytes) in files {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        let out = build_local(&host, &dir, &[]);
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = fails(
+        format!(
+            "FROM busybox\nADD --checksum=sha256:{} {base}/files/tool.txt /x\n",
+            "0".repeat(64)
+        ),
+        &[],
+    );
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "digest mismatch for {base}/files/tool.txt: sha256:{tool_digest} (expected: sha256:{})",
+            "0".repeat(64)
+        )),
+        "{stderr}"
+    );
+    let stderr = fails(
+        format!("FROM busybox\nENV A=b\nADD {base}/files/missing.txt /x\n"),
+        &[],
+    );
+    assert!(stderr.contains("Dockerfile:3"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{base}/files/missing.txt: the server answered 404 Not Found"
+        )),
+        "{stderr}"
+    );
+    let stderr = fails(
+        "FROM busybox\nADD evil.tar /x/\n".into(),
+        &[("evil.tar", &hostile_tar("../../etc/evil"))],
+    );
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
+    assert!(stderr.contains("outside the destination"), "{stderr}");
+    let stderr = fails(
+        "FROM busybox\nADD --checksum=sha256:00 plain.txt /x\n".into(),
+        &[("plain.txt", b"plain\n")],
+    );
+    assert!(stderr.contains("non-HTTP(S) sources"), "{stderr}");
 }
