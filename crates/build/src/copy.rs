@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_dockerfile::ignore::IgnoreRules;
+
+use crate::filehash::FileHashes;
 use berth_engine::Engine;
 use berth_reference::Digest;
 use sha2::{Digest as _, Sha256};
@@ -26,15 +28,21 @@ use sha2::{Digest as _, Sha256};
 use crate::archive::{self, MemberKind, ReadAt};
 use crate::fetch;
 
-/// The build context: a directory and its `.dockerignore`.
+/// The build context: a directory, its `.dockerignore`, and the digests of its files
+/// remembered from earlier builds.
 pub(crate) struct Context {
     root: PathBuf,
     ignore: IgnoreRules,
+    hashes: Option<FileHashes>,
 }
 
 impl Context {
-    pub(crate) fn new(root: PathBuf, ignore: IgnoreRules) -> Context {
-        Context { root, ignore }
+    pub(crate) fn new(root: PathBuf, ignore: IgnoreRules, hashes: Option<FileHashes>) -> Context {
+        Context {
+            root,
+            ignore,
+            hashes,
+        }
     }
 
     /// The context directory.
@@ -65,11 +73,9 @@ pub(crate) struct CopyRequest {
 
 impl CopyRequest {
     /// The instruction as history and the cache key show it.
+    /// (`--from` is left out, as BuildKit's history does; the cache key adds the image.)
     pub(crate) fn describe(&self) -> String {
         let mut words = Vec::new();
-        if let Some((_, name)) = &self.from {
-            words.push(format!("--from={name}"));
-        }
         if let Some(c) = &self.chown {
             words.push(format!("--chown={c}"));
         }
@@ -181,6 +187,24 @@ impl Root {
         berth_store::stat_in_root(self.fd.as_fd(), Path::new(rel), follow).ok()
     }
 
+    /// The directory `rel` (not through a symlink at its end) as an entry with its owner,
+    /// mode and time; `None` when it is not a directory.
+    fn dir_meta(&self, rel: &str) -> Option<Entry> {
+        let st = self.stat(rel, false)?;
+        if st.kind != berth_store::PathKind::Dir {
+            return None;
+        }
+        let fd = berth_store::open_dir_in_root(self.fd.as_fd(), Path::new(rel)).ok()?;
+        let full = rustix::fs::fstat(&fd).ok()?;
+        Some(Entry {
+            mode: full.st_mode & 0o7777,
+            uid: full.st_uid as u64,
+            gid: full.st_gid as u64,
+            mtime: full.st_mtime as u64,
+            content: Content::Dir,
+        })
+    }
+
     fn is_dir(&self, rel: &str) -> bool {
         self.stat(rel, true)
             .is_some_and(|s| s.kind == berth_store::PathKind::Dir)
@@ -272,11 +296,8 @@ pub(crate) fn plan_add(
                     hits.push(path);
                 }
             }
-            if hits.is_empty() {
-                return Err(format!(
-                    "no source files were specified: {source:?} matches nothing"
-                ));
-            }
+            // A pattern that matches nothing copies nothing (BuildKit allows empty
+            // wildcards).
             matched.extend(hits.into_iter().map(Source::Path));
         } else {
             if source_root.stat(rel, true).is_none() || excluded(rel) {
@@ -536,28 +557,46 @@ pub(crate) fn plan_add(
             },
         );
     }
-    // Missing parent directories, made as `mkdir -p` would.
+    // Parent directories: missing ones made as `mkdir -p` would; those the image has are
+    // written as they are there (owner, mode, time), since a directory in a layer stands for
+    // the whole directory (`/tmp` keeps its 1777, a chowned directory its owner).
     let mut parents = Vec::new();
     for path in entries.keys() {
         let mut parent = Path::new(path).parent();
         while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
             let s = p.to_string_lossy().into_owned();
-            if !entries.contains_key(&s) && !exists_in_base(&format!("/{s}")) {
+            if !entries.contains_key(&s) {
                 parents.push(s);
             }
             parent = p.parent();
         }
     }
     for p in parents {
-        entries.entry(p).or_insert(Entry {
-            mode: 0o755,
-            uid: uid.unwrap_or(0),
-            gid: gid.unwrap_or(0),
-            mtime: now,
-            content: Content::Dir,
-        });
+        if entries.contains_key(&p) {
+            continue;
+        }
+        let abs = format!("/{p}");
+        let entry = if exists_in_base(&abs) {
+            // A symlink (or anything but a directory) stays as the image has it.
+            match base_root.as_ref().and_then(|r| r.dir_meta(&abs)) {
+                Some(meta) => meta,
+                None => continue,
+            }
+        } else {
+            Entry {
+                mode: 0o755,
+                uid: uid.unwrap_or(0),
+                gid: gid.unwrap_or(0),
+                mtime: now,
+                content: Content::Dir,
+            }
+        };
+        entries.insert(p, entry);
     }
 
+    // Only the context's files are remembered: an image's are read through a view whose
+    // device numbers change from mount to mount.
+    let hashes = context.hashes.as_ref().filter(|_| req.from.is_none());
     let mut digest = Sha256::new();
     for archive in &archive_digests {
         digest.update(b"archive\0");
@@ -581,6 +620,16 @@ pub(crate) fn plan_add(
                 digest.update(b"h");
                 digest.update(target.as_bytes());
             }
+            // A context file by its remembered digest (read only when it changed).
+            Content::File(p) if let Some(hashes) = hashes => {
+                let f = std::fs::File::open(p).map_err(|x| format!("{path}: {x}"))?;
+                digest.update(b"F");
+                digest.update(hashes.digest(&f).map_err(|x| format!("{path}: {x}"))?);
+            }
+            Content::Open(f) if let Some(hashes) = hashes => {
+                digest.update(b"F");
+                digest.update(hashes.digest(f).map_err(|x| format!("{path}: {x}"))?);
+            }
             Content::File(_) | Content::Open(_) | Content::Spooled { .. } => {
                 digest.update(b"f");
                 let (mut f, _) = e.content.reader().map_err(|x| format!("{path}: {x}"))?;
@@ -589,6 +638,11 @@ pub(crate) fn plan_add(
             }
         }
         digest.update([0]);
+    }
+    if let Some(hashes) = hashes
+        && let Err(e) = hashes.save()
+    {
+        tracing::warn!("remember the context's file digests: {e}");
     }
     Ok(Plan {
         digest: hex::encode(digest.finalize()),

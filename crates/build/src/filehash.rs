@@ -11,8 +11,7 @@
 //! The table lives in `<root>/build/file-hashes.db`; `builder prune` empties it.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -99,15 +98,18 @@ impl FileHashes {
         {
             return Ok(*digest);
         }
+        // Read at offsets: the file's position (an open source's) stays where it is.
         let mut hasher = Sha256::new();
-        let mut reader = file.take(before.size);
         let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = reader.read(&mut buf)?;
+        let mut offset = 0u64;
+        while offset < before.size {
+            let want = buf.len().min((before.size - offset) as usize);
+            let n = file.read_at(&mut buf[..want], offset)?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
+            offset += n as u64;
         }
         let digest: [u8; 32] = hasher.finalize().into();
         // Changed while read: the digest is right for this build, not to remember.

@@ -164,7 +164,10 @@ pub fn build(
     let target = target_stage(&file, opts.target.as_deref())?;
     let meta_args = meta_args(&file, &opts.build_args)?;
     let needed = needed_stages(&file, target, &meta_args);
-    let context = copy::Context::new(opts.context.clone(), ignore);
+    let hashes = filehash::FileHashes::open(engine.root())
+        .map_err(|e| tracing::warn!("the context's file digests are not remembered: {e}"))
+        .ok();
+    let context = copy::Context::new(opts.context.clone(), ignore, hashes);
     let cancel = AtomicBool::new(false);
     let shared = Shared {
         root: engine.root().to_path_buf(),

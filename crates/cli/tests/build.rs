@@ -857,3 +857,34 @@ bin
     );
     assert!(stderr.contains("non-HTTP(S) sources"), "{stderr}");
 }
+
+#[test]
+fn copy_keeps_the_directories_it_writes_into() {
+    let host = Host::new();
+    let dir = context(
+        &host,
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nRUN mkdir -p /own/sub && chown -R 5:5 /own && chmod 700 /own/sub\nCOPY f.txt /tmp/\nCOPY f.txt /own/sub/\nCOPY --chown=1000:1000 f.txt /dst/\nCOPY f.txt nomatch* /dst/second.txt\n",
+            ),
+            ("f.txt", "f\n"),
+        ],
+    );
+    build_ok(&host, &dir, &["-t", "dirs:1"]);
+    let modes = host.run_ok(&[
+        "dirs:1",
+        "stat",
+        "-c",
+        "%n %a %u:%g",
+        "/tmp",
+        "/own",
+        "/own/sub",
+        "/dst",
+        "/dst/second.txt",
+    ]);
+    assert_eq!(
+        modes,
+        "/tmp 1777 0:0\n/own 755 5:5\n/own/sub 700 5:5\n/dst 755 1000:1000\n/dst/second.txt 644 0:0\n"
+    );
+}
