@@ -39,10 +39,13 @@ impl Identity {
     }
 }
 
+type Known = (Identity, [u8; 32]);
+
 /// The remembered digests: loaded once, new ones written back by [`FileHashes::save`].
 pub(crate) struct FileHashes {
     conn: Mutex<rusqlite::Connection>,
-    known: Mutex<HashMap<(u64, u64), (Identity, [u8; 32])>>,
+    /// By device and inode: what the file was when hashed, and its digest.
+    known: Mutex<HashMap<(u64, u64), Known>>,
     fresh: Mutex<Vec<(Identity, [u8; 32])>>,
 }
 
