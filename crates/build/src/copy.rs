@@ -799,6 +799,61 @@ impl Content {
 
 /// `--chown=user[:group]`: numeric ids, or names from the image's `/etc/passwd` and
 /// `/etc/group`. A user alone gives the group of the same number, as Docker.
+/// `WORKDIR`'s directory as a layer (BuildKit's `mkdir -p`, mode 0755): the components the
+/// image lacks, owned by `user` (the `USER` in effect, or root), and those it has as they
+/// are there.
+pub(crate) fn mkdir_plan(
+    engine: &mut Engine,
+    base: Option<&Digest>,
+    path: &str,
+    user: Option<&str>,
+) -> Result<Plan, String> {
+    let base_root = match base {
+        Some(b) => Root::image(engine, b)?,
+        None => None,
+    };
+    let (uid, gid) = match user.filter(|u| !u.is_empty()) {
+        Some(u) => chown_ids(u, base_root.as_ref())?,
+        None => (0, 0),
+    };
+    let mut entries = BTreeMap::new();
+    let mut rel = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if !rel.is_empty() {
+            rel.push('/');
+        }
+        rel.push_str(part);
+        let abs = format!("/{rel}");
+        let existing = base_root.as_ref().filter(|r| r.stat(&abs, false).is_some());
+        let entry = match existing {
+            Some(root) => match root.dir_meta(&abs) {
+                Some(meta) => meta,
+                // A symlink or a file: left to the kernel when the step's containers chdir.
+                None => break,
+            },
+            None => Entry {
+                mode: 0o755,
+                uid,
+                gid,
+                mtime: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                content: Content::Dir,
+            },
+        };
+        entries.insert(rel.clone(), entry);
+    }
+    let mut digest = Sha256::new();
+    for (path, e) in &entries {
+        digest.update(format!("{path}\0{:o}\0{}\0{}\0", e.mode, e.uid, e.gid).as_bytes());
+    }
+    Ok(Plan {
+        digest: hex::encode(digest.finalize()),
+        entries,
+        _open: base_root.map(|r| vec![r.fd]).unwrap_or_default(),
+    })
+}
+
 fn chown_ids(spec: &str, base: Option<&Root>) -> Result<(u64, u64), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),

@@ -763,6 +763,38 @@ impl Builder<'_> {
                 Ok(false)
             }
             Kind::Run(run) => self.run(state, ins, run, progress),
+            Kind::Workdir(_) => {
+                let mut target = metadata::Target {
+                    config: &mut state.config,
+                    author: &mut state.author,
+                    cmd_set: &mut state.cmd_set,
+                };
+                let created_by = metadata::apply(&mut target, &ins.kind, escape, &state.args)
+                    .map_err(|e| fail(&e))?
+                    .unwrap_or_default();
+                let wd = state
+                    .config
+                    .working_dir
+                    .clone()
+                    .unwrap_or_else(|| "/".into());
+                if wd == "/" {
+                    return metadata(state, created_by);
+                }
+                // BuildKit makes the directory, owned by the USER in effect, as a layer.
+                let user = state.config.user.clone();
+                let base = state.image.clone();
+                let plan = copy::mkdir_plan(self.engine, base.as_ref(), &wd, user.as_deref())
+                    .map_err(|e| fail(&e))?;
+                state.advance(&format!(
+                    "{created_by} user={user:?} digest={}",
+                    plan.digest
+                ));
+                self.commit_plan(state, &plan, created_by)
+                    .map_err(|e| match e {
+                        BuildError::Invalid(m) => fail(&m),
+                        e => e,
+                    })
+            }
             Kind::Copy(copy) | Kind::Add(copy) => {
                 let is_add = matches!(ins.kind, Kind::Add(_));
                 self.copy(state, ins, copy, is_add)
@@ -1140,6 +1172,26 @@ impl Builder<'_> {
             request.from.as_ref().map(|(id, _)| id.to_string()),
             plan.digest
         ));
+        let created_by = format!(
+            "{} {} # buildkit",
+            if is_add { "ADD" } else { "COPY" },
+            request.describe()
+        );
+        self.commit_plan(state, &plan, created_by)
+            .map_err(|e| match e {
+                BuildError::Invalid(m) => fail(&m),
+                e => e,
+            })
+    }
+
+    /// A step whose layer is `plan` (`COPY`, `ADD`, `WORKDIR`), keyed by the state's key:
+    /// from the cache, or written and registered; true when it came from the cache.
+    fn commit_plan(
+        &mut self,
+        state: &mut State,
+        plan: &copy::Plan,
+        created_by: String,
+    ) -> Result<bool, BuildError> {
         if !self.opts.no_cache
             && let Some(image) = self.cache.get(self.engine.store(), &state.key)?
         {
@@ -1149,19 +1201,12 @@ impl Builder<'_> {
         let dir = self.engine.root().join("build").join("tmp");
         std::fs::create_dir_all(&dir).map_err(|e| BuildError::io("create build/tmp", e))?;
         let mut file = tempfile_in(&dir)?;
-        plan.write(&mut file).map_err(|e| fail(&e))?;
+        plan.write(&mut file).map_err(BuildError::Invalid)?;
         use std::io::Seek;
         file.rewind()
             .map_err(|e| BuildError::io("rewind the layer", e))?;
         let mut history_entries = std::mem::take(&mut state.pending);
-        history_entries.push(history(
-            format!(
-                "{} {} # buildkit",
-                if is_add { "ADD" } else { "COPY" },
-                request.describe()
-            ),
-            false,
-        ));
+        history_entries.push(history(created_by, false));
         let record = self.engine.store().extend(Extension {
             parent: state.image.as_ref(),
             layer: Some(Box::new(std::io::BufReader::new(file))),

@@ -154,10 +154,11 @@ fn multi_stage_build_with_args_ignore_and_config() {
         history[0]["CreatedBy"].as_str().unwrap().starts_with("CMD"),
         "{history}"
     );
-    // Metadata steps add no layer: busybox's one, then COPY, RUN, COPY, COPY, RUN.
+    // Metadata steps add no layer: busybox's one, then WORKDIR (its directory, as
+    // BuildKit), COPY, RUN, WORKDIR, COPY, COPY, RUN.
     assert_eq!(
         doc[0]["RootFS"]["Layers"].as_array().unwrap().len(),
-        6,
+        8,
         "{doc}"
     );
     assert_eq!(
@@ -396,8 +397,8 @@ fn run_mounts_cache_bind_tmpfs_and_secret() {
     let stderr = build_ok(&host, &dir, &["-t", "m:2", "--secret", &secret_flag]);
     assert_eq!(
         stderr.matches("CACHED").count(),
-        4,
-        "the tools stage's RUN and the cache steps: {stderr}"
+        5,
+        "the tools stage's RUN, WORKDIR and the cache steps: {stderr}"
     );
     assert_eq!(host.run_ok(&["m:2", "cat", "/kept"]), "changed\n");
     build_ok(
@@ -866,7 +867,7 @@ fn copy_keeps_the_directories_it_writes_into() {
         &[
             (
                 "Dockerfile",
-                "FROM busybox\nRUN mkdir -p /own/sub && chown -R 5:5 /own && chmod 700 /own/sub\nCOPY f.txt /tmp/\nCOPY f.txt /own/sub/\nCOPY --chown=1000:1000 f.txt /dst/\nCOPY f.txt nomatch* /dst/second.txt\n",
+                "FROM busybox\nRUN mkdir -p /own/sub && chown -R 5:5 /own && chmod 700 /own/sub\nCOPY f.txt /tmp/\nCOPY f.txt /own/sub/\nCOPY --chown=1000:1000 f.txt /dst/\nCOPY f.txt nomatch* /dst/second.txt\nUSER 1234\nWORKDIR /wd/2\nRUN touch here\n",
             ),
             ("f.txt", "f\n"),
         ],
@@ -887,4 +888,15 @@ fn copy_keeps_the_directories_it_writes_into() {
         modes,
         "/tmp 1777 0:0\n/own 755 5:5\n/own/sub 700 5:5\n/dst 755 1000:1000\n/dst/second.txt 644 0:0\n"
     );
+    // WORKDIR makes its directory, owned by the USER in effect, who can write there.
+    let wd = host.run_ok(&[
+        "dirs:1",
+        "stat",
+        "-c",
+        "%n %u:%g",
+        "/wd",
+        "/wd/2",
+        "/wd/2/here",
+    ]);
+    assert_eq!(wd, "/wd 1234:1234\n/wd/2 1234:1234\n/wd/2/here 1234:0\n");
 }
