@@ -184,8 +184,9 @@ fn go_quoted(words: &[String]) -> String {
     format!("[{}]", quoted.join(" "))
 }
 
-/// One string as Go's `strconv.Quote`, for the characters a Dockerfile carries.
-fn go_quote(s: &str) -> String {
+/// One string as Go's `strconv.Quote` (for the characters commands carry): how BuildKit's
+/// history and Docker's `ps` show commands.
+pub fn go_quote(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -194,9 +195,7 @@ fn go_quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -254,12 +253,7 @@ fn healthcheck_history(check: &Healthcheck) -> String {
             start_interval,
             retries,
         } => {
-            let test: Vec<String> = match test {
-                Command::Exec(words) => std::iter::once("CMD".to_string())
-                    .chain(words.clone())
-                    .collect(),
-                Command::Shell(text) => vec!["CMD-SHELL".to_string(), text.clone()],
-            };
+            let test = health_test(test);
             let retries = match u32::try_from(*retries).ok().and_then(char::from_u32) {
                 Some(c) if (' '..='~').contains(&c) && c != '\'' && c != '\\' => format!("'{c}'"),
                 _ => format!("'\\x{:02x}'", retries),
@@ -338,6 +332,17 @@ pub(crate) fn command_words(command: &Command, shell: &[String]) -> Vec<String> 
     }
 }
 
+/// A `HEALTHCHECK` command as the config's `Test`: `CMD` and the words, or `CMD-SHELL` and
+/// the line.
+fn health_test(test: &Command) -> Vec<String> {
+    match test {
+        Command::Exec(words) => std::iter::once("CMD".to_string())
+            .chain(words.clone())
+            .collect(),
+        Command::Shell(text) => vec!["CMD-SHELL".to_string(), text.clone()],
+    }
+}
+
 /// Docker's `Healthcheck` config object.
 fn healthcheck_config(check: &Healthcheck) -> serde_json::Value {
     match check {
@@ -350,12 +355,7 @@ fn healthcheck_config(check: &Healthcheck) -> serde_json::Value {
             start_interval,
             retries,
         } => {
-            let test = match test {
-                Command::Exec(words) => std::iter::once("CMD".to_string())
-                    .chain(words.clone())
-                    .collect(),
-                Command::Shell(text) => vec!["CMD-SHELL".to_string(), text.clone()],
-            };
+            let test = health_test(test);
             let mut v = serde_json::json!({"Test": test});
             for (key, n) in [
                 ("Interval", interval),

@@ -1,6 +1,7 @@
 //! Container commands after `run`: `create`, `start`, `ps`, `stop`, `kill`, `restart`,
 //! `wait`, `logs`, `attach`, `container prune`, and the hidden monitor command.
 
+use berth_build::metadata::go_quote;
 use std::{
     io::{self, Read, Write},
     path::{Path, PathBuf},
@@ -682,24 +683,6 @@ fn ellipsis(s: &str, max: usize) -> String {
     }
     let mut out: String = s.chars().take(max - 1).collect();
     out.push('…');
-    out
-}
-
-/// Go's `strconv.Quote` for the text berth puts in a command.
-fn go_quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 
