@@ -1,0 +1,213 @@
+# shellcheck shell=bash
+# Functions shared by the benchmarks in benches/ that source this file (build.sh so far; the
+# older scripts still carry their own copies). Source it after setting:
+#
+#   BENCH_NAME  the script's name, for messages (build.sh)
+#   REPO_ROOT   the repository root
+#
+# It defines log, die, want (over $only), quote, and the bench_* functions below. Nothing here
+# runs anything when sourced.
+
+log() { echo "$BENCH_NAME: $*" >&2; }
+die() { log "$*"; exit 1; }
+# want NAME: NAME is in the comma-separated list $only.
+want() { case ",${only:-}," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+# quote WORD...: the words as one shell-quoted line (what hyperfine -N splits back).
+quote() { local s; s=$(printf '%q ' "$@"); echo "${s% }"; }
+
+# jq definitions of the statistics every benchmark reports.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+BENCH_JQ_STATS='
+    def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
+                       else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    def mean: if length == 0 then null else add / length end;'
+
+# bench_need_tools [--peers] TOOL...: install what is missing with scripts/install-deps.sh
+# (--peers: also the peer engines), unless $install is 0; then every TOOL must exist.
+bench_need_tools() {
+    local peers=() t missing=()
+    if [ "${1:-}" = --peers ]; then peers=(--peers); shift; fi
+    for t in "$@"; do command -v "$t" >/dev/null || missing+=("$t"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "${install:-1}" = 1 ] || die "missing: ${missing[*]} (scripts/install-deps.sh ${peers[*]})"
+    log "missing: ${missing[*]}; running scripts/install-deps.sh ${peers[*]}"
+    "$REPO_ROOT/scripts/install-deps.sh" "${peers[@]}" >&2
+    for t in "${missing[@]}"; do
+        command -v "$t" >/dev/null || die "still missing after install: $t"
+    done
+}
+
+# bench_berth_binary BERTH DEFAULT BUILD COMMAND...: make sure the berth binary exists (built
+# with cargo when it is the default one, missing, and BUILD is 1) and has every COMMAND (as
+# `berth COMMAND --help` answers; a command may be two words, e.g. "builder prune").
+bench_berth_binary() {
+    local berth=$1 default=$2 build=$3 c
+    shift 3
+    if [ ! -x "$berth" ] && [ "$build" = 1 ] && [ "$berth" = "$default" ]; then
+        log "berth not built; cargo build --release -p berth"
+        (cd "$REPO_ROOT" && cargo build --release -p berth >&2) || log "cargo build failed"
+    fi
+    [ -x "$berth" ] || die "berth binary not found: $berth (cargo build --release -p berth, or set BERTH; --only without berth leaves it out)"
+    for c in "$@"; do
+        # shellcheck disable=SC2086 # "builder prune" is two words
+        "$berth" $c --help >/dev/null 2>&1 ||
+            die "$berth has no working '$c' command (berth $c --help fails); build a berth that has it, or leave berth out with --only"
+    done
+}
+
+# bench_hugetlb_fix: crun (podman's runtime) cannot set up v1 cgroups while the v2 hierarchy of
+# a hybrid host holds hugetlb: move it to a v1 mount (shared/peers.md section 2). The controller
+# can move only while no v2 cgroup uses it; the mount stays (other tools here rely on it too).
+bench_hugetlb_fix() {
+    local u=/sys/fs/cgroup/unified/cgroup.controllers
+    if [ ! -r "$u" ] || ! grep -qw hugetlb "$u"; then return 0; fi
+    log "hugetlb controller is on the cgroup2 mount; moving it to /sys/fs/cgroup/hugetlb (v1)"
+    mkdir -p /sys/fs/cgroup/hugetlb
+    if ! mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb; then
+        log "WARNING: could not mount the hugetlb v1 hierarchy; podman may fail"
+    fi
+}
+
+# bench_umount_under DIR: unmount anything left mounted under DIR, deepest first.
+bench_umount_under() {
+    local m
+    findmnt -rn -o TARGET 2>/dev/null | awk -v p="$1/" 'index($0, p) == 1' | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
+# bench_bg_run OUT ERR COMMAND...: run COMMAND in the background (stdin /dev/null, stdout to
+# OUT, stderr to ERR; the same file for both when OUT = ERR) and wait for it, so that a signal to
+# the script cleans up at once rather than after the command. Its PID is in $bench_bg_pid while
+# it runs (the clean-up kills it).
+bench_bg_pid=
+bench_bg_run() {
+    local out=$1 err=$2 rc=0
+    shift 2
+    if [ "$out" = "$err" ]; then
+        "$@" </dev/null >"$out" 2>&1 &
+    else
+        "$@" </dev/null >"$out" 2>"$err" &
+    fi
+    bench_bg_pid=$!
+    wait "$bench_bg_pid" || rc=$?
+    bench_bg_pid=
+    return "$rc"
+}
+# bench_bg_stop: the clean-up's part for bench_bg_run.
+bench_bg_stop() {
+    [ -n "$bench_bg_pid" ] || return 0
+    kill "$bench_bg_pid" 2>/dev/null
+    wait "$bench_bg_pid" 2>/dev/null
+    bench_bg_pid=
+    sleep 1                         # the commands it had started finish on their own
+}
+
+# A private dockerd (shared/peers.md section 4): its own data root, exec root, socket, pid file
+# and bridge, --iptables=false, --default-ulimit nofile/nproc.
+#
+# bench_start_dockerd DOCKER_CLI SOCK DATA_ROOT EXEC_ROOT LOG BRIDGE CIDR: CIDR is the
+# bridge's address with its prefix (10.79.0.1/24), or "none" for a daemon without a default
+# bridge network (then BRIDGE is not made). The bridge must not exist yet. Sets
+# bench_dockerd_pid, bench_dockerd_sock, bench_bridge (while it is this script's to delete).
+bench_dockerd_pid=
+bench_dockerd_sock=
+bench_bridge=
+bench_start_dockerd() {
+    local cli=$1 sock=$2 data=$3 exec_root=$4 logf=$5 bridge=$6 cidr=$7 i net_args=()
+    mkdir -p "$data" "$exec_root"
+    if [ "$cidr" = none ]; then
+        net_args=(--bridge none)
+    else
+        if ip link show "$bridge" >/dev/null 2>&1; then
+            log "bridge $bridge exists already (another run of this benchmark, or a leftover: ip link del $bridge)"
+            return 1
+        fi
+        if ip -4 -o addr show | grep -q " ${cidr%.*}\."; then
+            log "WARNING: an interface here already has an address in ${cidr%.*}.0/${cidr#*/}"
+        fi
+        ip link add "$bridge" type bridge || return 1
+        bench_bridge=$bridge
+        ip addr add "$cidr" dev "$bridge" || return 1
+        ip link set "$bridge" up || return 1
+        net_args=(--bridge "$bridge")
+    fi
+    log "docker: starting a private dockerd (socket $sock, data root $data)"
+    dockerd --host "unix://$sock" --data-root "$data" --exec-root "$exec_root" \
+        --pidfile "$exec_root/dockerd.pid" "${net_args[@]}" --iptables=false --ip-forward=false \
+        --default-ulimit nofile=20000:20000 --default-ulimit nproc=65536:65536 \
+        --log-level warn >"$logf" 2>&1 &
+    bench_dockerd_pid=$!
+    bench_dockerd_sock=$sock
+    for ((i = 0; i < 300; i++)); do
+        "$cli" -H "unix://$sock" version >/dev/null 2>&1 && return 0
+        kill -0 "$bench_dockerd_pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    log "dockerd did not come up; the end of its log:"
+    tail -n 20 "$logf" >&2
+    return 1
+}
+
+# bench_stop_dockerd DOCKER_CLI: remove the daemon's running containers, stop it (SIGTERM, 30 s,
+# then SIGKILL) and delete its bridge. Its data root is the caller's to remove.
+bench_stop_dockerd() {
+    local cli=$1 i
+    if [ -n "$bench_dockerd_pid" ]; then
+        "$cli" -H "unix://$bench_dockerd_sock" ps -q 2>/dev/null |
+            xargs -r "$cli" -H "unix://$bench_dockerd_sock" rm -f >/dev/null 2>&1
+        kill "$bench_dockerd_pid" 2>/dev/null
+        for ((i = 0; i < 150; i++)); do kill -0 "$bench_dockerd_pid" 2>/dev/null || break; sleep 0.2; done
+        if kill -0 "$bench_dockerd_pid" 2>/dev/null; then
+            log "dockerd did not stop in 30 s; killing it"
+            kill -9 "$bench_dockerd_pid" 2>/dev/null
+        fi
+        wait "$bench_dockerd_pid" 2>/dev/null
+        bench_dockerd_pid=
+    fi
+    if [ -n "$bench_bridge" ]; then
+        ip link del "$bench_bridge" 2>/dev/null
+        bench_bridge=
+    fi
+}
+
+# Large deletions on ext4 without a journal make file creation slow for the next 60 s or more
+# (shared/peers.md section 8): bench_big_rm records when the last one happened in
+# $BENCH_DIR/.last-delete (the file unpack.sh uses too), and bench_cooldown waits out the rest
+# of $BENCH_COOLDOWN seconds (default 65) before timed runs.
+bench_big_rm() {
+    [ -e "$1" ] || return 0
+    rm -rf "$1"
+    sync
+    mkdir -p "$BENCH_DIR"
+    date +%s >"$BENCH_DIR/.last-delete"
+}
+bench_cooldown() {
+    local last now left
+    last=$(cat "$BENCH_DIR/.last-delete" 2>/dev/null || echo 0)
+    now=$(date +%s)
+    left=$((last + ${BENCH_COOLDOWN:-65} - now))
+    if [ "$left" -gt 0 ]; then
+        log "waiting ${left}s: files were deleted on this filesystem recently (ext4 inode reuse)"
+        sleep "$left"
+    fi
+}
+
+# bench_machine_notes VENUE: the machine lines every benchmark's machine.txt starts with.
+bench_machine_notes() {
+    echo "date:      $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "host:      $(uname -n)"
+    echo "kernel:    $(uname -srvm)"
+    echo "nproc:     $(nproc)"
+    echo "cpu:       $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+    echo "memory:    $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "load:      $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "cgroups:   $(stat -f -c %T /sys/fs/cgroup)$([ -d /sys/fs/cgroup/unified ] && echo ' (hybrid: v1 + cgroup2 at /sys/fs/cgroup/unified)')"
+    echo "venue:     $1 ($(stat -f -c %T "$1"); $(findmnt -n -o SOURCE,FSTYPE,OPTIONS --target "$1" 2>/dev/null | head -n1 || true))"
+    echo "jbd2:      $(find /proc/fs/jbd2 -mindepth 1 -maxdepth 1 -printf '%f ' 2>/dev/null)(empty = no ext4 journal)"
+    echo "hyperfine: $(hyperfine --version)"
+}
+
+# bench_git_rev: the repository's short revision, " (dirty)" when it has changes.
+bench_git_rev() {
+    echo "$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | grep -q . && echo ' (dirty)')"
+}
