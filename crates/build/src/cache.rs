@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS steps (
 
 /// The holder name of a cached step's image in the store.
 fn holder(key: &Digest) -> String {
-    format!("build-cache:{}", key.encoded())
+    format!("{}{}", berth_store::CACHE_HOLDER_PREFIX, key.encoded())
 }
 
 /// The step cache of one state root.

@@ -230,6 +230,12 @@ fn the_cache_reruns_only_what_changed() {
         "a\nb2\n"
     );
 
+    // rmi takes the tag away; the step cache still has the image for the next build.
+    let removed = host.ok(&["rmi", "c:1"]);
+    assert!(removed.contains("Untagged: c:1"), "{removed}");
+    let stderr = build_ok(&host, &dir, &["-t", "c:1"]);
+    assert_eq!(stderr.matches("CACHED").count(), 4, "{stderr}");
+
     // --no-cache runs everything.
     let stderr = build_ok(&host, &dir, &["--no-cache", "-q"]);
     assert_eq!(stderr.matches("CACHED").count(), 0, "{stderr}");

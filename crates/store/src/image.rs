@@ -204,7 +204,13 @@ impl Store {
     /// tag another process adds meanwhile keeps the image alive.
     pub fn remove_image(&mut self, name: &str, force: bool) -> Result<Vec<RemoveEvent>> {
         let rec = self.resolve(name)?;
-        let holders = self.meta.holders(&rec.id)?;
+        // A cache's holds keep an image for reuse, not from `rmi`: by tag the image stays
+        // (untagged, held) for the next build; by ID the cache lets go of it.
+        let (cache_holds, holders): (Vec<String>, Vec<String>) = self
+            .meta
+            .holders(&rec.id)?
+            .into_iter()
+            .partition(|h| h.starts_with(CACHE_HOLDER_PREFIX));
         let mut events = Vec::new();
         let by_reference = Reference::parse_with_default_tag(name)
             .ok()
@@ -251,6 +257,9 @@ impl Store {
                     self.meta.remove_tag(t)?;
                     events.push(RemoveEvent::Untagged(t.familiar_string()));
                 }
+                for holder in &cache_holds {
+                    self.meta.release(holder)?;
+                }
             }
         }
         for d in &rec.repo_digests {
@@ -287,6 +296,9 @@ impl Store {
         self.locks.lock_shared(GC_LOCK)
     }
 }
+
+/// Holders (`build-cache:<key>`) that keep an image as a cache: they do not stop `rmi`.
+pub const CACHE_HOLDER_PREFIX: &str = "build-cache:";
 
 /// "container 0123456789ab" for a `container:<id>` holder, as Docker names it.
 fn describe_holder(holder: &str) -> String {

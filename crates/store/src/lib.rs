@@ -52,7 +52,7 @@ pub use config::{History, ImageConfig, RootFs, RunConfig, host_architecture};
 pub use error::{Result, StoreError};
 pub use extend::Extension;
 pub use gc::{GcReport, PruneReport};
-pub use image::{Image, RemoveEvent};
+pub use image::{CACHE_HOLDER_PREFIX, Image, RemoveEvent};
 pub use import::ImportOptions;
 pub use layers::{LayerInfo, chain_id};
 pub use meta::{ImageRecord, open_sqlite, retry_busy};
