@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn ports_volumes_user_workdir() {
         let c = apply(&[
-            "EXPOSE 80 53/udp 8000-8010",
+            "EXPOSE 80 53/udp 8000-8002",
             r#"VOLUME ["/data"]"#,
             "VOLUME /a /b",
             "USER 1000:1000",
@@ -106,7 +106,8 @@ mod tests {
         ])
         .unwrap();
         let ports: Vec<_> = c.exposed_ports.unwrap().into_keys().collect();
-        assert_eq!(ports, ["53/udp", "80/tcp", "8000-8010/tcp"]);
+        // A range is each of its ports, as Docker's nat.ParsePortSpecs makes it.
+        assert_eq!(ports, ["53/udp", "80/tcp", "8000/tcp", "8001/tcp", "8002/tcp"]);
         let vols: Vec<_> = c.volumes.unwrap().into_keys().collect();
         assert_eq!(vols, ["/a", "/b", "/data"]);
         assert_eq!(c.user.as_deref(), Some("1000:1000"));
