@@ -107,7 +107,10 @@ mod tests {
         .unwrap();
         let ports: Vec<_> = c.exposed_ports.unwrap().into_keys().collect();
         // A range is each of its ports, as Docker's nat.ParsePortSpecs makes it.
-        assert_eq!(ports, ["53/udp", "80/tcp", "8000/tcp", "8001/tcp", "8002/tcp"]);
+        assert_eq!(
+            ports,
+            ["53/udp", "80/tcp", "8000/tcp", "8001/tcp", "8002/tcp"]
+        );
         let vols: Vec<_> = c.volumes.unwrap().into_keys().collect();
         assert_eq!(vols, ["/a", "/b", "/data"]);
         assert_eq!(c.user.as_deref(), Some("1000:1000"));
