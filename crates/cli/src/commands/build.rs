@@ -70,8 +70,8 @@ pub enum BuilderCommand {
 /// `berth builder prune` flags.
 #[derive(Args, Debug)]
 pub struct PruneArgs {
-    /// Remove all unused build cache, not just dangling ones (berth's cache has no dangling
-    /// part of its own: every prune removes all of it)
+    /// Remove all unused build cache, not just dangling ones (every prune removes the steps
+    /// and cache mounts; --all also forgets the context files' digests)
     #[arg(short, long)]
     all: bool,
     /// Do not prompt for confirmation
@@ -457,7 +457,6 @@ fn report_failure(name: &str, text: &str, e: &BuildError, step: Option<String>) 
 pub fn builder(root: &Path, command: BuilderCommand) -> Result<()> {
     match command {
         BuilderCommand::Prune(args) => {
-            let _ = args.all;
             if !args.force {
                 eprint!(
                     "WARNING! This will remove all dangling build cache. Are you sure you want to continue? [y/N] "
@@ -474,8 +473,12 @@ pub fn builder(root: &Path, command: BuilderCommand) -> Result<()> {
             let report = engine.store().gc()?;
             let mounts = berth_build::prune_cache_mounts(root)
                 .map_err(|e| anyhow!("remove the cache mounts: {e}"))?;
-            berth_build::forget_file_hashes(root)
-                .map_err(|e| anyhow!("forget the context's file digests: {e}"))?;
+            // The context files' digests are like BuildKit's copy of the context: only
+            // `--all` lets go of them.
+            if args.all {
+                berth_build::forget_file_hashes(root)
+                    .map_err(|e| anyhow!("forget the context's file digests: {e}"))?;
+            }
             println!("Deleted build cache objects: {steps}");
             println!(
                 "Total reclaimed space: {}",
