@@ -1198,22 +1198,37 @@ impl Builder<'_> {
             self.adopt(state, &image)?;
             return Ok(true);
         }
-        let dir = self.engine.root().join("build").join("tmp");
-        std::fs::create_dir_all(&dir).map_err(|e| BuildError::io("create build/tmp", e))?;
-        let mut file = tempfile_in(&dir)?;
-        plan.write(&mut file).map_err(BuildError::Invalid)?;
-        use std::io::Seek;
-        file.rewind()
-            .map_err(|e| BuildError::io("rewind the layer", e))?;
         let mut history_entries = std::mem::take(&mut state.pending);
         history_entries.push(history(created_by, false));
-        let record = self.engine.store().extend(Extension {
-            parent: state.image.as_ref(),
-            layer: Some(Box::new(std::io::BufReader::new(file))),
-            config: state.config.clone(),
-            history: history_entries,
-            author: state.author.clone(),
-            created: now(),
+        // The layer goes from the plan to the store through a pipe, written by a thread
+        // while the store reads it: the bytes are read once and never stored twice.
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| BuildError::io("make a pipe for the layer", e))?;
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+        let engine = &mut *self.engine;
+        let record = std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut out = std::io::BufWriter::with_capacity(1 << 20, writer);
+                let written = plan
+                    .write(&mut out)
+                    .and_then(|()| std::io::Write::flush(&mut out).map_err(|e| e.to_string()));
+                // Sent before the pipe closes, so the reader has it at the end of the data.
+                let _ = done_tx.send(written);
+            });
+            engine.store().extend(Extension {
+                parent: state.image.as_ref(),
+                layer: Some(Box::new(std::io::BufReader::with_capacity(
+                    1 << 20,
+                    WrittenLayer {
+                        pipe: reader,
+                        done: Some(done),
+                    },
+                ))),
+                config: state.config.clone(),
+                history: history_entries,
+                author: state.author.clone(),
+                created: now(),
+            })
         })?;
         self.cache
             .put(self.engine.store(), &state.key, &record.id)?;
@@ -1244,6 +1259,31 @@ impl Builder<'_> {
             created: now(),
         })?;
         Ok(record.id)
+    }
+}
+
+/// The read end of a layer written by another thread: its end is an error when the writer
+/// failed, so that a layer cut short is never taken for a whole one.
+struct WrittenLayer {
+    pipe: std::io::PipeReader,
+    /// The writer's outcome, taken at the end of the data.
+    done: Option<std::sync::mpsc::Receiver<Result<(), String>>>,
+}
+
+impl std::io::Read for WrittenLayer {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.pipe.read(buf)?;
+        if n == 0
+            && !buf.is_empty()
+            && let Some(done) = self.done.take()
+        {
+            match done.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(std::io::Error::other(format!("write the layer: {e}"))),
+                Err(_) => return Err(std::io::Error::other("the layer writer stopped")),
+            }
+        }
+        Ok(n)
     }
 }
 
