@@ -56,9 +56,10 @@ impl FileHashes {
         let _ = std::fs::create_dir_all(&dir);
         let conn = rusqlite::Connection::open(dir.join("file-hashes.db"))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        // A cache: losing the last writes to a crash only costs hashing again.
+        // NORMAL in WAL mode: a crash may lose the last writes (hashing again), never
+        // corrupt the table (a wrong digest would be a wrong cache hit).
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
              CREATE TABLE IF NOT EXISTS files (
                  dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
                  mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, digest BLOB NOT NULL,
