@@ -911,16 +911,9 @@ impl Builder<'_> {
                 });
             }
             self.engine.remove_mount_stubs(&rec.id, &prepared.targets)?;
-            let layer = self.changes_file(&rec.id)?;
-            let mut history_entries = std::mem::take(&mut state.pending);
-            history_entries.push(history(created_by.clone(), false));
-            let record = self.engine.store().extend(Extension {
-                parent: Some(&base),
-                layer: Some(Box::new(std::io::BufReader::new(layer))),
-                config: state.config.clone(),
-                history: history_entries,
-                author: state.author.clone(),
-                created: now(),
+            let changes = self.engine.changes(&rec.id)?;
+            let record = self.extend_with_layer(state, Some(&base), created_by.clone(), |out| {
+                changes.write(out).map_err(|e| e.to_string())
             })?;
             Ok(record.id)
         });
@@ -1046,18 +1039,6 @@ impl Builder<'_> {
         let (started, exit) = session.wait()?;
         self.engine.finish(started, exit)?;
         Ok(exit.code)
-    }
-
-    /// A container's changes as a layer tar in a temporary file (unlinked once read).
-    fn changes_file(&mut self, id: &str) -> Result<std::fs::File, BuildError> {
-        let dir = self.engine.root().join("build").join("tmp");
-        std::fs::create_dir_all(&dir).map_err(|e| BuildError::io("create build/tmp", e))?;
-        let mut file = tempfile_in(&dir)?;
-        self.engine.write_changes(id, &mut file)?;
-        use std::io::Seek;
-        file.rewind()
-            .map_err(|e| BuildError::io("rewind the layer", e))?;
-        Ok(file)
     }
 
     /// The image a container for the next step starts from: the stage's last image with
@@ -1198,10 +1179,28 @@ impl Builder<'_> {
             self.adopt(state, &image)?;
             return Ok(true);
         }
+        let parent = state.image.clone();
+        let record =
+            self.extend_with_layer(state, parent.as_ref(), created_by, |out| plan.write(out))?;
+        self.cache
+            .put(self.engine.store(), &state.key, &record.id)?;
+        state.image = Some(record.id);
+        Ok(false)
+    }
+
+    /// Registers the step's image: `parent` plus the layer `write` makes, with the state's
+    /// config and its pending history and `created_by`. The layer goes to the store through
+    /// a pipe, written by a thread while the store reads it, so its bytes are neither kept
+    /// in a temporary file nor read twice.
+    fn extend_with_layer(
+        &mut self,
+        state: &mut State,
+        parent: Option<&Digest>,
+        created_by: String,
+        write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), String> + Send,
+    ) -> Result<berth_store::ImageRecord, BuildError> {
         let mut history_entries = std::mem::take(&mut state.pending);
         history_entries.push(history(created_by, false));
-        // The layer goes from the plan to the store through a pipe, written by a thread
-        // while the store reads it: the bytes are read once and never stored twice.
         let (reader, writer) =
             std::io::pipe().map_err(|e| BuildError::io("make a pipe for the layer", e))?;
         let (done_tx, done) = std::sync::mpsc::sync_channel(1);
@@ -1209,14 +1208,13 @@ impl Builder<'_> {
         let record = std::thread::scope(|scope| {
             scope.spawn(move || {
                 let mut out = std::io::BufWriter::with_capacity(1 << 20, writer);
-                let written = plan
-                    .write(&mut out)
+                let written = write(&mut out)
                     .and_then(|()| std::io::Write::flush(&mut out).map_err(|e| e.to_string()));
                 // Sent before the pipe closes, so the reader has it at the end of the data.
                 let _ = done_tx.send(written);
             });
             engine.store().extend(Extension {
-                parent: state.image.as_ref(),
+                parent,
                 layer: Some(Box::new(std::io::BufReader::with_capacity(
                     1 << 20,
                     WrittenLayer {
@@ -1230,10 +1228,7 @@ impl Builder<'_> {
                 created: now(),
             })
         })?;
-        self.cache
-            .put(self.engine.store(), &state.key, &record.id)?;
-        state.image = Some(record.id);
-        Ok(false)
+        Ok(record)
     }
 
     /// `--label`: one more metadata step on the result.

@@ -32,6 +32,23 @@ use crate::{
 /// Files the runtime creates in a container's upper directory as targets of its bind mounts.
 pub const PLACEHOLDERS: &[&str] = &["etc/hostname", "etc/hosts", "etc/resolv.conf"];
 
+/// A container's changes to its image ([`Engine::changes`]).
+pub struct Changes {
+    name: String,
+    upper: PathBuf,
+    lowers: Vec<PathBuf>,
+}
+
+impl Changes {
+    /// Writes them to `out` as a layer tar: what `commit` stores, less the runtime's mount
+    /// targets ([`PLACEHOLDERS`]).
+    pub fn write(&self, out: &mut dyn std::io::Write) -> Result<(), EngineError> {
+        berth_store::write_overlay_layer(&self.upper, &self.lowers, PLACEHOLDERS, out)
+            .map_err(|e| EngineError::Invalid(format!("read the changes of {}: {e}", self.name)))?;
+        Ok(())
+    }
+}
+
 /// A container's root filesystem, open for `cp`.
 pub struct ContainerFs {
     root: OwnedFd,
@@ -138,18 +155,16 @@ impl Engine {
         Ok(())
     }
 
-    /// The container's changes to its image as a layer tar written to `out` (what `commit`
-    /// stores; a build step's layer).
-    pub fn write_changes(
-        &mut self,
-        key: &str,
-        out: &mut dyn std::io::Write,
-    ) -> Result<(), EngineError> {
+    /// The container's changes to its image, to write as a layer tar (a build step's layer)
+    /// without holding the engine.
+    pub fn changes(&mut self, key: &str) -> Result<Changes, EngineError> {
         let rec = self.container(key)?;
-        let (upper, lower) = layers(&rec);
-        berth_store::write_overlay_layer(&upper, &lower, PLACEHOLDERS, out)
-            .map_err(|e| EngineError::Invalid(format!("read the changes of {}: {e}", rec.name)))?;
-        Ok(())
+        let (upper, lowers) = layers(&rec);
+        Ok(Changes {
+            name: rec.name.clone(),
+            upper,
+            lowers,
+        })
     }
 
     /// Removes from the container's upper directory the targets of mounts it had
