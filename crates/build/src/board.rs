@@ -61,7 +61,7 @@ impl Board {
             .name("progress".into())
             .spawn(move || {
                 while !painter.stop.load(Ordering::Relaxed) {
-                    painter.paint();
+                    painter.paint(false);
                     std::thread::sleep(REPAINT);
                 }
             });
@@ -113,11 +113,16 @@ impl Board {
     pub(crate) fn finish(&self) {
         self.stop.store(true, Ordering::Relaxed);
         lock(&self.view).finished = true;
-        self.paint();
+        self.paint(true);
     }
 
-    fn paint(&self) {
+    /// Repaints the view; the painter's last tick after [`Board::finish`] paints nothing,
+    /// so that it cannot move the cursor over what is written after the build.
+    fn paint(&self, last: bool) {
         let mut view = lock(&self.view);
+        if view.finished && !last {
+            return;
+        }
         let width = terminal_width();
         let fit = |s: String| -> String {
             if s.chars().count() <= width {

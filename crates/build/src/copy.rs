@@ -253,6 +253,14 @@ pub(crate) fn plan_add(
     };
     let root = proc_path(&source_root.fd);
     let excluded = |rel: &str| ignore.is_some_and(|i| !rel.is_empty() && i.is_excluded(rel));
+    // Where a source opened in the context really is, relative to its root: a symlink may
+    // lead to an excluded path, which must stay out as if it were named.
+    let real_root = std::fs::read_link(&root).ok();
+    let real_rel = |fd: &dyn AsRawFd| -> Option<String> {
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+        let rel = real.strip_prefix(real_root.as_ref()?).ok()?;
+        Some(rel.to_string_lossy().into_owned())
+    };
     // Sources: globbed, relative to the root, in order.
     let mut matched: Vec<Source> = Vec::new();
     for source in &req.sources {
@@ -436,6 +444,16 @@ pub(crate) fn plan_add(
             // A directory's contents go into the destination.
             let dir = berth_store::open_dir_in_root(source_root.fd.as_fd(), rel_path)
                 .map_err(|e| format!("open {rel}: {e}"))?;
+            // Exclusions apply to where the directory really is (through a symlink).
+            let rel = match real_rel(&dir) {
+                Some(real) if ignore.is_some() => {
+                    if excluded(&real) {
+                        return Err(format!("\"/{rel}\": not found"));
+                    }
+                    real
+                }
+                _ => rel.clone(),
+            };
             let host = proc_path(&dir);
             open.push(dir);
             let meta = std::fs::metadata(&host).map_err(|e| format!("{rel}: {e}"))?;
@@ -496,6 +514,9 @@ pub(crate) fn plan_add(
         } else {
             let file = berth_store::open_file_in_root(source_root.fd.as_fd(), rel_path)
                 .map_err(|e| format!("{rel}: {e}"))?;
+            if ignore.is_some() && real_rel(&file).is_some_and(|real| excluded(&real)) {
+                return Err(format!("\"/{rel}\": not found"));
+            }
             let meta = file.metadata().map_err(|e| format!("{rel}: {e}"))?;
             if req.extract_archives && meta.is_file() && archive::is_archive(&file) {
                 let spool = match &spool {

@@ -503,6 +503,20 @@ impl Builder<'_> {
         let meta = self.meta_args.clone();
         let base = expand_word(&stage.base, self.file.escape, &|n| lookup_in(&meta, n))
             .map_err(|e| self.step_error(stage.line, &format!("FROM {}", stage.base), e))?;
+        if let Some(platform) = &stage.platform {
+            let platform = expand_word(platform, self.file.escape, &|n| lookup_in(&meta, n))
+                .map_err(|e| self.step_error(stage.line, &format!("FROM {}", stage.base), e))?;
+            let host = format!("linux/{}", berth_store::host_architecture());
+            if platform != host && !platform.is_empty() {
+                return Err(self.step_error(
+                    stage.line,
+                    &format!("FROM {}", stage.base),
+                    format!(
+                        "--platform={platform}: only this host's platform ({host}) can be built"
+                    ),
+                ));
+            }
+        }
         let total = 1 + stage
             .instructions
             .iter()
@@ -524,27 +538,10 @@ impl Builder<'_> {
             args: Vec::new(),
             cmd_set: false,
         };
-        if let Some(dep) = stage_ref(self.file, &base, index) {
-            let image = self.stage_images.get(&dep).cloned().ok_or_else(|| {
-                self.step_error(
-                    stage.line,
-                    &format!("FROM {}", stage.base),
-                    format!("stage {base} was not built"),
-                )
-            })?;
-            self.start_from(&mut state, &image)?;
-        } else if base != "scratch" {
-            let record = self.engine.store().resolve(&base).map_err(|_| {
-                BuildError::Step {
-                    line: stage.line,
-                    instruction: format!("FROM {}", stage.base),
-                    message: format!(
-                        "base image {base} not found locally (load it with berth load or berth import; pulling comes with the registry client)"
-                    ),
-                    output: Vec::new(),
-                }
-            })?;
-            self.start_from(&mut state, &record.id)?;
+        // A failed FROM shows as its step's error, as any other.
+        if let Err(e) = self.start_base(&mut state, stage, index, &base) {
+            progress.failed(&e.to_string());
+            return Err(e);
         }
         if base == "scratch" && state.image.is_none() {
             state.config.working_dir = Some("/".into());
@@ -560,11 +557,6 @@ impl Builder<'_> {
         }
         progress.done(std::time::Duration::ZERO);
         self.onbuild_triggers(&mut state, stage, &label, progress)?;
-        let total = 1 + stage
-            .instructions
-            .iter()
-            .filter(|i| is_step(&i.kind))
-            .count();
         let mut n = 1;
         for ins in &stage.instructions {
             if self.shared.cancel.load(Ordering::Relaxed) {
@@ -655,6 +647,40 @@ impl Builder<'_> {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The stage's base: an earlier stage's image, an image in the store, or nothing
+    /// (`scratch`).
+    fn start_base(
+        &mut self,
+        state: &mut State,
+        stage: &Stage,
+        index: usize,
+        base: &str,
+    ) -> Result<(), BuildError> {
+        if let Some(dep) = stage_ref(self.file, base, index) {
+            let image = self.stage_images.get(&dep).cloned().ok_or_else(|| {
+                self.step_error(
+                    stage.line,
+                    &format!("FROM {}", stage.base),
+                    format!("stage {base} was not built"),
+                )
+            })?;
+            self.start_from(state, &image)?;
+        } else if base != "scratch" {
+            let record = self.engine.store().resolve(base).map_err(|_| {
+                BuildError::Step {
+                    line: stage.line,
+                    instruction: format!("FROM {}", stage.base),
+                    message: format!(
+                        "base image {base} not found locally (load it with berth load or berth import; pulling comes with the registry client)"
+                    ),
+                    output: Vec::new(),
+                }
+            })?;
+            self.start_from(state, &record.id)?;
         }
         Ok(())
     }
@@ -790,10 +816,7 @@ impl Builder<'_> {
                     plan.digest
                 ));
                 self.commit_plan(state, &plan, created_by)
-                    .map_err(|e| match e {
-                        BuildError::Invalid(m) => fail(&m),
-                        e => e,
-                    })
+                    .map_err(|e| fail(&e))
             }
             Kind::Copy(copy) | Kind::Add(copy) => {
                 let is_add = matches!(ins.kind, Kind::Add(_));
@@ -910,8 +933,8 @@ impl Builder<'_> {
                     output: progress.tail(),
                 });
             }
-            self.engine.remove_mount_stubs(&rec.id, &prepared.targets)?;
             let changes = self.engine.changes(&rec.id)?;
+            changes.remove_mount_stubs(&prepared.targets)?;
             let record = self.extend_with_layer(state, Some(&base), created_by.clone(), |out| {
                 changes.write(out).map_err(|e| e.to_string())
             })?;
@@ -1086,6 +1109,13 @@ impl Builder<'_> {
             message: e.to_string(),
             output: Vec::new(),
         };
+        // Refused rather than ignored: a copy without its exclusions could leak files.
+        if !copy.exclude.is_empty() {
+            return Err(fail(&"COPY --exclude is not supported yet"));
+        }
+        if copy.parents {
+            return Err(fail(&"COPY --parents is not supported yet"));
+        }
         let st: &State = state;
         let lookup = |n: &str| st.lookup(n);
         let mut sources = Vec::new();
@@ -1158,11 +1188,9 @@ impl Builder<'_> {
             if is_add { "ADD" } else { "COPY" },
             request.describe()
         );
+        // Whatever fails in writing the layer (a source gone meanwhile) names the step.
         self.commit_plan(state, &plan, created_by)
-            .map_err(|e| match e {
-                BuildError::Invalid(m) => fail(&m),
-                e => e,
-            })
+            .map_err(|e| fail(&e))
     }
 
     /// A step whose layer is `plan` (`COPY`, `ADD`, `WORKDIR`), keyed by the state's key:

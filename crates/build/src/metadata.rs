@@ -132,9 +132,8 @@ pub fn apply(
         }
         Kind::Stopsignal(signal) => {
             let signal = ex(config, signal)?;
-            if !valid_signal(&signal) {
-                return Err(format!("Invalid signal: {signal}"));
-            }
+            // The engine's own check: an image's STOPSIGNAL must be one `stop` can send.
+            berth_engine::lifecycle::parse_signal(&signal)?;
             config.stop_signal = Some(signal.clone());
             format!("STOPSIGNAL {signal}")
         }
@@ -268,31 +267,6 @@ fn healthcheck_history(check: &Healthcheck) -> String {
             )
         }
     }
-}
-
-/// A signal `STOPSIGNAL` takes: a number, or a name with or without `SIG`.
-fn valid_signal(signal: &str) -> bool {
-    const NAMES: &[&str] = &[
-        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
-        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
-        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
-    ];
-    if let Ok(n) = signal.parse::<u32>() {
-        return (1..=64).contains(&n);
-    }
-    let upper = signal.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    if NAMES.contains(&name) {
-        return true;
-    }
-    // Real-time signals: RTMIN, RTMIN+n, RTMAX-n.
-    name == "RTMIN"
-        || name == "RTMAX"
-        || name
-            .strip_prefix("RTMIN+")
-            .or_else(|| name.strip_prefix("RTMAX-"))
-            .and_then(|n| n.parse::<u32>().ok())
-            .is_some_and(|n| n <= 30)
 }
 
 /// The value of `ENV` variable `name` in `config`.
@@ -451,7 +425,7 @@ mod tests {
         assert_eq!(env_value(t.config, "B").as_deref(), Some(""));
         assert_eq!(env_value(t.config, "C").as_deref(), Some("1"));
         assert!(apply(&mut t, &kind("STOPSIGNAL NOPE"), '\\', &[]).is_err());
-        assert!(apply(&mut t, &kind("STOPSIGNAL SIGRTMIN+3"), '\\', &[]).is_ok());
+        assert!(apply(&mut t, &kind("STOPSIGNAL SIGUSR1"), '\\', &[]).is_ok());
         assert!(apply(&mut t, &kind("STOPSIGNAL 9"), '\\', &[]).is_ok());
     }
 

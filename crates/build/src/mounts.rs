@@ -395,7 +395,7 @@ impl Prepared {
         let id = m.id.clone().unwrap_or_else(|| m.target.clone());
         let base = cache_mounts_dir(engine.root());
         std::fs::create_dir_all(&base).map_err(|e| format!("create {}: {e}", base.display()))?;
-        let name = hex(&Sha256::digest(id.as_bytes()));
+        let name = hex::encode(Sha256::digest(id.as_bytes()));
         let dir = base.join(&name);
         let lock = std::fs::File::options()
             .create(true)
@@ -475,10 +475,6 @@ impl Prepared {
 
 fn flock(file: &std::fs::File, op: rustix::fs::FlockOperation) -> Result<(), String> {
     rustix::fs::flock(file, op).map_err(|e| format!("lock a cache mount: {e}"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `builder prune`: removes the cache mounts no build is using; returns the bytes freed.

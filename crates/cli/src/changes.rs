@@ -37,20 +37,21 @@ pub fn apply_changes(config: &mut RunConfig, lines: &[String]) -> Result<()> {
 
 fn apply_change(target: &mut berth_build::metadata::Target<'_>, line: &str) -> Result<()> {
     let line = line.trim();
-    let keyword = line
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_ascii_uppercase();
-    if keyword.is_empty() {
+    if line.is_empty() {
         bail!("empty change");
-    }
-    if !ALLOWED.contains(&keyword.as_str()) {
-        bail!("{keyword} is not a valid change command");
     }
     let file = berth_dockerfile::parse(&format!("FROM scratch\n{line}"))
         .map_err(|e| anyhow!("{}", e.message))?;
+    if file.stages.len() > 1 {
+        bail!("FROM is not a valid change command");
+    }
+    // Every instruction of the change is checked (a line may hold several, with heredocs
+    // or escaped newlines), not only the first word.
     for ins in &file.stages[0].instructions {
+        let keyword = ins.kind.keyword();
+        if !ALLOWED.contains(&keyword) {
+            bail!("{keyword} is not a valid change command");
+        }
         berth_build::metadata::apply(target, &ins.kind, file.escape, &[])
             .map_err(|e| anyhow!(e))?;
     }

@@ -51,8 +51,8 @@ impl Filters {
     }
 }
 
-/// Go's `path.Match`, as Docker's `reference` filter uses it; a malformed pattern matches
-/// nothing.
+/// Go's `path.Match`, as Docker's `reference` filter uses it (`images` refuses a malformed
+/// pattern before matching; here it matches nothing).
 pub fn path_match(pattern: &str, name: &str) -> bool {
     berth_dockerfile::path_match(pattern, name).unwrap_or(false)
 }

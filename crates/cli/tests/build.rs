@@ -906,3 +906,24 @@ fn copy_keeps_the_directories_it_writes_into() {
     ]);
     assert_eq!(wd, "/wd 1234:1234\n/wd/2 1234:1234\n/wd/2/here 1234:0\n");
 }
+
+#[test]
+fn a_symlink_does_not_bring_in_what_dockerignore_excludes() {
+    let host = Host::new();
+    let dir = context(
+        &host,
+        &[
+            ("Dockerfile", "FROM busybox\nCOPY link /secret\n"),
+            ("secret.env", "TOKEN=1\n"),
+            ("private/key.pem", "key\n"),
+            (".dockerignore", "secret.env\nprivate\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("secret.env", dir.join("link")).unwrap();
+    std::os::unix::fs::symlink("private", dir.join("linkdir")).unwrap();
+    let stderr = String::from_utf8_lossy(&build(&host, &dir, &[]).stderr).into_owned();
+    assert!(stderr.contains("\"/link\": not found"), "{stderr}");
+    std::fs::write(dir.join("Dockerfile"), "FROM busybox\nCOPY linkdir /keys\n").unwrap();
+    let stderr = String::from_utf8_lossy(&build(&host, &dir, &[]).stderr).into_owned();
+    assert!(stderr.contains("\"/linkdir\": not found"), "{stderr}");
+}

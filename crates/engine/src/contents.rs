@@ -47,6 +47,68 @@ impl Changes {
             .map_err(|e| EngineError::Invalid(format!("read the changes of {}: {e}", self.name)))?;
         Ok(())
     }
+
+    /// Removes from the container's upper directory the targets of mounts it had
+    /// (`targets`, absolute) and their parents where the image has none of them and they are
+    /// still empty: the mount points the runtime made, which are not the command's changes
+    /// (as BuildKit drops the stubs of `RUN --mount`).
+    pub fn remove_mount_stubs(&self, targets: &[String]) -> Result<(), EngineError> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let upper = &self.upper;
+        let lowers: Vec<OwnedFd> = self
+            .lowers
+            .iter()
+            .filter_map(|l| {
+                rustix::fs::open(l, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).ok()
+            })
+            .collect();
+        let mut stubs = std::collections::BTreeSet::new();
+        for target in targets {
+            let parts: Vec<&str> = target.split('/').filter(|p| !p.is_empty()).collect();
+            for n in 1..=parts.len() {
+                let rel = parts[..n].join("/");
+                let in_image = lowers
+                    .iter()
+                    .any(|l| berth_store::stat_in_root(l.as_fd(), Path::new(&rel), false).is_ok());
+                if !in_image {
+                    stubs.insert(rel);
+                }
+            }
+        }
+        let upper_fd = rustix::fs::open(upper, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| io_err(format!("open {}", upper.display()))(e.into()))?;
+        // Deepest first, so that a parent is empty once its stubs are gone.
+        let mut stubs: Vec<String> = stubs.into_iter().collect();
+        stubs.sort_by_key(|s| std::cmp::Reverse(s.matches('/').count()));
+        for rel in stubs {
+            let (parent, name) = match rel.rsplit_once('/') {
+                Some((p, n)) => (p, n),
+                None => ("", rel.as_str()),
+            };
+            let parent = if parent.is_empty() { "." } else { parent };
+            let Ok(dir) = berth_store::open_dir_in_root(upper_fd.as_fd(), Path::new(parent)) else {
+                continue;
+            };
+            let Ok(st) = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            else {
+                continue;
+            };
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            // A non-empty directory stays (ENOTEMPTY): the command wrote there.
+            let _ = match kind {
+                rustix::fs::FileType::Directory => {
+                    rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::REMOVEDIR)
+                }
+                rustix::fs::FileType::RegularFile if st.st_size == 0 => {
+                    rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty())
+                }
+                _ => Ok(()),
+            };
+        }
+        Ok(())
+    }
 }
 
 /// A container's root filesystem, open for `cp`.
@@ -165,73 +227,6 @@ impl Engine {
             upper,
             lowers,
         })
-    }
-
-    /// Removes from the container's upper directory the targets of mounts it had
-    /// (`targets`, absolute) and their parents where the image has none of them and they are
-    /// still empty: the mount points the runtime made, which are not the command's changes
-    /// (as BuildKit drops the stubs of `RUN --mount`).
-    pub fn remove_mount_stubs(&mut self, key: &str, targets: &[String]) -> Result<(), EngineError> {
-        let rec = self.container(key)?;
-        let (upper, lowers) = layers(&rec);
-        let lowers: Vec<OwnedFd> = lowers
-            .iter()
-            .filter_map(|l| {
-                rustix::fs::open(l, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).ok()
-            })
-            .collect();
-        let mut stubs = std::collections::BTreeSet::new();
-        for target in targets {
-            let parts: Vec<&str> = target.split('/').filter(|p| !p.is_empty()).collect();
-            for n in 1..=parts.len() {
-                let rel = parts[..n].join("/");
-                let in_image = lowers
-                    .iter()
-                    .any(|l| berth_store::stat_in_root(l.as_fd(), Path::new(&rel), false).is_ok());
-                if !in_image {
-                    stubs.insert(rel);
-                }
-            }
-        }
-        let upper_fd = rustix::fs::open(&upper, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
-            .map_err(|e| io_err(format!("open {}", upper.display()))(e.into()))?;
-        // Deepest first, so that a parent is empty once its stubs are gone.
-        let mut stubs: Vec<String> = stubs.into_iter().collect();
-        stubs.sort_by_key(|s| std::cmp::Reverse(s.matches('/').count()));
-        for rel in stubs {
-            let (parent, name) = match rel.rsplit_once('/') {
-                Some((p, n)) => (p, n),
-                None => ("", rel.as_str()),
-            };
-            let dir = if parent.is_empty() {
-                rustix::fs::openat(
-                    &upper_fd,
-                    ".",
-                    OFlags::RDONLY | OFlags::DIRECTORY,
-                    Mode::empty(),
-                )
-                .map_err(std::io::Error::from)
-            } else {
-                berth_store::open_dir_in_root(upper_fd.as_fd(), Path::new(parent))
-            };
-            let Ok(dir) = dir else { continue };
-            let Ok(st) = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-            else {
-                continue;
-            };
-            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-            // A non-empty directory stays (ENOTEMPTY): the command wrote there.
-            let _ = match kind {
-                rustix::fs::FileType::Directory => {
-                    rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::REMOVEDIR)
-                }
-                rustix::fs::FileType::RegularFile if st.st_size == 0 => {
-                    rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty())
-                }
-                _ => Ok(()),
-            };
-        }
-        Ok(())
     }
 
     /// `commit`: a new image of the container's image plus its changes, with the container's

@@ -1017,7 +1017,9 @@ fn container_resolv_conf(host: &str) -> String {
         out.push('\n');
     }
     if servers == 0 {
-        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+        for server in networks::FALLBACK_DNS {
+            out.push_str(&format!("nameserver {server}\n"));
+        }
     }
     out
 }

@@ -179,6 +179,11 @@ impl Engine {
                 "invalid network name \"{name}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
             )));
         }
+        if name == "default" {
+            return Err(EngineError::Invalid(
+                "default is a pre-defined network name and cannot be created".into(),
+            ));
+        }
         if PREDEFINED.contains(&name.as_str()) || self.db.network(name)?.is_some() {
             return Err(EngineError::Invalid(format!(
                 "network with name {name} already exists"
@@ -246,7 +251,8 @@ impl Engine {
 
     /// The network named `key`, or whose ID starts with it.
     pub fn network(&mut self, key: &str) -> Result<Network, EngineError> {
-        if key == DEFAULT_NETWORK {
+        // `default` is Docker's other name of the default bridge (as `create` maps it).
+        if key == DEFAULT_NETWORK || key == "default" {
             return self.default_network();
         }
         if let Some(n) = self.db.network(key)? {

@@ -56,6 +56,17 @@ pub struct BuildArgs {
     /// accepted, and the local image is used)
     #[arg(long)]
     pull: bool,
+    /// Set target platform for build (only this host's: linux/ARCH)
+    #[arg(long, value_name = "string")]
+    platform: Option<String>,
+    /// Remove intermediate containers after a successful build (always: accepted for
+    /// scripts written for the legacy builder)
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    rm: Option<String>,
+    /// Always remove intermediate containers (always: accepted for the legacy builder's
+    /// scripts)
+    #[arg(long = "force-rm", hide = true)]
+    force_rm: bool,
     /// PATH: the build context directory ("-" reads a Dockerfile from stdin, no context)
     context: String,
 }
@@ -81,10 +92,7 @@ pub struct PruneArgs {
 
 /// Runs `berth build`.
 pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
-    if !matches!(
-        args.progress.as_str(),
-        "auto" | "plain" | "tty" | "quiet" | "rawjson"
-    ) {
+    if !matches!(args.progress.as_str(), "auto" | "plain" | "tty" | "quiet") {
         return Err(fail(
             1,
             format!(
@@ -93,6 +101,21 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
             ),
         ));
     }
+    if let Some(platform) = &args.platform {
+        let host = format!("linux/{}", berth_store::host_architecture());
+        if platform != &host {
+            return Err(fail(
+                1,
+                format!("--platform {platform}: only this host's platform ({host}) can be built"),
+            ));
+        }
+    }
+    if args.pull {
+        eprintln!(
+            "WARNING: --pull: berth has no registry client yet; the local base images are used"
+        );
+    }
+    let _ = (&args.rm, args.force_rm);
     // `-`: stdin is a Dockerfile (an empty context), or the context as a tar archive
     // (gzip or zstd compressed or not), unpacked here for the build.
     let mut stdin_context = None;
@@ -100,13 +123,14 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
         let mut head = Vec::new();
         std::io::stdin().lock().take(512).read_to_end(&mut head)?;
         let stdin = std::io::Cursor::new(head.clone()).chain(std::io::stdin());
-        let dir = root
-            .join("build")
-            .join("tmp")
-            .join(format!("context-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        stdin_context = Some(dir.clone());
+        // Removed when the command ends, whichever way it ends.
+        let tmp = root.join("build").join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        let guard = tempfile::Builder::new()
+            .prefix("context-")
+            .tempdir_in(&tmp)?;
+        let dir = guard.path().to_path_buf();
+        stdin_context = Some(guard);
         if is_archive(&head) {
             unpack_context(std::io::BufReader::new(stdin), &dir)
                 .map_err(|e| fail(1, format!("unable to prepare context: {e}")))?;
@@ -227,9 +251,7 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
     };
     let mut engine = Engine::open(root)?;
     let built = berth_build::build(&mut engine, &opts, &mut progress);
-    if let Some(dir) = stdin_context {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    drop(stdin_context);
     let built = match (built, &output) {
         (Ok(id), Some(out)) => export(&mut engine, &id, out, &mut progress).map(|()| id),
         (built, _) => built,

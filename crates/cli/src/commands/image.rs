@@ -143,6 +143,11 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
     if let Some(r) = &args.repository {
         references.push(r.clone());
     }
+    // A malformed pattern is an error, as Docker's (not a filter that matches nothing).
+    for pattern in &references {
+        berth_dockerfile::path_match(pattern, pattern)
+            .map_err(|e| anyhow::anyhow!("invalid reference filter {pattern:?}: {e}"))?;
+    }
     let dangling = filters.bool("dangling")?;
     let bound = |key: &str| -> Result<Option<jiff::Timestamp>> {
         match filters.get(key).last() {
