@@ -1229,33 +1229,20 @@ impl Builder<'_> {
     ) -> Result<berth_store::ImageRecord, BuildError> {
         let mut history_entries = std::mem::take(&mut state.pending);
         history_entries.push(history(created_by, false));
-        let (reader, writer) =
-            std::io::pipe().map_err(|e| BuildError::io("make a pipe for the layer", e))?;
-        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
-        let engine = &mut *self.engine;
-        let record = std::thread::scope(|scope| {
-            scope.spawn(move || {
-                let mut out = std::io::BufWriter::with_capacity(1 << 20, writer);
-                let written = write(&mut out)
-                    .and_then(|()| std::io::Write::flush(&mut out).map_err(|e| e.to_string()));
-                // Sent before the pipe closes, so the reader has it at the end of the data.
-                let _ = done_tx.send(written);
-            });
-            engine.store().extend(Extension {
+        let config = state.config.clone();
+        let author = state.author.clone();
+        let store = self.engine.store();
+        let record = berth_store::with_written_layer(write, |layer| {
+            store.extend(Extension {
                 parent,
-                layer: Some(Box::new(std::io::BufReader::with_capacity(
-                    1 << 20,
-                    WrittenLayer {
-                        pipe: reader,
-                        done: Some(done),
-                    },
-                ))),
-                config: state.config.clone(),
+                layer: Some(layer),
+                config,
                 history: history_entries,
-                author: state.author.clone(),
+                author,
                 created: now(),
             })
-        })?;
+        })
+        .map_err(|e| BuildError::io("make a pipe for the layer", e))??;
         Ok(record)
     }
 
@@ -1282,31 +1269,6 @@ impl Builder<'_> {
             created: now(),
         })?;
         Ok(record.id)
-    }
-}
-
-/// The read end of a layer written by another thread: its end is an error when the writer
-/// failed, so that a layer cut short is never taken for a whole one.
-struct WrittenLayer {
-    pipe: std::io::PipeReader,
-    /// The writer's outcome, taken at the end of the data.
-    done: Option<std::sync::mpsc::Receiver<Result<(), String>>>,
-}
-
-impl std::io::Read for WrittenLayer {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.pipe.read(buf)?;
-        if n == 0
-            && !buf.is_empty()
-            && let Some(done) = self.done.take()
-        {
-            match done.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(std::io::Error::other(format!("write the layer: {e}"))),
-                Err(_) => return Err(std::io::Error::other("the layer writer stopped")),
-            }
-        }
-        Ok(n)
     }
 }
 

@@ -262,8 +262,7 @@ impl Engine {
         } else {
             None
         };
-        let (upper, lower) = layers(&rec);
-        let (reader, writer) = std::io::pipe().map_err(io_err("pipe"))?;
+        let changes = self.changes(key)?;
         let opts = CommitOptions {
             config,
             author: request.author,
@@ -282,29 +281,16 @@ impl Engine {
             tag: request.tag,
         };
         let store = &mut self.store;
-        let committed = std::thread::scope(|scope| {
-            let packer = scope.spawn(move || {
-                let mut writer = writer;
-                let packed =
-                    berth_store::write_overlay_layer(&upper, &lower, PLACEHOLDERS, &mut writer);
-                drop(writer);
-                packed
-            });
-            let committed = store.commit(&parent, reader, opts);
-            let packed = packer.join().expect("the layer writer panicked");
-            (committed, packed)
-        });
+        // A layer cut short by a failed packer is an error at its end, never an image.
+        let committed = berth_store::with_written_layer(
+            |out| changes.write(out).map_err(|e| e.to_string()),
+            |layer| store.commit(&parent, layer, opts),
+        )
+        .map_err(io_err("make a pipe for the layer"));
         if let Some(cgroup) = cgroup {
             let _ = cgroup.thaw();
         }
-        match committed {
-            (_, Err(e)) => Err(EngineError::Invalid(format!(
-                "commit container {}: {e}",
-                rec.id
-            ))),
-            (Err(e), Ok(_)) => Err(e.into()),
-            (Ok(image), Ok(_)) => Ok(image),
-        }
+        Ok(committed??)
     }
 }
 

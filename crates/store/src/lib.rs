@@ -36,6 +36,7 @@ mod meta;
 mod overlay;
 mod pack;
 mod unpack;
+mod written;
 
 #[cfg(test)]
 mod test_support;
@@ -62,6 +63,7 @@ pub use pack::{
     pack_path, stat_in_root,
 };
 pub use unpack::{UnpackError, UnpackOptions, UnpackStats, unpack_into, unpack_layer};
+pub use written::with_written_layer;
 
 use std::path::{Path, PathBuf};
 
