@@ -365,6 +365,11 @@ pub(crate) fn plan_add(
     let mut open = Vec::new();
     // Unpacked archives: their members' bytes, and their own digests.
     let mut spool: Option<Arc<std::fs::File>> = None;
+    // Only the context's files are remembered: an image's are read through a view whose
+    // device numbers change from mount to mount.
+    let hashes = context.hashes.as_ref().filter(|_| req.from.is_none());
+    // The digests of what spooled entries come from (an archive, a download): the key
+    // covers them once instead of every member's bytes again.
     let mut archive_digests: Vec<String> = Vec::new();
     // `host` is a path under a directory opened in the root (walked, never through a
     // symlink); `file`, a source opened in the root directly.
@@ -426,6 +431,10 @@ pub(crate) fn plan_add(
                 } else {
                     dest_clean.clone()
                 };
+                archive_digests.push(format!(
+                    "{target}\0{}",
+                    file_digest(&got.file).map_err(|e| format!("{url}: {e}"))?
+                ));
                 entries.insert(
                     target.trim_start_matches('/').to_string(),
                     Entry {
@@ -433,7 +442,17 @@ pub(crate) fn plan_add(
                         uid: uid.unwrap_or(0),
                         gid: gid.unwrap_or(0),
                         mtime: got.mtime.unwrap_or(0),
-                        content: Content::Open(got.file),
+                        // Spooled, not a context file: its throw-away inode has no place in
+                        // the remembered digests.
+                        content: Content::Spooled {
+                            len: got
+                                .file
+                                .metadata()
+                                .map_err(|e| format!("{url}: {e}"))?
+                                .len(),
+                            spool: Arc::new(got.file),
+                            offset: 0,
+                        },
                     },
                 );
                 continue;
@@ -531,10 +550,12 @@ pub(crate) fn plan_add(
                 };
                 let tree = archive::unpack(&file, &spool, uid.zip(gid), now)
                     .map_err(|e| format!("unpack {rel}: {e}"))?;
-                archive_digests.push(format!(
-                    "{dest_clean}\0{}",
-                    file_digest(&file).map_err(|e| format!("{rel}: {e}"))?
-                ));
+                let archive_digest = match hashes {
+                    Some(hashes) => hashes.digest(&file).map(hex::encode),
+                    None => file_digest(&file),
+                }
+                .map_err(|e| format!("{rel}: {e}"))?;
+                archive_digests.push(format!("{dest_clean}\0{archive_digest}"));
                 let dest_entry = Entry {
                     mode: 0o755,
                     uid: uid.unwrap_or(0),
@@ -615,9 +636,6 @@ pub(crate) fn plan_add(
         entries.insert(p, entry);
     }
 
-    // Only the context's files are remembered: an image's are read through a view whose
-    // device numbers change from mount to mount.
-    let hashes = context.hashes.as_ref().filter(|_| req.from.is_none());
     let mut digest = Sha256::new();
     for archive in &archive_digests {
         digest.update(b"archive\0");
@@ -651,7 +669,11 @@ pub(crate) fn plan_add(
                 digest.update(b"F");
                 digest.update(hashes.digest(f).map_err(|x| format!("{path}: {x}"))?);
             }
-            Content::File(_) | Content::Open(_) | Content::Spooled { .. } => {
+            // The archive's or the download's digest above covers these bytes.
+            Content::Spooled { offset, len, .. } => {
+                digest.update(format!("s{offset}\0{len}").as_bytes());
+            }
+            Content::File(_) | Content::Open(_) => {
                 digest.update(b"f");
                 let (mut f, _) = e.content.reader().map_err(|x| format!("{path}: {x}"))?;
                 std::io::copy(&mut f, &mut HashWriter(&mut digest))
