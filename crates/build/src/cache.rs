@@ -76,27 +76,27 @@ impl Cache {
 
     /// `builder prune`: forgets every step, lets go of its image, and removes the images that
     /// only builds made (untagged intermediate images, among them those a rerun of a step
-    /// replaced in the cache) unless something holds them; returns how many steps there
-    /// were. The store's collector then frees their layers.
-    pub fn prune(&self, store: &mut Store) -> Result<usize, BuildError> {
-        let steps: Vec<(String, String)> = {
-            let mut stmt = self.conn.prepare("SELECT key, image FROM steps")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    /// replaced in the cache) unless something holds them, with one collection; returns how
+    /// many steps there were and the bytes freed.
+    pub fn prune(&self, store: &mut Store) -> Result<(usize, u64), BuildError> {
+        let keys: Vec<String> = {
+            let mut stmt = self.conn.prepare("SELECT key FROM steps")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
-        for (key, _) in &steps {
+        for key in &keys {
             if let Ok(digest) = Digest::parse(key) {
                 store.release_image(&holder(&digest))?;
             }
-            self.conn
-                .execute("DELETE FROM steps WHERE key = ?1", [key])?;
         }
-        for record in store.images()? {
-            if record.tags.is_empty() && record.parent.is_some() {
-                // Refused while something (a container) holds it.
-                let _ = store.remove_image(&record.id.to_string(), false);
-            }
-        }
-        Ok(steps.len())
+        self.conn.execute("DELETE FROM steps", [])?;
+        let intermediate: std::collections::HashSet<Digest> = store
+            .images()?
+            .into_iter()
+            .filter(|r| r.tags.is_empty() && r.parent.is_some())
+            .map(|r| r.id)
+            .collect();
+        let report = store.prune_images(false, Some(&intermediate))?;
+        Ok((keys.len(), report.reclaimed))
     }
 }

@@ -491,8 +491,7 @@ pub fn builder(root: &Path, command: BuilderCommand) -> Result<()> {
             }
             let mut engine = Engine::open(root)?;
             let cache = berth_build::cache::Cache::open(root)?;
-            let steps = cache.prune(engine.store())?;
-            let report = engine.store().gc()?;
+            let (steps, reclaimed) = cache.prune(engine.store())?;
             let mounts = berth_build::prune_cache_mounts(root)
                 .map_err(|e| anyhow!("remove the cache mounts: {e}"))?;
             // The context files' digests are like BuildKit's copy of the context: only
@@ -504,7 +503,7 @@ pub fn builder(root: &Path, command: BuilderCommand) -> Result<()> {
             println!("Deleted build cache objects: {steps}");
             println!(
                 "Total reclaimed space: {}",
-                crate::units::human_size((report.reclaimed + mounts) as f64)
+                crate::units::human_size((reclaimed + mounts) as f64)
             );
             Ok(())
         }
