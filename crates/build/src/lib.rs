@@ -159,7 +159,6 @@ pub fn build(
     })?;
     let ignore = berth_dockerfile::ignore::IgnoreRules::parse(&opts.dockerignore)
         .map_err(|e| BuildError::Invalid(e.to_string()))?;
-    let cache = cache::Cache::open(engine.root())?;
     mounts::sweep(engine.root());
     let target = target_stage(&file, opts.target.as_deref())?;
     let meta_args = meta_args(&file, &opts.build_args)?;
@@ -178,23 +177,13 @@ pub fn build(
         cancel: &cancel,
     };
     let images = build_stages(&shared, &needed, progress)?;
-    let mut builder = Builder {
-        engine,
-        shared: &shared,
-        opts,
-        file: &file,
-        cache,
-        context: &context,
-        stage_images: images,
-        meta_args: meta_args.clone(),
-    };
-    let mut id = builder.stage_images[&target].clone();
+    let mut id = images[&target].clone();
     if !opts.labels.is_empty() {
-        id = builder.add_labels(&id, &opts.labels)?;
+        id = add_labels(engine, &id, &opts.labels)?;
     }
     progress.start("exporting to image");
     progress.note(&format!("writing image {id} done"));
-    builder.engine.store().promote(&id, &opts.tags)?;
+    engine.store().promote(&id, &opts.tags)?;
     for tag in &opts.tags {
         progress.note(&format!("naming to {tag} done"));
     }
@@ -337,13 +326,9 @@ fn expand_word(
 struct Builder<'a> {
     engine: &'a mut Engine,
     shared: &'a Shared<'a>,
-    opts: &'a BuildOptions,
-    file: &'a Dockerfile,
     cache: cache::Cache,
-    context: &'a copy::Context,
     /// The stages built so far (those this one needs among them).
     stage_images: BTreeMap<usize, Digest>,
-    meta_args: Vec<(String, Option<String>)>,
 }
 
 /// What every stage's builder shares, each in its own thread.
@@ -433,12 +418,8 @@ fn build_stage(
     let mut builder = Builder {
         engine: &mut engine,
         shared,
-        opts: shared.opts,
-        file: shared.file,
         cache,
-        context: shared.context,
         stage_images: images,
-        meta_args: shared.meta_args.to_vec(),
     };
     builder.stage(index, progress)
 }
@@ -495,16 +476,18 @@ fn history(created_by: String, empty_layer: bool) -> History {
 
 impl Builder<'_> {
     fn stage(&mut self, index: usize, progress: &mut Progress) -> Result<Digest, BuildError> {
-        let stage: &Stage = &self.file.stages[index];
+        let stage: &Stage = &self.shared.file.stages[index];
         let label = stage
             .name
             .clone()
             .unwrap_or_else(|| format!("stage-{index}"));
-        let meta = self.meta_args.clone();
-        let base = expand_word(&stage.base, self.file.escape, &|n| lookup_in(&meta, n))
-            .map_err(|e| self.step_error(stage.line, &format!("FROM {}", stage.base), e))?;
+        let meta = self.shared.meta_args;
+        let base = expand_word(&stage.base, self.shared.file.escape, &|n| {
+            lookup_in(meta, n)
+        })
+        .map_err(|e| self.step_error(stage.line, &format!("FROM {}", stage.base), e))?;
         if let Some(platform) = &stage.platform {
-            let platform = expand_word(platform, self.file.escape, &|n| lookup_in(&meta, n))
+            let platform = expand_word(platform, self.shared.file.escape, &|n| lookup_in(meta, n))
                 .map_err(|e| self.step_error(stage.line, &format!("FROM {}", stage.base), e))?;
             let host = format!("linux/{}", berth_store::host_architecture());
             if platform != host && !platform.is_empty() {
@@ -523,7 +506,7 @@ impl Builder<'_> {
             .filter(|i| is_step(&i.kind))
             .count();
         let shown_base = match Reference::parse_with_default_tag(&base) {
-            Ok(r) if stage_ref(self.file, &base, index).is_none() && base != "scratch" => {
+            Ok(r) if stage_ref(self.shared.file, &base, index).is_none() && base != "scratch" => {
                 r.to_string()
             }
             _ => base.clone(),
@@ -575,7 +558,7 @@ impl Builder<'_> {
             let shown = expand::expand(
                 &ins.source,
                 expand::Options {
-                    escape: self.file.escape,
+                    escape: self.shared.file.escape,
                     raw: true,
                 },
                 &|v| {
@@ -660,7 +643,7 @@ impl Builder<'_> {
         index: usize,
         base: &str,
     ) -> Result<(), BuildError> {
-        if let Some(dep) = stage_ref(self.file, base, index) {
+        if let Some(dep) = stage_ref(self.shared.file, base, index) {
             let image = self.stage_images.get(&dep).cloned().ok_or_else(|| {
                 self.step_error(
                     stage.line,
@@ -709,7 +692,7 @@ impl Builder<'_> {
             return Ok(image.clone());
         }
         state.advance("(end of metadata)");
-        if !self.opts.no_cache
+        if !self.shared.opts.no_cache
             && let Some(image) = self.cache.get(self.engine.store(), &state.key)?
         {
             state.image = Some(image.clone());
@@ -738,7 +721,7 @@ impl Builder<'_> {
         ins: &berth_dockerfile::Instruction,
         progress: &mut Progress,
     ) -> Result<bool, BuildError> {
-        let escape = self.file.escape;
+        let escape = self.shared.file.escape;
         let line = ins.line;
         let fail = |e: &dyn std::fmt::Display| BuildError::Step {
             line,
@@ -769,12 +752,13 @@ impl Builder<'_> {
                     // A value from --build-arg wins; a meta ARG declared again inherits its
                     // value.
                     let value = self
+                        .shared
                         .opts
                         .build_args
                         .get(&d.name)
                         .cloned()
                         .or(default)
-                        .or_else(|| lookup_in(&self.meta_args, &d.name));
+                        .or_else(|| lookup_in(self.shared.meta_args, &d.name));
                     state.advance(&format!("ARG {}={:?}", d.name, value));
                     shown.push(match &value {
                         Some(v) => format!("{}={v}", d.name),
@@ -864,17 +848,15 @@ impl Builder<'_> {
             .args
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-            .chain(
-                PREDEFINED_ARGS
-                    .iter()
-                    .filter_map(|k| Some((k.to_string(), self.opts.build_args.get(*k)?.clone()))),
-            )
+            .chain(PREDEFINED_ARGS.iter().filter_map(|k| {
+                Some((k.to_string(), self.shared.opts.build_args.get(*k)?.clone()))
+            }))
             .collect();
         let mounts = self.run_mounts(state, ins, run)?;
         let network = run
             .network
             .clone()
-            .or_else(|| self.opts.network.clone())
+            .or_else(|| self.shared.opts.network.clone())
             .unwrap_or_else(|| "default".into());
         state.advance(&format!(
             "RUN {} {:?} network={network} mounts={:?}",
@@ -883,15 +865,20 @@ impl Builder<'_> {
             mounts.iter().map(mounts::Spec::key).collect::<Vec<_>>()
         ));
         let created_by = format!("RUN {} # buildkit", run_command_string(state, &argv));
-        if !self.opts.no_cache
+        if !self.shared.opts.no_cache
             && let Some(image) = self.cache.get(self.engine.store(), &state.key)?
         {
             self.adopt(state, &image)?;
             return Ok(true);
         }
         let base = self.materialize_for_container(state)?;
-        let prepared = mounts::prepare(self.engine, self.context, &mounts, &self.opts.secrets)
-            .map_err(|e| self.step_error(ins.line, &ins.source, e))?;
+        let prepared = mounts::prepare(
+            self.engine,
+            self.shared.context,
+            &mounts,
+            &self.shared.opts.secrets,
+        )
+        .map_err(|e| self.step_error(ins.line, &ins.source, e))?;
         let mut env = state.config.env.clone().unwrap_or_default();
         // An ENV of the same name wins over an ARG.
         env.extend(
@@ -971,8 +958,8 @@ impl Builder<'_> {
             .unwrap_or_else(|| "/".into());
         let mut specs = Vec::new();
         for raw in &run.mounts {
-            let value =
-                expand_word(raw, self.file.escape, &|n| state.lookup(n)).map_err(|e| fail(&e))?;
+            let value = expand_word(raw, self.shared.file.escape, &|n| state.lookup(n))
+                .map_err(|e| fail(&e))?;
             let mut mount = berth_dockerfile::RunMount::parse(&value)
                 .map_err(|e| fail(&format!("--mount={value}: {e}")))?;
             if !mount.target.is_empty() {
@@ -1015,7 +1002,7 @@ impl Builder<'_> {
                         from: None,
                         extract_archives: false,
                     };
-                    let plan = copy::plan(self.engine, self.context, None, &request)
+                    let plan = copy::plan(self.engine, self.shared.context, None, &request)
                         .map_err(|e| fail(&format!("--mount={value}: {e}")))?;
                     Some(plan.digest)
                 }
@@ -1033,7 +1020,7 @@ impl Builder<'_> {
     /// The image of a stage built before (by name or index), or else of an image in the
     /// store: what `COPY --from` and `--mount=from=` name.
     fn image_named(&mut self, name: &str) -> Result<Digest, String> {
-        let index = stage_ref(self.file, name, self.file.stages.len());
+        let index = stage_ref(self.shared.file, name, self.shared.file.stages.len());
         match index.and_then(|i| self.stage_images.get(&i)) {
             Some(id) => Ok(id.clone()),
             None => Ok(self
@@ -1102,7 +1089,7 @@ impl Builder<'_> {
         copy: &berth_dockerfile::Copy,
         is_add: bool,
     ) -> Result<bool, BuildError> {
-        let escape = self.file.escape;
+        let escape = self.shared.file.escape;
         let fail = |e: &dyn std::fmt::Display| BuildError::Step {
             line: ins.line,
             instruction: ins.source.clone(),
@@ -1170,7 +1157,7 @@ impl Builder<'_> {
         let base = state.image.clone();
         let plan = copy::plan_add(
             self.engine,
-            self.context,
+            self.shared.context,
             base.as_ref(),
             &request,
             checksum.as_deref(),
@@ -1201,7 +1188,7 @@ impl Builder<'_> {
         plan: &copy::Plan,
         created_by: String,
     ) -> Result<bool, BuildError> {
-        if !self.opts.no_cache
+        if !self.shared.opts.no_cache
             && let Some(image) = self.cache.get(self.engine.store(), &state.key)?
         {
             self.adopt(state, &image)?;
@@ -1245,31 +1232,31 @@ impl Builder<'_> {
         .map_err(|e| BuildError::io("make a pipe for the layer", e))??;
         Ok(record)
     }
+}
 
-    /// `--label`: one more metadata step on the result.
-    fn add_labels(
-        &mut self,
-        id: &Digest,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<Digest, BuildError> {
-        let record = self.engine.store().resolve(&id.to_string())?;
-        let image = self.engine.store().image(record)?;
-        let mut config = image.config.config.unwrap_or_default();
-        let all = config.labels.get_or_insert_with(BTreeMap::new);
-        for (k, v) in labels {
-            all.insert(k.clone(), v.clone());
-        }
-        // BuildKit sets them in the config without a history entry.
-        let record = self.engine.store().extend(Extension {
-            parent: Some(id),
-            layer: None,
-            config,
-            history: Vec::new(),
-            author: None,
-            created: now(),
-        })?;
-        Ok(record.id)
+/// `--label`: one more metadata step on the result.
+fn add_labels(
+    engine: &mut Engine,
+    id: &Digest,
+    labels: &BTreeMap<String, String>,
+) -> Result<Digest, BuildError> {
+    let record = engine.store().resolve(&id.to_string())?;
+    let image = engine.store().image(record)?;
+    let mut config = image.config.config.unwrap_or_default();
+    let all = config.labels.get_or_insert_with(BTreeMap::new);
+    for (k, v) in labels {
+        all.insert(k.clone(), v.clone());
     }
+    // BuildKit sets them in the config without a history entry.
+    let record = engine.store().extend(Extension {
+        parent: Some(id),
+        layer: None,
+        config,
+        history: Vec::new(),
+        author: None,
+        created: now(),
+    })?;
+    Ok(record.id)
 }
 
 /// An anonymous temporary file in `dir` (`O_TMPFILE`: gone when closed, even after a crash).
