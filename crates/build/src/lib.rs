@@ -570,21 +570,12 @@ impl Builder<'_> {
             .ok()
             .filter(|_| !unknown.get())
             .unwrap_or_else(|| ins.source.clone());
-            progress.start(&format!("[{label} {n}/{total}] {shown}"));
-            let began = Instant::now();
-            match self.instruction(&mut state, ins, progress) {
-                Ok(cached) => {
-                    if cached {
-                        progress.cached();
-                    } else {
-                        progress.done(began.elapsed());
-                    }
-                }
-                Err(e) => {
-                    progress.failed(&e.to_string());
-                    return Err(e);
-                }
-            }
+            self.step(
+                &mut state,
+                ins,
+                &format!("[{label} {n}/{total}] {shown}"),
+                progress,
+            )?;
         }
         self.materialize(&mut state)
     }
@@ -619,16 +610,30 @@ impl Builder<'_> {
                 }
                 // Failures point at the FROM that brought the trigger in.
                 ins.line = stage.line;
-                progress.start(&format!("[{label} ONBUILD] {}", ins.source));
-                let began = Instant::now();
-                match self.instruction(state, &ins, progress) {
-                    Ok(true) => progress.cached(),
-                    Ok(false) => progress.done(began.elapsed()),
-                    Err(e) => {
-                        progress.failed(&e.to_string());
-                        return Err(e);
-                    }
-                }
+                let name = format!("[{label} ONBUILD] {}", ins.source);
+                self.step(state, &ins, &name, progress)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One instruction as a step of the progress named `name`: `CACHED`, `DONE` with its
+    /// time, or its error.
+    fn step(
+        &mut self,
+        state: &mut State,
+        ins: &berth_dockerfile::Instruction,
+        name: &str,
+        progress: &mut Progress,
+    ) -> Result<(), BuildError> {
+        progress.start(name);
+        let began = Instant::now();
+        match self.instruction(state, ins, progress) {
+            Ok(true) => progress.cached(),
+            Ok(false) => progress.done(began.elapsed()),
+            Err(e) => {
+                progress.failed(&e.to_string());
+                return Err(e);
             }
         }
         Ok(())
@@ -722,13 +727,7 @@ impl Builder<'_> {
         progress: &mut Progress,
     ) -> Result<bool, BuildError> {
         let escape = self.shared.file.escape;
-        let line = ins.line;
-        let fail = |e: &dyn std::fmt::Display| BuildError::Step {
-            line,
-            instruction: ins.source.clone(),
-            message: e.to_string(),
-            output: Vec::new(),
-        };
+        let fail = failure(ins);
         // Expands with the state as it is now (ENV before ARG).
         macro_rules! ex {
             ($word:expr) => {{
@@ -945,12 +944,7 @@ impl Builder<'_> {
         ins: &berth_dockerfile::Instruction,
         run: &berth_dockerfile::Run,
     ) -> Result<Vec<mounts::Spec>, BuildError> {
-        let fail = |e: &dyn std::fmt::Display| BuildError::Step {
-            line: ins.line,
-            instruction: ins.source.clone(),
-            message: e.to_string(),
-            output: Vec::new(),
-        };
+        let fail = failure(ins);
         let workdir = state
             .config
             .working_dir
@@ -1090,12 +1084,7 @@ impl Builder<'_> {
         is_add: bool,
     ) -> Result<bool, BuildError> {
         let escape = self.shared.file.escape;
-        let fail = |e: &dyn std::fmt::Display| BuildError::Step {
-            line: ins.line,
-            instruction: ins.source.clone(),
-            message: e.to_string(),
-            output: Vec::new(),
-        };
+        let fail = failure(ins);
         // Refused rather than ignored: a copy without its exclusions could leak files.
         if !copy.exclude.is_empty() {
             return Err(fail(&"COPY --exclude is not supported yet"));
@@ -1273,6 +1262,18 @@ fn tempfile_in(dir: &std::path::Path) -> Result<std::fs::File, BuildError> {
         )
     })?;
     Ok(std::fs::File::from(fd))
+}
+
+/// How a step's errors are made: its line and instruction, and why.
+fn failure(
+    ins: &berth_dockerfile::Instruction,
+) -> impl Fn(&dyn std::fmt::Display) -> BuildError + '_ {
+    move |e| BuildError::Step {
+        line: ins.line,
+        instruction: ins.source.clone(),
+        message: e.to_string(),
+        output: Vec::new(),
+    }
 }
 
 /// Whether an instruction is a step of the progress (it makes a layer), as BuildKit
