@@ -34,7 +34,8 @@ impl Cache {
     /// Opens (creating) `<root>/build/cache.db`.
     pub fn open(root: &Path) -> Result<Cache, BuildError> {
         let dir = root.join("build");
-        std::fs::create_dir_all(&dir).map_err(|e| BuildError::io("create build/", e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BuildError::io(format!("create {}", dir.display()), e))?;
         let conn = berth_store::open_sqlite(&dir.join("cache.db"))?;
         berth_store::retry_busy(|| conn.execute_batch(SCHEMA))?;
         Ok(Cache { conn })

@@ -145,6 +145,26 @@ struct Root {
     fd: OwnedFd,
 }
 
+/// A read-only view of `image`'s filesystem as a directory fd, its layers merged (`None`
+/// when it has no layers): for `COPY --from`, the base's paths, and `-o`.
+pub(crate) fn image_view(engine: &mut Engine, image: &Digest) -> Result<Option<OwnedFd>, String> {
+    let store = engine.store();
+    let record = store
+        .resolve(&image.to_string())
+        .map_err(|e| e.to_string())?;
+    let chains = store
+        .image(record)
+        .and_then(|i| i.chain_ids())
+        .map_err(|e| e.to_string())?;
+    let lowers: Vec<PathBuf> = chains.iter().rev().map(|c| store.layer_dir(c)).collect();
+    match lowers.as_slice() {
+        [] => Ok(None),
+        [one] => berth_runtime::view::dir_view(one).map(Some),
+        many => berth_runtime::view::overlay_view(many, None).map(Some),
+    }
+    .map_err(|e| format!("mount the image's layers: {e}"))
+}
+
 /// The path of an open directory through `/proc/self/fd`, for walking it.
 fn proc_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
@@ -165,22 +185,7 @@ impl Root {
 
     /// A read-only view of `image`'s filesystem (`None` when it has no layers).
     fn image(engine: &mut Engine, image: &Digest) -> Result<Option<Root>, String> {
-        let store = engine.store();
-        let record = store
-            .resolve(&image.to_string())
-            .map_err(|e| e.to_string())?;
-        let chains = store
-            .image(record)
-            .and_then(|i| i.chain_ids())
-            .map_err(|e| e.to_string())?;
-        let lowers: Vec<PathBuf> = chains.iter().rev().map(|c| store.layer_dir(c)).collect();
-        let fd = match lowers.as_slice() {
-            [] => return Ok(None),
-            [one] => berth_runtime::view::dir_view(one),
-            many => berth_runtime::view::overlay_view(many, None),
-        }
-        .map_err(|e| format!("mount the image's layers: {e}"))?;
-        Ok(Some(Root { fd }))
+        Ok(image_view(engine, image)?.map(|fd| Root { fd }))
     }
 
     fn stat(&self, rel: &str, follow: bool) -> Option<berth_store::PathStat> {

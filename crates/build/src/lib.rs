@@ -962,7 +962,7 @@ impl Builder<'_> {
                 } else {
                     clean_path(&format!("{workdir}/{}", mount.target))
                 };
-                if !mount.target.starts_with('/') || mount.target == "/" {
+                if mount.target == "/" {
                     return Err(fail(&format!("--mount={value}: cannot mount over /")));
                 }
             }

@@ -500,27 +500,8 @@ pub fn prune_cache_mounts(root: &Path) -> Result<u64, std::io::Error> {
         if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             continue;
         }
-        freed += du(&entry.path());
+        freed += berth_engine::volumes::dir_size(&entry.path());
         std::fs::remove_dir_all(entry.path())?;
     }
     Ok(freed)
-}
-
-/// The bytes of the regular files under `dir`.
-fn du(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
-                _ => {}
-            }
-        }
-    }
-    total
 }

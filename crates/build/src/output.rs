@@ -16,20 +16,10 @@ pub fn export_filesystem(
     image: &Digest,
     out: impl Write,
 ) -> Result<(), BuildError> {
-    let store = engine.store();
-    let record = store.resolve(&image.to_string())?;
-    let chains = store.image(record)?.chain_ids()?;
-    let lowers: Vec<PathBuf> = chains.iter().rev().map(|c| store.layer_dir(c)).collect();
-    let view = match lowers.as_slice() {
-        [] => {
-            // No layer: an empty tree, an empty archive.
-            tar_end(out)?;
-            return Ok(());
-        }
-        [one] => berth_runtime::view::dir_view(one),
-        many => berth_runtime::view::overlay_view(many, None),
-    }
-    .map_err(|e| BuildError::io("mount the image's layers", e))?;
+    let Some(view) = crate::copy::image_view(engine, image).map_err(BuildError::Invalid)? else {
+        // No layer: an empty tree, an empty archive.
+        return tar_end(out);
+    };
     berth_store::pack_path(
         view.as_fd(),
         Path::new("/"),

@@ -520,8 +520,9 @@ fn sync_dir(dir: &Path) -> Result<(), EngineError> {
 }
 
 /// Bytes in a tree as Docker counts a volume's size: every file (symlinks as themselves,
-/// never followed) once per inode, directories not at all.
-fn dir_size(root: &Path) -> u64 {
+/// never followed) once per inode, directories not at all (also the size of a build's cache
+/// mount).
+pub fn dir_size(root: &Path) -> u64 {
     fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
         let Ok(entries) = fs::read_dir(dir) else {
             return 0;
