@@ -119,9 +119,15 @@ impl<F: Deref<Target = File>> Read for ReadAt<F> {
     }
 }
 
-/// The decompressed bytes of `raw`, by its magic bytes; plain when none match. Concatenated
-/// streams are read through, as Go's readers and the `xz` tool do.
-fn decompressed<'a>(raw: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+/// Whether `head` (a stream's first bytes) starts a compressed stream this reads.
+pub fn is_compressed(head: &[u8]) -> bool {
+    Compression::detect(head) != Compression::None
+}
+
+/// The decompressed bytes of `raw`, by its magic bytes (gzip, bzip2, xz, zstd); plain when
+/// none match. Concatenated streams are read through, as Go's readers and the `xz` tool do.
+/// For `ADD`'s archives and `build -`'s context.
+pub fn decompressed<'a>(raw: impl Read + Send + 'a) -> io::Result<Box<dyn Read + Send + 'a>> {
     let mut raw = BufReader::new(raw);
     Ok(match Compression::detect(raw.fill_buf()?) {
         Compression::None => Box::new(raw),

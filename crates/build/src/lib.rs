@@ -39,6 +39,7 @@ use berth_reference::{Digest, Reference};
 use berth_store::{Extension, History, RunConfig, StoreError};
 use sha2::{Digest as _, Sha256};
 
+pub use archive::{decompressed, is_compressed};
 pub use filehash::forget_file_hashes;
 pub use mounts::prune_cache_mounts;
 pub use output::export_filesystem;

@@ -46,8 +46,7 @@ pub use blobs::BlobStore;
 pub use check::CheckReport;
 pub use commit::CommitOptions;
 pub use compression::{
-    Compression, CompressionError, Compressor, GZIP_LEVEL, ZSTD_LEVEL, compress_gzip,
-    compress_zstd, decompress,
+    Compression, CompressionError, Compressor, GZIP_LEVEL, ZSTD_LEVEL, compress_gzip, compress_zstd,
 };
 pub use config::{History, ImageConfig, RootFs, RunConfig, host_architecture};
 pub use error::{Result, StoreError};

@@ -117,7 +117,7 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
     }
     let _ = (&args.rm, args.force_rm);
     // `-`: stdin is a Dockerfile (an empty context), or the context as a tar archive
-    // (gzip or zstd compressed or not), unpacked here for the build.
+    // (gzip, bzip2, xz or zstd compressed or not, as `ADD` reads them), unpacked here.
     let mut stdin_context = None;
     let (context, dockerfile, dockerfile_name) = if args.context == "-" {
         let mut head = Vec::new();
@@ -283,16 +283,13 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
 /// Whether the first bytes of stdin start an archive (compressed, or a tar's `ustar` magic)
 /// rather than a Dockerfile.
 fn is_archive(head: &[u8]) -> bool {
-    !matches!(
-        berth_store::Compression::detect(head),
-        Ok(berth_store::Compression::None)
-    ) || head.get(257..262) == Some(b"ustar")
+    berth_build::is_compressed(head) || head.get(257..262) == Some(b"ustar")
 }
 
 /// Unpacks a context archive into `dir` (nothing outside it; `.wh.` names are ordinary
 /// files).
 fn unpack_context(stdin: impl std::io::BufRead + Send, dir: &Path) -> Result<(), String> {
-    let (_, tar) = berth_store::decompress(stdin).map_err(|e| e.to_string())?;
+    let tar = berth_build::decompressed(stdin).map_err(|e| e.to_string())?;
     let root = std::fs::File::open(dir).map_err(|e| e.to_string())?;
     let opts = berth_store::UnpackOptions {
         whiteouts: false,
