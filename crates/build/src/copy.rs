@@ -845,8 +845,6 @@ impl Content {
     }
 }
 
-/// `--chown=user[:group]`: numeric ids, or names from the image's `/etc/passwd` and
-/// `/etc/group`. A user alone gives the group of the same number, as Docker.
 /// `WORKDIR`'s directory as a layer (BuildKit's `mkdir -p`, mode 0755): the components the
 /// image lacks, owned by `user` (the `USER` in effect, or root), and those it has as they
 /// are there.
@@ -902,32 +900,31 @@ pub(crate) fn mkdir_plan(
     })
 }
 
+/// `--chown=user[:group]` (and `WORKDIR`'s owner): numeric ids, or names from the image's
+/// `/etc/passwd` and `/etc/group` (a user name alone: its passwd group).
 fn chown_ids(spec: &str, base: Option<&Root>) -> Result<(u64, u64), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let lookup = |file: &str, name: &str| -> Result<u64, String> {
-        if let Ok(n) = name.parse::<u64>() {
-            return Ok(n);
-        }
-        let text = base
-            .and_then(|b| berth_store::open_file_in_root(b.fd.as_fd(), Path::new(file)).ok())
+    // A bare uid owns with the same gid, as BuildKit's `--chown=1000`.
+    if let Ok(uid) = user.parse::<u64>()
+        && group.is_none_or(|g| g.parse::<u64>().is_ok())
+    {
+        let gid = group
+            .map_or(Ok(uid), str::parse)
+            .map_err(|e| e.to_string())?;
+        return Ok((uid, gid));
+    }
+    // Names through the image's files, with the runtime's own rules for `USER`.
+    let read = |file: &str| {
+        base.and_then(|b| berth_store::open_file_in_root(b.fd.as_fd(), Path::new(file)).ok())
             .and_then(|f| std::io::read_to_string(f).ok())
-            .unwrap_or_default();
-        text.lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.first() == Some(&name)).then(|| f.get(2)?.parse::<u64>().ok())?
-            })
-            .ok_or_else(|| format!("unable to find {name} in /{file} of the image for --chown"))
     };
-    let uid = lookup("etc/passwd", user)?;
-    let gid = match group {
-        Some(g) => lookup("etc/group", g)?,
-        None => uid,
-    };
-    Ok((uid, gid))
+    let (passwd, groups) = (read("etc/passwd"), read("etc/group"));
+    let ids = berth_runtime::user::resolve(spec, passwd.as_deref(), groups.as_deref(), &[])
+        .map_err(|e| e.to_string())?;
+    Ok((u64::from(ids.uid), u64::from(ids.gid)))
 }
 
 impl Plan {
