@@ -75,29 +75,14 @@ pub fn apply(
             let mut shown = Vec::new();
             for p in ports {
                 let p = ex(config, p)?;
-                let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
-                let proto = proto.to_ascii_lowercase();
-                let valid =
-                    |s: &str| !s.is_empty() && s.split('-').all(|n| n.parse::<u16>().is_ok());
-                if !valid(port) || !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-                    return Err(format!("invalid containerPort: {p}"));
-                }
-                // A range is each of its ports.
-                let (first, last) = match port.split_once('-') {
-                    Some((a, b)) => (a.parse::<u16>().unwrap_or(0), b.parse::<u16>().unwrap_or(0)),
-                    None => {
-                        let n = port.parse::<u16>().unwrap_or(0);
-                        (n, n)
-                    }
-                };
-                if first > last {
-                    return Err(format!("invalid range specified for containerPort: {p}"));
-                }
+                // The engine's `--expose` rules: a range is each of its ports.
+                let keys = berth_engine::ports::parse_expose(&p)?;
                 let ports = config.exposed_ports.get_or_insert_with(BTreeMap::new);
-                for n in first..=last {
-                    ports.insert(format!("{n}/{proto}"), serde_json::json!({}));
+                for key in keys {
+                    ports.insert(key, serde_json::json!({}));
                 }
-                shown.push(format!("{port}/{proto}"));
+                let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
+                shown.push(format!("{port}/{}", proto.to_ascii_lowercase()));
             }
             format!("EXPOSE [{}]", shown.join(" "))
         }

@@ -108,8 +108,13 @@ pub fn parse_publish(spec: &str, ports: &mut PortMap) -> Result<(), String> {
 }
 
 /// Parses `--expose PORT[-PORT][/PROTO]` into `80/tcp` keys.
+/// (Also `EXPOSE`'s words, and `--change`'s.)
 pub fn parse_expose(spec: &str) -> Result<Vec<String>, String> {
     let (ports, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
     let (a, b) = parse_port_range(ports, spec)?;
     Ok((a..=b).map(|p| format!("{p}/{proto}")).collect())
 }
