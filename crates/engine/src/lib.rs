@@ -585,13 +585,21 @@ impl Engine {
         if !matches!(rec.host_config.network_mode.as_str(), "none" | "host") {
             match self.attach_networks(&rec, container.pid()) {
                 Ok(attached) => {
-                    address = Some(attached.address);
+                    address = attached.address;
+                    // No network left (all disconnected): no address, no hosts line.
+                    let written = match attached.address {
+                        Some(ip) => {
+                            let line = format!("{ip}\t{}\n", rec.config.hostname);
+                            fs::OpenOptions::new()
+                                .append(true)
+                                .open(dir.join("hosts"))
+                                .and_then(|mut f| {
+                                    std::io::Write::write_all(&mut f, line.as_bytes())
+                                })
+                        }
+                        None => Ok(()),
+                    };
                     let hosts = dir.join("hosts");
-                    let line = format!("{}\t{}\n", attached.address, rec.config.hostname);
-                    let written = fs::OpenOptions::new()
-                        .append(true)
-                        .open(&hosts)
-                        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
                     rec.network_settings = attached.settings;
                     let saved = written
                         .map_err(io_err(format!("write {}", hosts.display())))

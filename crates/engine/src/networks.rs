@@ -89,8 +89,8 @@ pub const PREDEFINED: &[&str] = &["bridge", "host", "none"];
 /// A container attached to a network.
 #[derive(Debug, Clone)]
 pub struct Attached {
-    /// Its address.
-    pub address: Ipv4Addr,
+    /// Its address on its first network (`None`: every network was disconnected).
+    pub address: Option<Ipv4Addr>,
     /// What `inspect` shows.
     pub settings: NetworkSettings,
 }
@@ -384,10 +384,7 @@ impl Engine {
                 }
             }
         }
-        Ok(Attached {
-            address: address.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            settings,
-        })
+        Ok(Attached { address, settings })
     }
 
     /// Attaches `rec` to the network `name` inside `netns`: an address (and DNS names on a
