@@ -643,9 +643,16 @@ fn host_lock() -> Result<std::fs::File, EngineError> {
 pub(crate) const FALLBACK_DNS: &[&str] = &["8.8.8.8", "8.8.4.4"];
 
 /// Whether `rec` resolves names through an embedded DNS server: Docker's rule, a container
-/// whose network is user-defined does (the default bridge has no names).
+/// with an endpoint on a user-defined network does (the default bridge has no names): its
+/// `--network`, or one it was connected to before it started.
 pub(crate) fn uses_embedded_dns(rec: &ContainerRecord) -> bool {
     uses_embedded_dns_on(&rec.host_config.network_mode)
+        || (!matches!(rec.host_config.network_mode.as_str(), "none" | "host")
+            && rec
+                .network_settings
+                .networks
+                .keys()
+                .any(|n| uses_embedded_dns_on(n)))
 }
 
 /// [`uses_embedded_dns`] for the network mode `mode`.
