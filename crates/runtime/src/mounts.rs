@@ -205,7 +205,7 @@ fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) ->
 }
 
 /// Mount flags and the filesystem data string from OCI mount options.
-fn parse_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
+pub(crate) fn parse_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
     let mut flags = MsFlags::empty();
     let mut propagation = MsFlags::empty();
     let mut data = Vec::new();

@@ -50,13 +50,38 @@ pub fn device_view(kind: &str, device: &str, options: &str) -> io::Result<OwnedF
     if !device.is_empty() {
         rustix::mount::fsconfig_set_string(fs.as_fd(), "source", device)?;
     }
+    // Mount flags (`ro`, `noexec`, `noatime`...) are attributes of the mount, split from
+    // the filesystem's own options as the runtime's mounts split them.
+    let options: Vec<String> = options
+        .split(',')
+        .filter(|o| !o.is_empty() && *o != "defaults")
+        .map(str::to_string)
+        .collect();
+    let (flags, _propagation, data) = crate::mounts::parse_options(&options);
+    use nix::mount::MsFlags;
     let mut attrs = MountAttrFlags::empty();
-    for option in options.split(',').filter(|o| !o.is_empty()) {
+    for (flag, attr) in [
+        (MsFlags::MS_RDONLY, MountAttrFlags::MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MountAttrFlags::MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MountAttrFlags::MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MountAttrFlags::MOUNT_ATTR_NOEXEC),
+        (MsFlags::MS_NOATIME, MountAttrFlags::MOUNT_ATTR_NOATIME),
+        (
+            MsFlags::MS_NODIRATIME,
+            MountAttrFlags::MOUNT_ATTR_NODIRATIME,
+        ),
+        (
+            MsFlags::MS_STRICTATIME,
+            MountAttrFlags::MOUNT_ATTR_STRICTATIME,
+        ),
+    ] {
+        if flags.contains(flag) {
+            attrs |= attr;
+        }
+    }
+    for option in &data {
         match option.split_once('=') {
             Some((key, value)) => rustix::mount::fsconfig_set_string(fs.as_fd(), key, value)?,
-            // Mount flags are attributes of the mount, not options of the filesystem.
-            None if option == "ro" => attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY,
-            None if matches!(option, "rw" | "defaults") => {}
             None => rustix::mount::fsconfig_set_flag(fs.as_fd(), option)?,
         }
     }
@@ -94,6 +119,10 @@ mod tests {
             rustix::fs::mkdirat(&ro, "x", rustix::fs::Mode::from_raw_mode(0o755)).is_err(),
             "ro was not applied"
         );
+        // Mount flags are attributes, not options tmpfs would refuse.
+        let flagged = device_view("tmpfs", "tmpfs", "size=1m,noexec,nosuid,nodev,noatime").unwrap();
+        let st = rustix::fs::fstatvfs(&flagged).unwrap();
+        assert!(st.f_flag.contains(rustix::fs::StatVfsMountFlags::NOEXEC));
         let err = device_view("tmpfs", "tmpfs", "nosuchoption=1").unwrap_err();
         assert_eq!(
             err.raw_os_error(),
