@@ -343,7 +343,8 @@ impl Store {
                 .iter()
                 .map(|t| Reference::parse_with_default_tag(t))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            let (rec, displaced) = self.register(&manifest, &config_digest, &config, &tags)?;
+            let (rec, displaced) =
+                self.register(&manifest, &config_digest, &config, &tags, None)?;
             loaded.push(LoadedImage {
                 id: rec.id,
                 tags,
@@ -403,7 +404,7 @@ impl Store {
             }
             self.unpack_image_layers(&config, &blobs, &mut contents.unpacked)?;
             let (rec, displaced) =
-                self.register(&manifest_digest, &config_digest, &config, &tags)?;
+                self.register(&manifest_digest, &config_digest, &config, &tags, None)?;
             match loaded.iter_mut().find(|l| l.id == rec.id) {
                 Some(l) => {
                     l.tags.extend(tags);

@@ -163,18 +163,15 @@ impl Store {
         let config_digest = self.blobs.put(&config_bytes)?;
         let manifest_digest =
             self.put_manifest(&config_digest, config_bytes.len() as u64, &layers)?;
-        let (mut record, _) =
-            self.register(&manifest_digest, &config_digest, &config, &how.tags)?;
-        if how.intermediate {
-            // `scratch` as a parent is recorded as the digest of nothing: what matters is
-            // that an intermediate image has one.
-            let parent = ext
-                .parent
+        // `scratch` as a parent is recorded as the digest of nothing: what matters is that
+        // an intermediate image has one. Registered with it, in one transaction.
+        let parent = how.intermediate.then(|| {
+            ext.parent
                 .cloned()
-                .unwrap_or_else(|| Digest::sha256_of(b""));
-            self.meta.set_parent(&record.id, Some(&parent))?;
-            record.parent = Some(parent);
-        }
+                .unwrap_or_else(|| Digest::sha256_of(b""))
+        });
+        let (record, _) =
+            self.register(&manifest_digest, &config_digest, &config, &how.tags, parent)?;
         Ok(record)
     }
 

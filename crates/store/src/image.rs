@@ -171,6 +171,7 @@ impl Store {
         config_digest: &Digest,
         config: &ImageConfig,
         tags: &[Reference],
+        parent: Option<Digest>,
     ) -> Result<(ImageRecord, Vec<(Reference, Digest)>)> {
         let mut size = 0;
         for chain in chain_ids(config)? {
@@ -188,7 +189,7 @@ impl Store {
             created: config.created.clone(),
             size,
             added: jiff::Timestamp::now().as_second(),
-            parent: None,
+            parent,
             tags: tags.to_vec(),
             repo_digests: Vec::new(),
         };

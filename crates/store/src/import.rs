@@ -105,7 +105,7 @@ impl Store {
         let tags: Vec<Reference> = opts.tag.into_iter().collect();
         // docker import says nothing when its tag moves from another image.
         Ok(self
-            .register(&manifest_digest, &config_digest, &config, &tags)?
+            .register(&manifest_digest, &config_digest, &config, &tags, None)?
             .0)
     }
 
