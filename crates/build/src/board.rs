@@ -7,6 +7,8 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use crate::lock;
 use std::time::{Duration, Instant};
 
 /// Output lines a running step shows under its row.
@@ -165,6 +167,15 @@ impl Board {
                 }
             }
         }
+        // While it runs, the view fits the terminal (the cursor cannot go back over lines
+        // that scrolled off): the header and the latest rows. The final view is whole.
+        let height = terminal_height();
+        if !view.finished && lines.len() >= height {
+            let keep = height.saturating_sub(2).max(1);
+            let tail = lines.split_off(lines.len() - keep);
+            lines.truncate(1);
+            lines.extend(tail);
+        }
         let mut out = std::io::stderr().lock();
         let mut text = String::new();
         if view.painted > 0 {
@@ -189,6 +200,10 @@ fn terminal_width() -> usize {
         .unwrap_or(80)
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+fn terminal_height() -> usize {
+    rustix::termios::tcgetwinsize(std::io::stderr())
+        .map(|w| w.ws_row as usize)
+        .ok()
+        .filter(|h| *h >= 4)
+        .unwrap_or(24)
 }

@@ -15,6 +15,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Mutex;
 
+use crate::lock;
+
 use sha2::{Digest as _, Sha256};
 
 /// What `stat` says of a file: if any of it changed, so may have its bytes.
@@ -162,10 +164,6 @@ pub fn forget_file_hashes(root: &Path) -> Result<(), rusqlite::Error> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.execute("DELETE FROM files", [])?;
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -1249,6 +1249,12 @@ fn add_labels(
     Ok(record.id)
 }
 
+/// A mutex's guard, poisoned or not: what it guards (progress, a cache in memory) stays
+/// usable after a thread panicked.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// An anonymous temporary file in `dir` (`O_TMPFILE`: gone when closed, even after a crash).
 fn tempfile_in(dir: &std::path::Path) -> Result<std::fs::File, BuildError> {
     let fd = rustix::fs::open(
