@@ -9,9 +9,9 @@ Usage: scripts/install-deps.sh [-h] [--peers] [--dry-run] [EXTRA_PACKAGE...]
 
 Installs (apt-get, noninteractive) what berth's build and tests need:
   build-essential pkg-config libseccomp-dev busybox-static debootstrap skopeo umoci jq
-  hyperfine ca-certificates curl iproute2 nftables
+  hyperfine ca-certificates curl iproute2 nftables docker-registry apache2-utils openssl
 With --peers, also the engines berth is compared with in benchmarks:
-  crun runc podman docker.io docker-registry
+  crun runc podman docker.io
 EXTRA_PACKAGE names are installed too.
 
 If every requested package is already installed (dpkg-query), apt is not run at all.
@@ -24,10 +24,11 @@ EOF
 }
 
 # nftables: berth-net's NAT runs `nft` (and its tests list tables with it); iproute2: tests
-# check links and routes with `ip`.
+# check links and routes with `ip`. docker-registry (distribution), apache2-utils (htpasswd's
+# bcrypt) and openssl (the token server's key): the registry client's tests.
 BASE_PKGS=(build-essential pkg-config libseccomp-dev busybox-static debootstrap skopeo umoci jq
-    hyperfine ca-certificates curl iproute2 nftables)
-PEER_PKGS=(crun runc podman docker.io docker-registry)
+    hyperfine ca-certificates curl iproute2 nftables docker-registry apache2-utils openssl)
+PEER_PKGS=(crun runc podman docker.io)
 
 pkgs=("${BASE_PKGS[@]}")
 dry_run=0
