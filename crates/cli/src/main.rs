@@ -74,6 +74,14 @@ enum Command {
     Rmi(commands::image::RemoveArgs),
     /// Show the history of an image
     History(commands::image::HistoryArgs),
+    /// Download an image from a registry
+    Pull(commands::registry::PullArgs),
+    /// Upload an image to a registry
+    Push(commands::registry::PushArgs),
+    /// Authenticate to a registry
+    Login(commands::registry::LoginArgs),
+    /// Log out from a registry
+    Logout(commands::registry::LogoutArgs),
     /// Build an image from a Dockerfile
     Build(commands::build::BuildArgs),
     /// Manage builds
@@ -216,7 +224,7 @@ fn init_tracing(cli: &Cli) {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_new(format!(
-        "berth={level},berth_store={level},berth_reference={level},berth_engine={level},berth_runtime={level}"
+        "berth={level},berth_store={level},berth_reference={level},berth_engine={level},berth_runtime={level},berth_distribution={level}"
     ))
     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -240,6 +248,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tag(args) => commands::image::tag(&root, args),
         Command::Rmi(args) => commands::image::remove(&root, args),
         Command::History(args) => commands::image::history(&root, args),
+        Command::Pull(args) => commands::registry::pull(&root, args),
+        Command::Push(args) => commands::registry::push(&root, args),
+        Command::Login(args) => commands::registry::login(args),
+        Command::Logout(args) => commands::registry::logout(args),
         Command::Build(args) => commands::build::build(&root, args),
         Command::Builder { command } => commands::build::builder(&root, command),
         Command::ContainerShared(command) => container_command(&root, command),

@@ -248,11 +248,7 @@ impl Store {
         let name = blob.to_string();
         let (copied, unpacked) = thread::scope(|s| {
             let worker = s.spawn(move || {
-                let reader = ChannelReader {
-                    rx,
-                    chunk: Vec::new(),
-                    pos: 0,
-                };
+                let reader = ChannelReader::new(rx);
                 let (_, tar) = decompress(BufReader::with_capacity(1 << 20, reader))?;
                 layers.unpack_detached(&name, Digesting::new(tar, None))
             });
@@ -767,11 +763,21 @@ fn layer_mismatch(blob: &Digest, actual: &Digest, expected: &Digest) -> StoreErr
     )
 }
 
-/// Reads what the archive reader thread sends.
-struct ChannelReader {
+/// Reads what another thread sends, chunk by chunk, until it hangs up.
+pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
+}
+
+impl ChannelReader {
+    pub(crate) fn new(rx: mpsc::Receiver<Vec<u8>>) -> Self {
+        ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        }
+    }
 }
 
 impl Read for ChannelReader {

@@ -173,6 +173,20 @@ impl Store {
         tags: &[Reference],
         parent: Option<Digest>,
     ) -> Result<(ImageRecord, Vec<(Reference, Digest)>)> {
+        self.register_with_repo_digests(manifest_digest, config_digest, config, tags, &[], parent)
+    }
+
+    /// [`Store::register`], with repository digests (`name@sha256:…`) recorded in the same
+    /// transaction.
+    pub(crate) fn register_with_repo_digests(
+        &mut self,
+        manifest_digest: &Digest,
+        config_digest: &Digest,
+        config: &ImageConfig,
+        tags: &[Reference],
+        repo_digests: &[Reference],
+        parent: Option<Digest>,
+    ) -> Result<(ImageRecord, Vec<(Reference, Digest)>)> {
         let mut size = 0;
         for chain in chain_ids(config)? {
             let info = self.layers.get(&chain)?.ok_or_else(|| {
@@ -191,7 +205,7 @@ impl Store {
             added: jiff::Timestamp::now().as_second(),
             parent,
             tags: tags.to_vec(),
-            repo_digests: Vec::new(),
+            repo_digests: repo_digests.to_vec(),
         };
         let displaced = self.meta.register_image(&rec, tags)?;
         Ok((rec, displaced))

@@ -30,6 +30,7 @@ mod extend;
 mod gc;
 mod image;
 mod import;
+mod incoming;
 mod layers;
 mod lock;
 mod meta;
@@ -42,7 +43,7 @@ mod written;
 mod test_support;
 
 pub use archive::{ArchiveFormat, LoadedImage, SaveRequest};
-pub use blobs::BlobStore;
+pub use blobs::{BlobStore, Ingest};
 pub use check::CheckReport;
 pub use commit::CommitOptions;
 pub use compression::{
@@ -54,6 +55,7 @@ pub use extend::Extension;
 pub use gc::{GcReport, PruneReport};
 pub use image::{CACHE_HOLDER_PREFIX, Image, RemoveEvent};
 pub use import::ImportOptions;
+pub use incoming::{Incoming, LayerWork};
 pub use layers::{LayerInfo, chain_id};
 pub use meta::{ImageRecord, open_sqlite, retry_busy};
 pub use overlay::{Change, ChangeKind, overlay_changes, write_overlay_layer};

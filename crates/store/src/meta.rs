@@ -180,6 +180,45 @@ impl Meta {
         Ok(())
     }
 
+    /// Points a repository digest (`name@sha256:…`) at an existing image.
+    pub(crate) fn add_repo_digest(&mut self, image: &Digest, name: &Reference) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !row_exists(&tx, "SELECT 1 FROM images WHERE id = ?1", image)? {
+            return Err(StoreError::ImageNotFound(image.to_string()));
+        }
+        point_name(&tx, "repo_digests", name, image)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a push: the image's manifest becomes `manifest` (the one pushed), and
+    /// `names` (`name@sha256:…`) are its repository digests; one that named another image
+    /// moves.
+    pub(crate) fn record_push(
+        &mut self,
+        image: &Digest,
+        manifest: &Digest,
+        names: &[Reference],
+    ) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE images SET manifest = ?2 WHERE id = ?1",
+            params![image.to_string(), manifest.to_string()],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::ImageNotFound(image.to_string()));
+        }
+        for name in names {
+            point_name(&tx, "repo_digests", name, image)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Points one more tag at an existing image.
     pub(crate) fn set_tag(&mut self, tag: &Reference, image: &Digest) -> Result<()> {
         let tx = self

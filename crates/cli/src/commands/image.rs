@@ -45,6 +45,10 @@ pub enum ImageCommand {
     Load(LoadArgs),
     /// Save one or more images to a tar archive (streamed to STDOUT by default)
     Save(SaveArgs),
+    /// Download an image from a registry
+    Pull(super::registry::PullArgs),
+    /// Upload an image to a registry
+    Push(super::registry::PushArgs),
 }
 
 pub fn dispatch(root: &Path, cmd: ImageCommand) -> Result<()> {
@@ -58,6 +62,8 @@ pub fn dispatch(root: &Path, cmd: ImageCommand) -> Result<()> {
         ImageCommand::Import(a) => import(root, a),
         ImageCommand::Load(a) => load(root, a),
         ImageCommand::Save(a) => save(root, a),
+        ImageCommand::Pull(a) => super::registry::pull(root, a),
+        ImageCommand::Push(a) => super::registry::push(root, a),
     }
 }
 

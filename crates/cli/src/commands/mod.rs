@@ -9,6 +9,7 @@ pub mod image;
 pub mod lifecycle;
 pub mod network;
 pub mod procs;
+pub mod registry;
 pub mod system;
 pub mod volume;
 
