@@ -134,7 +134,7 @@ pub struct Compressor<W: Write> {
 
 enum Encoder<W: Write> {
     None(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(crate::gzip::AdaptiveGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -152,10 +152,7 @@ impl<W: Write> Compressor<W> {
     pub fn new(w: W, compression: Compression) -> io::Result<Self> {
         let inner = match compression {
             Compression::None => Encoder::None(w),
-            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
-                w,
-                flate2::Compression::new(GZIP_LEVEL),
-            )),
+            Compression::Gzip => Encoder::Gzip(crate::gzip::AdaptiveGzip::new(w)),
             Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?),
         };
         Ok(Compressor { inner })
@@ -208,13 +205,11 @@ impl<W: Write> Write for Compressor<W> {
     }
 }
 
-/// A gzip compressor at level [`GZIP_LEVEL`].
+/// A gzip compressor at level [`GZIP_LEVEL`], storing incompressible blocks as they are
+/// (see [`crate::gzip`]).
 pub fn compress_gzip<W: Write>(w: W) -> Compressor<W> {
     Compressor {
-        inner: Encoder::Gzip(flate2::write::GzEncoder::new(
-            w,
-            flate2::Compression::new(GZIP_LEVEL),
-        )),
+        inner: Encoder::Gzip(crate::gzip::AdaptiveGzip::new(w)),
     }
 }
 

@@ -28,6 +28,7 @@ mod config;
 mod error;
 mod extend;
 mod gc;
+mod gzip;
 mod image;
 mod import;
 mod incoming;
