@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Functions shared by the benchmarks in benches/ that source this file (build.sh so far; the
+# Functions shared by the benchmarks in benches/ that source this file (build.sh, registry.sh; the
 # older scripts still carry their own copies). Source it after setting:
 #
 #   BENCH_NAME  the script's name, for messages (build.sh)
@@ -210,4 +210,79 @@ bench_machine_notes() {
 # bench_git_rev: the repository's short revision, " (dirty)" when it has changes.
 bench_git_rev() {
     echo "$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | grep -q . && echo ' (dirty)')"
+}
+
+# bench_free_port FIRST: the first TCP port from FIRST up (at most 100 tried) on which nothing
+# listens, on any address.
+bench_free_port() {
+    local p
+    for ((p = $1; p < $1 + 100; p++)); do
+        if ! ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then echo "$p"; return 0; fi
+    done
+    return 1
+}
+
+# A local registry, distribution 2.8 (`docker-registry`), plain HTTP on 127.0.0.1
+# (shared/peers.md section 5): its own config, storage and log, no auth, access log off.
+#
+# bench_registry_start DIR PORT: writes DIR/config.yml, serves DIR/data on 127.0.0.1:PORT
+# (log in DIR/registry.log) and waits until /v2/ answers. Sets bench_registry_pid.
+bench_registry_pid=
+bench_registry_start() {
+    local dir=$1 port=$2 i
+    mkdir -p "$dir/data"
+    cat >"$dir/config.yml" <<CONF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$port
+CONF
+    docker-registry serve "$dir/config.yml" </dev/null >"$dir/registry.log" 2>&1 &
+    bench_registry_pid=$!
+    for ((i = 0; i < 400; i++)); do
+        curl -fs -o /dev/null "http://127.0.0.1:$port/v2/" && return 0
+        kill -0 "$bench_registry_pid" 2>/dev/null || break
+        sleep 0.025
+    done
+    log "the registry did not come up on 127.0.0.1:$port; the end of its log:"
+    tail -n 20 "$dir/registry.log" >&2
+    bench_registry_stop
+    return 1
+}
+# bench_registry_stop: stops the registry of bench_registry_start (its storage stays).
+bench_registry_stop() {
+    [ -n "$bench_registry_pid" ] || return 0
+    kill "$bench_registry_pid" 2>/dev/null || true
+    wait "$bench_registry_pid" 2>/dev/null || true     # 143: it ended on SIGTERM
+    bench_registry_pid=
+}
+
+# bench_proc_cpu PID: the CPU time of process PID and of its children that it has waited for
+# (utime + stime + cutime + cstime of /proc/PID/stat), in clock ticks (getconf CLK_TCK per
+# second), in $bench_cpu_user and $bench_cpu_sys; both 0 when the process is gone. No subshell:
+# for the script itself ($$), what it runs between two calls is what the difference counts.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+bench_cpu_user=0 bench_cpu_sys=0
+bench_proc_cpu() {
+    local line rest f
+    bench_cpu_user=0
+    bench_cpu_sys=0
+    [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 0
+    read -r line <"/proc/$1/stat" || return 0
+    rest=${line##*) }                   # after the command name, which may hold spaces
+    read -r -a f <<<"$rest"
+    # rest starts at field 3 (state): utime is field 14, i.e. f[11]; stime f[12]; cutime f[13];
+    # cstime f[14].
+    # shellcheck disable=SC2034
+    bench_cpu_user=$((f[11] + f[13])) bench_cpu_sys=$((f[12] + f[14]))
 }
