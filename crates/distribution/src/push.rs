@@ -98,7 +98,7 @@ impl Registries {
             .and_then(|v| v.as_str())
             .unwrap_or(OCI_MANIFEST)
             .to_string();
-        let mounts = mount_sources(store, reference, &record.id)?;
+        let mounts = mount_sources(store, reference)?;
 
         progress.message(&format!(
             "The push refers to repository [{}]",
@@ -185,11 +185,7 @@ impl Registries {
 
 /// For each blob that another repository of the same registry has (as far as this store
 /// knows: images pulled from or pushed to it), one such repository.
-fn mount_sources(
-    store: &Store,
-    reference: &Reference,
-    id: &Digest,
-) -> Result<HashMap<Digest, String>> {
+fn mount_sources(store: &Store, reference: &Reference) -> Result<HashMap<Digest, String>> {
     let mut out = HashMap::new();
     for image in store.images()? {
         let repos: Vec<&Reference> = image
@@ -197,7 +193,7 @@ fn mount_sources(
             .iter()
             .filter(|r| r.domain() == reference.domain() && r.path() != reference.path())
             .collect();
-        if repos.is_empty() || &image.id == id {
+        if repos.is_empty() {
             continue;
         }
         let Ok(bytes) = store.blobs().read(&image.manifest) else {
