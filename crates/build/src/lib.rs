@@ -128,6 +128,22 @@ pub struct BuildOptions {
     pub network: Option<String>,
     /// `--secret`: each secret's value by id, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// Fetches base images from outside (a registry), if the caller can.
+    pub fetch_base: Option<BaseFetcher>,
+    /// `--pull`: fetch every base image even when the store has it.
+    pub pull: bool,
+}
+
+/// Brings a base image into the store: called with the name from `FROM` when the store does
+/// not have it (or always, with `--pull`). The builder knows nothing of registries; the
+/// caller supplies this.
+#[derive(Clone)]
+pub struct BaseFetcher(pub std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for BaseFetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BaseFetcher")
+    }
 }
 
 /// The `PATH` of a stage whose base sets none, as BuildKit's.
@@ -659,15 +675,23 @@ impl Builder<'_> {
             })?;
             self.start_from(state, &image)?;
         } else if base != "scratch" {
+            let from_error = |message: String| BuildError::Step {
+                line: stage.line,
+                instruction: format!("FROM {}", stage.base),
+                message,
+                output: Vec::new(),
+            };
+            let opts = self.shared.opts;
+            let missing = self.engine.store().resolve(base).is_err();
+            if let Some(fetch) = &opts.fetch_base
+                && (missing || opts.pull)
+            {
+                (fetch.0)(base).map_err(from_error)?;
+            }
             let record = self.engine.store().resolve(base).map_err(|_| {
-                BuildError::Step {
-                    line: stage.line,
-                    instruction: format!("FROM {}", stage.base),
-                    message: format!(
-                        "base image {base} not found locally (load it with berth load or berth import; pulling comes with the registry client)"
-                    ),
-                    output: Vec::new(),
-                }
+                from_error(format!(
+                    "base image {base} not found locally (pull it with berth pull, or load it with berth load or berth import)"
+                ))
             })?;
             self.start_from(state, &record.id)?;
         }

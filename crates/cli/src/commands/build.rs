@@ -52,8 +52,7 @@ pub struct BuildArgs {
     /// "id=mysecret,env=VAR")
     #[arg(long, value_name = "stringArray")]
     secret: Vec<String>,
-    /// Always attempt to pull a newer version of the image (berth has no registry client yet:
-    /// accepted, and the local image is used)
+    /// Always attempt to pull a newer version of the image
     #[arg(long)]
     pull: bool,
     /// Set target platform for build (only this host's: linux/ARCH)
@@ -109,11 +108,6 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
                 format!("--platform {platform}: only this host's platform ({host}) can be built"),
             ));
         }
-    }
-    if args.pull {
-        eprintln!(
-            "WARNING: --pull: berth has no registry client yet; the local base images are used"
-        );
     }
     let _ = (&args.rm, args.force_rm);
     // `-`: stdin is a Dockerfile (an empty context), or the context as a tar archive
@@ -227,6 +221,11 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
         labels,
         network: args.network.clone(),
         secrets,
+        fetch_base: Some(super::registry::base_fetcher(
+            root,
+            !(args.quiet || args.progress == "quiet"),
+        )),
+        pull: args.pull,
     };
     let output = match args.output.as_slice() {
         [] => None,

@@ -35,6 +35,12 @@ pub struct RunArgs {
     /// Automatically remove the container and its resources when it exits
     #[arg(long)]
     rm: bool,
+    /// Pull image before running ("always", "missing", "never")
+    #[arg(long, default_value = "missing")]
+    pub(crate) pull: String,
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
+    pub(crate) platform: Option<String>,
     /// Run container in background and print container ID
     #[arg(short, long)]
     pub(crate) detach: bool,
@@ -427,6 +433,8 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
             ),
         ));
     }
+    super::registry::ensure_image(root, &opts.image, &args.pull, args.platform.as_deref())
+        .map_err(|e| fail(EXIT_ENGINE, super::one_line(&e)))?;
     let mut engine = Engine::open(root).map_err(|e| fail(EXIT_ENGINE, e))?;
     let rec = engine.create(&opts).map_err(|e| fail(EXIT_ENGINE, e))?;
     if let Some(path) = &args.cidfile {

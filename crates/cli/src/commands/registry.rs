@@ -76,6 +76,8 @@ pub struct LogoutArgs {
 /// in place (with a bar while bytes move); otherwise one line per state change.
 pub struct TransferView {
     terminal: bool,
+    /// Draw on stderr (a pull inside `run`, whose stdout is the container's).
+    stderr: bool,
     /// Layer lines drawn so far (terminal only), by short ID, in order.
     lines: Mutex<Vec<String>>,
 }
@@ -84,6 +86,7 @@ impl TransferView {
     pub fn new(terminal: bool) -> Self {
         TransferView {
             terminal,
+            stderr: false,
             lines: Mutex::new(Vec::new()),
         }
     }
@@ -113,16 +116,26 @@ fn bar(done: u64, total: Option<u64>) -> String {
     }
 }
 
+impl TransferView {
+    fn out(&self) -> Box<dyn Write> {
+        if self.stderr {
+            Box::new(io::stderr().lock())
+        } else {
+            Box::new(io::stdout().lock())
+        }
+    }
+}
+
 impl Progress for TransferView {
     fn message(&self, line: &str) {
-        println!("{line}");
+        let _ = writeln!(self.out(), "{line}");
     }
 
     fn layer(&self, id: &Digest, state: LayerState) {
         let short = id.short();
         if !self.terminal {
             if !state.is_transfer() {
-                println!("{short}: {}", state.label());
+                let _ = writeln!(self.out(), "{short}: {}", state.label());
             }
             return;
         }
@@ -133,7 +146,7 @@ impl Progress for TransferView {
             _ => format!("{short}: {}", state.label()),
         };
         let mut lines = self.lines.lock().expect("view lock");
-        let mut out = io::stdout().lock();
+        let mut out = self.out();
         match lines.iter().position(|l| l == short) {
             Some(i) => {
                 let up = lines.len() - i;
@@ -218,6 +231,81 @@ pub fn pull(root: &Path, args: PullArgs) -> Result<()> {
     }
     println!("{reference}");
     Ok(())
+}
+
+/// Makes sure the image a container is created from is here, as `docker run --pull`:
+/// `missing` pulls it when the store does not have it, `always` pulls it anyway, `never`
+/// leaves the store alone. Progress goes to stderr (stdout belongs to the container).
+pub fn ensure_image(root: &Path, image: &str, policy: &str, platform: Option<&str>) -> Result<()> {
+    let always = match policy {
+        "missing" => false,
+        "always" => true,
+        "never" => return Ok(()),
+        other => bail!(
+            "invalid pull option: '{other}': must be one of \"always\", \"missing\" or \"never\""
+        ),
+    };
+    if !always && open_store(root)?.resolve(image).is_ok() {
+        return Ok(());
+    }
+    // An ID (or ID prefix) is never pulled; the create reports it missing.
+    let Ok(reference) = Reference::parse_with_default_tag(image) else {
+        return Ok(());
+    };
+    if !always {
+        eprintln!(
+            "Unable to find image '{}' locally",
+            reference.familiar_string()
+        );
+    }
+    let platform = platform
+        .filter(|p| !p.is_empty())
+        .map(Platform::parse)
+        .transpose()?;
+    let registries = Registries::load()?;
+    let mut store = open_store(root)?;
+    let view = TransferView {
+        terminal: io::stderr().is_terminal(),
+        stderr: true,
+        lines: Mutex::new(Vec::new()),
+    };
+    let pulled = registries.pull(&mut store, &reference, &PullOptions { platform }, &view)?;
+    eprintln!("Digest: {}", pulled.digest);
+    eprintln!("{}", status_line(pulled.new, &reference.familiar_string()));
+    Ok(())
+}
+
+/// Pulls a build's missing base images (plain progress lines on stderr unless `verbose` is
+/// off or stderr is a terminal, where the build's own view is drawn).
+pub fn base_fetcher(root: &Path, verbose: bool) -> berth_build::BaseFetcher {
+    let root = root.to_owned();
+    berth_build::BaseFetcher(std::sync::Arc::new(move |name: &str| {
+        let reference = Reference::parse_with_default_tag(name)
+            .map_err(|e| format!("invalid base image reference {name:?}: {e}"))?;
+        let pull = || -> Result<()> {
+            let registries = Registries::load()?;
+            let mut store = open_store(&root)?;
+            let view = TransferView {
+                terminal: false,
+                stderr: true,
+                lines: Mutex::new(Vec::new()),
+            };
+            let progress: &dyn Progress = if verbose && !io::stderr().is_terminal() {
+                &view
+            } else {
+                &Silent
+            };
+            registries.pull(&mut store, &reference, &PullOptions::default(), progress)?;
+            Ok(())
+        };
+        pull().map_err(|e| {
+            format!(
+                "pulling {}: {}",
+                reference.familiar_string(),
+                super::one_line(&e)
+            )
+        })
+    }))
 }
 
 fn status_line(new: bool, what: &str) -> String {
