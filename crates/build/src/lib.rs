@@ -138,7 +138,10 @@ pub struct BuildOptions {
 /// not have it (or always, with `--pull`). The builder knows nothing of registries; the
 /// caller supplies this.
 #[derive(Clone)]
-pub struct BaseFetcher(pub std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>);
+pub struct BaseFetcher(pub std::sync::Arc<FetchBase>);
+
+/// The function behind a [`BaseFetcher`]: the `FROM` name in, an error message out.
+pub type FetchBase = dyn Fn(&str) -> Result<(), String> + Send + Sync;
 
 impl std::fmt::Debug for BaseFetcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

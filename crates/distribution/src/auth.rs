@@ -38,8 +38,7 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
         rest = rest[scheme_end..].trim_start_matches([' ', ',']);
         let mut params = BTreeMap::new();
         // Parameters follow until a token that is not followed by '=' (the next scheme).
-        loop {
-            let Some(eq) = rest.find('=') else { break };
+        while let Some(eq) = rest.find('=') {
             let key = rest[..eq].trim();
             if key.is_empty() || key.contains([' ', ',']) {
                 break;

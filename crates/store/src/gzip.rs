@@ -132,7 +132,7 @@ impl<W: Write> Write for AdaptiveGzip<W> {
         let n = buf.len().min(BLOCK - self.pending.len());
         self.pending.extend_from_slice(&buf[..n]);
         if self.pending.len() == BLOCK {
-            let full = std::mem::replace(&mut self.pending, Vec::new());
+            let full = std::mem::take(&mut self.pending);
             self.block(full)?;
         }
         Ok(n)
