@@ -369,6 +369,13 @@ impl Repository {
     }
 
     fn unauthorized(&self, what: &str) -> DistributionError {
+        // The registry's own code says "unauthorized" already; HEAD answers have no body.
+        let what = what.strip_prefix("unauthorized: ").unwrap_or(what);
+        let what = if what.starts_with("401") {
+            "authentication required"
+        } else {
+            what
+        };
         let hint = if self.credential.is_none() {
             format!("; log in with `berth login {}`", self.registry)
         } else {
@@ -384,7 +391,12 @@ impl Repository {
     /// be answered without a 401.
     pub fn check_login(&self) -> Result<()> {
         let url = self.url("/v2/")?;
-        let resp = self.send(Method::GET, url.clone(), |r| r.timeout(SMALL_REQUEST))?;
+        let resp = match self.send(Method::GET, url.clone(), |r| r.timeout(SMALL_REQUEST)) {
+            Err(DistributionError::Unauthorized { .. }) => {
+                return Err(self.unauthorized("incorrect username or password"));
+            }
+            other => other?,
+        };
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(self.unauthorized("incorrect username or password"));
         }
