@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod host;
+pub mod registry;
 
 use std::{
     io::Write,
@@ -41,7 +42,15 @@ impl Berth {
         let mut c = Command::new(berth_bin());
         c.arg("--root").arg(self.root());
         c.env_remove("BERTH_ROOT");
+        // Registry credentials: this berth's own, never the host's ~/.docker/config.json.
+        c.env("DOCKER_CONFIG", self.docker_config());
         c
+    }
+
+    /// The Docker config directory (`config.json`: registry credentials) this berth uses; the
+    /// client creates it on `login`, as docker does.
+    pub fn docker_config(&self) -> PathBuf {
+        self.dir.path().join("docker-config")
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
