@@ -39,7 +39,8 @@ pub struct Pulled {
     pub id: Digest,
     /// The repository digest: the index's when the tag named one, else the manifest's.
     pub digest: Digest,
-    /// Whether the image is new to the store (Docker's "Downloaded newer image").
+    /// Whether the reference names another image than before (Docker's "Downloaded newer
+    /// image"; "Image is up to date" otherwise).
     pub new: bool,
 }
 
@@ -83,6 +84,9 @@ impl Registries {
         opts: &PullOptions,
         progress: &dyn Progress,
     ) -> Result<Pulled> {
+        // Docker's status says whether the name moved: "Downloaded newer image" unless it
+        // named this very image before.
+        let before = store.resolve(&reference.to_string()).ok().map(|r| r.id);
         let repo = self.open(reference.domain(), reference.path(), Access::Pull, &[])?;
         let familiar = reference.familiar_string();
         let wanted = match reference.digest() {
@@ -119,9 +123,9 @@ impl Registries {
             store.add_repo_digest(&config_digest, &repo_ref)?;
             return Ok(Pulled {
                 reference: reference.clone(),
+                new: before.as_ref() != Some(&config_digest),
                 id: config_digest,
                 digest: repo_digest,
-                new: false,
             });
         }
 
@@ -168,9 +172,9 @@ impl Registries {
             store.register_incoming(incoming, &manifest.digest, &tags, &[repo_ref])?;
         Ok(Pulled {
             reference: reference.clone(),
+            new: before.as_ref() != Some(&record.id),
             id: record.id,
             digest: repo_digest,
-            new: true,
         })
     }
 
