@@ -5,6 +5,8 @@
 //! berth has no daemon, so what dockerd takes as `daemon.json` berth reads from
 //! `/etc/berth/daemon.json` (or the file `$BERTH_DAEMON_CONFIG` names), with Docker's keys:
 //! `insecure-registries` (hosts, `host:port`s or CIDRs) and `registry-mirrors` (URLs).
+//! Certificates are looked up in `$BERTH_CERTS_DIR/<host>/` first, then in
+//! `/etc/berth/certs.d/<host>/` and Docker's `/etc/docker/certs.d/<host>/`.
 
 use std::{
     net::IpAddr,
@@ -90,7 +92,11 @@ impl RegistryConfig {
                 .into_iter()
                 .map(|m| m.trim_end_matches('/').to_string())
                 .collect(),
-            certs_dirs: vec!["/etc/berth/certs.d".into(), "/etc/docker/certs.d".into()],
+            certs_dirs: std::env::var_os("BERTH_CERTS_DIR")
+                .map(PathBuf::from)
+                .into_iter()
+                .chain(["/etc/berth/certs.d".into(), "/etc/docker/certs.d".into()])
+                .collect(),
         })
     }
 
