@@ -577,18 +577,7 @@ impl Repository {
 
     /// Fetches a small blob (a config) whole, verified.
     pub fn get_small_blob(&self, digest: &Digest, limit: u64, what: &str) -> Result<Vec<u8>> {
-        let mut reader = self.blob_reader(digest, None, |_| {})?;
-        let mut data = Vec::new();
-        (&mut reader)
-            .take(limit + 1)
-            .read_to_end(&mut data)
-            .map_err(|e| unwrap_io(e, what))?;
-        if data.len() as u64 > limit {
-            return Err(DistributionError::bad(
-                what.to_string(),
-                format!("larger than {limit} bytes"),
-            ));
-        }
+        let data = read_up_to(self.blob_reader(digest, None, |_| {})?, limit, what)?;
         let actual = Digest::sha256_of(&data);
         if &actual != digest {
             return Err(DistributionError::DigestMismatch {
@@ -1005,22 +994,25 @@ fn registry_error(method: &str, url: &Url, resp: Response) -> DistributionError 
 /// Reads a response body of at most `limit` bytes.
 fn read_limited(resp: Response, limit: u64, what: &str) -> Result<Vec<u8>> {
     if resp.content_length().is_some_and(|l| l > limit) {
-        return Err(DistributionError::bad(
-            what.to_string(),
-            format!("larger than {limit} bytes"),
-        ));
+        return Err(too_large(what, limit));
     }
+    read_up_to(resp, limit, what)
+}
+
+/// Reads a stream of at most `limit` bytes; more is an error.
+fn read_up_to(r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>> {
     let mut data = Vec::new();
-    resp.take(limit + 1)
+    r.take(limit + 1)
         .read_to_end(&mut data)
         .map_err(|e| unwrap_io(e, what))?;
     if data.len() as u64 > limit {
-        return Err(DistributionError::bad(
-            what.to_string(),
-            format!("larger than {limit} bytes"),
-        ));
+        return Err(too_large(what, limit));
     }
     Ok(data)
+}
+
+fn too_large(what: &str, limit: u64) -> DistributionError {
+    DistributionError::bad(what.to_string(), format!("larger than {limit} bytes"))
 }
 
 /// An I/O error from a body read, as the error it carries (a DistributionError from a
