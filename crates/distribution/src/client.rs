@@ -124,7 +124,11 @@ fn http_client(config: &RegistryConfig, registry: &str, endpoint: &Endpoint) -> 
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
         .timeout(None::<Duration>)
         .connect_timeout(Duration::from_secs(30))
+        // Blob bodies have no overall time limit (they may be gigabytes); a peer that went
+        // away is noticed by keepalive probes within about a minute instead.
         .tcp_keepalive(Duration::from_secs(30))
+        .tcp_keepalive_interval(Duration::from_secs(10))
+        .tcp_keepalive_retries(3)
         .tls_danger_accept_invalid_certs(!endpoint.verify_tls);
     if config.is_insecure(registry) {
         // Loopback and configured-insecure registries are local: never through a proxy.
