@@ -308,3 +308,118 @@ fn copy_to_ingest(
         .map_err(|e| e.into_error())
         .ctx("write layer blob", "ingest/")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn layer_tar(name: &str, body: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, body).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut w = crate::compress_gzip(Vec::new());
+        w.write_all(data).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn ingest_is_empty(root: &std::path::Path) -> bool {
+        std::fs::read_dir(root.join("ingest"))
+            .unwrap()
+            .next()
+            .is_none()
+    }
+
+    #[test]
+    fn a_layer_streams_into_blob_and_unpacked_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tar = layer_tar("hello.txt", b"hi\n");
+        let blob = gzip(&tar);
+        let (blob_digest, diff_id) = (Digest::sha256_of(&blob), Digest::sha256_of(&tar));
+        let incoming = store.incoming().unwrap();
+        let work = incoming
+            .put_layer(&blob_digest, &diff_id, None, &mut &blob[..])
+            .unwrap();
+        assert_eq!(work, LayerWork::Unpacked);
+        assert!(incoming.has_blob(&blob_digest));
+        assert!(incoming.has_layer(&diff_id).unwrap());
+        assert_eq!(
+            std::fs::read(store.layer_dir(&diff_id).join("hello.txt")).unwrap(),
+            b"hi\n"
+        );
+        // The same layer again (another image's blob for it): only the blob is stored.
+        let again = layer_tar("hello.txt", b"hi\n");
+        let plain = Digest::sha256_of(&again);
+        let work = incoming
+            .put_layer(&plain, &diff_id, None, &mut &again[..])
+            .unwrap();
+        assert_eq!(work, LayerWork::BlobOnly);
+        assert!(ingest_is_empty(dir.path()));
+    }
+
+    #[test]
+    fn a_corrupted_or_mislabelled_layer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tar = layer_tar("x", b"payload");
+        let blob = gzip(&tar);
+        let diff_id = Digest::sha256_of(&tar);
+        let incoming = store.incoming().unwrap();
+
+        let mut corrupted = blob.clone();
+        let last = corrupted.len() - 9;
+        corrupted[last] ^= 0xff;
+        let announced = Digest::sha256_of(&blob);
+        let err = incoming
+            .put_layer(&announced, &diff_id, None, &mut &corrupted[..])
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::DigestMismatch { .. }),
+            "a corrupted blob is refused for its digest: {err}"
+        );
+        assert!(!incoming.has_blob(&announced));
+        assert!(!incoming.has_layer(&diff_id).unwrap());
+
+        // The right blob, but a config that names another diff ID: the layer is refused.
+        let wrong = Digest::sha256_of(b"something else");
+        let err = incoming
+            .put_layer(&announced, &wrong, None, &mut &blob[..])
+            .unwrap_err();
+        assert!(err.to_string().contains("config says"), "{err}");
+        assert!(!incoming.has_layer(&diff_id).unwrap());
+        assert!(!incoming.has_layer(&wrong).unwrap());
+
+        // A download that fails midway.
+        struct Broken<'a>(&'a [u8]);
+        impl Read for Broken<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(io::Error::other("connection reset"));
+                }
+                let n = buf.len().min(self.0.len()).min(7);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let err = incoming
+            .put_layer(&announced, &diff_id, None, &mut Broken(&blob[..20]))
+            .unwrap_err();
+        assert!(err.to_string().contains("connection reset"), "{err}");
+        assert!(!incoming.has_layer(&diff_id).unwrap());
+        drop(incoming);
+        assert!(ingest_is_empty(dir.path()));
+        let layers: Vec<_> = std::fs::read_dir(dir.path().join("layers"))
+            .unwrap()
+            .collect();
+        assert!(layers.is_empty(), "no unpacked or temporary layer is left");
+    }
+}
