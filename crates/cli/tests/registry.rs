@@ -1,7 +1,9 @@
 //! The registry client (`berth pull`, `push`, `login`, `logout`) against distribution
 //! (docker-registry 2.8) on 127.0.0.1 over plain HTTP: no auth, htpasswd and token auth, a
-//! download cut half-way, a corrupted blob, dead registries and bad references. skopeo checks
-//! what berth pushes and pushes what berth pulls.
+//! download cut half-way, a corrupted blob, dead registries and bad references; over TLS (and
+//! HTTP/2) with `certs.d` CAs, and on another of the host's addresses, where berth verifies
+//! certificates unless `daemon.json` lists the registry as insecure; Docker Hub mirrors; a pull
+//! killed half-way. skopeo checks what berth pushes and pushes what berth pulls.
 //!
 //! The `fixture_*` tests prove the harness itself (common/registry.rs) with skopeo and curl;
 //! every other test runs berth's registry client. Each test starts its own registry (and token
@@ -286,6 +288,67 @@ fn skopeo_push(reg: &Registry, scratch: &Path, image: &TestImage, name_tag: &str
     let reference = reg.image(name_tag);
     skopeo_push_layout(&layout, "t", &reference, false, None);
     reference
+}
+
+/// `berth ARGS` with `env` set, and no proxy from the host's environment (a registry on a
+/// non-loopback address would otherwise be reached through it).
+fn run_env(b: &Berth, env: &[(&str, &Path)], args: &[&str]) -> Output {
+    let mut c = b.command();
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+    ] {
+        c.env_remove(var);
+    }
+    c.envs(env.iter().map(|(k, v)| (k, v)));
+    c.args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run berth")
+}
+
+/// [`run_env`], expecting success; returns stdout.
+fn ok_env(b: &Berth, env: &[(&str, &Path)], args: &[&str]) -> String {
+    let out = run_env(b, env, args);
+    assert_success(&out, args);
+    text(&out.stdout)
+}
+
+/// The requests berth made (by its User-Agent) that `reg` logged, once `until` holds for
+/// them (the registry writes a request's line after answering it).
+fn berth_requests(reg: &Registry, until: impl Fn(&[AccessEntry]) -> bool) -> Vec<AccessEntry> {
+    let mine = || -> Vec<AccessEntry> {
+        reg.access_log()
+            .into_iter()
+            .filter(|e| e.user_agent.starts_with("berth/"))
+            .collect()
+    };
+    eventually(
+        10,
+        "the registry to log berth's requests",
+        || until(&mine()),
+    );
+    mine()
+}
+
+/// Whether a logged request is `method` on a target containing `part`.
+fn logged(entries: &[AccessEntry], method: &str, part: &str) -> bool {
+    entries
+        .iter()
+        .any(|e| e.method == method && e.target.contains(part) && e.status < 400)
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound and let go).
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn curl(args: &[&str]) -> Output {
@@ -1180,4 +1243,410 @@ fn all_tags_push_and_pull() {
         assert_eq!(fresh.image_id(&format!("{repo}:{tag}")), id);
     }
     assert_store_sound(&fresh);
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS, daemon.json, mirrors, and a pull killed half-way
+
+#[test]
+fn tls_registry_over_http2_with_certs_d() {
+    let ca = TestCa::new();
+    let host = Host::new();
+    let b = &host.berth;
+    let certs = work_dir(b, "certs.d");
+    // No daemon.json (a host's /etc/berth/daemon.json must not make these registries insecure).
+    let no_config = b.dir.path().join("no-daemon.json");
+    let env = [
+        ("BERTH_CERTS_DIR", certs.as_path()),
+        ("BERTH_DAEMON_CONFIG", no_config.as_path()),
+    ];
+
+    // (a) On loopback: berth tries HTTPS first (unverified there, as Docker treats local
+    // registries as insecure), and speaks HTTP/2 to it.
+    let reg = Registry::plain_with(RegistryOptions {
+        tls: Some(&ca),
+        access_log: true,
+        ..Default::default()
+    });
+    let r = http("GET", &reg.host(), "/v2/", &[], b"").unwrap();
+    assert_eq!(r.status, 400, "the registry serves HTTPS only");
+    ca.install(&certs, &reg.host());
+    let image = reg.image("test/tls:1");
+    b.ok(&["tag", "busybox:latest", &image]);
+    let id = b.image_id(&image);
+    let out = ok_env(b, &env, &["push", &image]);
+    let (digest, _) = assert_pushed(&out, &reg.image("test/tls"), "1", 1, &["Pushed"]);
+    b.ok(&["rmi", &image, "busybox:latest"]);
+    let out = ok_env(b, &env, &["pull", &image]);
+    assert_pulled(&out, &image, &digest, Pulled::Downloaded);
+    assert_eq!(b.image_id(&image), id);
+    host.run_ok(&[&image, "true"]);
+    let seen = berth_requests(&reg, |e| {
+        logged(e, "PUT", "/manifests/1") && logged(e, "GET", "/blobs/sha256:")
+    });
+    assert!(
+        seen.iter().all(|e| e.protocol == "HTTP/2.0"),
+        "berth spoke HTTP/2 to the TLS registry: {seen:#?}"
+    );
+
+    // (b) On another address of this host the registry is remote: its certificate must verify.
+    let Some(ip) = non_loopback_ipv4() else {
+        eprintln!("no non-loopback IPv4 address here: verified TLS is not exercised");
+        return;
+    };
+    let remote = Registry::plain_with(RegistryOptions {
+        ip: ip.into(),
+        tls: Some(&ca),
+        access_log: true,
+    });
+    let rimage = remote.image("test/tls:1");
+    b.ok(&["tag", &image, &rimage]);
+    let out = run_env(b, &env, &["push", &rimage]);
+    let line = assert_error(
+        &out,
+        "push to a registry whose CA is not in certs.d",
+        &["certificate"],
+    );
+    assert!(line.contains(&remote.host()), "names the registry: {line}");
+    // A CA for another port of the same address is not this registry's.
+    ca.install(&certs, &format!("{ip}:1"));
+    let out = run_env(b, &env, &["push", &rimage]);
+    assert_error(
+        &out,
+        "push with the CA under another host:port",
+        &["certificate"],
+    );
+    assert!(
+        berth_requests(&remote, |_| true).is_empty(),
+        "nothing got past the TLS handshake, and nothing went over plain HTTP"
+    );
+    ca.install(&certs, &remote.host());
+    let out = ok_env(b, &env, &["push", &rimage]);
+    let (rdigest, _) = assert_pushed(&out, &remote.image("test/tls"), "1", 1, &["Pushed"]);
+    assert_eq!(rdigest, digest);
+
+    // A berth without the CA cannot pull; with it, it does.
+    let fresh = Berth::new();
+    let bare_certs = work_dir(&fresh, "certs.d");
+    let out = run_env(
+        &fresh,
+        &[
+            ("BERTH_CERTS_DIR", bare_certs.as_path()),
+            ("BERTH_DAEMON_CONFIG", no_config.as_path()),
+        ],
+        &["pull", &rimage],
+    );
+    assert_error(&out, "pull without the CA", &["certificate"]);
+    assert_eq!(image_ids(&fresh), Vec::<String>::new());
+    let out = ok_env(&fresh, &env, &["pull", &rimage]);
+    assert_pulled(&out, &rimage, &digest, Pulled::Downloaded);
+    assert_eq!(fresh.image_id(&rimage), id);
+    let seen = berth_requests(&remote, |e| {
+        logged(e, "PUT", "/manifests/1") && logged(e, "GET", "/blobs/sha256:")
+    });
+    assert!(
+        seen.iter().all(|e| e.protocol == "HTTP/2.0"),
+        "berth spoke HTTP/2 over verified TLS: {seen:#?}"
+    );
+    assert_store_sound(&fresh);
+    assert_store_sound(b);
+}
+
+#[test]
+fn insecure_registry_from_daemon_json() {
+    let host = Host::new();
+    let b = &host.berth;
+    let config = b.dir.path().join("daemon.json");
+    let certs = work_dir(b, "certs.d");
+    let env = [
+        ("BERTH_DAEMON_CONFIG", config.as_path()),
+        ("BERTH_CERTS_DIR", certs.as_path()),
+    ];
+
+    // A malformed daemon.json: one line that names the file, exit 1, the store left alone.
+    let before = b.snapshot();
+    let path = config.to_str().unwrap();
+    for bad in [
+        r#"{"insecure-registries": ["#,
+        r#"{"insecure-registries": "10.1.2.3:5000"}"#,
+        r#"{"registry-mirrors": ["mirror.example"]}"#,
+    ] {
+        std::fs::write(&config, bad).unwrap();
+        for args in [
+            ["pull", "127.0.0.1:1/test/x:1"],
+            ["push", "busybox:latest"],
+            ["login", "127.0.0.1:1"],
+        ] {
+            let out = run_env(b, &env, &args);
+            assert_error(&out, &format!("{args:?} with daemon.json {bad}"), &[path]);
+        }
+    }
+    assert_eq!(b.snapshot(), before, "a bad daemon.json changes nothing");
+
+    // insecure-registries only matters for registries that are not local.
+    let Some(ip) = non_loopback_ipv4() else {
+        eprintln!("no non-loopback IPv4 address here: insecure-registries is not exercised");
+        return;
+    };
+    let reg = Registry::plain_with(RegistryOptions {
+        ip: ip.into(),
+        access_log: true,
+        ..Default::default()
+    });
+    let image = reg.image("test/insecure:1");
+    b.ok(&["tag", "busybox:latest", &image]);
+    let id = b.image_id(&image);
+
+    // Not listed (or listed with another port): HTTPS only, which this registry does not speak.
+    for listed in ["[]", &format!(r#"["{ip}:1"]"#), r#"["10.0.0.0/8"]"#] {
+        std::fs::write(&config, format!(r#"{{"insecure-registries": {listed}}}"#)).unwrap();
+        let out = run_env(b, &env, &["push", &image]);
+        let line = assert_error(
+            &out,
+            &format!("push to a plain-HTTP registry with insecure-registries {listed}"),
+            &[&reg.host()],
+        );
+        assert!(line.contains("https://"), "only HTTPS was tried: {line}");
+    }
+    assert!(
+        berth_requests(&reg, |_| true).is_empty(),
+        "nothing went over plain HTTP"
+    );
+
+    // Listed as host:port: HTTPS fails, plain HTTP is next.
+    std::fs::write(
+        &config,
+        format!(r#"{{"insecure-registries": ["{}"]}}"#, reg.host()),
+    )
+    .unwrap();
+    let out = ok_env(b, &env, &["push", &image]);
+    let (digest, _) = assert_pushed(&out, &reg.image("test/insecure"), "1", 1, &["Pushed"]);
+    // The registry logged the push (so it came over plain HTTP, all it speaks), as HTTP/1.1.
+    let seen = berth_requests(&reg, |e| logged(e, "PUT", "/manifests/1"));
+    assert!(
+        seen.iter().all(|e| e.protocol == "HTTP/1.1"),
+        "plain HTTP is HTTP/1.1: {seen:#?}"
+    );
+    // As a bare address and as a CIDR: any port of it.
+    for listed in [ip.to_string(), format!("{ip}/32")] {
+        std::fs::write(
+            &config,
+            format!(r#"{{"insecure-registries": ["{listed}"]}}"#),
+        )
+        .unwrap();
+        let fresh = Berth::new();
+        let out = ok_env(&fresh, &env, &["pull", &image]);
+        assert_pulled(&out, &image, &digest, Pulled::Downloaded);
+        assert_eq!(fresh.image_id(&image), id);
+        assert_store_sound(&fresh);
+    }
+}
+
+#[test]
+fn docker_hub_mirror() {
+    let reg = Registry::plain_with(RegistryOptions {
+        access_log: true,
+        ..Default::default()
+    });
+    let host = bare_host();
+    let b = &host.berth;
+    let img = multi_layer_image();
+    let pushed = skopeo_push(&reg, &work_dir(b, "scratch"), &img, "library/bbmirror:1");
+    let digest = digest_of(&skopeo_raw(&pushed, None));
+    let config = b.dir.path().join("daemon.json");
+    let certs = work_dir(b, "certs.d");
+    let env = [
+        ("BERTH_DAEMON_CONFIG", config.as_path()),
+        ("BERTH_CERTS_DIR", certs.as_path()),
+    ];
+    let mirror = format!("http://{}", reg.host());
+    let dead = format!("http://127.0.0.1:{}", dead_port());
+
+    // docker.io/library/bbmirror:1 comes from the mirror (this host has no way to Docker Hub).
+    // A dead mirror listed first is passed over.
+    std::fs::write(
+        &config,
+        format!(r#"{{"registry-mirrors": ["{dead}", "{mirror}/"]}}"#),
+    )
+    .unwrap();
+    let out = ok_env(b, &env, &["pull", "bbmirror:1"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.last().copied(),
+        Some("docker.io/library/bbmirror:1"),
+        "docker names the image in full last:\n{out}"
+    );
+    assert!(
+        lines.contains(&format!("Digest: {digest}").as_str()),
+        "{out}"
+    );
+    assert!(
+        lines.contains(&"Status: Downloaded newer image for bbmirror:1"),
+        "{out}"
+    );
+    let seen = berth_requests(&reg, |e| {
+        logged(e, "GET", "/v2/library/bbmirror/manifests/1")
+    });
+    assert!(
+        logged(&seen, "GET", "/v2/library/bbmirror/blobs/sha256:"),
+        "the blobs came from the mirror: {seen:#?}"
+    );
+    // Recorded under Docker Hub's name, as docker does.
+    let listed = b.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(listed.lines().collect::<Vec<_>>(), ["bbmirror:1"]);
+    let inspected = inspect(b, "bbmirror:1");
+    assert_eq!(inspected["Id"].as_str(), Some(img.id().as_str()));
+    assert_eq!(inspected["RepoTags"], serde_json::json!(["bbmirror:1"]));
+    assert_eq!(
+        inspected["RepoDigests"],
+        serde_json::json!([format!("bbmirror@{digest}")])
+    );
+    assert_eq!(b.image_id("docker.io/library/bbmirror:1"), img.id());
+    let out = host.run_ok(&["bbmirror:1", "cat", "/layer3/marker"]);
+    assert_eq!(out, "three\n");
+    let out = ok_env(b, &env, &["pull", "docker.io/library/bbmirror:1"]);
+    assert!(
+        out.contains("Status: Image is up to date for bbmirror:1"),
+        "{out}"
+    );
+    assert_store_sound(b);
+
+    // Only a dead mirror: on to Docker Hub, unreachable here (or without this repository):
+    // one error line, soon.
+    std::fs::write(&config, format!(r#"{{"registry-mirrors": ["{dead}"]}}"#)).unwrap();
+    let fresh = Berth::new();
+    let start = Instant::now();
+    let out = run_env(&fresh, &env, &["pull", "bbmirror:1"]);
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(60),
+        "a pull past a dead mirror took {took:?}"
+    );
+    assert_error(&out, "pull with a dead mirror", &["docker.io"]);
+    assert_eq!(image_ids(&fresh), Vec::<String>::new());
+    assert_no_ingest(&fresh);
+}
+
+#[test]
+fn kill_9_mid_pull_leaves_store_consistent() {
+    let reg = Registry::plain();
+    let host = bare_host();
+    let b = &host.berth;
+    // busybox and three layers of 16 MiB that do not compress: about 50 MB.
+    let mut layers = vec![busybox_layer()];
+    for seed in 1..=3u64 {
+        layers.push(layer_tar(&[
+            ("data/", b""),
+            (
+                &format!("data/random{seed}"),
+                &random_bytes(16 << 20, seed * 1000),
+            ),
+        ]));
+    }
+    let img = TestImage::from_layers(
+        berth_arch(),
+        layers.iter().map(|t| ImageLayer::stored_gzip(t)).collect(),
+    );
+    let total: usize = img.layers.iter().map(Vec::len).sum();
+    assert!(total > 48 << 20, "{total} bytes");
+    skopeo_push(&reg, &work_dir(b, "scratch"), &img, "test/heavy:1");
+
+    // Through a proxy that sends each blob at 2 MiB/s: the pull takes seconds, and it is
+    // killed once a big layer is well under way.
+    let proxy = CutProxy::throttled(&reg.host(), 2 << 20);
+    let reference = format!("{}/test/heavy:1", proxy.host());
+    let ingest = b.root().join("ingest");
+    let log = b.dir.path().join("killed-pull.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut child = b
+        .command()
+        .args(["pull", &reference])
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .expect("spawn berth pull");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let big_ingest = std::fs::read_dir(&ingest).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.len() >= 1 << 20))
+        });
+        if big_ingest {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the pull ended ({status}) before it was killed:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "no ingest file reached 1 MiB in 30 s; the pull said:\n{}\nthe proxy saw: {:#?}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                proxy.requests()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("kill -9 the pull");
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "the pull was killed: {status}");
+
+    // No image, and a sound store: the leftovers are only ingest files (and half-unpacked
+    // layers), which check counts but does not call problems.
+    let left: Vec<PathBuf> = std::fs::read_dir(&ingest)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!left.is_empty(), "the pull was killed mid-download");
+    assert_eq!(image_ids(b), Vec::<String>::new());
+    assert!(!b.run(&["image", "inspect", &reference]).status.success());
+    b.assert_blobs_verify();
+    let check = b.ok(&["system", "check"]);
+    assert!(
+        check.contains("leftovers of interrupted writes"),
+        "check reports the leftovers:\n{check}"
+    );
+
+    // Again, at full speed: the pull completes and the image runs.
+    proxy.set_rate(0);
+    let out = b.ok(&["pull", &reference]);
+    let digest = img.digest();
+    assert_pulled(&out, &reference, &digest, Pulled::Downloaded);
+    assert_eq!(b.image_id(&reference), img.id());
+    host.run_ok(&[&reference, "true"]);
+    b.ok(&["system", "check"]);
+
+    // The killed pull's files stay until a collection: `image prune` (or `rmi`) removes them.
+    let still: Vec<&PathBuf> = left.iter().filter(|p| p.exists()).collect();
+    eprintln!(
+        "after the second pull, {} of {} leftover ingest files remain",
+        still.len(),
+        left.len()
+    );
+    b.ok(&["image", "prune", "-f"]);
+    assert_store_sound(b);
+    let layer_tmp: Vec<_> = std::fs::read_dir(b.root().join("layers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        layer_tmp.is_empty(),
+        "half-unpacked layers left: {layer_tmp:?}"
+    );
+    let check = b.ok(&["system", "check"]);
+    assert!(!check.contains("leftovers"), "{check}");
+    assert_eq!(
+        b.image_id(&reference),
+        img.id(),
+        "prune keeps the tagged image"
+    );
+    host.run_ok(&[&reference, "true"]);
 }

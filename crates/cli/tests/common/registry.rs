@@ -1,11 +1,17 @@
-//! Registries for the registry client's tests, all on 127.0.0.1 and all gone on Drop:
+//! Registries for the registry client's tests, on 127.0.0.1 unless a test asks for another of
+//! this host's addresses, and all gone on Drop:
 //!
 //! - [`Registry`]: distribution (`docker-registry serve`) on a free port, storage in a temp dir,
-//!   with no auth, htpasswd (bcrypt) or token auth;
+//!   with no auth, htpasswd (bcrypt) or token auth; over TLS with a certificate of a [`TestCa`]
+//!   and with its access log on ([`RegistryOptions`]);
 //! - [`TokenServer`]: the token auth server a token registry sends clients to, run in the test
 //!   process (std only): RS256 JWTs signed by `openssl`, a per-test policy, every request counted;
 //! - [`CutProxy`]: a TCP proxy in front of a registry that cuts the first big blob download in
-//!   half and records every request it forwards (to see the client's `Range: bytes=N-`);
+//!   half and records every request it forwards (to see the client's `Range: bytes=N-`), or
+//!   ([`CutProxy::throttled`]) slows blob downloads down instead;
+//! - [`TestCa`]: a certificate authority made with `openssl`, and server certificates it signs;
+//! - [`non_loopback_ipv4`]: an address of this host that berth does not take for a local
+//!   (always insecure) registry;
 //! - [`TestImage`] and [`write_index_layout`]: images made without a registry, as OCI layouts
 //!   that `skopeo copy [--all] oci:DIR:TAG docker://...` pushes.
 //!
@@ -13,7 +19,7 @@
 
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
-    net::{Shutdown, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, Shutdown, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -74,10 +80,65 @@ enum Auth {
     Token { realm: String, cert: PathBuf },
 }
 
-/// `docker-registry serve` (distribution 2.8) on 127.0.0.1, killed and its storage removed on
-/// Drop.
+/// How a [`Registry`] serves, beyond its auth.
+#[derive(Clone, Copy)]
+pub struct RegistryOptions<'a> {
+    /// Listen on this address (127.0.0.1 by default).
+    pub ip: IpAddr,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1, as distribution does) with a certificate this CA
+    /// signs for 127.0.0.1 and `ip`.
+    pub tls: Option<&'a TestCa>,
+    /// Log every request (Apache's combined format, with the protocol: `"GET /v2/ HTTP/2.0"`),
+    /// for [`Registry::access_log`].
+    pub access_log: bool,
+}
+
+impl Default for RegistryOptions<'_> {
+    fn default() -> Self {
+        RegistryOptions {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            tls: None,
+            access_log: false,
+        }
+    }
+}
+
+/// One request in a registry's access log.
+#[derive(Clone, Debug)]
+pub struct AccessEntry {
+    pub method: String,
+    pub target: String,
+    /// `HTTP/1.1`, `HTTP/2.0`.
+    pub protocol: String,
+    pub status: u16,
+    pub user_agent: String,
+}
+
+impl AccessEntry {
+    /// Parses `IP - USER [DATE] "METHOD TARGET PROTO" STATUS SIZE "REFERER" "UA"`.
+    fn parse(line: &str) -> Option<AccessEntry> {
+        let parts: Vec<&str> = line.split('"').collect();
+        if parts.len() < 6 || !parts[0].trim_end().ends_with(']') {
+            return None;
+        }
+        let mut request = parts[1].split_whitespace();
+        let (method, target, protocol) = (request.next()?, request.next()?, request.next()?);
+        let status = parts[2].split_whitespace().next()?.parse().ok()?;
+        Some(AccessEntry {
+            method: method.to_string(),
+            target: target.to_string(),
+            protocol: protocol.to_string(),
+            status,
+            user_agent: parts[5].to_string(),
+        })
+    }
+}
+
+/// `docker-registry serve` (distribution 2.8) on 127.0.0.1 (or [`RegistryOptions::ip`]), killed
+/// and its storage removed on Drop.
 pub struct Registry {
     child: Child,
+    ip: IpAddr,
     port: u16,
     tokens: Option<TokenServer>,
     // Last: the registry is killed before its directory goes.
@@ -90,6 +151,11 @@ impl Registry {
         Registry::start(Auth::None, None)
     }
 
+    /// No auth, served as `opts` say.
+    pub fn plain_with(opts: RegistryOptions) -> Registry {
+        Registry::start_in(temp_dir("registry-"), Auth::None, None, opts)
+    }
+
     /// htpasswd auth with one user (bcrypt, as `htpasswd -Bbn` writes it).
     pub fn htpasswd(user: &str, pass: &str) -> Registry {
         require_tool("htpasswd");
@@ -100,7 +166,7 @@ impl Registry {
             line.trim_end().to_string() + "\n",
         )
         .unwrap();
-        Registry::start_in(dir, Auth::Htpasswd, None)
+        Registry::start_in(dir, Auth::Htpasswd, None, RegistryOptions::default())
     }
 
     /// Token auth: clients get their tokens from a [`TokenServer`] with `policy`
@@ -115,12 +181,35 @@ impl Registry {
     }
 
     fn start(auth: Auth, tokens: Option<TokenServer>) -> Registry {
-        Registry::start_in(temp_dir("registry-"), auth, tokens)
+        Registry::start_in(
+            temp_dir("registry-"),
+            auth,
+            tokens,
+            RegistryOptions::default(),
+        )
     }
 
-    fn start_in(dir: tempfile::TempDir, auth: Auth, tokens: Option<TokenServer>) -> Registry {
+    fn start_in(
+        dir: tempfile::TempDir,
+        auth: Auth,
+        tokens: Option<TokenServer>,
+        opts: RegistryOptions,
+    ) -> Registry {
         require_tool("docker-registry");
         let d = dir.path();
+        let ip = opts.ip;
+        let tls_yaml = match opts.tls {
+            None => String::new(),
+            Some(ca) => {
+                let (cert, key) = ca.issue(d, &[IpAddr::V4(Ipv4Addr::LOCALHOST), ip]);
+                format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    cert.display(),
+                    key.display()
+                )
+            }
+        };
+        let log_disabled = !opts.access_log;
         let auth_yaml = match &auth {
             Auth::None => String::new(),
             Auth::Htpasswd => format!(
@@ -138,12 +227,14 @@ impl Registry {
             let port = free_port();
             let config = format!(
                 "version: 0.1\n\
-                 log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 log:\n  level: warn\n  accesslog:\n    disabled: {log_disabled}\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
                  cache:\n    blobdescriptor: inmemory\n\
-                 http:\n  addr: 127.0.0.1:{port}\n  secret: berth-registry-tests\n\
+                 http:\n  addr: {}\n  secret: berth-registry-tests\n\
+                 {tls_yaml}\
                  {auth_yaml}",
-                d.join("data").display()
+                d.join("data").display(),
+                host_port(ip, port),
             );
             std::fs::write(d.join("config.yml"), config).unwrap();
             let log = std::fs::File::create(d.join("log")).unwrap();
@@ -164,11 +255,16 @@ impl Registry {
                     }
                     panic!("docker-registry exited ({status}) before answering:\n{log}");
                 }
-                if let Ok(r) = http("GET", &format!("127.0.0.1:{port}"), "/v2/", &[], b"")
-                    && (r.status == 200 || r.status == 401)
+                // Over TLS, Go answers plain HTTP with "400 Client sent an HTTP request to an
+                // HTTPS server": up, too.
+                if let Ok(r) = http("GET", &host_port(ip, port), "/v2/", &[], b"")
+                    && (r.status == 200
+                        || r.status == 401
+                        || (opts.tls.is_some() && r.status == 400))
                 {
                     return Registry {
                         child,
+                        ip,
                         port,
                         tokens,
                         dir,
@@ -186,9 +282,9 @@ impl Registry {
         panic!("docker-registry found no free port in 5 tries");
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT` (or the address it listens on).
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        host_port(self.ip, self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -232,9 +328,168 @@ impl Registry {
             .expect("not a token registry: use Registry::token")
     }
 
-    /// What the registry logged (warnings and errors).
+    /// What the registry logged (warnings and errors; requests too with
+    /// [`RegistryOptions::access_log`]).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// The requests logged so far (only with [`RegistryOptions::access_log`]).
+    pub fn access_log(&self) -> Vec<AccessEntry> {
+        self.log().lines().filter_map(AccessEntry::parse).collect()
+    }
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`.
+fn host_port(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+/// An IPv4 address of this host that is not loopback (berth reaches a registry there as a
+/// remote one: verified TLS unless configured insecure), and that a test can listen on;
+/// `None` where the host has none (a network namespace with only `lo`). Berth's own bridges
+/// are passed over: other tests may delete them.
+pub fn non_loopback_ipv4() -> Option<Ipv4Addr> {
+    let out = run_tool("ip", &["-o", "-4", "addr", "show", "scope", "global"]);
+    out.lines()
+        .filter_map(|l| {
+            // `4: eth0    inet 192.0.2.2/24 brd ... scope global eth0`
+            let mut words = l.split_whitespace();
+            let dev = words.nth(1)?;
+            let addr = words.skip_while(|w| *w != "inet").nth(1)?;
+            Some((
+                dev.to_string(),
+                addr.split('/').next()?.parse::<Ipv4Addr>().ok()?,
+            ))
+        })
+        .filter(|(dev, ip)| !dev.starts_with("berth") && !ip.is_loopback())
+        .map(|(_, ip)| ip)
+        .find(|ip| {
+            TcpListener::bind((*ip, 0))
+                .and_then(|l| TcpStream::connect(l.local_addr()?))
+                .is_ok()
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS certificates
+
+/// A certificate authority (P-256, made by `openssl`) in a temp dir, and the server
+/// certificates it issues.
+pub struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        require_tool("openssl");
+        let dir = temp_dir("test-ca-");
+        let (key, cert) = (dir.path().join("ca.key"), dir.path().join("ca.crt"));
+        run_tool(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                key.to_str().unwrap(),
+                "-out",
+                cert.to_str().unwrap(),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=berth test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        TestCa { dir }
+    }
+
+    /// The CA certificate (PEM): what `certs.d/<host>/ca.crt` holds.
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// Copies the CA certificate to `certs_d/<host>/ca.crt` (Docker's layout: `host` is the
+    /// registry as named, `IP:PORT`).
+    pub fn install(&self, certs_d: &Path, host: &str) {
+        let dir = certs_d.join(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(self.cert_path(), dir.join("ca.crt")).unwrap();
+    }
+
+    /// A server certificate for `ips` (as IP subjectAltNames), and its key, written to `dir`
+    /// as `server.crt` and `server.key`.
+    pub fn issue(&self, dir: &Path, ips: &[IpAddr]) -> (PathBuf, PathBuf) {
+        let (key, csr, cert, ext) = (
+            dir.join("server.key"),
+            dir.join("server.csr"),
+            dir.join("server.crt"),
+            dir.join("server.ext"),
+        );
+        let mut sans: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
+        sans.dedup();
+        std::fs::write(
+            &ext,
+            format!(
+                "subjectAltName={}\nbasicConstraints=critical,CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+                sans.join(",")
+            ),
+        )
+        .unwrap();
+        run_tool(
+            "openssl",
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                key.to_str().unwrap(),
+                "-out",
+                csr.to_str().unwrap(),
+                "-subj",
+                "/CN=berth test registry",
+            ],
+        );
+        let ca_key = self.dir.path().join("ca.key");
+        let cert_path = self.cert_path();
+        run_tool(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                csr.to_str().unwrap(),
+                "-CA",
+                cert_path.to_str().unwrap(),
+                "-CAkey",
+                ca_key.to_str().unwrap(),
+                "-set_serial",
+                &format!("{}", unix_now()),
+                "-days",
+                "2",
+                "-extfile",
+                ext.to_str().unwrap(),
+                "-out",
+                cert.to_str().unwrap(),
+            ],
+        );
+        (cert, key)
     }
 }
 
@@ -979,6 +1234,8 @@ pub struct Cut {
 struct ProxyState {
     upstream: String,
     threshold: u64,
+    /// Bytes per second for each blob download's body; 0: as fast as they come.
+    rate: AtomicU64,
     cut_done: AtomicBool,
     cut: Mutex<Option<Cut>>,
     seen: Mutex<Vec<SeenRequest>>,
@@ -988,7 +1245,8 @@ struct ProxyState {
 /// connection (it sends `Connection: close` upstream, so the registry closes after each response
 /// and clients open a new connection for the next), records every request, and for the first
 /// response to a `GET /v2/.../blobs/sha256:...` with a body over the threshold (1 MiB by
-/// default), forwards half the body and closes the connection.
+/// default), forwards half the body and closes the connection. [`CutProxy::throttled`] cuts
+/// nothing and slows every blob download down instead.
 pub struct CutProxy {
     state: Arc<ProxyState>,
     server: Server,
@@ -1004,6 +1262,7 @@ impl CutProxy {
         let state = Arc::new(ProxyState {
             upstream: upstream_host.to_string(),
             threshold,
+            rate: AtomicU64::new(0),
             cut_done: AtomicBool::new(false),
             cut: Mutex::new(None),
             seen: Mutex::new(Vec::new()),
@@ -1015,6 +1274,19 @@ impl CutProxy {
             })
         };
         CutProxy { state, server }
+    }
+
+    /// Cuts nothing; sends each blob download's body at `bytes_per_sec` (each connection on
+    /// its own), so that a pull is still under way seconds later.
+    pub fn throttled(upstream_host: &str, bytes_per_sec: u64) -> CutProxy {
+        let proxy = CutProxy::with_threshold(upstream_host, u64::MAX);
+        proxy.set_rate(bytes_per_sec);
+        proxy
+    }
+
+    /// Changes the blob download rate (0: full speed), downloads under way included.
+    pub fn set_rate(&self, bytes_per_sec: u64) {
+        self.state.rate.store(bytes_per_sec, Ordering::SeqCst);
     }
 
     /// `127.0.0.1:PORT`: use it as the registry host.
@@ -1044,6 +1316,15 @@ impl CutProxy {
 fn proxy_conn(client: TcpStream, state: &ProxyState) -> io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut from_client = BufReader::new(client.try_clone()?);
+    // A TLS handshake (berth tries HTTPS first, even on loopback): refuse it at once, as a
+    // plain HTTP server does, rather than wait for a line end that may never come (the client
+    // would wait for its connect timeout before falling back to HTTP).
+    if from_client.fill_buf()?.first() == Some(&0x16) {
+        let mut w = client.try_clone()?;
+        let _ = write_response(&mut w, "400 Bad Request", &[], b"plain HTTP only\n");
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
+    }
     let Some(raw) = read_head(&mut from_client)? else {
         return Ok(());
     };
@@ -1114,6 +1395,8 @@ fn proxy_conn(client: TcpStream, state: &ProxyState) -> io::Result<()> {
                 content_length: len,
                 forwarded,
             });
+        } else if blob_get {
+            copy_throttled(&mut from_upstream, &mut to_client, &state.rate)?;
         } else {
             io::copy(&mut from_upstream, &mut to_client)?;
         }
@@ -1123,6 +1406,30 @@ fn proxy_conn(client: TcpStream, state: &ProxyState) -> io::Result<()> {
     let _ = upstream.shutdown(Shutdown::Both);
     let _ = pump.join();
     result
+}
+
+/// Copies `from` to `to` at `rate` bytes per second (read again for every chunk; 0: at full
+/// speed).
+fn copy_throttled(from: &mut impl Read, to: &mut impl Write, rate: &AtomicU64) -> io::Result<()> {
+    const CHUNK: usize = 64 << 10;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let per_sec = rate.load(Ordering::SeqCst);
+        let want = if per_sec == 0 {
+            CHUNK
+        } else {
+            CHUNK.min((per_sec / 10).max(1) as usize)
+        };
+        let n = from.read(&mut buf[..want])?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n])?;
+        if per_sec > 0 {
+            to.flush()?;
+            std::thread::sleep(Duration::from_secs_f64(n as f64 / per_sec as f64));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
