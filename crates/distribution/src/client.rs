@@ -123,7 +123,8 @@ fn http_client(config: &RegistryConfig, registry: &str, endpoint: &Endpoint) -> 
     let mut b = Client::builder()
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
         .timeout(None::<Duration>)
-        .connect_timeout(Duration::from_secs(30))
+        // TCP and TLS together; Docker allows 30 s to connect and 10 s for the handshake.
+        .connect_timeout(Duration::from_secs(15))
         // Blob bodies have no overall time limit (they may be gigabytes); a peer that went
         // away is noticed by keepalive probes within about a minute instead.
         .tcp_keepalive(Duration::from_secs(30))

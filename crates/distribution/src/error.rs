@@ -130,5 +130,9 @@ pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
         }
         source = s.source();
     }
+    if out.contains("InvalidContentType") {
+        // What rustls says when the server answers TLS in plain HTTP.
+        return "http: server gave HTTP response to HTTPS client (a registry served over plain HTTP must be listed in insecure-registries, /etc/berth/daemon.json)".into();
+    }
     if out.is_empty() { e.to_string() } else { out }
 }
