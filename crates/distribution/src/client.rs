@@ -41,6 +41,12 @@ pub const MANIFEST_TYPES: [&str; 4] = [
 const ATTEMPTS: u32 = 5;
 /// Time limit of a request without a large body (ping, manifest, HEAD, token).
 const SMALL_REQUEST: Duration = Duration::from_secs(60);
+/// Time limit of one blob GET, reads included: a download that takes longer goes on in
+/// another ranged request, so this bounds how long a stalled body can hang a pull.
+const BLOB_SEGMENT: Duration = Duration::from_secs(120);
+/// Time limit of one upload request (a chunk or a monolithic PUT): a stalled upload fails
+/// and the blob's upload starts again.
+const UPLOAD_REQUEST: Duration = Duration::from_secs(900);
 
 /// How long to wait before attempt `n` (1-based) of a retried operation.
 pub(crate) fn backoff(attempt: u32) -> Duration {
@@ -190,7 +196,8 @@ impl Repository {
                 scopes.push(crate::auth::repository_scope(other, &["pull"]));
             }
         }
-        let endpoints = config.endpoints(registry, access == Access::Pull);
+        // Mirrors serve pulls only; a login (no repository) goes to the registry itself.
+        let endpoints = config.endpoints(registry, access == Access::Pull && !name.is_empty());
         let mut last_err = None;
         for endpoint in &endpoints {
             let http = http_client(config, registry, endpoint)?;
@@ -286,9 +293,11 @@ impl Repository {
                     scopes.push(s);
                 }
                 let (token, lifetime) = self.fetch_token(&realm, service.as_deref(), &scopes)?;
-                let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                    DistributionError::bad("token", "the token server sent an unusable token")
-                })?;
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        DistributionError::bad("token", "the token server sent an unusable token")
+                    })?;
+                value.set_sensitive(true);
                 Some((value, Some(Instant::now() + lifetime)))
             }
         };
@@ -495,6 +504,15 @@ impl Repository {
     /// Fetches a manifest (or index) by tag or digest, refusing one over [`MAX_MANIFEST`].
     /// By digest, the bytes must hash to it; by tag, to `Docker-Content-Digest` if sent.
     pub fn get_manifest(&self, reference: &str, familiar: &str) -> Result<FetchedManifest> {
+        if let Ok(d) = Digest::parse(reference)
+            && d.algorithm() != "sha256"
+        {
+            // Content named by another algorithm could not be verified here.
+            return Err(DistributionError::Usage(format!(
+                "{familiar}: {} digests are not supported (berth verifies sha256)",
+                d.algorithm()
+            )));
+        }
         let url = self.repo_url(&format!("manifests/{reference}"))?;
         let accept = MANIFEST_TYPES.join(", ");
         let resp = self.retrying(|| {
@@ -544,6 +562,8 @@ impl Repository {
         let bytes = read_limited(resp, MAX_MANIFEST, &format!("manifest {familiar}"))?;
         let digest = Digest::sha256_of(&bytes);
         let expected = Digest::parse(reference).ok().or(header_digest);
+        // (A header naming another algorithm cannot be compared; the reference's own
+        // digest is always sha256, checked above.)
         if let Some(expected) = expected
             && expected.algorithm() == "sha256"
             && expected != digest
@@ -581,8 +601,17 @@ impl Repository {
     }
 
     /// Fetches a small blob (a config) whole, verified.
-    pub fn get_small_blob(&self, digest: &Digest, limit: u64, what: &str) -> Result<Vec<u8>> {
-        let data = read_up_to(self.blob_reader(digest, None, |_| {})?, limit, what)?;
+    pub fn get_small_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        limit: u64,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        if size > limit {
+            return Err(too_large(what, limit));
+        }
+        let data = read_up_to(self.blob_reader(digest, Some(size), |_| {})?, limit, what)?;
         let actual = Digest::sha256_of(&data);
         if &actual != digest {
             return Err(DistributionError::DigestMismatch {
@@ -673,7 +702,8 @@ impl Repository {
         body: impl Fn() -> Body,
     ) -> Result<Url> {
         let resp = self.send(Method::PATCH, location.clone(), |r| {
-            r.header(header::CONTENT_TYPE, "application/octet-stream")
+            r.timeout(UPLOAD_REQUEST)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
                 .header(header::CONTENT_LENGTH, len)
                 .header(
                     header::CONTENT_RANGE,
@@ -699,10 +729,11 @@ impl Repository {
         url.query_pairs_mut().append_pair("digest", digest.as_str());
         let resp = self.send(Method::PUT, url.clone(), |r| match body() {
             Some((b, len)) => r
+                .timeout(UPLOAD_REQUEST)
                 .header(header::CONTENT_TYPE, "application/octet-stream")
                 .header(header::CONTENT_LENGTH, len)
                 .body(b),
-            None => r.header(header::CONTENT_LENGTH, "0"),
+            None => r.timeout(SMALL_REQUEST).header(header::CONTENT_LENGTH, "0"),
         })?;
         if resp.status() != StatusCode::CREATED {
             return Err(self.write_error("PUT", &url, resp));
@@ -816,6 +847,9 @@ impl<F: FnMut(u64)> BlobReader<'_, F> {
     fn open(&self) -> Result<Response> {
         let offset = self.offset;
         let resp = self.repo.send(Method::GET, self.url.clone(), |r| {
+            // A body that stalls (a live peer that stops sending, which keepalive cannot
+            // see) fails after this long, and the download resumes from where it was.
+            let r = r.timeout(BLOB_SEGMENT);
             if offset > 0 {
                 r.header(header::RANGE, format!("bytes={offset}-"))
             } else {
@@ -838,37 +872,69 @@ impl<F: FnMut(u64)> BlobReader<'_, F> {
     /// offset.
     fn reopen(&mut self) -> io::Result<()> {
         self.response = None;
-        self.failures += 1;
-        if self.failures >= ATTEMPTS {
-            return Err(io::Error::other(format!(
-                "{}: gave up after {ATTEMPTS} attempts",
-                self.url
-            )));
-        }
-        thread::sleep(backoff(self.failures));
-        let mut resp = self.open().map_err(io::Error::other)?;
-        if self.offset > 0 && resp.status() == StatusCode::OK {
-            io::copy(&mut (&mut resp).take(self.offset), &mut io::sink())?;
-        } else if self.offset > 0 {
-            let start = resp
-                .headers()
-                .get(header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("bytes "))
-                .and_then(|v| v.split('-').next())
-                .and_then(|v| v.parse::<u64>().ok());
-            if start != Some(self.offset) {
+        loop {
+            self.failures += 1;
+            if self.failures > ATTEMPTS {
                 return Err(io::Error::other(format!(
-                    "{}: asked to resume at byte {}, the registry answered {:?}",
-                    self.url,
-                    self.offset,
-                    resp.headers().get(header::CONTENT_RANGE)
+                    "{}: gave up after {ATTEMPTS} attempts to resume at byte {}",
+                    self.url, self.offset
                 )));
             }
+            thread::sleep(backoff(self.failures));
+            match self.resume() {
+                Ok(resp) => {
+                    tracing::debug!(url = %self.url, offset = self.offset, "blob download resumed");
+                    self.response = Some(resp);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!(url = %self.url, error = %e, attempt = self.failures, "resume failed");
+                    // An answer that is not a passing trouble (404, 401) will not change.
+                    if let Some(DistributionError::Registry { status, .. }) =
+                        e.get_ref().and_then(|e| e.downcast_ref::<DistributionError>())
+                        && *status < 500
+                        && *status != 429
+                    {
+                        return Err(e);
+                    }
+                }
+            }
         }
-        tracing::debug!(url = %self.url, offset = self.offset, "blob download resumed");
-        self.response = Some(resp);
-        Ok(())
+    }
+
+    /// One attempt at the rest of the blob: a 206 must start at the offset; a 200 (a server
+    /// that ignores `Range`) is read up to it.
+    fn resume(&self) -> io::Result<Response> {
+        let mut resp = self.open().map_err(io::Error::other)?;
+        if self.offset == 0 {
+            return Ok(resp);
+        }
+        if resp.status() == StatusCode::OK {
+            let skipped = io::copy(&mut (&mut resp).take(self.offset), &mut io::sink())?;
+            if skipped != self.offset {
+                return Err(io::Error::other(format!(
+                    "{}: the body ended at byte {skipped}, before the resume point {}",
+                    self.url, self.offset
+                )));
+            }
+            return Ok(resp);
+        }
+        let start = resp
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes "))
+            .and_then(|v| v.split('-').next())
+            .and_then(|v| v.parse::<u64>().ok());
+        if start != Some(self.offset) {
+            return Err(io::Error::other(format!(
+                "{}: asked to resume at byte {}, the registry answered {:?}",
+                self.url,
+                self.offset,
+                resp.headers().get(header::CONTENT_RANGE)
+            )));
+        }
+        Ok(resp)
     }
 }
 
@@ -903,6 +969,12 @@ impl<F: FnMut(u64)> Read for BlobReader<'_, F> {
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Every byte is in and only the end of the body went wrong: the digest
+                // check decides (a ranged request from here would get a 416).
+                Err(_) if self.size.is_some_and(|s| self.offset >= s) => {
+                    self.response = None;
+                    return Ok(0);
+                }
                 Err(e) => {
                     tracing::debug!(url = %self.url, offset = self.offset, error = %e, "blob read failed");
                     self.reopen()?;

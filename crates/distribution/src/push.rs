@@ -8,7 +8,7 @@
 //! config's digest, does not change).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs::File,
     io::{self, BufWriter, Read, Seek, SeekFrom},
     path::Path,
@@ -33,6 +33,8 @@ use crate::{
 const MONOLITHIC_MAX: u64 = 16 << 20;
 /// The chunk size of chunked uploads (at least; a registry may ask for more).
 const CHUNK: u64 = 64 << 20;
+/// Repositories a push may mount from (each is a scope in its token request).
+const MOUNT_REPOS: usize = 3;
 /// Blobs sent at once (Docker's `max-concurrent-uploads` is 5; 3 keeps 2 cores busy
 /// compressing without starving the rest).
 const CONCURRENT_UPLOADS: usize = 3;
@@ -98,7 +100,13 @@ impl Registries {
             .and_then(|v| v.as_str())
             .unwrap_or(OCI_MANIFEST)
             .to_string();
-        let mounts = mount_sources(store, reference)?;
+        let needed: HashSet<Digest> = image
+            .manifest
+            .layers()
+            .iter()
+            .filter_map(|d| Digest::parse(d.digest().as_ref()).ok())
+            .collect();
+        let mounts = mount_sources(store, reference, &needed)?;
 
         progress.message(&format!(
             "The push refers to repository [{}]",
@@ -135,15 +143,17 @@ impl Registries {
 
         let config = Digest::parse(image.manifest.config().digest().as_ref())
             .map_err(|e| DistributionError::bad("config digest", e))?;
-        push_blob(
-            &repo,
-            &incoming,
-            &config,
-            image.manifest.config().size(),
-            None,
-            &mounts,
-            &|_| {},
-        )?;
+        repo.retrying(|| {
+            push_blob(
+                &repo,
+                &incoming,
+                &config,
+                image.manifest.config().size(),
+                None,
+                &mounts,
+                &|_| {},
+            )
+        })?;
 
         let changed = layers.iter().zip(&sent).any(|(l, s)| l.blob != s.digest);
         let (digest, bytes) = if changed {
@@ -185,8 +195,16 @@ impl Registries {
 
 /// For each blob that another repository of the same registry has (as far as this store
 /// knows: images pulled from or pushed to it), one such repository.
-fn mount_sources(store: &Store, reference: &Reference) -> Result<HashMap<Digest, String>> {
+///
+/// Only `needed` blobs count, from at most [`MOUNT_REPOS`] repositories: each one is a scope
+/// in the push's token request.
+fn mount_sources(
+    store: &Store,
+    reference: &Reference,
+    needed: &HashSet<Digest>,
+) -> Result<HashMap<Digest, String>> {
     let mut out = HashMap::new();
+    let mut repos_used: HashSet<String> = HashSet::new();
     for image in store.images()? {
         let repos: Vec<&Reference> = image
             .repo_digests
@@ -202,9 +220,17 @@ fn mount_sources(store: &Store, reference: &Reference) -> Result<HashMap<Digest,
         let Ok(manifest) = oci_spec::image::ImageManifest::from_reader(&bytes[..]) else {
             continue;
         };
+        let repo = repos[0].path().to_string();
+        if repos_used.len() >= MOUNT_REPOS && !repos_used.contains(&repo) {
+            continue;
+        }
         for desc in manifest.layers() {
-            if let Ok(d) = Digest::parse(desc.digest().as_ref()) {
-                out.entry(d).or_insert_with(|| repos[0].path().to_string());
+            if let Ok(d) = Digest::parse(desc.digest().as_ref())
+                && needed.contains(&d)
+                && !out.contains_key(&d)
+            {
+                out.insert(d, repo.clone());
+                repos_used.insert(repo.clone());
             }
         }
     }
@@ -347,7 +373,8 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
-/// Makes sure the repository has a stored blob: already there, mounted, or uploaded.
+/// Makes sure the repository has a stored blob: already there, mounted, or uploaded. A
+/// failed attempt may be repeated from the start (a new upload session).
 fn push_blob(
     repo: &Repository,
     incoming: &Incoming,

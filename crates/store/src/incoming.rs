@@ -186,7 +186,9 @@ impl Incoming {
     /// Streams a layer blob from `source` into the store: it must hash to `blob`, and
     /// decompress to a tar that hashes to `diff_id`. Unless the layer (`diff_id` on top of
     /// the chain `parent`) is unpacked already, it is unpacked while it streams, on a second
-    /// thread. An error leaves neither the blob nor the layer behind.
+    /// thread. The blob is published only if its digest matches, and the layer only if the
+    /// blob's and then the diff ID do: a blob that checks out but whose layer does not
+    /// stays (verified, unreferenced) until the next collection.
     pub fn put_layer(
         &self,
         blob: &Digest,
