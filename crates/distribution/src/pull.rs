@@ -132,6 +132,7 @@ impl Registries {
         let incoming = store.incoming()?;
         let config_bytes = repo.get_small_blob(
             &config_digest,
+            parsed.config().size(),
             MAX_CONFIG,
             &format!("config {config_digest}"),
         )?;
