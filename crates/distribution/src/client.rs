@@ -890,8 +890,9 @@ impl<F: FnMut(u64)> BlobReader<'_, F> {
                 Err(e) => {
                     tracing::debug!(url = %self.url, error = %e, attempt = self.failures, "resume failed");
                     // An answer that is not a passing trouble (404, 401) will not change.
-                    if let Some(DistributionError::Registry { status, .. }) =
-                        e.get_ref().and_then(|e| e.downcast_ref::<DistributionError>())
+                    if let Some(DistributionError::Registry { status, .. }) = e
+                        .get_ref()
+                        .and_then(|e| e.downcast_ref::<DistributionError>())
                         && *status < 500
                         && *status != 429
                     {
@@ -1099,5 +1100,109 @@ fn unwrap_io(e: io::Error, what: &str) -> DistributionError {
         method: "read".into(),
         url: what.to_string(),
         reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{
+        io::{BufRead, BufReader, Write},
+        net::TcpListener,
+        sync::{Arc, Mutex},
+    };
+
+    /// A registry that answers one request per connection from a script: the ping, then
+    /// blob GETs answered in turn by `answers` (status line, extra headers, body bytes).
+    fn scripted_registry(
+        answers: Vec<(String, String, Vec<u8>)>,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let mut answers = answers.into_iter();
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let mut first = [0u8; 1];
+                if conn.peek(&mut first).is_err() || first[0] == 0x16 {
+                    continue; // a TLS handshake (berth tries HTTPS first): not spoken here
+                }
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                log.lock().unwrap().push(head.clone());
+                let (status, headers, body) = if head.starts_with("GET /v2/ ") {
+                    ("200 OK".to_string(), String::new(), b"{}".to_vec())
+                } else {
+                    answers.next().expect("no more scripted answers")
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nConnection: close\r\n{headers}\r\n"
+                );
+                let _ = conn.write_all(&body);
+            }
+        });
+        (host, seen)
+    }
+
+    #[test]
+    fn a_cut_blob_resumes_past_a_failed_attempt() {
+        let blob: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let digest = Digest::sha256_of(&blob);
+        let half = blob.len() / 2;
+        let (host, seen) = scripted_registry(vec![
+            (
+                "200 OK".into(),
+                format!("Content-Length: {}\r\n", blob.len()),
+                blob[..half].to_vec(),
+            ),
+            (
+                "503 Service Unavailable".into(),
+                "Content-Length: 0\r\n".into(),
+                Vec::new(),
+            ),
+            (
+                "206 Partial Content".into(),
+                format!(
+                    "Content-Length: {}\r\nContent-Range: bytes {half}-{}/{}\r\n",
+                    blob.len() - half,
+                    blob.len() - 1,
+                    blob.len()
+                ),
+                blob[half..].to_vec(),
+            ),
+        ]);
+        let repo = Repository::open(
+            &RegistryConfig::default(),
+            &host,
+            "test/blob",
+            Access::Pull,
+            &[],
+            None,
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        repo.blob_reader(&digest, Some(blob.len() as u64), |_| {})
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        assert_eq!(got, blob);
+        let seen = seen.lock().unwrap();
+        let ranged: Vec<&String> = seen.iter().filter(|h| h.contains("range:")).collect();
+        assert_eq!(ranged.len(), 2, "two ranged attempts: {seen:#?}");
+        assert!(
+            ranged
+                .iter()
+                .all(|h| h.contains(&format!("range: bytes={half}-")))
+        );
     }
 }
