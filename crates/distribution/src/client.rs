@@ -77,6 +77,8 @@ pub struct Repository {
     registry: String,
     /// The endpoint's base URL, without a trailing slash.
     base: String,
+    /// Whether that endpoint is a mirror.
+    mirror: bool,
     /// The repository's path (`library/busybox`).
     name: String,
     /// The scopes tokens are asked for.
@@ -205,6 +207,7 @@ impl Repository {
                 http,
                 registry: registry.to_string(),
                 base: endpoint.base.clone(),
+                mirror: endpoint.mirror,
                 name: name.to_string(),
                 scopes: scopes.clone(),
                 credential: credential.clone(),
@@ -236,6 +239,11 @@ impl Repository {
     /// The repository's path.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the session is with a mirror (a failed pull may go to the registry itself).
+    pub fn is_mirror(&self) -> bool {
+        self.mirror
     }
 
     /// The base URL in use (which endpoint answered).

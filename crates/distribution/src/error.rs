@@ -34,6 +34,17 @@ pub enum DistributionError {
         /// The registry's words.
         detail: String,
     },
+    /// A pull the registry refused: a repository that does not exist looks the same as a
+    /// private one (Docker's words).
+    #[error(
+        "pull access denied for {repository}, repository does not exist or may require 'berth login': {detail}"
+    )]
+    PullAccessDenied {
+        /// The repository (familiar form).
+        repository: String,
+        /// The registry's words.
+        detail: String,
+    },
     /// A manifest or tag is not in the repository.
     #[error("manifest for {reference} not found: {detail}")]
     ManifestNotFound {

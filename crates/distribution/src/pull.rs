@@ -14,6 +14,7 @@ use oci_spec::image::{ImageIndex, ImageManifest, MediaType};
 use crate::{
     Registries,
     client::{Access, FetchedManifest, MAX_CONFIG, Repository},
+    config::RegistryConfig,
     error::{DistributionError, Result},
     platform::Platform,
     progress::{LayerState, Progress},
@@ -88,12 +89,57 @@ impl Registries {
         // named this very image before.
         let before = store.resolve(&reference.to_string()).ok().map(|r| r.id);
         let repo = self.open(reference.domain(), reference.path(), Access::Pull, &[])?;
+        match self.pull_from(&repo, store, reference, opts, progress, before.as_ref()) {
+            // A mirror that fails after answering (it lacks the image, or serves it badly)
+            // leaves the registry itself to try, as Docker does.
+            Err(e) if repo.is_mirror() && !is_local(&e) => {
+                tracing::warn!(mirror = repo.base(), error = %e, "pull from the mirror failed; trying the registry");
+                let direct = RegistryConfig {
+                    mirrors: Vec::new(),
+                    ..self.config.clone()
+                };
+                let credential = self.credential(reference.domain())?;
+                let repo = Repository::open(
+                    &direct,
+                    reference.domain(),
+                    reference.path(),
+                    Access::Pull,
+                    &[],
+                    credential,
+                )?;
+                self.pull_from(&repo, store, reference, opts, progress, before.as_ref())
+            }
+            other => other,
+        }
+    }
+
+    /// A pull from one endpoint.
+    fn pull_from(
+        &self,
+        repo: &Repository,
+        store: &mut Store,
+        reference: &Reference,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+        before: Option<&Digest>,
+    ) -> Result<Pulled> {
         let familiar = reference.familiar_string();
         let wanted = match reference.digest() {
             Some(d) => d.to_string(),
             None => reference.tag().unwrap_or("latest").to_string(),
         };
-        let top = repo.get_manifest(&wanted, &familiar)?;
+        let top = repo.get_manifest(&wanted, &familiar).map_err(|e| match e {
+            DistributionError::Unauthorized { detail, .. }
+            | DistributionError::Denied { detail, .. } => DistributionError::PullAccessDenied {
+                repository: reference.without_tag_or_digest().familiar_name(),
+                detail: detail
+                    .split("; log in with")
+                    .next()
+                    .unwrap_or(&detail)
+                    .to_string(),
+            },
+            e => e,
+        })?;
         progress.message(&format!("{wanted}: Pulling from {}", reference.path()));
         let repo_digest = top.digest.clone();
         let manifest = if is_index(&top.media_type) {
@@ -123,7 +169,7 @@ impl Registries {
             store.add_repo_digest(&config_digest, &repo_ref)?;
             return Ok(Pulled {
                 reference: reference.clone(),
-                new: before.as_ref() != Some(&config_digest),
+                new: before != Some(&config_digest),
                 id: config_digest,
                 digest: repo_digest,
             });
@@ -173,7 +219,7 @@ impl Registries {
             store.register_incoming(incoming, &manifest.digest, &tags, &[repo_ref])?;
         Ok(Pulled {
             reference: reference.clone(),
-            new: before.as_ref() != Some(&record.id),
+            new: before != Some(&record.id),
             id: record.id,
             digest: repo_digest,
         })
@@ -184,6 +230,17 @@ impl Registries {
         self.open(reference.domain(), reference.path(), Access::Pull, &[])?
             .tags()
     }
+}
+
+/// Whether an error is this machine's (the store, the user's input), not the endpoint's.
+fn is_local(e: &DistributionError) -> bool {
+    matches!(
+        e,
+        DistributionError::Usage(_)
+            | DistributionError::Store(_)
+            | DistributionError::Credentials(_)
+            | DistributionError::NoMatchingPlatform { .. }
+    )
 }
 
 /// One layer to fetch.
