@@ -212,7 +212,7 @@ impl Registries {
             });
             parent = Some(chain);
         }
-        fetch_layers(&repo, &incoming, &layers, progress)?;
+        fetch_layers(repo, &incoming, &layers, progress)?;
         incoming.put_document(&config_digest, &config_bytes)?;
         incoming.put_document(&manifest.digest, &manifest.bytes)?;
         let (record, _) =
