@@ -536,10 +536,20 @@ impl DockerConfig {
 /// index.docker.io, registry-1.docker.io), the host itself otherwise. URL forms
 /// (`https://host/v1/`) give their host.
 pub fn config_key(host: &str) -> String {
-    let hostname = convert_to_hostname(host);
-    match hostname {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB_KEY.to_owned(),
-        _ => hostname.to_owned(),
+    match registry_host(host).as_str() {
+        "docker.io" => DOCKER_HUB_KEY.to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// The registry a `login`/`logout` argument names, as references name it: URL forms give
+/// their host (`https://host:5000/v1/` -> `host:5000`), Docker Hub's aliases `docker.io`.
+pub fn registry_host(address: &str) -> String {
+    match convert_to_hostname(address.trim()) {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            "docker.io".to_owned()
+        }
+        other => other.to_owned(),
     }
 }
 

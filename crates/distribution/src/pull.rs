@@ -9,7 +9,7 @@ use std::sync::{
 
 use berth_reference::{Digest, Reference};
 use berth_store::{ImageConfig, Incoming, Store, chain_id};
-use oci_spec::image::{ImageIndex, ImageManifest, MediaType};
+use oci_spec::image::{ImageIndex, ImageManifest};
 
 use crate::{
     Registries,
@@ -49,27 +49,6 @@ pub struct Pulled {
 fn is_index(media_type: &str) -> bool {
     media_type == "application/vnd.oci.image.index.v1+json"
         || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
-}
-
-/// Layer media types berth can unpack.
-fn check_layer_type(media_type: &MediaType, digest: &Digest) -> Result<()> {
-    let ok = match media_type {
-        MediaType::ImageLayer | MediaType::ImageLayerGzip | MediaType::ImageLayerZstd => true,
-        MediaType::Other(t) => matches!(
-            t.as_str(),
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
-                | "application/vnd.docker.image.rootfs.diff.tar"
-        ),
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(DistributionError::bad(
-            format!("layer {digest}"),
-            format!("media type {media_type} is not a layer berth can unpack"),
-        ))
-    }
 }
 
 fn digest_of(d: &oci_spec::image::Digest) -> Result<Digest> {
@@ -199,7 +178,7 @@ impl Registries {
         let mut parent: Option<Digest> = None;
         for (desc, diff_id) in parsed.layers().iter().zip(&config.rootfs.diff_ids) {
             let blob = digest_of(desc.digest())?;
-            check_layer_type(desc.media_type(), &blob)?;
+            berth_store::check_layer_media_type(desc)?;
             let diff_id = Digest::parse(diff_id)
                 .map_err(|e| DistributionError::bad(format!("config {config_digest}"), e))?;
             let chain = chain_id(parent.as_ref(), &diff_id);

@@ -11,7 +11,6 @@ use std::{
     collections::{HashMap, HashSet},
     fs::File,
     io::{self, BufWriter, Read, Seek, SeekFrom},
-    path::Path,
     sync::{
         Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -125,10 +124,7 @@ impl Registries {
         for desc in image.manifest.layers() {
             let blob = Digest::parse(desc.digest().as_ref())
                 .map_err(|e| DistributionError::bad("layer digest", e))?;
-            let compress = matches!(
-                blob_compression(store.blobs().path(&blob).as_path())?,
-                Compression::None
-            );
+            let compress = store.blobs().compression(&blob)? == Compression::None;
             layers.push(PushLayer {
                 blob,
                 size: desc.size(),
@@ -235,17 +231,6 @@ fn mount_sources(
         }
     }
     Ok(out)
-}
-
-fn blob_compression(path: &Path) -> Result<Compression> {
-    let mut head = [0u8; 8];
-    let mut f = File::open(path)
-        .map_err(|e| DistributionError::Usage(format!("{}: {e}", path.display())))?;
-    let n = f
-        .read(&mut head)
-        .map_err(|e| DistributionError::Usage(format!("{}: {e}", path.display())))?;
-    Compression::detect(&head[..n])
-        .map_err(|e| DistributionError::bad(path.display().to_string(), e))
 }
 
 /// Pushes the layers, [`CONCURRENT_UPLOADS`] at a time; returns what was sent for each, in

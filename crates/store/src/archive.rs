@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    io::{self, BufRead, BufReader, Read, Write},
+    io::{self, BufReader, Read, Write},
     sync::mpsc,
     thread,
 };
@@ -322,7 +322,7 @@ impl Store {
             let mut layers = Vec::new();
             for path in &entry.layers {
                 let digest = self.archive_blob(contents, path)?;
-                let media_type = match self.blob_compression(&digest)? {
+                let media_type = match self.blobs.compression(&digest)? {
                     Compression::None => MediaType::ImageLayer,
                     Compression::Gzip => MediaType::ImageLayerGzip,
                     Compression::Zstd => MediaType::ImageLayerZstd,
@@ -458,13 +458,6 @@ impl Store {
             format!("index {digest}"),
             "indexes nested too deeply",
         ))
-    }
-
-    /// Detects how a stored blob is compressed.
-    fn blob_compression(&self, digest: &Digest) -> Result<Compression> {
-        let mut r = BufReader::new(self.blobs.open(digest)?);
-        let head = r.fill_buf().ctx("read blob", self.blobs.path(digest))?;
-        Ok(Compression::detect(head)?)
     }
 
     /// Unpacks an image's layers (skipping those already unpacked), checking each against
@@ -799,7 +792,7 @@ impl Read for ChannelReader {
 }
 
 /// Reads until `buf` is full or the input ends; returns how much was read.
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

@@ -144,6 +144,15 @@ impl BlobStore {
         Ok(removed)
     }
 
+    /// How a stored blob is compressed (from its first bytes).
+    pub fn compression(&self, digest: &Digest) -> Result<crate::Compression> {
+        let mut head = [0u8; 8];
+        let mut f = self.open(digest)?;
+        let n =
+            crate::archive::read_up_to(&mut f, &mut head).ctx("read blob", self.path(digest))?;
+        Ok(crate::Compression::detect(&head[..n])?)
+    }
+
     /// Re-hashes a blob and reports whether it still matches its name.
     pub fn verify(&self, digest: &Digest) -> Result<bool> {
         let mut f = self.open(digest)?;

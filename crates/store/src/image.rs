@@ -74,7 +74,7 @@ pub(crate) fn from_oci_digest(d: &oci_spec::image::Digest) -> Result<Digest> {
 }
 
 /// Layer media types berth can unpack: OCI and Docker, plain, gzip or zstd.
-pub(crate) fn check_layer_media_type(desc: &Descriptor) -> Result<()> {
+pub fn check_layer_media_type(desc: &Descriptor) -> Result<()> {
     match desc.media_type() {
         MediaType::ImageLayer
         | MediaType::ImageLayerGzip

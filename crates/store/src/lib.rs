@@ -54,7 +54,7 @@ pub use config::{History, ImageConfig, RootFs, RunConfig, host_architecture};
 pub use error::{Result, StoreError};
 pub use extend::Extension;
 pub use gc::{GcReport, PruneReport};
-pub use image::{CACHE_HOLDER_PREFIX, Image, RemoveEvent};
+pub use image::{CACHE_HOLDER_PREFIX, Image, RemoveEvent, check_layer_media_type};
 pub use import::ImportOptions;
 pub use incoming::{Incoming, LayerWork};
 pub use layers::{LayerInfo, chain_id};

@@ -433,10 +433,15 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
             ),
         ));
     }
-    super::registry::ensure_image(root, &opts.image, &args.pull, args.platform.as_deref())
-        .map_err(|e| fail(EXIT_ENGINE, super::one_line(&e)))?;
     let mut engine = Engine::open(root).map_err(|e| fail(EXIT_ENGINE, e))?;
-    let rec = engine.create(&opts).map_err(|e| fail(EXIT_ENGINE, e))?;
+    let rec = super::registry::create_pulling(
+        root,
+        &mut engine,
+        &opts,
+        &args.pull,
+        args.platform.as_deref(),
+    )
+    .map_err(|e| fail(EXIT_ENGINE, super::one_line(&e)))?;
     if let Some(path) = &args.cidfile {
         fs::write(path, &rec.id).map_err(|e| {
             fail(

@@ -28,9 +28,14 @@ use crate::{filters::Filters, format, units};
 /// `berth create`: the container, not started; prints its ID.
 pub fn create(root: &Path, args: RunArgs) -> Result<()> {
     let opts = args.create_options()?;
-    super::registry::ensure_image(root, &opts.image, &args.pull, args.platform.as_deref())?;
     let mut engine = Engine::open(root)?;
-    let rec = engine.create(&opts)?;
+    let rec = super::registry::create_pulling(
+        root,
+        &mut engine,
+        &opts,
+        &args.pull,
+        args.platform.as_deref(),
+    )?;
     println!("{}", rec.id);
     Ok(())
 }

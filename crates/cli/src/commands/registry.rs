@@ -12,7 +12,9 @@ use berth_distribution::{
     Credential, DOCKER_HUB_HOST, LayerState, Platform, Progress, PullOptions, Registries, Silent,
     credentials,
 };
+use berth_engine::{ContainerRecord, CreateOptions, Engine, EngineError};
 use berth_reference::{Digest, Reference};
+use berth_store::StoreError;
 use clap::Args;
 
 use super::{fail, open_store};
@@ -88,6 +90,14 @@ impl TransferView {
             terminal,
             stderr: false,
             lines: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A view on stderr (pulls inside `run` and `build`, whose stdout is not theirs).
+    fn on_stderr(terminal: bool) -> Self {
+        TransferView {
+            stderr: true,
+            ..TransferView::new(terminal)
         }
     }
 
@@ -233,24 +243,43 @@ pub fn pull(root: &Path, args: PullArgs) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure the image a container is created from is here, as `docker run --pull`:
-/// `missing` pulls it when the store does not have it, `always` pulls it anyway, `never`
-/// leaves the store alone. Progress goes to stderr (stdout belongs to the container).
-pub fn ensure_image(root: &Path, image: &str, policy: &str, platform: Option<&str>) -> Result<()> {
+/// Creates a container, pulling its image as `docker run --pull` says: `missing` (the
+/// default) pulls it only when the create finds no such image, so a container start pays
+/// nothing for the registry client; `always` pulls first; `never` leaves the store alone.
+/// Pull progress goes to stderr (stdout belongs to the container).
+pub fn create_pulling(
+    root: &Path,
+    engine: &mut Engine,
+    opts: &CreateOptions,
+    policy: &str,
+    platform: Option<&str>,
+) -> Result<ContainerRecord> {
     let always = match policy {
         "missing" => false,
         "always" => true,
-        "never" => return Ok(()),
+        "never" => return Ok(engine.create(opts)?),
         other => bail!(
             "invalid pull option: '{other}': must be one of \"always\", \"missing\" or \"never\""
         ),
     };
-    if !always && open_store(root)?.resolve(image).is_ok() {
-        return Ok(());
+    if always {
+        pull_for_run(root, &opts.image, platform, true)?;
     }
-    // An ID (or ID prefix) is never pulled; the create reports it missing.
+    match engine.create(opts) {
+        Err(EngineError::Store(StoreError::ImageNotFound(_)))
+            if !always && pull_for_run(root, &opts.image, platform, false)? =>
+        {
+            Ok(engine.create(opts)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Pulls the image a container is created from; false when `image` is no reference (an ID
+/// or ID prefix is never pulled, and the create reports it missing).
+fn pull_for_run(root: &Path, image: &str, platform: Option<&str>, always: bool) -> Result<bool> {
     let Ok(reference) = Reference::parse_with_default_tag(image) else {
-        return Ok(());
+        return Ok(false);
     };
     if !always {
         eprintln!(
@@ -264,15 +293,11 @@ pub fn ensure_image(root: &Path, image: &str, policy: &str, platform: Option<&st
         .transpose()?;
     let registries = Registries::load()?;
     let mut store = open_store(root)?;
-    let view = TransferView {
-        terminal: io::stderr().is_terminal(),
-        stderr: true,
-        lines: Mutex::new(Vec::new()),
-    };
+    let view = TransferView::on_stderr(io::stderr().is_terminal());
     let pulled = registries.pull(&mut store, &reference, &PullOptions { platform }, &view)?;
     eprintln!("Digest: {}", pulled.digest);
     eprintln!("{}", status_line(pulled.new, &reference.familiar_string()));
-    Ok(())
+    Ok(true)
 }
 
 /// Pulls a build's missing base images (plain progress lines on stderr unless `verbose` is
@@ -285,11 +310,7 @@ pub fn base_fetcher(root: &Path, verbose: bool) -> berth_build::BaseFetcher {
         let pull = || -> Result<()> {
             let registries = Registries::load()?;
             let mut store = open_store(&root)?;
-            let view = TransferView {
-                terminal: false,
-                stderr: true,
-                lines: Mutex::new(Vec::new()),
-            };
+            let view = TransferView::on_stderr(false);
             let progress: &dyn Progress = if verbose && !io::stderr().is_terminal() {
                 &view
             } else {
@@ -374,22 +395,11 @@ pub fn push(root: &Path, args: PushArgs) -> Result<()> {
     Ok(())
 }
 
-/// The registry host a `login`/`logout` argument names (`https://host/v1/` -> `host`;
-/// Docker Hub's aliases -> `docker.io`).
+/// The registry a `login`/`logout` argument names (Docker Hub when left out).
 fn registry_host(server: Option<&str>) -> String {
-    let Some(server) = server.map(str::trim).filter(|s| !s.is_empty()) else {
-        return DOCKER_HUB_HOST.into();
-    };
-    let host = server
-        .strip_prefix("https://")
-        .or_else(|| server.strip_prefix("http://"))
-        .unwrap_or(server);
-    let host = host.split('/').next().unwrap_or(host);
-    match host {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
-            DOCKER_HUB_HOST.into()
-        }
-        h => h.to_string(),
+    match server.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => credentials::registry_host(s),
+        None => DOCKER_HUB_HOST.into(),
     }
 }
 
