@@ -82,6 +82,11 @@ enum Command {
     Login(commands::registry::LoginArgs),
     /// Log out from a registry
     Logout(commands::registry::LogoutArgs),
+    /// Run and maintain a registry server
+    Registry {
+        #[command(subcommand)]
+        command: commands::registry_server::RegistryCommand,
+    },
     /// Build an image from a Dockerfile
     Build(commands::build::BuildArgs),
     /// Manage builds
@@ -252,6 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Push(args) => commands::registry::push(&root, args),
         Command::Login(args) => commands::registry::login(args),
         Command::Logout(args) => commands::registry::logout(args),
+        Command::Registry { command } => commands::registry_server::dispatch(command),
         Command::Build(args) => commands::build::build(&root, args),
         Command::Builder { command } => commands::build::builder(&root, command),
         Command::ContainerShared(command) => container_command(&root, command),

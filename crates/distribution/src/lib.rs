@@ -1,6 +1,7 @@
 //! The registry client: OCI distribution-spec 1.1 (and Docker's registry v2 protocol) over
 //! HTTP/1.1 and HTTP/2 with rustls. Pulls images into the store, pushes them out of it, and
-//! logs in with the credentials Docker keeps in `~/.docker/config.json`.
+//! logs in with the credentials Docker keeps in `~/.docker/config.json`. And the registry
+//! server ([`server`], `berth registry serve`), which has its own storage and no store.
 //!
 //! Blocking I/O on threads: a pull or push is a handful of concurrent blob transfers, each
 //! fed to or from the store's synchronous writers; reqwest's blocking client runs its own
@@ -15,6 +16,7 @@ pub mod platform;
 pub mod progress;
 mod pull;
 mod push;
+pub mod server;
 
 pub use client::{Access, Repository};
 pub use config::{DOCKER_HUB_HOST, RegistryConfig};

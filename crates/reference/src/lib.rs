@@ -22,4 +22,4 @@ mod reference;
 mod testdata;
 
 pub use digest::{Digest, DigestError, Sha256Digester};
-pub use reference::{Reference, ReferenceError, is_valid_tag};
+pub use reference::{Reference, ReferenceError, is_valid_repository_path, is_valid_tag};

@@ -219,6 +219,13 @@ impl<'de> Deserialize<'de> for Reference {
     }
 }
 
+/// Whether `s` is a repository path as the OCI distribution spec allows it in URLs:
+/// `pathComponent(/pathComponent)*`, at most 255 characters, no domain. Such a path never
+/// holds `.`, `..` or an empty component, so it is also a safe relative file path.
+pub fn is_valid_repository_path(s: &str) -> bool {
+    s.len() <= 255 && s.split('/').all(grammar::is_path_component)
+}
+
 /// Whether `s` is a valid tag, `[\w][\w.-]{0,127}`.
 pub fn is_valid_tag(s: &str) -> bool {
     grammar::is_tag(s)
@@ -280,6 +287,25 @@ fn parse_full(s: &str) -> Result<Reference, ReferenceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repository_paths() {
+        for ok in [
+            "a",
+            "library/busybox",
+            "a/b/c",
+            "my-org/ml_models",
+            "x.y__z/0",
+        ] {
+            assert!(is_valid_repository_path(ok), "{ok}");
+        }
+        let long = "a".repeat(256);
+        for bad in [
+            "", "..", "a/..", "../etc", "a//b", "/a", "a/", "A", "a/.b", "a%2f..", &long,
+        ] {
+            assert!(!is_valid_repository_path(bad), "{bad}");
+        }
+    }
 
     /// Renders the outcome of `parse_normalized` as one line for the data-driven table.
     fn render(input: &str) -> String {

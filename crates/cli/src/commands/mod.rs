@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod network;
 pub mod procs;
 pub mod registry;
+pub mod registry_server;
 pub mod system;
 pub mod volume;
 
