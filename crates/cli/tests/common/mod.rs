@@ -5,6 +5,7 @@
 
 pub mod host;
 pub mod registry;
+pub mod registry_server;
 
 use std::{
     io::Write,
