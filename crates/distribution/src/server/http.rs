@@ -899,6 +899,26 @@ async fn append(
     Ok((file.expect("file present"), session.offset))
 }
 
+/// The fuzz target's view of this module's parsers.
+pub(super) fn fuzz_parsers(text: &str) {
+    if let Ok(Route::Manifest(_, reference)) = route(text) {
+        let _ = ManifestRef::parse(&reference);
+    }
+    for len in [0, 1, 100, u64::MAX] {
+        if let Some(Ok((start, end))) = parse_range(text, len) {
+            assert!(
+                start <= end && end < len,
+                "{text:?} against {len}: {start}-{end}"
+            );
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(text) {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_RANGE, value);
+        let _ = check_content_range(&headers, 5);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

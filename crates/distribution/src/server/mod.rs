@@ -260,3 +260,16 @@ pub fn check(root: &Path) -> Result<Vec<String>, ServerError> {
         source,
     })
 }
+
+/// Runs every parser the server applies to request data (routes, `Range`, `Content-Range`,
+/// manifests with their Content-Type, htpasswd files) on arbitrary input: the fuzz target's
+/// entry. Panics only on a bug.
+#[doc(hidden)]
+pub fn fuzz_parsers(data: &[u8]) {
+    let _ = storage::parse_manifest_for_fuzzing(data);
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    http::fuzz_parsers(text);
+    let _ = Htpasswd::parse(text);
+}

@@ -227,6 +227,27 @@ fn manifest_media_type(content_type: Option<&str>, doc: &ManifestDoc) -> ApiResu
     Ok(chosen)
 }
 
+/// The manifest checks of a PUT, without storage: parse, then the media type under each
+/// Content-Type a client might send.
+#[doc(hidden)]
+pub fn parse_manifest_for_fuzzing(bytes: &[u8]) -> ApiResult<()> {
+    let doc = ManifestDoc::parse(bytes)?;
+    for content_type in [
+        None,
+        Some(OCI_MANIFEST),
+        Some(DOCKER_LIST),
+        Some("text/plain; x=y"),
+    ] {
+        if let Ok(media_type) = manifest_media_type(content_type, &doc) {
+            let _ = doc.is_index(&media_type);
+            for blob in doc.blob_refs() {
+                let _ = parse_digest(&blob.digest);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub struct Storage {
     root: PathBuf,
 }
