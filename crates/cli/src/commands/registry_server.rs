@@ -38,7 +38,9 @@ pub struct ServeArgs {
     /// htpasswd file with bcrypt hashes (htpasswd -B); every request then needs credentials
     #[arg(long)]
     htpasswd: Option<PathBuf>,
-    /// With --htpasswd: let anyone pull; pushes and deletes still need credentials
+    /// With --htpasswd: let anyone pull; pushes and deletes still need credentials. (The
+    /// docker CLI cannot pull anonymously from a Basic-auth registry: it needs `docker login`;
+    /// skopeo, podman, containerd and berth can.)
     #[arg(long, requires = "htpasswd")]
     anonymous_pull: bool,
     /// TLS certificate chain (PEM)

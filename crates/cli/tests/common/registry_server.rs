@@ -1,13 +1,17 @@
 //! `berth registry serve` as a test fixture: started on a free loopback port with its own
-//! storage directory, killed (and its directory removed) on Drop.
+//! storage directory, killed (and its directory removed) on Drop. And the clients we did not
+//! write, each isolated from the host's own: a private dockerd ([`Dockerd`]) and a podman
+//! store in a temp dir ([`PodmanStore`]).
 
 use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::{berth_bin, test_tmp};
+use super::registry::run_tool;
+use super::{berth_bin, host::unique, require_tool, test_tmp};
 
 pub struct BerthRegistry {
     child: Child,
@@ -36,9 +40,23 @@ impl BerthRegistry {
 
     /// A server on `<dir>/root`, which may hold a previous server's storage.
     pub fn start_in(dir: tempfile::TempDir, flags: &[&str]) -> BerthRegistry {
+        BerthRegistry::spawn(dir, "127.0.0.1:0", flags)
+    }
+
+    /// A server on a fresh root listening on `ip` (a free port) instead of 127.0.0.1: on an
+    /// address of this host that is not loopback, clients take it for a remote registry.
+    pub fn start_on(ip: IpAddr, flags: &[&str]) -> BerthRegistry {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-registry-")
+            .tempdir_in(test_tmp())
+            .expect("temp dir");
+        BerthRegistry::spawn(dir, &SocketAddr::new(ip, 0).to_string(), flags)
+    }
+
+    fn spawn(dir: tempfile::TempDir, addr: &str, flags: &[&str]) -> BerthRegistry {
         let root = dir.path().join("root");
         let mut child = Command::new(berth_bin())
-            .args(["registry", "serve", "--addr", "127.0.0.1:0", "--root"])
+            .args(["registry", "serve", "--addr", addr, "--root"])
             .arg(&root)
             .args(flags)
             .stdin(Stdio::null())
@@ -161,5 +179,313 @@ impl Drop for BerthRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `berth registry gc --root ROOT ARGS`.
+pub fn registry_gc(root: &Path, args: &[&str]) -> Output {
+    Command::new(berth_bin())
+        .args(["registry", "gc", "--root"])
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth registry gc")
+}
+
+/// An htpasswd file (bcrypt, as `htpasswd -B` writes it) holding `user` with `password`, at
+/// `dir/htpasswd`.
+pub fn htpasswd_file(dir: &Path, user: &str, password: &str) -> PathBuf {
+    let path = dir.join("htpasswd");
+    let line = run_tool("htpasswd", &["-Bbn", user, password]);
+    std::fs::write(&path, line).expect("write the htpasswd file");
+    path
+}
+
+/// Detaches every mount at or under `dir`, deepest first (what a daemon killed half-way may
+/// leave behind), so that the directory can be removed.
+pub fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| *p == prefix || p.starts_with(&format!("{prefix}/")))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// Sends SIGKILL to every process whose command line mentions `needle` (a fixture's private
+/// directory: the processes a daemon it started left behind).
+fn kill_processes_mentioning(needle: &Path) {
+    let needle = needle.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(&needle)
+            && let Some(pid) = rustix::process::Pid::from_raw(pid)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+fn fixture_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(test_tmp())
+        .expect("temp dir")
+}
+
+/// How long a private dockerd gets to answer its first request.
+const DOCKERD_START: Duration = Duration::from_secs(60);
+/// How long it gets to stop on SIGTERM before it is killed.
+const DOCKERD_STOP: Duration = Duration::from_secs(30);
+
+/// A private dockerd (peers.md section 4), isolated from any other on the host: its own
+/// socket, data root, exec root (and so its own containerd), pid file and an empty
+/// daemon.json; `--iptables=false`, and `--bridge none`: pushing and pulling need no network
+/// for containers, so no bridge is made and no subnet can collide with another daemon's. The
+/// docker CLI (the first `docker` on PATH, docker 28 here) reaches it through DOCKER_HOST,
+/// with a DOCKER_CONFIG of its own. Drop stops it (SIGTERM, SIGKILL after 30 s), waits, kills
+/// whatever it left running, detaches its mounts and removes its directories.
+pub struct Dockerd {
+    child: Child,
+    /// `/run/berth-dockerd-<pid>-<n>`: the socket, the exec root and the pid file (short:
+    /// containerd's sockets live under the exec root, and socket paths are limited to 108
+    /// bytes).
+    run_dir: PathBuf,
+    /// `data/` (the data root), `daemon.json`, `client/` (DOCKER_CONFIG), `dockerd.log`.
+    dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    /// Starts a dockerd and waits until it answers; panics, with its log, when it cannot run.
+    pub fn start() -> Dockerd {
+        require_tool("dockerd");
+        require_tool("docker");
+        let dir = fixture_dir("dockerd-");
+        let run_dir = PathBuf::from(format!(
+            "/run/berth-dockerd-{}-{}",
+            std::process::id(),
+            unique()
+        ));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir)
+            .unwrap_or_else(|e| panic!("create {}: {e}", run_dir.display()));
+        let config = dir.path().join("daemon.json");
+        std::fs::write(&config, "{}\n").expect("write daemon.json");
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).expect("dockerd.log");
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(&config)
+            .arg("--host")
+            .arg(format!("unix://{}/docker.sock", run_dir.display()))
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(run_dir.join("exec"))
+            .arg("--pidfile")
+            .arg(run_dir.join("docker.pid"))
+            .args(["--bridge", "none", "--iptables=false"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup dockerd.log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("dockerd cannot run here: {e}"));
+        // From here on Drop cleans up, whatever fails.
+        let mut dockerd = Dockerd {
+            child,
+            run_dir,
+            dir,
+        };
+        let deadline = Instant::now() + DOCKERD_START;
+        loop {
+            if let Ok(Some(status)) = dockerd.child.try_wait() {
+                panic!(
+                    "dockerd cannot run here: it exited ({status}) before answering; its log:\n{}",
+                    dockerd.log()
+                );
+            }
+            let out = dockerd.run(&["version", "--format", "{{.Server.Version}}"]);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd cannot run here: it did not answer within {DOCKERD_START:?} ({}); its log:\n{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                dockerd.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        dockerd
+    }
+
+    /// `unix:///run/berth-dockerd-…/docker.sock`, for DOCKER_HOST.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}/docker.sock", self.run_dir.display())
+    }
+
+    /// A `docker` command that talks to this daemon only.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("docker");
+        for var in [
+            "DOCKER_CONTEXT",
+            "DOCKER_TLS_VERIFY",
+            "DOCKER_CERT_PATH",
+            "DOCKER_TLS",
+        ] {
+            c.env_remove(var);
+        }
+        c.env("DOCKER_HOST", self.docker_host())
+            .env("DOCKER_CONFIG", self.dir.path().join("client"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run docker")
+    }
+
+    /// Runs `docker ARGS` and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndockerd's log ends:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// What dockerd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + DOCKERD_STOP;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        // dockerd stops its containerd on the way out; not when it had to be killed.
+        kill_processes_mentioning(&self.run_dir);
+        unmount_under(&self.run_dir);
+        unmount_under(self.dir.path());
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+        // `dir` removes itself.
+    }
+}
+
+/// A podman image store of its own (`--root` in a temp dir; `--runroot` and `--tmpdir` under
+/// `/run/berth-podman-<pid>-<n>`, as podman refuses a runroot over 50 characters; the overlay
+/// driver), so that nothing of the host's podman images is seen or touched, and no credential
+/// of the host's is used. Drop detaches anything podman left mounted there, then both
+/// directories go.
+pub struct PodmanStore {
+    run_dir: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl PodmanStore {
+    pub fn new() -> PodmanStore {
+        require_tool("podman");
+        let run_dir = PathBuf::from(format!(
+            "/run/berth-podman-{}-{}",
+            std::process::id(),
+            unique()
+        ));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir)
+            .unwrap_or_else(|e| panic!("create {}: {e}", run_dir.display()));
+        let dir = fixture_dir("podman-");
+        // podman insists that REGISTRY_AUTH_FILE exists.
+        std::fs::write(dir.path().join("auth.json"), "{\"auths\":{}}\n").expect("auth.json");
+        PodmanStore { run_dir, dir }
+    }
+
+    /// A `podman` command on this store.
+    pub fn command(&self) -> Command {
+        let d = self.dir.path();
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(self.run_dir.join("run"))
+            .arg("--tmpdir")
+            .arg(self.run_dir.join("tmp"))
+            .args(["--storage-driver", "overlay", "--events-backend", "file"])
+            .env("REGISTRY_AUTH_FILE", d.join("auth.json"))
+            .env("DOCKER_CONFIG", d.join("docker-config"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run podman")
+    }
+
+    /// Runs `podman ARGS` and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// The store's directory (`root/` in it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PodmanStore {
+    fn drop(&mut self) {
+        unmount_under(&self.run_dir);
+        unmount_under(self.dir.path());
+        let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }
