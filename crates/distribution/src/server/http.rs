@@ -679,18 +679,59 @@ async fn start_upload(
             return Ok(blob_created(&repo, &digest));
         }
     }
+    // A monolithic upload names its digest: checked before anything is created.
+    let monolithic = query.get("digest").map(|d| parse_digest(d)).transpose()?;
     let storage = registry.storage.clone();
     let r = repo.clone();
     let id = blocking(move || Ok(storage.create_upload(&r)?)).await?;
     registry.start_session(&id);
-    if let Some(digest) = query.get("digest") {
-        // A monolithic upload: the whole blob in this request.
-        let digest = parse_digest(digest)?;
-        let session = registry.session(&id);
-        let mut session = session.lock().await;
-        return finish(registry, &repo, &id, &mut session, Some(digest), request).await;
+    let Some(digest) = monolithic else {
+        return Ok(upload_accepted(StatusCode::ACCEPTED, &repo, &id, 0));
+    };
+    let (mut session, file, len) = lock_upload(registry, &repo, &id).await?;
+    let result = finish(
+        registry,
+        (&repo, &id),
+        &mut session,
+        (file, len),
+        digest,
+        request,
+    )
+    .await;
+    if result.is_err() {
+        // The client never learnt this upload's ID: nothing can resume it.
+        registry.end_session(&id);
+        let storage = registry.storage.clone();
+        blocking(move || Ok(storage.cancel_upload(&id)?)).await?;
     }
-    Ok(upload_accepted(StatusCode::ACCEPTED, &repo, &id, 0))
+    result
+}
+
+/// Locks an upload's session once the upload is known to exist in `repo` (so requests for
+/// unknown uploads add nothing to the session map), and opens its data.
+async fn lock_upload(
+    registry: &Arc<Registry>,
+    repo: &RepoName,
+    id: &str,
+) -> ApiResult<(
+    tokio::sync::OwnedMutexGuard<UploadSession>,
+    std::fs::File,
+    u64,
+)> {
+    let storage = registry.storage.clone();
+    let (r, i) = (repo.clone(), id.to_owned());
+    blocking(move || storage.open_upload(&r, &i).map(drop)).await?;
+    let session = registry.session(id).lock_owned().await;
+    let storage = registry.storage.clone();
+    let (r, i) = (repo.clone(), id.to_owned());
+    match blocking(move || storage.open_upload(&r, &i)).await {
+        Ok((file, len)) => Ok((session, file, len)),
+        Err(e) => {
+            // Finished or cancelled while this request waited for the lock.
+            registry.end_session(id);
+            Err(e)
+        }
+    }
 }
 
 /// Checks a `Content-Range: <start>-<end>` against the upload's length.
@@ -735,11 +776,7 @@ async fn patch_upload(
     id: String,
     request: Request,
 ) -> ApiResult<Response> {
-    let session = registry.session(&id);
-    let mut session = session.lock().await;
-    let storage = registry.storage.clone();
-    let (r, i) = (repo.clone(), id.clone());
-    let (file, len) = blocking(move || storage.open_upload(&r, &i)).await?;
+    let (mut session, file, len) = lock_upload(registry, &repo, &id).await?;
     check_content_range(request.headers(), len)?;
     let (_, len) = append(&mut session, file, len, request.into_body()).await?;
     Ok(upload_accepted(StatusCode::ACCEPTED, &repo, &id, len))
@@ -756,28 +793,30 @@ async fn finish_upload(
         .get("digest")
         .ok_or_else(|| ApiError::new(Code::DigestInvalid, "the digest query parameter is missing"))
         .and_then(|d| parse_digest(d))?;
-    let session = registry.session(&id);
-    let mut session = session.lock().await;
-    finish(registry, &repo, &id, &mut session, Some(digest), request).await
+    let (mut session, file, len) = lock_upload(registry, &repo, &id).await?;
+    finish(
+        registry,
+        (&repo, &id),
+        &mut session,
+        (file, len),
+        digest,
+        request,
+    )
+    .await
 }
 
-/// Appends a request's body to an upload, then publishes it as `digest`.
+/// Appends a request's body to an upload (its data file, holding `len` bytes), then
+/// publishes it as `expected`.
 async fn finish(
     registry: &Arc<Registry>,
-    repo: &RepoName,
-    id: &str,
+    (repo, id): (&RepoName, &str),
     session: &mut UploadSession,
-    digest: Option<Digest>,
+    (file, len): (std::fs::File, u64),
+    expected: Digest,
     request: Request,
 ) -> ApiResult<Response> {
-    let storage = registry.storage.clone();
-    let (r, i) = (repo.clone(), id.to_owned());
-    let (file, len) = blocking(move || storage.open_upload(&r, &i)).await?;
     check_content_range(request.headers(), len)?;
     let (mut file, len) = append(session, file, len, request.into_body()).await?;
-    let Some(expected) = digest else {
-        return Ok(upload_accepted(StatusCode::ACCEPTED, repo, id, len));
-    };
     let hasher = session.hasher.take().filter(|_| session.offset == len);
     let (file, actual) = blocking(move || {
         let actual = match hasher {
