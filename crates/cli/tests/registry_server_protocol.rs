@@ -2247,3 +2247,226 @@ fn concurrent_manifest_pushes_to_one_tag() {
     assert!(tree(&reg.root().join("tmp")).is_empty());
     assert_check(&reg);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Review findings: each a request sequence that once went wrong
+
+/// BuildKit's registry cache is an index whose `manifests` are plain blobs (layers and a
+/// cache config): accepted when the repository holds them, kept by gc, passed by check.
+#[test]
+fn an_index_listing_plain_blobs_is_accepted_and_kept_by_gc() {
+    let reg = BerthRegistry::start();
+    let layer = random_bytes(2048, 41);
+    let cache_config = br#"{"layers":[]}"#.to_vec();
+    let layer_digest = push_blob(&reg, "cache", &layer);
+    let config_digest = push_blob(&reg, "cache", &cache_config);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()},
+            {"mediaType": "application/vnd.buildkit.cacheconfig.v0", "digest": config_digest, "size": cache_config.len()},
+        ],
+    }))
+    .unwrap();
+    let r = put_manifest(&reg, "cache", "buildcache", OCI_INDEX, &index);
+    expect_status(&r, 201, "cache index PUT");
+    // A plain blob the repository lacks is still refused.
+    let missing = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": "application/vnd.buildkit.cacheconfig.v0", "digest": digest_of(b"nope"), "size": 4}],
+    }))
+    .unwrap();
+    let r = put_manifest(&reg, "cache", "other", OCI_INDEX, &missing);
+    expect_error(
+        &r,
+        400,
+        "MANIFEST_BLOB_UNKNOWN",
+        "cache index with a missing blob",
+    );
+    assert_check(&reg);
+    let dir = reg.kill();
+    let root = dir.path().join("root");
+    let out = std::process::Command::new(common::berth_bin())
+        .args(["registry", "gc", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let blobs = stored_blobs(&root);
+    for d in [&layer_digest, &config_digest] {
+        assert!(blobs.contains(d.as_str()), "gc must keep {d}: {blobs:?}");
+    }
+    registry_check(&root).unwrap();
+}
+
+/// A body longer or shorter than its `Content-Range` (here a chunked body, which has no
+/// Content-Length to compare) is refused with 416 and leaves the upload as it was; a range
+/// whose end would overflow is refused too.
+#[test]
+fn a_body_that_does_not_fill_its_content_range_is_undone() {
+    let reg = BerthRegistry::start();
+    let loc = start_upload(&reg, "ranges");
+    expect_status(
+        &patch(&reg, &loc, Some(0), b"0123456789"),
+        202,
+        "first chunk",
+    );
+    let target = loc.clone();
+    let head = request_head(
+        "PATCH",
+        reg.host(),
+        &target,
+        &[("Content-Range", "10-14"), ("Transfer-Encoding", "chunked")],
+    );
+    // 20 bytes in chunks where the range says 5.
+    let body = b"14\r\nabcdefghijklmnopqrst\r\n0\r\n\r\n".to_vec();
+    let r = raw_exchange(reg.host(), &head, body);
+    expect_error(
+        &r,
+        416,
+        "BLOB_UPLOAD_INVALID",
+        "chunk longer than its range",
+    );
+    assert_eq!(upload_range(&reg, &loc), range_of(10));
+    let r = call(
+        &reg,
+        "PATCH",
+        &loc,
+        &[
+            ("Content-Range", "10-18446744073709551615"),
+            ("Content-Length", "0"),
+        ],
+        b"",
+    );
+    assert!(matches!(r.status, 400 | 416), "{:?}", r.head);
+    assert_eq!(upload_range(&reg, &loc), range_of(10));
+    let r = call(
+        &reg,
+        "PUT",
+        &with_query(&loc, &format!("digest={}", digest_of(b"0123456789"))),
+        &[],
+        b"",
+    );
+    expect_status(&r, 201, "finish");
+    assert_blob(&reg, "ranges", b"0123456789");
+    assert_check(&reg);
+}
+
+/// Digests of another algorithm name nothing here: reads answer 404 (and referrers an
+/// empty list), a POST asking for sha512 is refused before any byte is sent, and a
+/// reversed range is unsatisfiable.
+#[test]
+fn other_digest_algorithms_and_reversed_ranges() {
+    let reg = BerthRegistry::start();
+    let data = random_bytes(1000, 7);
+    let digest = push_blob(&reg, "algos", &data);
+    let sha512 = format!("sha512:{}", "a".repeat(128));
+    expect_error(
+        &get(&reg, &format!("/v2/algos/blobs/{sha512}")),
+        404,
+        "BLOB_UNKNOWN",
+        "sha512 blob",
+    );
+    expect_error(
+        &get(&reg, &format!("/v2/algos/manifests/{sha512}")),
+        404,
+        "MANIFEST_UNKNOWN",
+        "sha512 manifest",
+    );
+    let r = get(&reg, &format!("/v2/algos/referrers/{sha512}"));
+    expect_status(&r, 200, "sha512 referrers");
+    assert_eq!(r.json()["manifests"], json!([]));
+    let r = call(
+        &reg,
+        "POST",
+        "/v2/algos/blobs/uploads/?digest-algorithm=sha512",
+        &[],
+        b"",
+    );
+    expect_error(&r, 400, "DIGEST_INVALID", "POST for sha512");
+    assert!(stored_uploads(&reg.root()).is_empty());
+    // `%3A` for the colon, as some clients send it.
+    let encoded = digest.replace(':', "%3A");
+    expect_status(
+        &get(&reg, &format!("/v2/algos/blobs/{encoded}")),
+        200,
+        "percent-encoded digest",
+    );
+    let r = call(
+        &reg,
+        "GET",
+        &format!("/v2/algos/blobs/{digest}"),
+        &[("Range", "bytes=500-0")],
+        b"",
+    );
+    assert_eq!(r.status, 416, "{:?}", r.head);
+    assert_eq!(r.header("Content-Range"), Some("bytes */1000"));
+    assert_check(&reg);
+}
+
+/// `gc` and `check` name a registry that must exist: a mistyped root is an error, not an
+/// empty registry created on the spot.
+#[test]
+fn maintenance_commands_refuse_a_missing_root() {
+    let dir = tempfile::tempdir_in(common::test_tmp()).unwrap();
+    let missing = dir.path().join("typo");
+    for command in ["gc", "check"] {
+        let out = std::process::Command::new(common::berth_bin())
+            .args(["registry", command, "--root"])
+            .arg(&missing)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{command}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("not a registry root"),
+            "{command}: {stderr}"
+        );
+        assert!(!missing.exists(), "{command} created the root");
+    }
+}
+
+/// A PATCH racing the PUT that ends the same upload can never add bytes to the published
+/// blob: the upload stays locked until it is published, and a blob is never replaced.
+#[test]
+fn a_patch_racing_the_final_put_cannot_change_the_blob() {
+    let reg = BerthRegistry::start();
+    let data = random_bytes(4 << 20, 99);
+    let digest = digest_of(&data);
+    for round in 0..12 {
+        let loc = start_upload(&reg, "race");
+        expect_status(&patch(&reg, &loc, None, &data), 202, "the blob's bytes");
+        let barrier = Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                barrier.wait();
+                let r = call(
+                    &reg,
+                    "PUT",
+                    &with_query(&loc, &format!("digest={digest}")),
+                    &[],
+                    b"",
+                );
+                // 400 when the junk landed first: the digest no longer matches.
+                assert!(matches!(r.status, 201 | 400), "round {round}: {:?}", r.head);
+            });
+            s.spawn(|| {
+                barrier.wait();
+                let r = patch(&reg, &loc, None, b"junk");
+                // Before the PUT (which then refuses the digest) or after it (the upload
+                // is gone by then).
+                assert!(matches!(r.status, 202 | 404), "round {round}: {:?}", r.head);
+            });
+        });
+        let r = get_blob(&reg, "race", &digest);
+        if r.status == 404 {
+            // The junk landed first and the PUT was refused; nothing was published.
+            continue;
+        }
+        expect_status(&r, 200, "the published blob");
+        assert!(r.body == data, "round {round}: the blob changed");
+    }
+    assert_check(&reg);
+}

@@ -121,11 +121,12 @@ impl ApiError {
     }
 }
 
-/// Storage failures are the server's fault: logged, and answered with 500 UNKNOWN.
+/// Storage failures are the server's fault: logged with their detail (paths included), and
+/// answered with 500 UNKNOWN and the kind of failure only.
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> ApiError {
         tracing::error!("registry storage: {e}");
-        ApiError::new(Code::Unknown, format!("storage error: {e}"))
+        ApiError::new(Code::Unknown, format!("storage error: {}", e.kind()))
     }
 }
 

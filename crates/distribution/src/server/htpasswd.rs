@@ -78,21 +78,34 @@ impl Htpasswd {
         })
     }
 
-    /// Whether the password is the user's. Blocking: bcrypt is slow by design.
+    fn fingerprint(user: &str, password: &str) -> [u8; 32] {
+        Sha256::digest(format!("{user}:{password}")).into()
+    }
+
+    /// Whether these credentials were verified before: cheap, no bcrypt.
+    pub fn verified_before(&self, user: &str, password: &str) -> bool {
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+            .copied();
+        known == Some(Self::fingerprint(user, password))
+    }
+
+    /// Whether the password is the user's. Blocking: bcrypt is slow by design. An unknown
+    /// user costs one bcrypt too, so timing does not tell which users exist.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self.users.get(user) else {
-            return false;
-        };
-        let fingerprint: [u8; 32] = Sha256::digest(format!("{user}:{password}")).into();
-        let cache = |m: &Mutex<HashMap<String, [u8; 32]>>| {
-            m.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(user)
-                .copied()
-        };
-        if cache(&self.verified) == Some(fingerprint) {
+        if self.verified_before(user, password) {
             return true;
         }
+        let Some(hash) = self.users.get(user) else {
+            if let Some(any) = self.users.values().next() {
+                let _ = bcrypt::verify(password, any);
+            }
+            return false;
+        };
+        let fingerprint = Self::fingerprint(user, password);
         let ok = bcrypt::verify(password, hash).unwrap_or(false);
         if ok {
             self.verified

@@ -46,6 +46,7 @@ struct UploadSession {
 pub struct Registry {
     storage: Arc<Storage>,
     policy: Policy,
+    bcrypt_slots: tokio::sync::Semaphore,
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<UploadSession>>>>,
 }
 
@@ -54,6 +55,7 @@ impl Registry {
         Registry {
             storage: Arc::new(storage),
             policy,
+            bcrypt_slots: tokio::sync::Semaphore::new(2),
             uploads: Mutex::new(HashMap::new()),
         }
     }
@@ -83,6 +85,18 @@ impl Registry {
                     offset: 0,
                 })),
             );
+    }
+
+    /// Forgets the sessions of uploads that are gone (removed as idle).
+    pub fn forget_uploads(&self, ids: &[String]) {
+        let mut map = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            map.remove(id);
+        }
+    }
+
+    pub fn storage(&self) -> Arc<Storage> {
+        self.storage.clone()
     }
 
     fn end_session(&self, id: &str) {
@@ -158,6 +172,8 @@ fn route(path: &str) -> ApiResult<Route> {
     if let Some(name) = head.strip_suffix("/blobs/uploads") {
         return Ok(Route::Upload(RepoName::parse(name)?, last.to_owned()));
     }
+    // Some clients send a digest's `:` as `%3A`; the grammar checks come after.
+    let last = last.replace("%3A", ":").replace("%3a", ":");
     let (name, kind) = head.rsplit_once('/').ok_or_else(not_found)?;
     let make: fn(RepoName, String) -> Route = match kind {
         "manifests" => Route::Manifest,
@@ -165,7 +181,7 @@ fn route(path: &str) -> ApiResult<Route> {
         "referrers" => Route::Referrers,
         _ => return Err(not_found()),
     };
-    Ok(make(RepoName::parse(name)?, last.to_owned()))
+    Ok(make(RepoName::parse(name)?, last))
 }
 
 fn query_params(request: &Request) -> HashMap<String, String> {
@@ -209,6 +225,12 @@ async fn dispatch(registry: &Arc<Registry>, request: Request) -> ApiResult<Respo
         (Route::Catalog, Method::GET) => catalog(registry, &query).await,
         (Route::Tags(repo), Method::GET) => tags(registry, repo, &query).await,
         (Route::Manifest(repo, reference), m) => {
+            if m != Method::PUT && is_foreign_digest(&reference) {
+                return Err(ApiError::new(
+                    Code::ManifestUnknown,
+                    format!("manifest {reference} is not known in {}", repo.as_str()),
+                ));
+            }
             let reference = ManifestRef::parse(&reference)?;
             match m {
                 Method::GET | Method::HEAD => {
@@ -224,6 +246,12 @@ async fn dispatch(registry: &Arc<Registry>, request: Request) -> ApiResult<Respo
             }
         }
         (Route::Blob(repo, digest), m) => {
+            if is_foreign_digest(&digest) {
+                return Err(ApiError::new(
+                    Code::BlobUnknown,
+                    format!("blob {digest} is not known"),
+                ));
+            }
             let digest = parse_digest(&digest)?;
             match m {
                 Method::GET | Method::HEAD => {
@@ -246,29 +274,24 @@ async fn dispatch(registry: &Arc<Registry>, request: Request) -> ApiResult<Respo
             Method::GET => {
                 let storage = registry.storage.clone();
                 let (r, i) = (repo.clone(), id.clone());
-                let (_, len) = blocking(move || storage.open_upload(&r, &i)).await?;
+                let len = blocking(move || storage.upload_len(&r, &i)).await?;
                 Ok(upload_accepted(StatusCode::NO_CONTENT, &repo, &id, len))
             }
             Method::PATCH => patch_upload(registry, repo, id, request).await,
             Method::PUT => finish_upload(registry, repo, id, &query, request).await,
-            Method::DELETE => {
-                let storage = registry.storage.clone();
-                let (r, i) = (repo.clone(), id.clone());
-                blocking(move || storage.open_upload(&r, &i).map(drop)).await?;
-                registry.end_session(&id);
-                let storage = registry.storage.clone();
-                blocking(move || Ok(storage.cancel_upload(&id)?)).await?;
-                Ok(StatusCode::NO_CONTENT.into_response())
-            }
+            Method::DELETE => cancel_upload(registry, repo, id).await,
             _ => Err(method_not_allowed()),
         },
         (Route::Referrers(repo, digest), Method::GET) => {
-            let digest = parse_digest(&digest)?;
             let artifact_type = query.get("artifactType").cloned();
-            let storage = registry.storage.clone();
-            let filter = artifact_type.clone();
-            let manifests =
-                blocking(move || Ok(storage.referrers(&repo, &digest, filter.as_deref())?)).await?;
+            let manifests = if is_foreign_digest(&digest) {
+                Vec::new()
+            } else {
+                let digest = parse_digest(&digest)?;
+                let storage = registry.storage.clone();
+                let filter = artifact_type.clone();
+                blocking(move || Ok(storage.referrers(&repo, &digest, filter.as_deref())?)).await?
+            };
             let body = serde_json::json!({
                 "schemaVersion": 2,
                 "mediaType": super::storage::OCI_INDEX,
@@ -289,6 +312,12 @@ async fn dispatch(registry: &Arc<Registry>, request: Request) -> ApiResult<Respo
         }
         _ => Err(method_not_allowed()),
     }
+}
+
+/// A well-formed digest of an algorithm other than sha256: it names nothing stored here
+/// (404 on reads), where a malformed one is a bad request.
+fn is_foreign_digest(s: &str) -> bool {
+    Digest::parse(s).is_ok_and(|d| d.algorithm() != "sha256")
 }
 
 /// Basic auth against the htpasswd file. Anonymous requests (no header, or an empty user,
@@ -326,16 +355,26 @@ async fn authorize(
         }
         return Err(unauthorized("authentication required"));
     };
-    let registry = registry.clone();
-    let ok = tokio::task::spawn_blocking(move || {
-        registry
-            .policy
-            .htpasswd
-            .as_ref()
-            .is_some_and(|h| h.verify(&user, &password))
-    })
-    .await
-    .unwrap_or(false);
+    let cached = registry
+        .policy
+        .htpasswd
+        .as_ref()
+        .is_some_and(|h| h.verified_before(&user, &password));
+    let ok = cached || {
+        // bcrypt is slow on purpose: a few at a time, so that a flood of wrong passwords
+        // queues here instead of filling the blocking pool that storage I/O needs.
+        let _slot = registry.bcrypt_slots.acquire().await;
+        let registry = registry.clone();
+        tokio::task::spawn_blocking(move || {
+            registry
+                .policy
+                .htpasswd
+                .as_ref()
+                .is_some_and(|h| h.verify(&user, &password))
+        })
+        .await
+        .unwrap_or(false)
+    };
     if ok {
         Ok(())
     } else {
@@ -546,10 +585,7 @@ fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
     } else {
         end.parse().ok()?
     };
-    if end < start {
-        return None;
-    }
-    if start >= len {
+    if end < start || start >= len {
         return Some(Err(()));
     }
     Some(Ok((start, end.min(len - 1))))
@@ -681,6 +717,7 @@ async fn start_upload(
     }
     // A monolithic upload names its digest: checked before anything is created.
     let monolithic = query.get("digest").map(|d| parse_digest(d)).transpose()?;
+    check_digest_algorithm(query)?;
     let storage = registry.storage.clone();
     let r = repo.clone();
     let id = blocking(move || Ok(storage.create_upload(&r)?)).await?;
@@ -688,16 +725,8 @@ async fn start_upload(
     let Some(digest) = monolithic else {
         return Ok(upload_accepted(StatusCode::ACCEPTED, &repo, &id, 0));
     };
-    let (mut session, file, len) = lock_upload(registry, &repo, &id).await?;
-    let result = finish(
-        registry,
-        (&repo, &id),
-        &mut session,
-        (file, len),
-        digest,
-        request,
-    )
-    .await;
+    let upload = lock_upload(registry, &repo, &id).await?;
+    let result = finish(registry, upload, digest, request).await;
     if result.is_err() {
         // The client never learnt this upload's ID: nothing can resume it.
         registry.end_session(&id);
@@ -707,25 +736,48 @@ async fn start_upload(
     result
 }
 
-/// Locks an upload's session once the upload is known to exist in `repo` (so requests for
-/// unknown uploads add nothing to the session map), and opens its data.
+/// `?digest-algorithm=`: only sha256 is stored, so say so before the client sends a blob.
+fn check_digest_algorithm(query: &HashMap<String, String>) -> ApiResult<()> {
+    match query.get("digest-algorithm").map(String::as_str) {
+        None | Some("sha256") => Ok(()),
+        Some(other) => Err(ApiError::new(
+            Code::DigestInvalid,
+            format!("unsupported digest algorithm {other:?}: this registry stores sha256"),
+        )),
+    }
+}
+
+/// An upload being worked on: its session locked (in this process) and its data file
+/// open and flocked (against other processes), with the data's length.
+struct LockedUpload {
+    repo: RepoName,
+    id: String,
+    session: tokio::sync::OwnedMutexGuard<UploadSession>,
+    file: std::fs::File,
+    len: u64,
+}
+
+/// Locks an upload once it is known to exist in `repo` (so requests for unknown uploads add
+/// nothing to the session map) and opens its data.
 async fn lock_upload(
     registry: &Arc<Registry>,
     repo: &RepoName,
     id: &str,
-) -> ApiResult<(
-    tokio::sync::OwnedMutexGuard<UploadSession>,
-    std::fs::File,
-    u64,
-)> {
+) -> ApiResult<LockedUpload> {
     let storage = registry.storage.clone();
     let (r, i) = (repo.clone(), id.to_owned());
-    blocking(move || storage.open_upload(&r, &i).map(drop)).await?;
+    blocking(move || storage.upload_len(&r, &i)).await?;
     let session = registry.session(id).lock_owned().await;
     let storage = registry.storage.clone();
     let (r, i) = (repo.clone(), id.to_owned());
     match blocking(move || storage.open_upload(&r, &i)).await {
-        Ok((file, len)) => Ok((session, file, len)),
+        Ok((file, len)) => Ok(LockedUpload {
+            repo: repo.clone(),
+            id: id.to_owned(),
+            session,
+            file,
+            len,
+        }),
         Err(e) => {
             // Finished or cancelled while this request waited for the lock.
             registry.end_session(id);
@@ -734,10 +786,134 @@ async fn lock_upload(
     }
 }
 
-/// Checks a `Content-Range: <start>-<end>` against the upload's length.
-fn check_content_range(headers: &HeaderMap, len: u64) -> ApiResult<()> {
+async fn patch_upload(
+    registry: &Arc<Registry>,
+    repo: RepoName,
+    id: String,
+    request: Request,
+) -> ApiResult<Response> {
+    let upload = lock_upload(registry, &repo, &id).await?;
+    let upload = append(upload, request).await?;
+    Ok(upload_accepted(
+        StatusCode::ACCEPTED,
+        &upload.repo,
+        &upload.id,
+        upload.len,
+    ))
+}
+
+async fn finish_upload(
+    registry: &Arc<Registry>,
+    repo: RepoName,
+    id: String,
+    query: &HashMap<String, String>,
+    request: Request,
+) -> ApiResult<Response> {
+    let digest = query
+        .get("digest")
+        .ok_or_else(|| ApiError::new(Code::DigestInvalid, "the digest query parameter is missing"))
+        .and_then(|d| parse_digest(d))?;
+    let upload = lock_upload(registry, &repo, &id).await?;
+    finish(registry, upload, digest, request).await
+}
+
+async fn cancel_upload(
+    registry: &Arc<Registry>,
+    repo: RepoName,
+    id: String,
+) -> ApiResult<Response> {
+    let upload = lock_upload(registry, &repo, &id).await?;
+    let storage = registry.storage.clone();
+    let i = id.clone();
+    // The locks are held until the upload is gone.
+    blocking(move || {
+        storage.cancel_upload(&i)?;
+        drop(upload);
+        Ok(())
+    })
+    .await?;
+    registry.end_session(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Appends a request's body to a locked upload, then publishes it as `expected`. The
+/// session ends only once the upload is published or cancelled, so no other request can
+/// reach its data in between.
+async fn finish(
+    registry: &Arc<Registry>,
+    upload: LockedUpload,
+    expected: Digest,
+    request: Request,
+) -> ApiResult<Response> {
+    let mut upload = append(upload, request).await?;
+    let storage = registry.storage.clone();
+    let wanted = expected.clone();
+    let hasher = upload.session.hasher.take();
+    let (upload, outcome) = tokio::task::spawn_blocking(move || {
+        let outcome = publish(&storage, &mut upload, hasher, &wanted);
+        (upload, outcome)
+    })
+    .await
+    .map_err(|e| ApiError::new(Code::Unknown, format!("task failed: {e}")))?;
+    registry.end_session(&upload.id);
+    let repo = upload.repo.clone();
+    drop(upload);
+    outcome?;
+    Ok(blob_created(&repo, &expected))
+}
+
+/// Checks a finished upload's digest and publishes it, or cancels it on a mismatch.
+fn publish(
+    storage: &Storage,
+    upload: &mut LockedUpload,
+    hasher: Option<Sha256>,
+    wanted: &Digest,
+) -> ApiResult<()> {
+    // Trust the running hash only for exactly the bytes in the file.
+    let consistent =
+        upload.session.offset == upload.len && upload.file.metadata()?.len() == upload.len;
+    let actual = match hasher.filter(|_| consistent) {
+        Some(h) => Digest::from_sha256_hex(&hex_of(&h.finalize()))
+            .map_err(|e| ApiError::new(Code::Unknown, format!("hashing: {e}")))?,
+        None => hash_file(&mut upload.file)?,
+    };
+    if actual != *wanted {
+        storage.cancel_upload(&upload.id)?;
+        return Err(ApiError::new(
+            Code::DigestInvalid,
+            format!(
+                "the upload's content has digest {actual}, not {wanted}; the upload is cancelled"
+            ),
+        )
+        .with_detail(serde_json::json!({ "digest": wanted.as_str() })));
+    }
+    storage.commit_upload(&upload.repo, &upload.id, &upload.file, wanted)?;
+    Ok(())
+}
+
+/// The sha256 of a whole file, read from its start.
+fn hash_file(file: &mut std::fs::File) -> ApiResult<Digest> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut digester = berth_reference::Sha256Digester::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(digester.finish());
+        }
+        digester.update(&buf[..n]);
+    }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The byte count a `Content-Range: <start>-<end>` header declares for this request's body,
+/// checked to continue the upload (which holds `len` bytes).
+fn declared_range(headers: &HeaderMap, len: u64) -> ApiResult<Option<u64>> {
     let Some(value) = headers.get(header::CONTENT_RANGE) else {
-        return Ok(());
+        return Ok(None);
     };
     let text = value.to_str().unwrap_or("");
     // The spec's form is "start-end"; accept HTTP's "bytes start-end/total" too.
@@ -755,136 +931,52 @@ fn check_content_range(headers: &HeaderMap, len: u64) -> ApiResult<()> {
             format!("invalid Content-Range {text:?}"),
         ));
     };
-    if start != len || end < start {
+    let count = end.checked_sub(start).and_then(|n| n.checked_add(1));
+    let Some(count) = count.filter(|_| start == len) else {
         return Err(ApiError::new(
             Code::RangeInvalid,
             format!("Content-Range {text:?} does not continue the upload, which holds {len} bytes"),
         ));
-    }
-    if content_length(headers).is_some_and(|n| n != end - start + 1) {
+    };
+    if content_length(headers).is_some_and(|n| n != count) {
         return Err(ApiError::new(
             Code::SizeInvalid,
             format!("Content-Range {text:?} does not match Content-Length"),
         ));
     }
-    Ok(())
+    Ok(Some(count))
 }
 
-async fn patch_upload(
-    registry: &Arc<Registry>,
-    repo: RepoName,
-    id: String,
-    request: Request,
-) -> ApiResult<Response> {
-    let (mut session, file, len) = lock_upload(registry, &repo, &id).await?;
-    check_content_range(request.headers(), len)?;
-    let (_, len) = append(&mut session, file, len, request.into_body()).await?;
-    Ok(upload_accepted(StatusCode::ACCEPTED, &repo, &id, len))
-}
+/// Inactivity allowed between two pieces of a request body.
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
 
-async fn finish_upload(
-    registry: &Arc<Registry>,
-    repo: RepoName,
-    id: String,
-    query: &HashMap<String, String>,
-    request: Request,
-) -> ApiResult<Response> {
-    let digest = query
-        .get("digest")
-        .ok_or_else(|| ApiError::new(Code::DigestInvalid, "the digest query parameter is missing"))
-        .and_then(|d| parse_digest(d))?;
-    let (mut session, file, len) = lock_upload(registry, &repo, &id).await?;
-    finish(
-        registry,
-        (&repo, &id),
-        &mut session,
-        (file, len),
-        digest,
-        request,
-    )
-    .await
-}
-
-/// Appends a request's body to an upload (its data file, holding `len` bytes), then
-/// publishes it as `expected`.
-async fn finish(
-    registry: &Arc<Registry>,
-    (repo, id): (&RepoName, &str),
-    session: &mut UploadSession,
-    (file, len): (std::fs::File, u64),
-    expected: Digest,
-    request: Request,
-) -> ApiResult<Response> {
-    check_content_range(request.headers(), len)?;
-    let (mut file, len) = append(session, file, len, request.into_body()).await?;
-    let hasher = session.hasher.take().filter(|_| session.offset == len);
-    let (file, actual) = blocking(move || {
-        let actual = match hasher {
-            Some(h) => Digest::from_sha256_hex(&hex_of(&h.finalize()))
-                .map_err(|e| ApiError::new(Code::Unknown, format!("hashing: {e}")))?,
-            None => {
-                // After a restart the running hash is gone: hash the data again.
-                file.seek(SeekFrom::Start(0))?;
-                let mut digester = berth_reference::Sha256Digester::new();
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = file.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    digester.update(&buf[..n]);
-                }
-                digester.finish()
-            }
-        };
-        Ok((file, actual))
-    })
-    .await?;
-    let storage = registry.storage.clone();
-    let (r, i) = (repo.clone(), id.to_owned());
-    registry.end_session(id);
-    if actual != expected {
-        blocking(move || Ok(storage.cancel_upload(&i)?)).await?;
-        return Err(ApiError::new(
-            Code::DigestInvalid,
-            format!(
-                "the upload's content has digest {actual}, not {expected}; the upload is cancelled"
-            ),
-        )
-        .with_detail(serde_json::json!({ "digest": expected.as_str() })));
-    }
-    let d = expected.clone();
-    blocking(move || Ok(storage.commit_upload(&r, &i, &file, &d)?)).await?;
-    Ok(blob_created(repo, &expected))
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Streams a request body onto the end of an upload's data, hashing as it goes, in
-/// [`WRITE_CHUNK`] writes on the blocking pool. What arrived before a broken body stays in
-/// the upload (a client may ask where it stands and go on from there), and the request fails.
-async fn append(
-    session: &mut UploadSession,
-    file: std::fs::File,
-    len: u64,
-    mut body: Body,
-) -> ApiResult<(std::fs::File, u64)> {
-    if session.offset != len {
+/// Streams a request body onto the end of a locked upload, hashing as it goes, in
+/// [`WRITE_CHUNK`] writes on the blocking pool. Each write owns the upload (and so its
+/// locks) until it is done, even if the request is dropped meanwhile. What arrived before
+/// a broken body stays in the upload (a client may ask where it stands and go on from
+/// there), and the request fails; a body longer or shorter than its `Content-Range` is
+/// undone.
+async fn append(mut upload: LockedUpload, request: Request) -> ApiResult<LockedUpload> {
+    let declared = declared_range(request.headers(), upload.len)?;
+    let mut body = request.into_body();
+    if upload.session.offset != upload.len {
         // Not the bytes this session hashed (a restart, or a write that failed midway).
-        session.hasher = None;
-        session.offset = len;
+        upload.session.hasher = None;
+        upload.session.offset = upload.len;
     }
-    let mut file = Some(file);
+    let start = upload.len;
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
     let mut broken = None;
     loop {
-        let frame = match body.frame().await {
-            None => None,
-            Some(Ok(frame)) => Some(frame),
-            Some(Err(e)) => {
-                broken = Some(e);
+        let frame = match tokio::time::timeout(BODY_IDLE, body.frame()).await {
+            Ok(None) => None,
+            Ok(Some(Ok(frame))) => Some(frame),
+            Ok(Some(Err(e))) => {
+                broken = Some(e.to_string());
+                None
+            }
+            Err(_) => {
+                broken = Some(format!("no data for {} s", BODY_IDLE.as_secs()));
                 None
             }
         };
@@ -892,50 +984,62 @@ async fn append(
         if let Some(data) = frame.and_then(|f| f.into_data().ok()) {
             buf.extend_from_slice(&data);
         }
-        if buf.len() >= WRITE_CHUNK || (done && !buf.is_empty()) {
-            let mut f = file.take().expect("file is put back after each write");
-            let mut hasher = session.hasher.take();
+        let over = declared.is_some_and(|n| upload.len - start + buf.len() as u64 > n);
+        if buf.len() >= WRITE_CHUNK || (done && !buf.is_empty()) || over {
             let chunk = std::mem::take(&mut buf);
-            let (f, hasher, mut chunk, result) = tokio::task::spawn_blocking(move || {
-                let result = f.write_all(&chunk);
-                if result.is_ok()
-                    && let Some(h) = hasher.as_mut()
-                {
-                    h.update(&chunk);
+            let (back, mut chunk, result) = tokio::task::spawn_blocking(move || {
+                let result = upload.file.write_all(&chunk);
+                match &result {
+                    Ok(()) => {
+                        if let Some(h) = upload.session.hasher.as_mut() {
+                            h.update(&chunk);
+                        }
+                        upload.session.offset += chunk.len() as u64;
+                        upload.len += chunk.len() as u64;
+                    }
+                    Err(_) => {
+                        upload.session.hasher = None;
+                        upload.session.offset = u64::MAX;
+                    }
                 }
-                (f, hasher, chunk, result)
+                (upload, chunk, result)
             })
             .await
             .map_err(|e| ApiError::new(Code::Unknown, format!("task failed: {e}")))?;
-            file = Some(f);
-            match result {
-                Ok(()) => {
-                    session.hasher = hasher;
-                    session.offset += chunk.len() as u64;
-                }
-                Err(e) => {
-                    session.hasher = None;
-                    session.offset = u64::MAX;
-                    return Err(e.into());
-                }
-            }
+            upload = back;
+            result?;
             chunk.clear();
             buf = chunk;
         }
-        if done {
+        if done || over {
             break;
         }
+    }
+    let got = upload.len - start;
+    if let Some(count) = declared
+        && got != count
+        && broken.is_none()
+    {
+        // Undo the chunk: the upload is as it was before this request.
+        tokio::task::spawn_blocking(move || {
+            let _ = upload.file.set_len(start);
+            upload.session.hasher = None;
+            upload.session.offset = start;
+        })
+        .await
+        .map_err(|e| ApiError::new(Code::Unknown, format!("task failed: {e}")))?;
+        return Err(ApiError::new(
+            Code::RangeInvalid,
+            format!("the body does not hold the {count} bytes its Content-Range says"),
+        ));
     }
     if let Some(e) = broken {
         return Err(ApiError::new(
             Code::BlobUploadInvalid,
-            format!(
-                "the request body broke off after {} bytes: {e}",
-                session.offset
-            ),
+            format!("the request body broke off after {} bytes: {e}", upload.len),
         ));
     }
-    Ok((file.expect("file present"), session.offset))
+    Ok(upload)
 }
 
 /// The fuzz target's view of this module's parsers.
@@ -954,7 +1058,7 @@ pub(super) fn fuzz_parsers(text: &str) {
     if let Ok(value) = HeaderValue::from_str(text) {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_RANGE, value);
-        let _ = check_content_range(&headers, 5);
+        let _ = declared_range(&headers, 5);
     }
 }
 
@@ -998,6 +1102,7 @@ mod tests {
         assert_eq!(parse_range("bytes=90-200", 100), Some(Ok((90, 99))));
         assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 99))));
         assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=500-0", 1000), Some(Err(())));
         assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
         assert_eq!(parse_range("items=0-1", 100), None);
     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustix::fs::FlockOperation;
@@ -28,6 +28,14 @@ pub use storage::{GcOptions, GcReport, Storage};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after SIGINT or SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's head (idle keep-alive connections too).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more wait in the kernel's accept queue. Keeps a flood of
+/// idle connections from exhausting file descriptors (the limit here is often 20000).
+const MAX_CONNECTIONS: usize = 4096;
+/// Uploads idle this long are abandoned: removed by the running server, checked hourly.
+const UPLOAD_MAX_IDLE: Duration = Duration::from_secs(24 * 3600);
+const UPLOAD_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// `berth registry serve`'s options.
 #[derive(Debug, Clone)]
@@ -83,8 +91,13 @@ fn lock_root(storage: &Storage, exclusive: bool) -> Result<Option<File>, std::io
     }
 }
 
-fn open_storage(root: &Path) -> Result<Storage, ServerError> {
-    Storage::open(root).map_err(|source| ServerError::Root {
+fn open_storage(root: &Path, create: bool) -> Result<Storage, ServerError> {
+    let opened = if create {
+        Storage::open(root)
+    } else {
+        Storage::open_existing(root)
+    };
+    opened.map_err(|source| ServerError::Root {
         path: root.display().to_string(),
         source,
     })
@@ -127,7 +140,7 @@ pub fn serve(
     options: ServeOptions,
     ready: impl FnOnce(SocketAddr, bool),
 ) -> Result<(), ServerError> {
-    let storage = open_storage(&options.root)?;
+    let storage = open_storage(&options.root, true)?;
     // A writable server and `gc` must not run on one root at once (gc would take a blob a
     // push has just been told exists); read-only servers may.
     let _lock = if options.read_only {
@@ -178,20 +191,76 @@ pub fn serve(
                     source,
                 })?;
         let local = listener.local_addr().map_err(ServerError::Runtime)?;
+        if !local.ip().is_loopback() {
+            if options.htpasswd.is_none() {
+                tracing::warn!(
+                    "serving {local} without --htpasswd: anyone who reaches it can push and pull"
+                );
+            } else if tls.is_none() {
+                tracing::warn!(
+                    "serving {local} with passwords over plain HTTP: use --tls-cert and --tls-key"
+                );
+            }
+        }
         ready(local, tls.is_some());
+        if !options.read_only {
+            tokio::spawn(sweep_idle_uploads(registry.clone()));
+        }
         accept_loop(listener, tls, http::router(registry)).await;
         Ok(())
     })
+}
+
+/// Removes abandoned uploads while serving (gc cannot run beside a writable server).
+async fn sweep_idle_uploads(registry: Arc<http::Registry>) {
+    let mut every = tokio::time::interval_at(
+        tokio::time::Instant::now() + UPLOAD_SWEEP_EVERY,
+        UPLOAD_SWEEP_EVERY,
+    );
+    loop {
+        every.tick().await;
+        let storage = registry.storage();
+        match tokio::task::spawn_blocking(move || storage.remove_idle_uploads(UPLOAD_MAX_IDLE))
+            .await
+        {
+            Ok(Ok(ids)) => registry.forget_uploads(&ids),
+            Ok(Err(e)) => tracing::warn!("removing idle uploads: {e}"),
+            Err(_) => {}
+        }
+    }
+}
+
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // Layer pushes share one connection in containerd and Go clients: let the windows
+        // grow with the bandwidth-delay product instead of hyper's fixed 1 MiB.
+        .adaptive_window(true)
+        .keep_alive_interval(Some(Duration::from_secs(60)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
 }
 
 async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, app: axum::Router) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut interrupt => break,
             _ = async {
                 match terminate.as_mut() {
                     Some(t) => { t.recv().await; }
@@ -213,7 +282,8 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, app: axum:
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let _slot = slot;
+            let builder = connection_builder();
             match tls {
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -236,7 +306,7 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, app: axum:
 
 /// `berth registry gc`: refused while a writable server holds the root.
 pub fn gc(root: &Path, options: &GcOptions) -> Result<GcReport, ServerError> {
-    let storage = open_storage(root)?;
+    let storage = open_storage(root, false)?;
     let root_error = |source| ServerError::Root {
         path: root.display().to_string(),
         source,
@@ -254,7 +324,7 @@ pub fn gc(root: &Path, options: &GcOptions) -> Result<GcReport, ServerError> {
 
 /// `berth registry check`: the storage's problems, none when it is consistent.
 pub fn check(root: &Path) -> Result<Vec<String>, ServerError> {
-    let storage = open_storage(root)?;
+    let storage = open_storage(root, false)?;
     storage.check().map_err(|source| ServerError::Root {
         path: root.display().to_string(),
         source,

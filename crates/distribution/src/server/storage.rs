@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use berth_reference::{Digest, is_valid_repository_path, is_valid_tag};
@@ -145,6 +146,16 @@ struct DescriptorDoc {
     urls: Option<Vec<String>>,
 }
 
+impl DescriptorDoc {
+    /// Whether the descriptor names a manifest or an index (an untyped one is taken as one).
+    fn is_manifest(&self) -> bool {
+        self.media_type.as_deref().is_none_or(|t| {
+            [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&t)
+                || DOCKER_SCHEMA1.contains(&t)
+        })
+    }
+}
+
 impl ManifestDoc {
     fn parse(bytes: &[u8]) -> ApiResult<ManifestDoc> {
         serde_json::from_slice(bytes).map_err(|e| {
@@ -261,6 +272,18 @@ impl Storage {
         Ok(Storage {
             root: root.to_owned(),
         })
+    }
+
+    /// Opens a registry root that must exist already (maintenance commands: a mistyped path
+    /// is an error, not an empty registry).
+    pub fn open_existing(root: &Path) -> io::Result<Storage> {
+        if !root.join("blobs").is_dir() || !root.join("repositories").is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "not a registry root (no blobs/ and repositories/ in it)",
+            ));
+        }
+        Storage::open(root)
     }
 
     pub fn root(&self) -> &Path {
@@ -394,30 +417,84 @@ impl Storage {
         ApiError::new(Code::BlobUploadUnknown, format!("upload {id} is not known"))
     }
 
-    /// Opens an upload's data for appending, with its current length. The upload must
-    /// belong to `repo`.
-    pub fn open_upload(&self, repo: &RepoName, id: &str) -> ApiResult<(File, u64)> {
+    /// The length of an upload's data so far, without waiting for a writer. The upload
+    /// must belong to `repo`.
+    pub fn upload_len(&self, repo: &RepoName, id: &str) -> ApiResult<u64> {
+        let dir = self.owned_upload_dir(repo, id)?;
+        match fs::metadata(dir.join("data")) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Self::upload_unknown(id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn owned_upload_dir(&self, repo: &RepoName, id: &str) -> ApiResult<PathBuf> {
         if !is_upload_id(id) {
             return Err(Self::upload_unknown(id));
         }
         let dir = self.upload_dir(id);
         match fs::read_to_string(dir.join("repo")) {
-            Ok(owner) if owner == repo.as_str() => {}
-            Ok(_) => return Err(Self::upload_unknown(id)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Self::upload_unknown(id)),
-            Err(e) => return Err(e.into()),
+            Ok(owner) if owner == repo.as_str() => Ok(dir),
+            Ok(_) => Err(Self::upload_unknown(id)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Self::upload_unknown(id)),
+            Err(e) => Err(e.into()),
         }
-        let file = match fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(dir.join("data"))
-        {
+    }
+
+    /// Opens an upload's data for appending, locked, with its current length. The upload
+    /// must belong to `repo`.
+    pub fn open_upload(&self, repo: &RepoName, id: &str) -> ApiResult<(File, u64)> {
+        let dir = self.owned_upload_dir(repo, id)?;
+        let path = dir.join("data");
+        let file = match fs::OpenOptions::new().read(true).append(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Self::upload_unknown(id)),
             Err(e) => return Err(e.into()),
         };
-        let len = file.metadata()?.len();
-        Ok((file, len))
+        // One writer at a time, across processes too (servers sharing a root); the lock
+        // goes with the file. The upload may have been published or cancelled while this
+        // waited: then its path no longer names this file.
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(io::Error::from)?;
+        let meta = file.metadata()?;
+        match fs::metadata(&path) {
+            Ok(now) if now.ino() == meta.ino() && now.dev() == meta.dev() => {}
+            _ => return Err(Self::upload_unknown(id)),
+        }
+        Ok((file, meta.len()))
+    }
+
+    /// Uploads untouched for `max_idle`: abandoned by their clients.
+    pub fn idle_uploads(&self, max_idle: std::time::Duration) -> io::Result<Vec<String>> {
+        let now = std::time::SystemTime::now();
+        let mut idle = Vec::new();
+        for id in list_names(&self.root.join("uploads"))? {
+            // The data's last write; an upload being created has no data file yet, and its
+            // directory's time is then the one to go by.
+            let dir = self.upload_dir(&id);
+            let modified = fs::metadata(dir.join("data"))
+                .or_else(|_| fs::metadata(&dir))
+                .and_then(|m| m.modified());
+            let Ok(modified) = modified else {
+                continue;
+            };
+            if now.duration_since(modified).unwrap_or_default() >= max_idle {
+                idle.push(id);
+            }
+        }
+        Ok(idle)
+    }
+
+    /// Removes the uploads idle for `max_idle`, returning their IDs.
+    pub fn remove_idle_uploads(&self, max_idle: std::time::Duration) -> io::Result<Vec<String>> {
+        let idle = self.idle_uploads(max_idle)?;
+        for id in &idle {
+            match fs::remove_dir_all(self.upload_dir(id)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(idle)
     }
 
     /// Abandons an upload.
@@ -432,8 +509,9 @@ impl Storage {
     }
 
     /// Publishes a finished upload whose content was checked against `digest`: the data is
-    /// fsynced and renamed into the blob store (replacing an identical copy that a
-    /// concurrent upload may have published), then linked into the repository.
+    /// fsynced and renamed into the blob store, never over a stored blob (a concurrent
+    /// upload of the same content may have published it first: that copy stays), then
+    /// linked into the repository.
     pub fn commit_upload(
         &self,
         repo: &RepoName,
@@ -442,12 +520,36 @@ impl Storage {
         digest: &Digest,
     ) -> io::Result<()> {
         data.sync_data()?;
-        fs::rename(self.upload_dir(id).join("data"), self.blob_path(digest))?;
+        let blobs = File::open(self.root.join("blobs/sha256"))?;
+        let uploads = File::open(self.root.join("uploads"))?;
+        match rustix::fs::renameat_with(
+            &uploads,
+            format!("{id}/data"),
+            &blobs,
+            digest.encoded(),
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => blobs.sync_all()?,
+            Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
         self.link_blob(repo, digest)?;
         self.cancel_upload(id)
     }
 
     // ---- manifests ----
+
+    /// Serializes manifest and tag changes (across processes too), so that a PUT and a
+    /// DELETE of one manifest cannot leave a tag without its manifest.
+    fn lock_manifests(&self) -> io::Result<File> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("manifests.lock"))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(file)
+    }
 
     fn has_revision(&self, repo: &RepoName, digest: &Digest) -> bool {
         self.revision_path(repo, digest).is_file()
@@ -473,6 +575,7 @@ impl Storage {
             )
             .with_detail(serde_json::json!({ "digest": expected.as_str() })));
         }
+        let _lock = self.lock_manifests()?;
         let missing = |d: &Digest| {
             ApiError::new(
                 Code::ManifestBlobUnknown,
@@ -486,7 +589,14 @@ impl Storage {
         if doc.is_index(&media_type) {
             for child in doc.manifests.iter().flatten() {
                 let d = parse_digest(&child.digest)?;
-                if !self.has_revision(repo, &d) {
+                // Children are manifests, except in indexes such as BuildKit's registry
+                // cache, which list plain blobs; those must be blobs of the repository.
+                let present = if child.is_manifest() {
+                    self.has_revision(repo, &d)
+                } else {
+                    self.blob_in_repo(repo, &d)?.is_some()
+                };
+                if !present {
                     return Err(missing(&d));
                 }
             }
@@ -512,7 +622,10 @@ impl Storage {
             Self::touch_link(&self.referrers_dir(repo, subject).join(digest.encoded()))?;
         }
         if let ManifestRef::Tag(tag) = reference {
-            self.write_atomic(&self.tags_dir(repo).join(tag), digest.as_str().as_bytes())?;
+            let path = self.tags_dir(repo).join(tag);
+            self.write_atomic(&path, digest.as_str().as_bytes())?;
+            // The tag is what a client was told about: make its rename durable.
+            File::open(self.tags_dir(repo))?.sync_all()?;
         }
         Ok(StoredManifest { digest, subject })
     }
@@ -584,6 +697,7 @@ impl Storage {
 
     /// Deletes a tag, or a manifest by digest with every tag that points at it.
     pub fn delete_manifest(&self, repo: &RepoName, reference: &ManifestRef) -> ApiResult<()> {
+        let _lock = self.lock_manifests()?;
         match reference {
             ManifestRef::Tag(tag) => match fs::remove_file(self.tags_dir(repo).join(tag)) {
                 Ok(()) => Ok(()),
@@ -656,9 +770,11 @@ impl Storage {
             let Ok(doc) = serde_json::from_slice::<ManifestDoc>(&bytes) else {
                 continue;
             };
+            // The spec: an empty or missing artifactType falls back to the config's type.
             let kind = doc
                 .artifact_type
                 .clone()
+                .filter(|t| !t.is_empty())
                 .or_else(|| doc.config.as_ref().and_then(|c| c.media_type.clone()));
             if artifact_type.is_some_and(|want| kind.as_deref() != Some(want)) {
                 continue;
@@ -725,7 +841,13 @@ impl Storage {
                 let Ok(doc) = serde_json::from_slice::<ManifestDoc>(&bytes) else {
                     continue;
                 };
-                for blob in doc.config.iter().chain(doc.layers.iter().flatten()) {
+                let children = doc.manifests.iter().flatten();
+                for blob in doc
+                    .config
+                    .iter()
+                    .chain(doc.layers.iter().flatten())
+                    .chain(children)
+                {
                     if let Ok(d) = Digest::parse(&blob.digest) {
                         marked.insert(d.encoded().to_owned());
                     }
@@ -757,20 +879,9 @@ impl Storage {
                 remove_if_exists(&self.root.join("tmp").join(name))?;
             }
         }
-        let now = std::time::SystemTime::now();
-        for id in list_names(&self.root.join("uploads"))? {
-            let dir = self.upload_dir(&id);
-            let idle = fs::metadata(dir.join("data"))
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_none_or(|age| age >= options.upload_max_idle);
-            if idle {
-                report.uploads += 1;
-                if !options.dry_run {
-                    fs::remove_dir_all(&dir)?;
-                }
-            }
+        report.uploads = self.idle_uploads(options.upload_max_idle)?.len();
+        if !options.dry_run {
+            self.remove_idle_uploads(options.upload_max_idle)?;
         }
         Ok(report)
     }
@@ -865,7 +976,14 @@ impl Storage {
                     continue;
                 };
                 for child in doc.manifests.iter().flatten() {
-                    if !Digest::parse(&child.digest).is_ok_and(|d| revisions.contains(&d)) {
+                    let present = Digest::parse(&child.digest).is_ok_and(|d| {
+                        if child.is_manifest() {
+                            revisions.contains(&d)
+                        } else {
+                            self.blob_in_repo(&repo, &d).ok().flatten().is_some()
+                        }
+                    });
+                    if !present {
                         problems.push(format!(
                             "{}@{digest}: the index's manifest {} is missing",
                             repo.0, child.digest
