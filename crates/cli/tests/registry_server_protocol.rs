@@ -154,6 +154,17 @@ fn patch(reg: &BerthRegistry, loc: &str, start: Option<u64>, body: &[u8]) -> Res
     call(reg, "PATCH", loc, &headers, body)
 }
 
+/// `PUT <upload>?digest=D` with no body: ends an upload.
+fn finish_upload(reg: &BerthRegistry, loc: &str, digest: &str) -> Response {
+    call(
+        reg,
+        "PUT",
+        &with_query(loc, &format!("digest={digest}")),
+        &[],
+        b"",
+    )
+}
+
 /// The `Range` an upload holding `len` bytes answers.
 fn range_of(len: usize) -> String {
     format!("0-{}", len.saturating_sub(1))
@@ -964,13 +975,7 @@ fn a_digest_mismatch_cancels_the_upload_and_stores_nothing() {
         202,
         "chunk 2",
     );
-    let r = call(
-        &reg,
-        "PUT",
-        &with_query(&loc, &format!("digest={wrong}")),
-        &[],
-        b"",
-    );
+    let r = finish_upload(&reg, &loc, &wrong);
     expect_error(&r, 400, "DIGEST_INVALID", "chunked mismatch");
     expect_error(
         &get(&reg, &loc),
@@ -1130,13 +1135,7 @@ fn a_truncated_patch_keeps_a_consistent_prefix_and_can_be_resumed() {
         r.header("Range").map(str::to_owned),
         Some(range_of(data.len()))
     );
-    let r = call(
-        &reg,
-        "PUT",
-        &with_query(&loc, &format!("digest={digest}")),
-        &[],
-        b"",
-    );
+    let r = finish_upload(&reg, &loc, &digest);
     expect_status(&r, 201, "finish");
     assert_blob(&reg, "r", &data);
     assert!(stored_uploads(&reg.root()).is_empty());
@@ -1288,13 +1287,7 @@ fn chunked_uploads_with_and_without_content_range() {
         );
         assert_eq!(upload_range(&reg, &loc), range_of(at));
     }
-    let r = call(
-        &reg,
-        "PUT",
-        &with_query(&loc, &format!("digest={digest}")),
-        &[],
-        b"",
-    );
+    let r = finish_upload(&reg, &loc, &digest);
     expect_status(&r, 201, "PUT");
     assert_eq!(r.header("Docker-Content-Digest"), Some(digest.as_str()));
     assert_blob(&reg, "r", &data);
@@ -1325,13 +1318,7 @@ fn chunked_uploads_with_and_without_content_range() {
     let r = patch(&reg, &loc, None, &data[400_000..]);
     expect_status(&r, 202, "second streamed PATCH");
     assert_eq!(r.header("Range"), Some("0-499999"));
-    let r = call(
-        &reg,
-        "PUT",
-        &with_query(&loc, &format!("digest={digest}")),
-        &[],
-        b"",
-    );
+    let r = finish_upload(&reg, &loc, &digest);
     expect_status(&r, 201, "PUT");
     assert_blob(&reg, "r", &data);
     assert_check(&reg);
@@ -2086,13 +2073,7 @@ fn a_killed_server_restarts_with_its_storage_and_uploads() {
         r.header("Range").map(str::to_owned),
         Some(range_of(data.len()))
     );
-    let r = call(
-        &reg,
-        "PUT",
-        &with_query(&loc, &format!("digest={blob_digest}")),
-        &[],
-        b"",
-    );
+    let r = finish_upload(&reg, &loc, &blob_digest);
     expect_status(&r, 201, "finish after restart");
     assert_blob(&reg, "r", &data);
 
@@ -2442,13 +2423,7 @@ fn a_patch_racing_the_final_put_cannot_change_the_blob() {
         std::thread::scope(|s| {
             s.spawn(|| {
                 barrier.wait();
-                let r = call(
-                    &reg,
-                    "PUT",
-                    &with_query(&loc, &format!("digest={digest}")),
-                    &[],
-                    b"",
-                );
+                let r = finish_upload(&reg, &loc, &digest);
                 // 400 when the junk landed first: the digest no longer matches.
                 assert!(matches!(r.status, 201 | 400), "round {round}: {:?}", r.head);
             });
