@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use berth_reference::Digest;
 use http_body_util::BodyExt;
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncReadExt;
 
 use super::error::{ApiError, ApiResult, Code};
 use super::htpasswd::Htpasswd;
@@ -623,15 +622,7 @@ async fn get_blob(
     let body = if head || count == 0 {
         Body::empty()
     } else {
-        let mut file = tokio::fs::File::from_std(file);
-        if start > 0 {
-            use tokio::io::AsyncSeekExt;
-            file.seek(SeekFrom::Start(start)).await?;
-        }
-        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-            file.take(count),
-            READ_CHUNK,
-        ))
+        Body::from_stream(blob_stream(file, start, count))
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -655,6 +646,42 @@ async fn get_blob(
         );
     }
     Ok(response)
+}
+
+/// `count` bytes of a blob from `start`, read in [`READ_CHUNK`] pieces on the blocking pool.
+/// Each buffer is allocated here, on the runtime's side, and handed to hyper without a copy:
+/// buffers allocated in the blocking threads would spread over glibc's per-thread arenas
+/// and stay resident after a burst of downloads.
+fn blob_stream(
+    file: std::fs::File,
+    start: u64,
+    count: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    let file = Arc::new(file);
+    futures_util::stream::unfold((file, start, count), |(file, at, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(READ_CHUNK as u64) as usize;
+        let buf: Vec<u8> = Vec::with_capacity(n);
+        let reader = file.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = buf;
+            buf.resize(n, 0);
+            reader.read_exact_at(&mut buf, at).map(|()| buf)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match read {
+            Ok(buf) => Some((
+                Ok(bytes::Bytes::from(buf)),
+                (file, at + n as u64, left - n as u64),
+            )),
+            // The error ends the body; the client sees a short response.
+            Err(e) => Some((Err(e), (file, at, 0))),
+        }
+    })
 }
 
 /// 202 (or 204) with where the upload goes on and how much it holds.
@@ -965,7 +992,9 @@ async fn append(mut upload: LockedUpload, request: Request) -> ApiResult<LockedU
         upload.session.offset = upload.len;
     }
     let start = upload.len;
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
+    // Body frames are kept as they arrive (no copy) until a write's worth is pending.
+    let mut pending: Vec<bytes::Bytes> = Vec::new();
+    let mut pending_len = 0usize;
     let mut broken = None;
     loop {
         let frame = match tokio::time::timeout(BODY_IDLE, body.frame()).await {
@@ -981,35 +1010,37 @@ async fn append(mut upload: LockedUpload, request: Request) -> ApiResult<LockedU
             }
         };
         let done = frame.is_none();
-        if let Some(data) = frame.and_then(|f| f.into_data().ok()) {
-            buf.extend_from_slice(&data);
+        if let Some(data) = frame.and_then(|f| f.into_data().ok())
+            && !data.is_empty()
+        {
+            pending_len += data.len();
+            pending.push(data);
         }
-        let over = declared.is_some_and(|n| upload.len - start + buf.len() as u64 > n);
-        if buf.len() >= WRITE_CHUNK || (done && !buf.is_empty()) || over {
-            let chunk = std::mem::take(&mut buf);
-            let (back, mut chunk, result) = tokio::task::spawn_blocking(move || {
-                let result = upload.file.write_all(&chunk);
-                match &result {
-                    Ok(()) => {
-                        if let Some(h) = upload.session.hasher.as_mut() {
-                            h.update(&chunk);
-                        }
-                        upload.session.offset += chunk.len() as u64;
-                        upload.len += chunk.len() as u64;
-                    }
-                    Err(_) => {
+        let over = declared.is_some_and(|n| upload.len - start + pending_len as u64 > n);
+        if pending_len >= WRITE_CHUNK || (done && pending_len > 0) || over {
+            let chunks = std::mem::take(&mut pending);
+            pending_len = 0;
+            let (back, result) = tokio::task::spawn_blocking(move || {
+                let mut result = Ok(());
+                for chunk in &chunks {
+                    result = upload.file.write_all(chunk);
+                    if result.is_err() {
                         upload.session.hasher = None;
                         upload.session.offset = u64::MAX;
+                        break;
                     }
+                    if let Some(h) = upload.session.hasher.as_mut() {
+                        h.update(chunk);
+                    }
+                    upload.session.offset += chunk.len() as u64;
+                    upload.len += chunk.len() as u64;
                 }
-                (upload, chunk, result)
+                (upload, result)
             })
             .await
             .map_err(|e| ApiError::new(Code::Unknown, format!("task failed: {e}")))?;
             upload = back;
             result?;
-            chunk.clear();
-            buf = chunk;
         }
         if done || over {
             break;
