@@ -207,7 +207,7 @@ shape_label() { echo "${clients}x$(shape_blobs "$1")x$(if [ "$1" = big ]; then e
 bench_need_tools jq curl ss flock docker-registry
 if [ "$build" = 1 ]; then
     log "building berth and the load generator (release)"
-    (cd "$REPO_ROOT" && cargo build --release -p berth --bin berth >&2 &&
+    (cd "$REPO_ROOT" && cargo build --release -p berth --bin berth --bin berth-registry >&2 &&
         cargo build --release -p berth-distribution --example registry_load >&2) ||
         die "cargo build failed"
 fi

@@ -7,8 +7,14 @@
 
 mod changes;
 mod commands;
+mod error_line;
 mod filters;
 mod format;
+#[allow(
+    dead_code,
+    reason = "shared with berth-registry, which uses the other half (parse_server_args)"
+)]
+mod registry_serve;
 #[allow(
     dead_code,
     reason = "go-units' full set; not every parser has a user yet"
@@ -219,15 +225,20 @@ fn container_command(root: &std::path::Path, command: ContainerCommand) -> anyho
     }
 }
 
-fn init_tracing(cli: &Cli) {
-    let level = if cli.debug {
+/// The level `-D` and `--log-level` ask for, as tracing names it.
+fn effective_log_level(debug: bool, log_level: &str) -> &str {
+    if debug {
         "debug"
     } else {
-        match cli.log_level.as_str() {
+        match log_level {
             "fatal" => "error",
             l => l,
         }
-    };
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    let level = effective_log_level(cli.debug, &cli.log_level);
     let filter = tracing_subscriber::EnvFilter::try_new(format!(
         "berth={level},berth_store={level},berth_reference={level},berth_engine={level},berth_runtime={level},berth_distribution={level}"
     ))
@@ -244,6 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         unreachable!("main prints help when no command is given")
     };
     let root = cli.root;
+    let log_level = effective_log_level(cli.debug, &cli.log_level);
     match command {
         Command::Images(args) => commands::image::list(&root, args),
         Command::Image { command } => commands::image::dispatch(&root, command),
@@ -257,7 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Push(args) => commands::registry::push(&root, args),
         Command::Login(args) => commands::registry::login(args),
         Command::Logout(args) => commands::registry::logout(args),
-        Command::Registry { command } => commands::registry_server::dispatch(command),
+        Command::Registry { command } => commands::registry_server::dispatch(command, log_level),
         Command::Build(args) => commands::build::build(&root, args),
         Command::Builder { command } => commands::build::builder(&root, command),
         Command::ContainerShared(command) => container_command(&root, command),

@@ -291,6 +291,36 @@ fn berth_push_then_pull_round_trip() {
     assert!(registry.check().is_ok(), "{:?}", registry.check());
 }
 
+#[test]
+fn serve_runs_the_server_executable_or_serves_in_berth() {
+    let ping = |registry: &BerthRegistry| {
+        let r = http("GET", registry.host(), "/v2/", &[], b"").expect("GET /v2/");
+        assert_eq!(r.status, 200, "{}", registry.log());
+    };
+    let one_arena = |environ: &[String]| {
+        environ
+            .iter()
+            .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.arena_max=1")
+    };
+    // Beside berth (cargo builds both): the process becomes berth-registry.
+    let registry = BerthRegistry::start();
+    let (exe, environ) = registry.process();
+    assert_eq!(exe.file_name().unwrap(), "berth-registry", "{exe:?}");
+    assert!(one_arena(&environ), "{environ:?}");
+    ping(&registry);
+    // A berth with no berth-registry beside it serves in its own process.
+    let alone = scratch();
+    let berth = alone.path().join("berth");
+    if std::fs::hard_link(berth_bin(), &berth).is_err() {
+        std::fs::copy(berth_bin(), &berth).expect("copy berth");
+    }
+    let registry = BerthRegistry::start_by(&berth);
+    let (exe, environ) = registry.process();
+    assert_eq!(exe, berth);
+    assert!(one_arena(&environ), "{environ:?}");
+    ping(&registry);
+}
+
 // ---------------------------------------------------------------------------------------------
 // skopeo: every manifest kind in and out, byte for byte
 

@@ -50,21 +50,7 @@ pub fn report(errors: &[String]) -> anyhow::Result<()> {
     Err(Status(1).into())
 }
 
-/// The whole error chain on one line, each cause once.
-pub fn one_line(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if s.is_empty() || out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out
-}
+pub use crate::error_line::one_line;
 
 /// Opens the store under `root`.
 pub fn open_store(root: &Path) -> anyhow::Result<Store> {

@@ -53,9 +53,23 @@ impl BerthRegistry {
         BerthRegistry::spawn(dir, &SocketAddr::new(ip, 0).to_string(), flags)
     }
 
+    /// A server on a fresh root started by another `berth` executable (one with no
+    /// `berth-registry` beside it, say).
+    pub fn start_by(berth: &Path) -> BerthRegistry {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-registry-")
+            .tempdir_in(test_tmp())
+            .expect("temp dir");
+        BerthRegistry::spawn_by(berth, dir, "127.0.0.1:0", &[])
+    }
+
     fn spawn(dir: tempfile::TempDir, addr: &str, flags: &[&str]) -> BerthRegistry {
+        BerthRegistry::spawn_by(Path::new(berth_bin()), dir, addr, flags)
+    }
+
+    fn spawn_by(berth: &Path, dir: tempfile::TempDir, addr: &str, flags: &[&str]) -> BerthRegistry {
         let root = dir.path().join("root");
-        let mut child = Command::new(berth_bin())
+        let mut child = Command::new(berth)
             .args(["registry", "serve", "--addr", addr, "--root"])
             .arg(&root)
             .args(flags)
@@ -103,6 +117,18 @@ impl BerthRegistry {
             stderr,
             dir,
         }
+    }
+
+    /// The server process's executable and environment.
+    pub fn process(&self) -> (PathBuf, Vec<String>) {
+        let proc = PathBuf::from(format!("/proc/{}", self.child.id()));
+        let exe = std::fs::read_link(proc.join("exe")).expect("the server's executable");
+        let environ = std::fs::read(proc.join("environ")).expect("the server's environment");
+        let environ = environ
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        (exe, environ)
     }
 
     /// `127.0.0.1:PORT`, the registry part of image references.
