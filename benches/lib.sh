@@ -225,13 +225,12 @@ bench_free_port() {
 # A local registry, distribution 2.8 (`docker-registry`), plain HTTP on 127.0.0.1
 # (shared/peers.md section 5): its own config, storage and log, no auth, access log off.
 #
-# bench_registry_start DIR PORT: writes DIR/config.yml, serves DIR/data on 127.0.0.1:PORT
-# (log in DIR/registry.log) and waits until /v2/ answers. Sets bench_registry_pid.
-bench_registry_pid=
-bench_registry_start() {
-    local dir=$1 port=$2 i
-    mkdir -p "$dir/data"
-    cat >"$dir/config.yml" <<CONF
+# bench_registry_config DIR PORT: writes DIR/config.yml for docker-registry (distribution):
+# filesystem storage in DIR/data, in-memory blob descriptor cache, access log off, log level
+# warn, deletes enabled (shared/peers.md section 5), on 127.0.0.1:PORT.
+bench_registry_config() {
+    mkdir -p "$1/data"
+    cat >"$1/config.yml" <<CONF
 version: 0.1
 log:
   level: warn
@@ -239,14 +238,21 @@ log:
     disabled: true
 storage:
   filesystem:
-    rootdirectory: $dir/data
+    rootdirectory: $1/data
   delete:
     enabled: true
   cache:
     blobdescriptor: inmemory
 http:
-  addr: 127.0.0.1:$port
+  addr: 127.0.0.1:$2
 CONF
+}
+# bench_registry_start DIR PORT: writes DIR/config.yml, serves DIR/data on 127.0.0.1:PORT
+# (log in DIR/registry.log) and waits until /v2/ answers. Sets bench_registry_pid.
+bench_registry_pid=
+bench_registry_start() {
+    local dir=$1 port=$2 i
+    bench_registry_config "$dir" "$port"
     docker-registry serve "$dir/config.yml" </dev/null >"$dir/registry.log" 2>&1 &
     bench_registry_pid=$!
     for ((i = 0; i < 400; i++)); do
@@ -285,4 +291,16 @@ bench_proc_cpu() {
     # cstime f[14].
     # shellcheck disable=SC2034
     bench_cpu_user=$((f[11] + f[13])) bench_cpu_sys=$((f[12] + f[14]))
+}
+
+# bench_work_remove DIR: removes a bench's work directory at the end, unless --keep (keep=1)
+# asked to keep it; on disk through bench_big_rm, on tmpfs (tmpfs=1) at once.
+bench_work_remove() {
+    if [ "${keep:-0}" = 1 ]; then
+        log "kept the work directory: $1"
+    elif [ "${tmpfs:-0}" = 1 ]; then
+        rm -rf "$1"
+    else
+        bench_big_rm "$1"
+    fi
 }

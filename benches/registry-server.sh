@@ -271,22 +271,7 @@ srv_start() {
                 </dev/null >"$d/server.log" 2>&1 &
             ;;
         distribution)
-            cat >"$d/config.yml" <<CONF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $d/data
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: 127.0.0.1:${PORT[distribution]}
-CONF
+            bench_registry_config "$d" "${PORT[distribution]}"
             docker-registry serve "$d/config.yml" </dev/null >"$d/server.log" 2>&1 &
             ;;
     esac
@@ -316,13 +301,7 @@ cleanup() {
     sampler_stop
     srv_drop berth
     srv_drop distribution
-    if [ "$keep" = 1 ]; then
-        log "kept the work directory: $WORK"
-    elif [ "$tmpfs" = 1 ]; then
-        rm -rf "$WORK"
-    else
-        bench_big_rm "$WORK"
-    fi
+    bench_work_remove "$WORK"
     exit "$rc"
 }
 trap cleanup EXIT

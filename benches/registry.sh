@@ -343,13 +343,7 @@ cleanup() {
     rm -rf "$DRUN"
     bench_umount_under "$WORK"
     [ "$registry_disk" = 1 ] || rm -rf "$REGBASE"
-    if [ "$keep" = 1 ]; then
-        log "kept the work directory: $WORK"
-    elif [ "$tmpfs" = 1 ]; then
-        rm -rf "$WORK"
-    else
-        bench_big_rm "$WORK"
-    fi
+    bench_work_remove "$WORK"
     exit "$rc"
 }
 trap cleanup EXIT
