@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::registry::{Head, Response, http, random_bytes};
-use common::registry_server::{BerthRegistry, registry_check};
+use common::registry_server::{BerthRegistry, registry_check, registry_gc};
 use common::sha256_hex;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -2444,4 +2444,63 @@ fn a_patch_racing_the_final_put_cannot_change_the_blob() {
         assert!(r.body == data, "round {round}: the blob changed");
     }
     assert_check(&reg);
+}
+
+/// Two server processes on one root (as `--read-only` views or several writers behind a
+/// balancer run): a blob pushed through both at once is stored once, what one stores the
+/// other serves, and `gc` is refused while either writes.
+#[test]
+fn two_server_processes_share_one_root() {
+    let first = BerthRegistry::start();
+    let second = BerthRegistry::start_sharing(&first, &[]);
+    let viewer = BerthRegistry::start_sharing(&first, &["--read-only"]);
+    let layer = random_bytes(200_000, 77);
+    std::thread::scope(|scope| {
+        for reg in [&first, &second, &first, &second] {
+            let layer = &layer;
+            scope.spawn(move || push_blob(reg, "team/shared", layer));
+        }
+    });
+    assert_eq!(
+        stored_blobs(&first.root()),
+        BTreeSet::from([digest_of(&layer)])
+    );
+    let (manifest, digest) = push_image(&second, "team/shared", "v1", 78);
+    for reg in [&first, &second, &viewer] {
+        assert_blob(reg, "team/shared", &layer);
+        let r = get(reg, "/v2/team/shared/manifests/v1");
+        expect_status(&r, 200, "manifest GET from a sibling server");
+        assert!(
+            r.body == manifest,
+            "the manifest pushed through the other server"
+        );
+        assert_eq!(r.header("Docker-Content-Digest"), Some(digest.as_str()));
+    }
+    let r = call(
+        &viewer,
+        "POST",
+        "/v2/team/shared/blobs/uploads/",
+        &[("Content-Length", "0")],
+        b"",
+    );
+    assert!(
+        r.status >= 400,
+        "a read-only view took an upload: {}",
+        r.status
+    );
+    let gc = registry_gc(&first.root(), &[]);
+    assert!(!gc.status.success(), "gc ran beside two writable servers");
+    let stderr = String::from_utf8_lossy(&gc.stderr);
+    assert!(
+        stderr.contains("in use by a writable"),
+        "gc's refusal: {stderr}"
+    );
+    assert_check(&first);
+    drop(second);
+    drop(viewer);
+    let root = first.root();
+    let _dir = first.kill(); // the root stays until the end of the test
+    let gc = registry_gc(&root, &[]);
+    assert!(gc.status.success(), "gc after the servers stopped: {gc:?}");
+    assert_eq!(stored_uploads(&root), BTreeSet::new());
 }

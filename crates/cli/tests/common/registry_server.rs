@@ -60,18 +60,35 @@ impl BerthRegistry {
             .prefix("berth-registry-")
             .tempdir_in(test_tmp())
             .expect("temp dir");
-        BerthRegistry::spawn_by(berth, dir, "127.0.0.1:0", &[])
+        let root = dir.path().join("root");
+        BerthRegistry::spawn_by(berth, dir, &root, "127.0.0.1:0", &[])
+    }
+
+    /// A second server, in a process of its own, on `other`'s storage root.
+    pub fn start_sharing(other: &BerthRegistry, flags: &[&str]) -> BerthRegistry {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-registry-")
+            .tempdir_in(test_tmp())
+            .expect("temp dir");
+        let root = other.root();
+        BerthRegistry::spawn_by(Path::new(berth_bin()), dir, &root, "127.0.0.1:0", flags)
     }
 
     fn spawn(dir: tempfile::TempDir, addr: &str, flags: &[&str]) -> BerthRegistry {
-        BerthRegistry::spawn_by(Path::new(berth_bin()), dir, addr, flags)
+        let root = dir.path().join("root");
+        BerthRegistry::spawn_by(Path::new(berth_bin()), dir, &root, addr, flags)
     }
 
-    fn spawn_by(berth: &Path, dir: tempfile::TempDir, addr: &str, flags: &[&str]) -> BerthRegistry {
-        let root = dir.path().join("root");
+    fn spawn_by(
+        berth: &Path,
+        dir: tempfile::TempDir,
+        root: &Path,
+        addr: &str,
+        flags: &[&str],
+    ) -> BerthRegistry {
         let mut child = Command::new(berth)
             .args(["registry", "serve", "--addr", addr, "--root"])
-            .arg(&root)
+            .arg(root)
             .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
