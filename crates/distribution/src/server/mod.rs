@@ -351,3 +351,29 @@ pub fn fuzz_parsers(data: &[u8]) {
     http::fuzz_parsers(text);
     let _ = Htpasswd::parse(text);
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::fuzz_parsers;
+
+    // The fuzz target's checks (fuzz/fuzz_targets/registry_server.rs) on every test run:
+    // arbitrary bytes, and inputs shaped like what the parsers expect.
+    proptest! {
+        #[test]
+        fn parsers_survive_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            fuzz_parsers(&data);
+        }
+
+        #[test]
+        fn parsers_survive_request_shaped_text(
+            text in "(/v2/[a-z0-9._/-]{0,40}/(manifests|blobs|tags|referrers)/[a-zA-Z0-9:._-]{0,80})\
+                     |(bytes[ =][0-9]{0,21}-[0-9]{0,21}(/[0-9*]{0,21})?)\
+                     |([a-z]{1,8}:\\$2[aby]\\$[0-9]{2}\\$[./A-Za-z0-9]{0,60})\
+                     |(\\{\"schemaVersion\":2,\"mediaType\":\"[a-z./+-]{0,60}\"\\})"
+        ) {
+            fuzz_parsers(text.as_bytes());
+        }
+    }
+}
