@@ -247,21 +247,30 @@ http:
   addr: 127.0.0.1:$2
 CONF
 }
+# bench_wait_http URL PID LOG: waits (10 s at most) until URL answers 2xx while PID lives;
+# when it does not, prints the end of LOG and fails.
+bench_wait_http() {
+    local url=$1 pid=$2 logfile=$3 i
+    for ((i = 0; i < 400; i++)); do
+        curl -fs -o /dev/null "$url" && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.025
+    done
+    curl -fs -o /dev/null "$url" && return 0
+    log "nothing answered $url; the end of $logfile:"
+    tail -n 20 "$logfile" >&2
+    return 1
+}
 # bench_registry_start DIR PORT: writes DIR/config.yml, serves DIR/data on 127.0.0.1:PORT
 # (log in DIR/registry.log) and waits until /v2/ answers. Sets bench_registry_pid.
 bench_registry_pid=
 bench_registry_start() {
-    local dir=$1 port=$2 i
+    local dir=$1 port=$2
     bench_registry_config "$dir" "$port"
     docker-registry serve "$dir/config.yml" </dev/null >"$dir/registry.log" 2>&1 &
     bench_registry_pid=$!
-    for ((i = 0; i < 400; i++)); do
-        curl -fs -o /dev/null "http://127.0.0.1:$port/v2/" && return 0
-        kill -0 "$bench_registry_pid" 2>/dev/null || break
-        sleep 0.025
-    done
-    log "the registry did not come up on 127.0.0.1:$port; the end of its log:"
-    tail -n 20 "$dir/registry.log" >&2
+    bench_wait_http "http://127.0.0.1:$port/v2/" "$bench_registry_pid" "$dir/registry.log" \
+        && return 0
     bench_registry_stop
     return 1
 }

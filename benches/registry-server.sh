@@ -260,7 +260,7 @@ srv_drop() {
 # anonymous part of it in IDLE_ANON_KB).
 srv_n=0
 srv_start() {
-    local s=$1 d i
+    local s=$1 d
     srv_n=$((srv_n + 1))
     d="$WORK/store/$(printf %03d "$srv_n")-$s-$2"
     mkdir -p "$d"
@@ -276,14 +276,11 @@ srv_start() {
             ;;
     esac
     PID[$s]=$!
-    for ((i = 0; i < 400; i++)); do
-        curl -fs -o /dev/null "$(url_of "$s")/v2/" && break
-        kill -0 "${PID[$s]}" 2>/dev/null || break
-        sleep 0.025
-    done
-    if ! curl -fs -o /dev/null "$(url_of "$s")/v2/"; then
-        log "$s did not come up on $(url_of "$s"); the end of its log:"
-        tail -n 20 "$d/server.log" >&2
+    bench_wait_http "$(url_of "$s")/v2/" "${PID[$s]}" "$d/server.log" || return 1
+    # The figures are berth-registry's: a berth serving in itself (no berth-registry beside
+    # it) would be measured as the larger process without a word.
+    if [ "$s" = berth ] && [ "$(basename "$(readlink "/proc/${PID[$s]}/exe")")" != berth-registry ]; then
+        log "berth serves in itself, not through berth-registry: build both (cargo build --release --bin berth --bin berth-registry)"
         return 1
     fi
     sleep 1

@@ -917,7 +917,7 @@ impl Builder<'_> {
         let create = CreateOptions {
             image: base.to_string(),
             cmd: argv.clone(),
-            entrypoint: Some(String::new()),
+            entrypoint: Some(Vec::new()),
             env,
             workdir: state.config.working_dir.clone(),
             user: state.config.user.clone(),

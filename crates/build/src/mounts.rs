@@ -416,8 +416,15 @@ impl Prepared {
         }
         self._locks.push(lock);
         if !dir.exists() {
-            // Made aside and renamed, so that a crash leaves no half-filled cache.
-            let fresh = base.join(format!("{name}.new-{}", std::process::id()));
+            // Made aside and renamed, so that a crash leaves no half-filled cache; named after
+            // this step's staging directory (`PID-N`), as concurrent stages of one build may
+            // both be making it.
+            let step = self
+                .staging
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            let fresh = base.join(format!("{name}.new-{step}"));
             let _ = std::fs::remove_dir_all(&fresh);
             std::fs::create_dir(&fresh).map_err(|e| format!("create {}: {e}", fresh.display()))?;
             let from = match &spec.origin {

@@ -10,10 +10,7 @@ mod commands;
 mod error_line;
 mod filters;
 mod format;
-#[allow(
-    dead_code,
-    reason = "shared with berth-registry, which uses the other half (parse_server_args)"
-)]
+mod logging;
 mod registry_serve;
 #[allow(
     dead_code,
@@ -47,7 +44,13 @@ struct Cli {
     )]
     root: PathBuf,
     /// Set the logging level ("debug", "info", "warn", "error", "fatal")
-    #[arg(short = 'l', long, default_value = "warn", env = "BERTH_LOG")]
+    #[arg(
+        short = 'l',
+        long,
+        default_value = "warn",
+        env = "BERTH_LOG",
+        value_parser = ["debug", "info", "warn", "error", "fatal"]
+    )]
     log_level: String,
     /// Enable debug mode
     #[arg(short = 'D', long, global = true)]
@@ -93,6 +96,8 @@ enum Command {
         #[command(subcommand)]
         command: commands::registry_server::RegistryCommand,
     },
+    /// Serve the Docker Engine API (for the docker CLI, docker-py and compose)
+    Serve(commands::serve::ServeArgs),
     /// Build an image from a Dockerfile
     Build(commands::build::BuildArgs),
     /// Manage builds
@@ -227,27 +232,12 @@ fn container_command(root: &std::path::Path, command: ContainerCommand) -> anyho
 
 /// The level `-D` and `--log-level` ask for, as tracing names it.
 fn effective_log_level(debug: bool, log_level: &str) -> &str {
-    if debug {
-        "debug"
-    } else {
-        match log_level {
-            "fatal" => "error",
-            l => l,
-        }
-    }
+    if debug { "debug" } else { log_level }
 }
 
 fn init_tracing(cli: &Cli) {
     let level = effective_log_level(cli.debug, &cli.log_level);
-    let filter = tracing_subscriber::EnvFilter::try_new(format!(
-        "berth={level},berth_store={level},berth_reference={level},berth_engine={level},berth_runtime={level},berth_distribution={level}"
-    ))
-    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    logging::init(logging::parse_level(level).unwrap_or(tracing::Level::WARN));
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -270,6 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => commands::registry::login(args),
         Command::Logout(args) => commands::registry::logout(args),
         Command::Registry { command } => commands::registry_server::dispatch(command, log_level),
+        Command::Serve(args) => commands::serve::serve(&root, args),
         Command::Build(args) => commands::build::build(&root, args),
         Command::Builder { command } => commands::build::builder(&root, command),
         Command::ContainerShared(command) => container_command(&root, command),

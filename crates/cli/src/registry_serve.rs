@@ -55,6 +55,10 @@ pub struct ServeArgs {
 
 /// The command line of `berth-registry` for these arguments ([`parse_server_args`] reads it
 /// back).
+#[allow(
+    dead_code,
+    reason = "berth builds the command line berth-registry reads"
+)]
 pub fn server_args(args: &ServeArgs, log_level: &str) -> Vec<OsString> {
     let mut out: Vec<OsString> = vec![
         "--log-level".into(),
@@ -84,6 +88,10 @@ pub fn server_args(args: &ServeArgs, log_level: &str) -> Vec<OsString> {
     out
 }
 
+#[allow(
+    dead_code,
+    reason = "berth-registry parses its arguments by hand; berth has clap"
+)]
 pub const SERVER_USAGE: &str = "\
 usage: berth-registry [--log-level LEVEL] [--addr ADDR] [--root DIR]
                       [--htpasswd FILE [--anonymous-pull]] [--tls-cert FILE --tls-key FILE]
@@ -91,6 +99,10 @@ usage: berth-registry [--log-level LEVEL] [--addr ADDR] [--root DIR]
 berth's registry server alone: `berth registry serve` runs it (see `berth registry serve --help`).";
 
 /// What `berth-registry`'s command line asks for.
+#[allow(
+    dead_code,
+    reason = "berth-registry parses its arguments by hand; berth has clap"
+)]
 #[derive(Debug, PartialEq)]
 pub enum ServerCommandLine {
     Serve {
@@ -104,6 +116,10 @@ pub enum ServerCommandLine {
 /// clap's parser was 0.3 MiB of the server's resident memory (its code pages, touched once),
 /// more than a tenth of what the server adds under load; `berth registry serve`, which is
 /// where people type these flags, parses them with clap and passes [`server_args`].
+#[allow(
+    dead_code,
+    reason = "berth-registry parses its arguments by hand; berth has clap"
+)]
 pub fn parse_server_args(
     args: impl IntoIterator<Item = OsString>,
 ) -> Result<ServerCommandLine, String> {
@@ -168,12 +184,7 @@ pub fn parse_server_args(
     if serve.tls_cert.is_some() != serve.tls_key.is_some() {
         return Err("--tls-cert and --tls-key go together".into());
     }
-    let log_level = match level.as_str() {
-        "fatal" => tracing::Level::ERROR,
-        l => l
-            .parse()
-            .map_err(|_| format!("invalid log level {l:?} (debug, info, warn, error)"))?,
-    };
+    let log_level = crate::logging::parse_level(&level)?;
     Ok(ServerCommandLine::Serve {
         log_level,
         args: serve,

@@ -70,48 +70,7 @@ pub fn from_human_size(s: &str) -> Result<i64, UnitsError> {
     parse_size(s, 1000)
 }
 
-/// go-units `HumanDuration`: "Less than a second", "1 second", "47 seconds",
-/// "About a minute", "3 minutes", "About an hour", "5 hours", "3 days", "2 weeks",
-/// "4 months", "2 years".
-pub fn human_duration(d: Duration) -> String {
-    let seconds = d.as_secs();
-    if seconds < 1 {
-        return "Less than a second".to_string();
-    }
-    if seconds == 1 {
-        return "1 second".to_string();
-    }
-    if seconds < 60 {
-        return format!("{seconds} seconds");
-    }
-    let minutes = seconds / 60;
-    if minutes == 1 {
-        return "About a minute".to_string();
-    }
-    if minutes < 60 {
-        return format!("{minutes} minutes");
-    }
-    // Go computes hours as a float (whole hours plus the fraction), then rounds
-    // half up for everything below the "years" branch.
-    let hours_f = go_hours(d);
-    let hours = (hours_f + 0.5) as u64;
-    if hours == 1 {
-        return "About an hour".to_string();
-    }
-    if hours < 48 {
-        return format!("{hours} hours");
-    }
-    if hours < 24 * 7 * 2 {
-        return format!("{} days", hours / 24);
-    }
-    if hours < 24 * 30 * 2 {
-        return format!("{} weeks", hours / 24 / 7);
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{} months", hours / 24 / 30);
-    }
-    format!("{} years", (hours_f as u64) / 24 / 365)
-}
+pub use berth_engine::summary::human_duration;
 
 /// Docker's "`CREATED`" wording: `human_duration(now - then) + " ago"`. A `then` in
 /// the future reads "Less than a second ago", as in Docker.
@@ -121,13 +80,6 @@ pub fn ago(then: jiff::Timestamp, now: jiff::Timestamp) -> String {
         .map(Duration::from_nanos)
         .unwrap_or(Duration::MAX);
     format!("{} ago", human_duration(elapsed))
-}
-
-/// Go's `time.Duration.Hours()`: whole hours plus the remainder as a fraction.
-fn go_hours(d: Duration) -> f64 {
-    const NANOS_PER_HOUR: u128 = 3_600_000_000_000;
-    let nanos = d.as_nanos();
-    (nanos / NANOS_PER_HOUR) as f64 + (nanos % NANOS_PER_HOUR) as f64 / NANOS_PER_HOUR as f64
 }
 
 /// Divides `size` by `base` until it is below `base` or the units run out.
@@ -487,69 +439,6 @@ mod tests {
             ram_in_bytes(" 32").map_err(|e| e.to_string()),
             Err("strconv.ParseFloat: parsing \" 32\": invalid syntax".to_string())
         );
-    }
-
-    #[test]
-    fn human_duration_go_units_table() {
-        let s = Duration::from_secs;
-        let m = |n: u64| s(n * 60);
-        let h = |n: u64| s(n * 3600);
-        let day = |n: u64| h(n * 24);
-        let week = |n: u64| day(n * 7);
-        let month = |n: u64| day(n * 30);
-        let year = |n: u64| day(n * 365);
-        let cases = [
-            (Duration::from_millis(450), "Less than a second"),
-            (s(1), "1 second"),
-            (s(45), "45 seconds"),
-            (s(46), "46 seconds"),
-            (s(47), "47 seconds"),
-            (s(59), "59 seconds"),
-            (s(60), "About a minute"),
-            (m(1), "About a minute"),
-            (m(3), "3 minutes"),
-            (m(35), "35 minutes"),
-            (m(35) + s(40), "35 minutes"),
-            (m(45), "45 minutes"),
-            (m(45) + s(40), "45 minutes"),
-            (m(46), "46 minutes"),
-            (m(59), "59 minutes"),
-            (h(1), "About an hour"),
-            (h(1) + m(29), "About an hour"),
-            (h(1) + m(31), "2 hours"),
-            (h(1) + m(45), "2 hours"),
-            (h(1) + m(59), "2 hours"),
-            (h(3), "3 hours"),
-            (h(3) + m(29), "3 hours"),
-            (h(3) + m(31), "4 hours"),
-            (h(3) + m(59), "4 hours"),
-            (h(3) + m(60), "4 hours"),
-            (h(24), "24 hours"),
-            (day(1) + h(12), "36 hours"),
-            (day(2), "2 days"),
-            (day(7), "7 days"),
-            (day(13) + h(5), "13 days"),
-            (week(2), "2 weeks"),
-            (week(2) + day(4), "2 weeks"),
-            (week(3), "3 weeks"),
-            (week(4), "4 weeks"),
-            (week(4) + day(3), "4 weeks"),
-            (month(1), "4 weeks"),
-            (month(1) + week(2), "6 weeks"),
-            (month(2), "2 months"),
-            (month(2) + week(2), "2 months"),
-            (month(3), "3 months"),
-            (month(3) + week(1), "3 months"),
-            (month(5) + week(2), "5 months"),
-            (month(13), "13 months"),
-            (month(23), "23 months"),
-            (month(24), "24 months"),
-            (month(24) + week(2), "2 years"),
-            (year(3) + month(2), "3 years"),
-        ];
-        for (d, want) in cases {
-            assert_eq!(human_duration(d), want, "duration {d:?}");
-        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod ports;
 pub mod record;
 pub mod seccomp;
 pub mod spec;
+pub mod summary;
 pub mod volumes;
 
 use std::{
@@ -117,6 +118,76 @@ pub enum EngineError {
     Record(#[from] serde_json::Error),
 }
 
+/// The checks Docker's daemon makes on a container's resources before creating it (so the
+/// CLI and the Engine API refuse alike), with its messages.
+pub fn validate_host_config(host: &HostConfig) -> Result<(), String> {
+    if host.memory != 0 && host.memory < 6 * 1024 * 1024 {
+        return Err("Minimum memory limit allowed is 6MB".into());
+    }
+    if host.memory_swap > 0 && host.memory == 0 {
+        return Err(
+            "You should always set the Memory limit when using Memoryswap limit, see usage".into(),
+        );
+    }
+    if host.memory_swap > 0 && host.memory_swap < host.memory {
+        return Err(
+            "Minimum memoryswap limit should be larger than memory limit, see usage".into(),
+        );
+    }
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    if host.nano_cpus < 0 || host.nano_cpus > online * 1_000_000_000 {
+        return Err(format!(
+            "Range of CPUs is from 0.01 to {online}.00, as there are only {online} CPUs available"
+        ));
+    }
+    if let Some(path) = host.tmpfs.keys().find(|p| !p.starts_with('/')) {
+        return Err(format!(
+            "invalid mount path {path:?}: mount path must be absolute"
+        ));
+    }
+    for u in &host.ulimits {
+        if u.soft > u.hard {
+            return Err(format!(
+                "ulimit soft limit must be less than or equal to hard limit: {} > {}",
+                u.soft, u.hard
+            ));
+        }
+        if !ULIMIT_NAMES.contains(&u.name.as_str()) {
+            return Err(format!("invalid ulimit type: {}", u.name));
+        }
+    }
+    for h in &host.extra_hosts {
+        let (name, address) = h
+            .split_once('=')
+            .or_else(|| h.split_once(':'))
+            .unwrap_or((h, ""));
+        if name.is_empty() || address.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!("invalid IP address in add-host: \"{address}\""));
+        }
+    }
+    Ok(())
+}
+
+/// The rlimits `--ulimit` may name.
+pub const ULIMIT_NAMES: &[&str] = &[
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+    "as",
+];
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EngineError {
     let what = what.into();
     move |source| EngineError::Io { what, source }
@@ -131,8 +202,9 @@ pub struct CreateOptions {
     pub name: Option<String>,
     /// The command after the image.
     pub cmd: Vec<String>,
-    /// `--entrypoint` (empty string clears the image's).
-    pub entrypoint: Option<String>,
+    /// `--entrypoint` as a list (Docker's `Entrypoint`; one empty string clears the
+    /// image's).
+    pub entrypoint: Option<Vec<String>>,
     /// `-e` and `--env-file`, already `KEY=VALUE`.
     pub env: Vec<String>,
     /// `-w`.
@@ -145,6 +217,8 @@ pub struct CreateOptions {
     pub tty: bool,
     /// `-i`.
     pub interactive: bool,
+    /// Docker's `StdinOnce`: stdin closes when the attached client's input ends.
+    pub stdin_once: bool,
     /// `--label`.
     pub labels: Vec<(String, String)>,
     /// `--stop-signal` (the image's `STOPSIGNAL` otherwise).
@@ -311,6 +385,7 @@ impl Engine {
     /// Creates a container from an image: its record, its own layer and its hold on the
     /// image. Nothing runs yet.
     pub fn create(&mut self, opts: &CreateOptions) -> Result<ContainerRecord, EngineError> {
+        validate_host_config(&opts.host).map_err(EngineError::Invalid)?;
         let image_rec = self.store.resolve(&opts.image)?;
         let image = self.store.image(image_rec)?;
         let run = image.config.config.clone().unwrap_or_default();
@@ -496,6 +571,7 @@ impl Engine {
                 labels,
                 stop_signal: opts.stop_signal.clone().or(run.stop_signal.clone()),
                 stop_timeout: opts.stop_timeout,
+                stdin_once: opts.stdin_once,
                 attach_stdin: opts.attach && opts.interactive,
                 attach_stdout: opts.attach,
                 attach_stderr: opts.attach,

@@ -265,6 +265,42 @@ impl Engine {
     }
 }
 
+/// Whether the container keeps a log `logs` can read (not with the `none` driver); Docker's
+/// message when not.
+pub fn log_readable(rec: &ContainerRecord) -> Result<(), String> {
+    match rec.host_config.log_config.kind.as_str() {
+        "none" => Err("configured logging driver does not support reading: none".into()),
+        _ => Ok(()),
+    }
+}
+
+impl Engine {
+    /// `logs`: a container's json-file log from `opts`, each entry to `emit`; with `follow`,
+    /// then entries as they are written until the container stops. `emit`'s error (a reader
+    /// gone: `BrokenPipe`) ends it and is returned; a container logging to `none` has no log
+    /// to read (`Unsupported`, Docker's message).
+    pub fn read_log(
+        &mut self,
+        rec: &ContainerRecord,
+        opts: &crate::logfile::ReadOptions,
+        follow: bool,
+        emit: &mut dyn FnMut(&crate::logfile::LogEntry) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        log_readable(rec).map_err(|e| std::io::Error::new(std::io::ErrorKind::Unsupported, e))?;
+        let path = std::path::Path::new(&rec.log_path);
+        if !follow {
+            return crate::logfile::read(path, opts)
+                .and_then(|entries| entries.iter().try_for_each(&mut *emit));
+        }
+        let id = rec.id.clone();
+        let mut stopped = || match self.container(&id) {
+            Ok(rec) => !is_active(&rec.state),
+            Err(_) => true,
+        };
+        crate::logfile::follow(path, opts, emit, &mut stopped)
+    }
+}
+
 /// Whether the record says someone looks after the container's processes.
 pub fn is_active(state: &ContainerState) -> bool {
     state.running || state.restarting

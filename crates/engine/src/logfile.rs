@@ -390,6 +390,20 @@ pub struct LogEntry {
     pub line: Vec<u8>,
 }
 
+impl LogEntry {
+    /// The line as `logs` shows it: after its time (RFC 3339 with nanoseconds) and a space
+    /// with `timestamps`.
+    pub fn shown(&self, timestamps: bool) -> Vec<u8> {
+        let mut line = Vec::with_capacity(self.line.len() + if timestamps { 36 } else { 0 });
+        if timestamps {
+            line.extend_from_slice(rfc3339_nano(self.time).as_bytes());
+            line.push(b' ');
+        }
+        line.extend_from_slice(&self.line);
+        line
+    }
+}
+
 /// `berth logs` options.
 #[derive(Debug, Clone, Default)]
 pub struct ReadOptions {
@@ -400,6 +414,31 @@ pub struct ReadOptions {
     pub since: Option<Timestamp>,
     /// Entries after this time are skipped, and following ends at the first one.
     pub until: Option<Timestamp>,
+}
+
+impl ReadOptions {
+    /// From Docker's `tail` (`all`, empty, or a count; a negative count is all) and
+    /// `since`/`until` values ([`parse_time_arg`]), as `logs` and the Engine API take them.
+    pub fn from_docker(
+        tail: &str,
+        since: Option<&str>,
+        until: Option<&str>,
+        now: Timestamp,
+    ) -> Result<ReadOptions, String> {
+        let time = |v: Option<&str>| v.map(|v| parse_time_arg(v, now)).transpose();
+        let tail = match tail {
+            "all" | "" => None,
+            n => match n.parse::<i64>() {
+                Ok(n) => usize::try_from(n).ok(),
+                Err(_) => return Err(format!("invalid value for \"tail\": {n:?}")),
+            },
+        };
+        Ok(ReadOptions {
+            tail,
+            since: time(since)?,
+            until: time(until)?,
+        })
+    }
 }
 
 /// The fields Docker writes; `attrs` and anything else is ignored.

@@ -60,6 +60,10 @@ pub struct AttachRequest {
     /// Send stderr.
     #[serde(default)]
     pub stderr: bool,
+    /// Close the container's stdin when this client's input ends (the container's
+    /// `StdinOnce`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub close_stdin: bool,
     /// Resize the container's pty instead (rows, columns), then hang up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize: Option<(u16, u16)>,
@@ -89,12 +93,34 @@ struct Ready {
 /// Starts the container `key` names under a new monitor process and returns once its
 /// command runs, or with the reason it could not start. With `attach`, the returned socket
 /// is attached as asked before the container starts, so it misses none of its output.
+///
+/// A `--rm` container that cannot start is removed, as dockerd does (`run -d --rm`,
+/// `start`, and the Engine API's `docker run --rm`, which waits for the removal).
 pub fn spawn(
     engine: &mut Engine,
     key: &str,
     attach: Option<&AttachRequest>,
 ) -> Result<(ContainerRecord, Option<UnixStream>), SpawnError> {
     let rec = engine.container(key).map_err(SpawnError::engine)?;
+    let spawned = spawn_monitor(engine, &rec, attach);
+    if spawned.is_err()
+        && rec.host_config.auto_remove
+        // Not when the failure is that it runs already.
+        && engine
+            .container(&rec.id)
+            .is_ok_and(|now| !crate::lifecycle::is_active(&now.state))
+        && let Err(e) = engine.remove(&rec.id, true)
+    {
+        tracing::warn!("removing container {}: {e}", rec.id);
+    }
+    spawned
+}
+
+fn spawn_monitor(
+    engine: &mut Engine,
+    rec: &ContainerRecord,
+    attach: Option<&AttachRequest>,
+) -> Result<(ContainerRecord, Option<UnixStream>), SpawnError> {
     if rec.has_been_manually_stopped {
         // A start by the user: the restart policy applies again.
         engine
@@ -118,8 +144,7 @@ pub fn spawn(
         cmd.spawn()
             .map_err(|e| SpawnError::engine(host("start the container's monitor", e)))?
     };
-    // The monitor lives on, reparented once this process exits; nobody waits for it here.
-    drop(child);
+    reap_in_background(child);
     let mut reader = BufReader::new(reader);
     let mut conn = None;
     if let Some(request) = attach {
@@ -144,6 +169,21 @@ pub fn spawn(
     }
     let rec = engine.container(&rec.id).map_err(SpawnError::engine)?;
     Ok((rec, conn))
+}
+
+/// Waits for a monitor on a small thread of its own: a CLI exits long before (and the
+/// monitor is reparented), but a long-lived process (`berth serve`) would otherwise keep a
+/// zombie per container it ever started.
+fn reap_in_background(mut child: std::process::Child) {
+    let spawned = thread::Builder::new()
+        .name("monitor-reaper".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let _ = child.wait();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot wait for the container's monitor: {e}");
+    }
 }
 
 /// The monitor's argument that makes it wait for an attach client before the start.
@@ -795,6 +835,7 @@ fn serve_client(conn: UnixStream, hub: &Arc<Hub>) {
         return;
     }
     let wants_stdin = request.stdin;
+    let close_stdin = request.close_stdin;
     hub.add(Sink::Client {
         stream: conn,
         request,
@@ -808,6 +849,9 @@ fn serve_client(conn: UnixStream, hub: &Arc<Hub>) {
             let _ = w.write_all(&buffered);
         }
         hub.feed_stdin(reader.into_inner());
+        if close_stdin {
+            hub.close_stdin();
+        }
     }
 }
 

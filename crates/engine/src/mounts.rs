@@ -175,15 +175,29 @@ pub fn parse_volume_flag(spec: &str) -> Result<MountRequest, String> {
 
 /// `--mount type=bind|volume|tmpfs,source=...,target=...,readonly,...`, Docker's keys.
 pub fn parse_mount_flag(spec: &str) -> Result<MountRequest, String> {
+    let fields: Vec<(String, Option<String>)> = spec
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(|field| match field.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.to_string())),
+            None => (field.trim().to_ascii_lowercase(), None),
+        })
+        .collect();
+    mount_from_fields(fields, spec)
+}
+
+/// A mount from `--mount`'s keys (lower case) and values, already apart: the Engine API's
+/// `Mounts` objects arrive so, and a comma in a path stays in it. `spec` names the mount in
+/// errors.
+pub fn mount_from_fields(
+    fields: Vec<(String, Option<String>)>,
+    spec: &str,
+) -> Result<MountRequest, String> {
     let mut kind = None;
     let mut source = None;
     let mut target = None;
     let mut rest: Vec<(String, Option<String>)> = Vec::new();
-    for field in spec.split(',').filter(|f| !f.is_empty()) {
-        let (key, value) = match field.split_once('=') {
-            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.to_string())),
-            None => (field.trim().to_ascii_lowercase(), None),
-        };
+    for (key, value) in fields {
         match (key.as_str(), value) {
             ("type", Some(v)) => {
                 kind = Some(match v.as_str() {

@@ -48,6 +48,17 @@ pub struct ContainerRecord {
     pub network_settings: NetworkSettings,
 }
 
+impl ContainerRecord {
+    /// Its command as one line, `Path` and `Args` joined by spaces (Docker's `Command` of
+    /// `ps` and `GET /containers/json`).
+    pub fn command_line(&self) -> String {
+        std::iter::once(self.path.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 /// Docker's entry of `Mounts`: a volume or bind mount.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
@@ -100,7 +111,7 @@ pub struct NetworkSettings {
 
 /// One published port's host side.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct PortBinding {
     /// The host address (`0.0.0.0`).
     pub host_ip: String,
@@ -209,6 +220,10 @@ pub struct ContainerConfig {
     pub tty: bool,
     /// `-i`.
     pub open_stdin: bool,
+    /// The container's stdin closes when its attached client's input ends (Docker's
+    /// `StdinOnce`: `run -i` without `-d`).
+    #[serde(default)]
+    pub stdin_once: bool,
     /// Merged environment (image, then `-e`).
     pub env: Vec<String>,
     /// The command.
@@ -241,9 +256,10 @@ pub struct ContainerConfig {
     pub exposed_ports: BTreeMap<String, serde_json::Value>,
 }
 
-/// Docker's `HostConfig`: what berth honours today.
+/// Docker's `HostConfig`: what berth honours today. Fields left out read as their defaults
+/// (the Engine API's clients send only some).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct HostConfig {
     /// `--network`: bridge (default), none, host.
     pub network_mode: String,
@@ -310,7 +326,7 @@ pub struct HostConfig {
 
 /// Docker's `RestartPolicy`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct RestartPolicy {
     /// `""` or `no`, `always`, `unless-stopped`, `on-failure`.
     pub name: String,
@@ -368,7 +384,7 @@ impl RestartPolicy {
 
 /// Docker's `LogConfig`: the driver and its options.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct LogConfig {
     /// Always `json-file`.
     #[serde(rename = "Type")]

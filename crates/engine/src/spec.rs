@@ -410,16 +410,18 @@ pub fn environment(
 }
 
 /// Docker's entrypoint and command: `--entrypoint` replaces the image's entrypoint and
-/// clears its command; a command given on the line replaces the image's.
+/// clears its command; a command given on the line replaces the image's. An entrypoint of
+/// nothing, or of one empty string (`--entrypoint ""`), leaves none.
 pub fn command(
     image_entrypoint: Option<&[String]>,
     image_cmd: Option<&[String]>,
-    entrypoint: Option<&str>,
+    entrypoint: Option<&[String]>,
     cmd: &[String],
 ) -> (Option<Vec<String>>, Option<Vec<String>>) {
     match entrypoint {
         Some(ep) => {
-            let ep = (!ep.is_empty()).then(|| vec![ep.to_string()]);
+            let cleared = ep.is_empty() || (ep.len() == 1 && ep[0].is_empty());
+            let ep = (!cleared).then(|| ep.to_vec());
             (ep, (!cmd.is_empty()).then(|| cmd.to_vec()))
         }
         None => {
@@ -498,11 +500,11 @@ mod tests {
         );
         // --entrypoint clears the image's command.
         assert_eq!(
-            command(Some(&ep), Some(&cmd), Some("/other"), &[]),
+            command(Some(&ep), Some(&cmd), Some(&s(&["/other"])), &[]),
             (Some(s(&["/other"])), None)
         );
         assert_eq!(
-            command(Some(&ep), Some(&cmd), Some(""), &s(&["ls"])),
+            command(Some(&ep), Some(&cmd), Some(&s(&[""])), &s(&["ls"])),
             (None, Some(s(&["ls"])))
         );
     }

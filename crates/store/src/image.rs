@@ -146,6 +146,61 @@ impl Store {
         self.blobs.read(id)
     }
 
+    /// Docker's `image inspect` document of one image (also `GET /images/{name}/json`).
+    pub fn inspect_document(&self, rec: &ImageRecord) -> Result<serde_json::Value> {
+        let image = self.image(rec.clone())?;
+        let chains = image.chain_ids()?;
+        let dirs: Vec<String> = chains
+            .iter()
+            .rev()
+            .map(|c| self.layer_dir(c).display().to_string())
+            .collect();
+        let mut graph = serde_json::Map::new();
+        if let Some((upper, lower)) = dirs.split_first() {
+            if !lower.is_empty() {
+                graph.insert("LowerDir".into(), lower.join(":").into());
+            }
+            graph.insert("UpperDir".into(), upper.clone().into());
+        }
+        let c = &image.config;
+        // With no comment of its own, an image shows its last history entry's (moby's rule:
+        // `buildkit.dockerfile.v0` for a built image).
+        let comment = c
+            .extra
+            .get("comment")
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .or_else(|| c.history.last().and_then(|h| h.comment.clone()))
+            .unwrap_or_default();
+        let mut doc = serde_json::json!({
+            "Id": rec.id.to_string(),
+            "RepoTags": rec.tags.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
+            "RepoDigests": rec.repo_digests.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
+            "Parent": rec.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+            "Comment": comment,
+            "Created": c.created.clone().unwrap_or_default(),
+            "DockerVersion": c.extra.get("docker_version").cloned().unwrap_or(serde_json::Value::String(String::new())),
+            "Author": c.author.clone().unwrap_or_default(),
+            "Config": c.config.clone().unwrap_or_default(),
+            "Architecture": c.architecture,
+            "Os": c.os,
+            "Size": rec.size,
+            "GraphDriver": { "Data": graph, "Name": "overlay2" },
+            "RootFS": { "Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids },
+            "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
+            "Descriptor": {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": rec.manifest.to_string(),
+                "size": self.blobs().size(&rec.manifest)?,
+            },
+        });
+        if let Some(v) = &c.variant {
+            doc["Variant"] = v.clone().into();
+        }
+        Ok(doc)
+    }
+
     /// Every image, newest first, with tags.
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
         self.meta.images()

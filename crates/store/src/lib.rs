@@ -27,6 +27,7 @@ mod compression;
 mod config;
 mod error;
 mod extend;
+mod filters;
 mod gc;
 mod gzip;
 mod image;
@@ -53,6 +54,7 @@ pub use compression::{
 pub use config::{History, ImageConfig, RootFs, RunConfig, host_architecture};
 pub use error::{Result, StoreError};
 pub use extend::Extension;
+pub use filters::{FilterError, Filters};
 pub use gc::{GcReport, PruneReport};
 pub use image::{CACHE_HOLDER_PREFIX, Image, RemoveEvent, check_layer_media_type};
 pub use import::ImportOptions;

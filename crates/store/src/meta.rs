@@ -64,6 +64,14 @@ pub struct ImageRecord {
     pub repo_digests: Vec<Reference>,
 }
 
+impl ImageRecord {
+    /// A build's intermediate image (its step cache): a parent and no tag. Docker's `images`
+    /// shows these with `-a` only.
+    pub fn is_build_intermediate(&self) -> bool {
+        self.parent.is_some() && self.tags.is_empty()
+    }
+}
+
 /// Pages in the WAL after which a commit checkpoints it (see [`open_sqlite`]).
 const WAL_CHECKPOINT_PAGES: i64 = 128;
 

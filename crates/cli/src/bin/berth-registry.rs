@@ -8,10 +8,8 @@ use std::process::ExitCode;
 
 #[path = "../error_line.rs"]
 mod error_line;
-#[allow(
-    dead_code,
-    reason = "shared with berth, which uses the other half (server_args)"
-)]
+#[path = "../logging.rs"]
+mod logging;
 #[path = "../registry_serve.rs"]
 mod registry_serve;
 
@@ -29,12 +27,9 @@ fn main() -> ExitCode {
             return ExitCode::from(125);
         }
     };
+    // Logging first, so that a failed re-execution is reported at debug level.
+    logging::init(log_level);
     registry_serve::reexec_with_one_malloc_arena();
-    tracing_subscriber::fmt()
-        .with_max_level(log_level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
     match registry_serve::serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

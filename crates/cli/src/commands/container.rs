@@ -215,32 +215,6 @@ fn parse_ulimit(s: &str) -> Result<Ulimit> {
             .map_err(|_| anyhow!("invalid ulimit argument: {s}"))
     };
     let (soft, hard) = (parse(soft)?, parse(hard)?);
-    if soft > hard {
-        return Err(anyhow!(
-            "ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
-        ));
-    }
-    let known = [
-        "core",
-        "cpu",
-        "data",
-        "fsize",
-        "locks",
-        "memlock",
-        "msgqueue",
-        "nice",
-        "nofile",
-        "nproc",
-        "rss",
-        "rtprio",
-        "rttime",
-        "sigpending",
-        "stack",
-        "as",
-    ];
-    if !known.contains(&name) {
-        return Err(anyhow!("invalid ulimit type: {name}"));
-    }
     Ok(Ulimit {
         name: name.to_string(),
         soft,
@@ -265,32 +239,13 @@ impl RunArgs {
         }
         env.extend(self.env.iter().filter_map(|e| env_entry(e)));
         let memory = size_flag("--memory", &self.memory)?;
-        if memory != 0 && memory < 6 * 1024 * 1024 {
-            return Err(anyhow!("Minimum memory limit allowed is 6MB"));
-        }
         let memory_swap = size_flag("--memory-swap", &self.memory_swap)?;
-        if memory_swap > 0 && memory == 0 {
-            return Err(anyhow!(
-                "You should always set the Memory limit when using Memoryswap limit, see usage"
-            ));
-        }
-        if memory_swap > 0 && memory_swap < memory {
-            return Err(anyhow!(
-                "Minimum memoryswap limit should be larger than memory limit, see usage"
-            ));
-        }
         let nano_cpus = match &self.cpus {
             None => 0,
             Some(c) => {
                 let v: f64 = c
                     .parse()
                     .map_err(|_| anyhow!("invalid argument {c:?} for \"--cpus\" flag: failed to parse {c} as a rational number"))?;
-                let online = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-                if v <= 0.0 || v > online {
-                    return Err(anyhow!(
-                        "range of CPUs is from 0.01 to {online:.2}, as there are only {online} CPUs available"
-                    ));
-                }
                 (v * 1e9) as i64
             }
         };
@@ -309,11 +264,6 @@ impl RunArgs {
         let mut tmpfs = std::collections::BTreeMap::new();
         for t in &self.tmpfs {
             let (path, opts) = t.split_once(':').unwrap_or((t, ""));
-            if !path.starts_with('/') {
-                return Err(anyhow!(
-                    "invalid mount path {path:?}: mount path must be absolute"
-                ));
-            }
             tmpfs.insert(path.to_string(), opts.to_string());
         }
         let labels = super::key_values(&self.label, "label")?
@@ -334,17 +284,6 @@ impl RunArgs {
         for e in &self.expose {
             expose.extend(berth_engine::ports::parse_expose(e).map_err(|e| anyhow!(e))?);
         }
-        for h in &self.add_host {
-            let (name, address) = h
-                .split_once('=')
-                .or_else(|| h.split_once(':'))
-                .unwrap_or((h, ""));
-            if name.is_empty() || address.parse::<std::net::IpAddr>().is_err() {
-                return Err(anyhow!(
-                    "invalid argument \"{h}\" for \"--add-host\" flag: invalid IP address in add-host: \"{address}\""
-                ));
-            }
-        }
         let (image, cmd) = self.args.split_first().expect("clap requires IMAGE");
         let restart_policy = RestartPolicy::parse(&self.restart).map_err(|e| anyhow!(e))?;
         let mut log_config = LogConfig::default();
@@ -361,13 +300,14 @@ impl RunArgs {
             image: image.clone(),
             name: self.name.clone(),
             cmd: cmd.to_vec(),
-            entrypoint: self.entrypoint.clone(),
+            entrypoint: self.entrypoint.clone().map(|e| vec![e]),
             env,
             workdir: self.workdir.clone(),
             user: self.user.clone(),
             hostname: self.hostname.clone(),
             tty: self.tty,
             interactive: self.interactive,
+            stdin_once: self.interactive && !self.detach,
             labels,
             stop_signal: self.stop_signal.clone(),
             stop_timeout: self.stop_timeout,
@@ -456,12 +396,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
                 println!("{}", rec.id);
                 Ok(())
             }
-            Err(e) => {
-                if args.rm {
-                    let _ = engine.remove(&rec.id, true);
-                }
-                Err(fail(e.status, e))
-            }
+            Err(e) => Err(fail(e.status, e)),
         };
     }
     let remove = |engine: &mut Engine| {
@@ -674,32 +609,8 @@ pub fn remove(root: &Path, args: RemoveArgs) -> Result<()> {
 /// The `inspect` document of the container `key` names, if one does.
 pub fn inspect_document(root: &Path, key: &str) -> Result<Option<Value>> {
     let mut engine = Engine::open(root)?;
-    match engine.container(key) {
-        Ok(rec) => {
-            let mut doc = serde_json::to_value(&rec)?;
-            doc["Name"] = Value::String(format!("/{}", rec.name));
-            // Docker's fields that berth derives rather than records.
-            let dir = engine.container_dir(&rec.id);
-            let file = |name: &str| Value::String(dir.join(name).display().to_string());
-            doc["ResolvConfPath"] = file("resolv.conf");
-            doc["HostnamePath"] = file("hostname");
-            doc["HostsPath"] = file("hosts");
-            doc["Driver"] = Value::String("overlay2".into());
-            doc["Platform"] = Value::String("linux".into());
-            doc["MountLabel"] = Value::String(String::new());
-            doc["ProcessLabel"] = Value::String(String::new());
-            doc["AppArmorProfile"] = Value::String(String::new());
-            doc["ExecIDs"] = Value::Null;
-            if rec.state.running {
-                doc["NetworkSettings"]["SandboxKey"] =
-                    Value::String(format!("/proc/{}/ns/net", rec.state.pid));
-            }
-            // berth's own bookkeeping, not part of Docker's document.
-            if let Some(map) = doc.as_object_mut() {
-                map.remove("HasBeenManuallyStopped");
-            }
-            Ok(Some(doc))
-        }
+    match engine.inspect_container(key) {
+        Ok(doc) => Ok(Some(doc)),
         Err(EngineError::NoSuchContainer(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }

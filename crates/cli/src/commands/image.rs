@@ -14,7 +14,7 @@ use berth_store::{
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Status, one_line, open_store, print_json_indented};
 use crate::{
@@ -172,8 +172,7 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
     let mut rows = Vec::new();
     images.retain(|rec| {
         let created = created_at(rec.created.as_deref());
-        // A build's intermediate images (its step cache) show with -a only, as Docker's.
-        if !args.all && rec.parent.is_some() && rec.tags.is_empty() {
+        if !args.all && rec.is_build_intermediate() {
             return false;
         }
         if dangling.is_some_and(|d| d != rec.tags.is_empty()) {
@@ -832,61 +831,6 @@ pub fn inspect(root: &Path, args: InspectArgs) -> Result<()> {
     }
 }
 
-/// The docker `image inspect` document of one image.
-fn inspect_document(store: &Store, rec: &ImageRecord) -> Result<Value> {
-    let image = store.image(rec.clone())?;
-    let chains = image.chain_ids()?;
-    let dirs: Vec<String> = chains
-        .iter()
-        .rev()
-        .map(|c| store.layer_dir(c).display().to_string())
-        .collect();
-    let mut graph = serde_json::Map::new();
-    if let Some((upper, lower)) = dirs.split_first() {
-        if !lower.is_empty() {
-            graph.insert("LowerDir".into(), lower.join(":").into());
-        }
-        graph.insert("UpperDir".into(), upper.clone().into());
-    }
-    let c = &image.config;
-    // With no comment of its own, an image shows its last history entry's (moby's rule:
-    // `buildkit.dockerfile.v0` for a built image).
-    let comment = c
-        .extra
-        .get("comment")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .or_else(|| c.history.last().and_then(|h| h.comment.clone()))
-        .unwrap_or_default();
-    let mut doc = json!({
-        "Id": rec.id.to_string(),
-        "RepoTags": rec.tags.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
-        "RepoDigests": rec.repo_digests.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
-        "Parent": rec.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
-        "Comment": comment,
-        "Created": c.created.clone().unwrap_or_default(),
-        "DockerVersion": c.extra.get("docker_version").cloned().unwrap_or(Value::String(String::new())),
-        "Author": c.author.clone().unwrap_or_default(),
-        "Config": c.config.clone().unwrap_or_default(),
-        "Architecture": c.architecture,
-        "Os": c.os,
-        "Size": rec.size,
-        "GraphDriver": { "Data": graph, "Name": "overlay2" },
-        "RootFS": { "Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids },
-        "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
-        "Descriptor": {
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": rec.manifest.to_string(),
-            "size": store.blobs().size(&rec.manifest)?,
-        },
-    });
-    if let Some(v) = &c.variant {
-        doc["Variant"] = v.clone().into();
-    }
-    Ok(doc)
-}
-
 pub fn inspect_images(root: &Path, names: &[String], format: Option<&str>) -> Result<()> {
     inspect_kind(root, names, format, Some("image"))
 }
@@ -943,7 +887,7 @@ fn inspect_kind(
         match store
             .resolve(name)
             .map_err(anyhow::Error::from)
-            .and_then(|r| inspect_document(&store, &r))
+            .and_then(|r| store.inspect_document(&r).map_err(anyhow::Error::from))
         {
             Ok(doc) => docs.push(doc),
             Err(_) if kind.is_none() => match super::volume::inspect_document(root, name) {

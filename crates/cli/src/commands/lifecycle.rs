@@ -4,17 +4,18 @@
 use berth_build::metadata::go_quote;
 use std::{
     io::{self, Read, Write},
-    path::{Path, PathBuf},
+    path::Path,
     thread,
     time::Duration,
 };
 
 use anyhow::{Result, anyhow, bail};
 use berth_engine::{
-    ContainerRecord, Engine, EngineError, ZERO_TIME,
+    ContainerRecord, Engine, EngineError,
     lifecycle::{is_active, parse_signal},
     logfile::{self, ReadOptions, Stream},
     monitor::{self, AttachRequest, ExitFrame},
+    summary::{self, status_text},
 };
 use berth_runtime::console;
 use clap::Args;
@@ -84,7 +85,7 @@ pub fn start(root: &Path, args: StartArgs) -> Result<()> {
                 stdin: args.interactive && rec.config.open_stdin,
                 stdout: true,
                 stderr: true,
-                resize: None,
+                ..Default::default()
             };
             match monitor::spawn(&mut engine, &rec.id, attach.then_some(&request)) {
                 Ok((rec, Some(conn))) => {
@@ -317,42 +318,18 @@ pub struct LogsArgs {
 pub fn logs(root: &Path, args: LogsArgs) -> Result<()> {
     let mut engine = Engine::open(root)?;
     let rec = engine.container(&args.container)?;
-    if rec.host_config.log_config.kind == "none" {
-        bail!(
-            "configured logging driver does not support reading: {}",
-            rec.host_config.log_config.kind
-        );
-    }
-    let now = jiff::Timestamp::now();
-    let time = |v: &Option<String>| -> Result<Option<jiff::Timestamp>> {
-        v.as_deref()
-            .map(|v| logfile::parse_time_arg(v, now).map_err(|e| anyhow!(e)))
-            .transpose()
-    };
-    let tail = match args.tail.as_str() {
-        "all" | "" => None,
-        n => match n.parse::<i64>() {
-            Ok(n) if n >= 0 => Some(n as usize),
-            Ok(_) => None,
-            Err(_) => bail!("invalid value for \"tail\": {n:?}"),
-        },
-    };
-    let opts = ReadOptions {
-        tail,
-        since: time(&args.since)?,
-        until: time(&args.until)?,
-    };
-    let path = PathBuf::from(&rec.log_path);
+    let opts = ReadOptions::from_docker(
+        &args.tail,
+        args.since.as_deref(),
+        args.until.as_deref(),
+        jiff::Timestamp::now(),
+    )
+    .map_err(|e| anyhow!(e))?;
     let stdout = io::stdout();
     let stderr = io::stderr();
     let timestamps = args.timestamps;
     let mut emit = |entry: &logfile::LogEntry| -> io::Result<()> {
-        let mut line = Vec::with_capacity(entry.line.len() + 40);
-        if timestamps {
-            line.extend_from_slice(logfile::rfc3339_nano(entry.time).as_bytes());
-            line.push(b' ');
-        }
-        line.extend_from_slice(&entry.line);
+        let line = entry.shown(timestamps);
         match entry.stream {
             Stream::Stdout => {
                 let mut out = stdout.lock();
@@ -366,16 +343,7 @@ pub fn logs(root: &Path, args: LogsArgs) -> Result<()> {
             }
         }
     };
-    let result = if args.follow {
-        let id = rec.id.clone();
-        let mut stopped = || match engine.container(&id) {
-            Ok(rec) => !is_active(&rec.state),
-            Err(_) => true,
-        };
-        logfile::follow(&path, &opts, &mut emit, &mut stopped)
-    } else {
-        logfile::read(&path, &opts).and_then(|entries| entries.iter().try_for_each(&mut emit))
-    };
+    let result = engine.read_log(&rec, &opts, args.follow, &mut emit);
     match result {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
@@ -456,7 +424,7 @@ fn attach_to(
         stdin,
         stdout: true,
         stderr: true,
-        resize: None,
+        ..Default::default()
     };
     conn.write_all(format!("{}\n", serde_json::to_string(&request)?).as_bytes())?;
     attach_session(engine, rec, conn, stdin, detach_keys)
@@ -635,48 +603,6 @@ struct PsRow {
     status: String,
 }
 
-/// Docker's `Status` column: `Up 3 seconds`, `Exited (0) 2 minutes ago`, ...
-pub fn status_text(rec: &ContainerRecord, now: jiff::Timestamp) -> String {
-    let since = |t: &str| {
-        t.parse::<jiff::Timestamp>()
-            .map(|t| {
-                let nanos = (now.as_nanosecond() - t.as_nanosecond()).max(0);
-                units::human_duration(Duration::from_nanos(nanos as u64))
-            })
-            .unwrap_or_default()
-    };
-    let state = &rec.state;
-    if state.restarting {
-        return format!(
-            "Restarting ({}) {} ago",
-            state.exit_code,
-            since(&state.finished_at)
-        );
-    }
-    if state.running {
-        let up = format!("Up {}", since(&state.started_at));
-        return if state.paused {
-            format!("{up} (Paused)")
-        } else {
-            up
-        };
-    }
-    if state.dead {
-        return "Dead".into();
-    }
-    if state.started_at.is_empty() || state.started_at == ZERO_TIME {
-        return "Created".into();
-    }
-    if state.finished_at.is_empty() || state.finished_at == ZERO_TIME {
-        return String::new();
-    }
-    format!(
-        "Exited ({}) {} ago",
-        state.exit_code,
-        since(&state.finished_at)
-    )
-}
-
 /// Go's `time.Time.String()` form, as `{{.CreatedAt}}` prints it.
 fn go_time(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%S +0000 UTC").to_string()
@@ -694,96 +620,19 @@ fn ellipsis(s: &str, max: usize) -> String {
 
 /// `berth ps`.
 pub fn ps(root: &Path, args: PsArgs) -> Result<()> {
-    let filters = Filters::parse(
-        &args.filter,
-        &[
-            "status", "name", "label", "label!", "ancestor", "exited", "id", "before", "since",
-        ],
-    )?;
-    for s in filters.get("status") {
-        if !matches!(
-            s.as_str(),
-            "created" | "restarting" | "running" | "removing" | "paused" | "exited" | "dead"
-        ) {
-            bail!("invalid filter 'status={s}'");
-        }
-    }
-    let exited: Vec<i32> = filters
-        .get("exited")
-        .iter()
-        .map(|v| {
-            v.parse()
-                .map_err(|_| anyhow!("invalid filter 'exited={v}'"))
-        })
-        .collect::<Result<_>>()?;
-    let mut engine = Engine::open(root)?;
-    let records = engine.containers()?;
-    let position = |key: &str| -> Result<usize> {
-        records
-            .iter()
-            .position(|r| r.id.starts_with(key) || r.name == key.trim_start_matches('/'))
-            .ok_or_else(|| anyhow!("No such container: {key}"))
-    };
-    // Records are newest first: "before X" are those after X's position, "since X" before.
-    let before = filters
-        .get("before")
-        .last()
-        .map(|k| position(k))
-        .transpose()?;
-    let since = filters
-        .get("since")
-        .last()
-        .map(|k| position(k))
-        .transpose()?;
-    let ancestors: Vec<String> = filters
-        .get("ancestor")
-        .iter()
-        .filter_map(|a| engine.store().resolve(a).ok().map(|rec| rec.id.to_string()))
-        .collect();
+    let filters = Filters::parse(&args.filter, summary::CONTAINER_FILTERS)?;
     let last = if args.latest { 1 } else { args.last };
-    let all = args.all || last > 0 || !filters.get("status").is_empty() || !exited.is_empty();
+    let mut engine = Engine::open(root)?;
+    let records = engine.list_containers(&summary::ListOptions {
+        all: args.all,
+        last: usize::try_from(last).ok().filter(|n| *n > 0),
+        filters,
+    })?;
     let now = jiff::Timestamp::now();
     let mut rows = Vec::new();
-    for (i, rec) in records.iter().enumerate() {
-        if last > 0 && i as i64 >= last {
-            break;
-        }
-        if before.is_some_and(|b| i <= b) || since.is_some_and(|s| i >= s) {
-            continue;
-        }
+    for rec in &records {
         let state = &rec.state;
-        if !all && !state.running {
-            continue;
-        }
-        let statuses = filters.get("status");
-        if !statuses.is_empty() && !statuses.contains(&state.status) {
-            continue;
-        }
-        if !exited.is_empty() && (state.status != "exited" || !exited.contains(&state.exit_code)) {
-            continue;
-        }
-        let names = filters.get("name");
-        if !names.is_empty()
-            && !names
-                .iter()
-                .any(|n| rec.name.contains(n.trim_start_matches('/')))
-        {
-            continue;
-        }
-        let ids = filters.get("id");
-        if !ids.is_empty() && !ids.iter().any(|p| rec.id.starts_with(p.as_str())) {
-            continue;
-        }
-        if !filters.labels_match(Some(&rec.config.labels)) {
-            continue;
-        }
-        if !filters.get("ancestor").is_empty() && !ancestors.contains(&rec.image) {
-            continue;
-        }
-        let command = std::iter::once(rec.path.as_str())
-            .chain(rec.args.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let command = rec.command_line();
         let created = rec.created.parse::<jiff::Timestamp>().unwrap_or(now);
         let size = if args.size {
             format!(

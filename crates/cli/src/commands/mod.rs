@@ -11,6 +11,7 @@ pub mod network;
 pub mod procs;
 pub mod registry;
 pub mod registry_server;
+pub mod serve;
 pub mod system;
 pub mod volume;
 

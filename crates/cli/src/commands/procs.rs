@@ -15,7 +15,9 @@ use std::{
 };
 
 use anyhow::{Result, anyhow, bail};
-use berth_engine::{ContainerRecord, Engine, EngineError, lifecycle::cgroup_path};
+use berth_engine::{
+    ContainerRecord, Engine, EngineError, lifecycle::cgroup_path, summary::host_memory,
+};
 use berth_runtime::cgroups::Cgroup;
 use clap::Args;
 use serde::Serialize;
@@ -521,20 +523,6 @@ fn parse_net_dev(text: &str) -> (u64, u64) {
         }
     }
     (rx, tx)
-}
-
-/// The host's memory in bytes (`MemTotal`), Docker's limit for a container without one.
-fn host_memory() -> u64 {
-    fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|l| {
-                let rest = l.strip_prefix("MemTotal:")?;
-                let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
-                Some(kib * 1024)
-            })
-        })
-        .unwrap_or(0)
 }
 
 /// CPU %: CPU time used between two readings over the wall time between them, so a

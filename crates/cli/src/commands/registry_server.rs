@@ -52,7 +52,7 @@ fn serve(args: ServeArgs, log_level: &str) -> Result<()> {
             command.args(registry_serve::server_args(&args, log_level));
             registry_serve::with_one_malloc_arena(&mut command);
             let error = command.exec();
-            tracing::debug!(
+            tracing::info!(
                 "serving in berth itself: cannot execute {}: {error}",
                 lean.display()
             );

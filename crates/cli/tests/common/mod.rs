@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod host;
 pub mod registry;
 pub mod registry_server;

@@ -23,6 +23,14 @@ pub struct BerthRegistry {
     dir: tempfile::TempDir,
 }
 
+/// A fresh directory for one server (its root, log and address file), removed with it.
+fn fresh_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("berth-registry-")
+        .tempdir_in(test_tmp())
+        .expect("temp dir")
+}
+
 impl BerthRegistry {
     /// A server on a fresh root with no extra flags.
     pub fn start() -> BerthRegistry {
@@ -31,11 +39,7 @@ impl BerthRegistry {
 
     /// A server on a fresh root (`<dir>/root`) with extra `serve` flags.
     pub fn start_with(flags: &[&str]) -> BerthRegistry {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-registry-")
-            .tempdir_in(test_tmp())
-            .expect("temp dir");
-        BerthRegistry::start_in(dir, flags)
+        BerthRegistry::start_in(fresh_dir(), flags)
     }
 
     /// A server on `<dir>/root`, which may hold a previous server's storage.
@@ -46,30 +50,20 @@ impl BerthRegistry {
     /// A server on a fresh root listening on `ip` (a free port) instead of 127.0.0.1: on an
     /// address of this host that is not loopback, clients take it for a remote registry.
     pub fn start_on(ip: IpAddr, flags: &[&str]) -> BerthRegistry {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-registry-")
-            .tempdir_in(test_tmp())
-            .expect("temp dir");
-        BerthRegistry::spawn(dir, &SocketAddr::new(ip, 0).to_string(), flags)
+        BerthRegistry::spawn(fresh_dir(), &SocketAddr::new(ip, 0).to_string(), flags)
     }
 
     /// A server on a fresh root started by another `berth` executable (one with no
     /// `berth-registry` beside it, say).
     pub fn start_by(berth: &Path) -> BerthRegistry {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-registry-")
-            .tempdir_in(test_tmp())
-            .expect("temp dir");
+        let dir = fresh_dir();
         let root = dir.path().join("root");
         BerthRegistry::spawn_by(berth, dir, &root, "127.0.0.1:0", &[])
     }
 
     /// A second server, in a process of its own, on `other`'s storage root.
     pub fn start_sharing(other: &BerthRegistry, flags: &[&str]) -> BerthRegistry {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-registry-")
-            .tempdir_in(test_tmp())
-            .expect("temp dir");
+        let dir = fresh_dir();
         let root = other.root();
         BerthRegistry::spawn_by(Path::new(berth_bin()), dir, &root, "127.0.0.1:0", flags)
     }

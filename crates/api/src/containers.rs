@@ -1,0 +1,815 @@
+//! `/containers/...`: Docker's wire forms over the engine's containers.
+
+use std::{collections::BTreeMap, io, sync::Arc, time::Duration};
+
+use berth_engine::{
+    ContainerRecord, CreateOptions, EngineError, HostConfig,
+    lifecycle::{is_active, log_readable, parse_signal},
+    logfile::{self, ReadOptions, Stream},
+    monitor::{self, AttachRequest, FRAME_STDERR, FRAME_STDOUT},
+    mounts,
+    summary::{self, ListOptions},
+};
+use berth_store::Filters;
+use bytes::Bytes;
+use hyper::{Response, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    ApiError,
+    http::{
+        Api, Body, Call, channel_body, json, json_line, no_content, stream_content_type, with_body,
+    },
+    streams,
+};
+
+// ---------------------------------------------------------------- list / inspect
+
+/// `GET /containers/json`.
+pub async fn list(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
+    let filters = Filters::from_json(
+        call.param("filters").unwrap_or(""),
+        summary::CONTAINER_FILTERS,
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let opts = ListOptions {
+        all: call.flag("all"),
+        last: call
+            .param("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > 0),
+        filters,
+    };
+    let with_size = call.flag("size");
+    let rows = api
+        .engine(move |engine| {
+            let records = engine.list_containers(&opts)?;
+            let now = jiff::Timestamp::now();
+            let mut rows = Vec::new();
+            for rec in &records {
+                let mut row = summary_row(rec, now);
+                if with_size {
+                    let own = engine.container_size(&rec.id);
+                    let image = engine.store().resolve(&rec.image).map_or(0, |i| i.size);
+                    row["SizeRw"] = json!(own);
+                    row["SizeRootFs"] = json!(image + own);
+                }
+                rows.push(row);
+            }
+            Ok(rows)
+        })
+        .await?;
+    json(StatusCode::OK, &rows)
+}
+
+/// One container as `GET /containers/json` lists it.
+fn summary_row(rec: &ContainerRecord, now: jiff::Timestamp) -> Value {
+    let mut ports = Vec::new();
+    for (port, bindings) in &rec.network_settings.ports {
+        let (number, proto) = port.split_once('/').unwrap_or((port, "tcp"));
+        let private: u16 = number.parse().unwrap_or(0);
+        match bindings.as_deref() {
+            Some(bindings) if !bindings.is_empty() => {
+                for b in bindings {
+                    ports.push(json!({
+                        "IP": b.host_ip,
+                        "PrivatePort": private,
+                        "PublicPort": b.host_port.parse::<u16>().unwrap_or(0),
+                        "Type": proto,
+                    }));
+                }
+            }
+            _ => ports.push(json!({ "PrivatePort": private, "Type": proto })),
+        }
+    }
+    let created = rec
+        .created
+        .parse::<jiff::Timestamp>()
+        .map_or(0, |t| t.as_second());
+    let network_mode = if rec.host_config.network_mode.is_empty() {
+        "bridge"
+    } else {
+        rec.host_config.network_mode.as_str()
+    };
+    json!({
+        "Id": rec.id,
+        "Names": [format!("/{}", rec.name)],
+        "Image": rec.config.image,
+        "ImageID": rec.image,
+        "Command": rec.command_line(),
+        "Created": created,
+        "Ports": ports,
+        "Labels": rec.config.labels,
+        "State": rec.state.status,
+        "Status": summary::status_text(rec, now),
+        "HostConfig": { "NetworkMode": network_mode },
+        "NetworkSettings": { "Networks": rec.network_settings.networks },
+        "Mounts": rec.mounts,
+    })
+}
+
+/// `GET /containers/{id}/json`.
+pub async fn inspect(api: &Api, id: String) -> Result<Response<Body>, ApiError> {
+    let doc = api
+        .engine(move |engine| Ok(engine.inspect_container(&id)?))
+        .await?;
+    json(StatusCode::OK, &doc)
+}
+
+// ---------------------------------------------------------------- create
+
+/// Docker's `StrSlice`: a list, or one string (a command line the daemon does not split).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum StrSlice {
+    List(Vec<String>),
+    One(String),
+}
+
+impl StrSlice {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StrSlice::List(v) => v,
+            StrSlice::One(s) => vec![s],
+        }
+    }
+}
+
+/// The body of `POST /containers/create`: `Config` with `HostConfig` and
+/// `NetworkingConfig` beside it. Clients send nulls and leave fields out, so every field
+/// has a default and nulls are dropped before reading ([`strip_nulls`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct CreateBody {
+    hostname: String,
+    user: String,
+    attach_stdin: bool,
+    attach_stdout: bool,
+    attach_stderr: bool,
+    tty: bool,
+    open_stdin: bool,
+    stdin_once: bool,
+    env: Vec<String>,
+    cmd: Option<StrSlice>,
+    entrypoint: Option<StrSlice>,
+    image: String,
+    volumes: BTreeMap<String, Value>,
+    working_dir: String,
+    labels: BTreeMap<String, String>,
+    stop_signal: String,
+    stop_timeout: Option<i64>,
+    exposed_ports: BTreeMap<String, Value>,
+    host_config: Value,
+    networking_config: NetworkingConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct NetworkingConfig {
+    endpoints_config: BTreeMap<String, EndpointConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct EndpointConfig {
+    aliases: Vec<String>,
+}
+
+/// One of `HostConfig.Mounts`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct MountSpec {
+    #[serde(rename = "Type")]
+    kind: String,
+    source: String,
+    target: String,
+    read_only: bool,
+    bind_options: BTreeMap<String, Value>,
+    volume_options: VolumeOptions,
+    tmpfs_options: TmpfsOptions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct VolumeOptions {
+    no_copy: bool,
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct TmpfsOptions {
+    size_bytes: i64,
+    mode: u32,
+}
+
+impl MountSpec {
+    /// Its `--mount` keys and values, for the one mount parser the CLI uses too.
+    fn fields(&self) -> Vec<(String, Option<String>)> {
+        let field = |k: &str, v: String| (k.to_string(), Some(v));
+        let mut fields = vec![
+            field("type", self.kind.clone()),
+            field("target", self.target.clone()),
+        ];
+        if !self.source.is_empty() {
+            fields.push(field("source", self.source.clone()));
+        }
+        if self.read_only {
+            fields.push(("readonly".into(), None));
+        }
+        if let Some(Value::String(p)) = self.bind_options.get("Propagation")
+            && !p.is_empty()
+        {
+            fields.push(field("bind-propagation", p.clone()));
+        }
+        if self.volume_options.no_copy {
+            fields.push(("volume-nocopy".into(), None));
+        }
+        for (k, v) in &self.volume_options.labels {
+            fields.push(field("volume-label", format!("{k}={v}")));
+        }
+        if self.tmpfs_options.size_bytes > 0 {
+            fields.push(field(
+                "tmpfs-size",
+                self.tmpfs_options.size_bytes.to_string(),
+            ));
+        }
+        if self.tmpfs_options.mode != 0 {
+            fields.push(field(
+                "tmpfs-mode",
+                format!("{:o}", self.tmpfs_options.mode),
+            ));
+        }
+        fields
+    }
+}
+
+/// Drops `null` members of objects, at every depth: Go clients send `null` for unset
+/// pointers, slices and maps, which read here as the field's default.
+fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(list) => list.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+fn create_options(mut body: Value, name: Option<&str>) -> Result<CreateOptions, ApiError> {
+    strip_nulls(&mut body);
+    let bad =
+        |e: serde_json::Error| ApiError::bad_request(format!("invalid container config: {e}"));
+    let body: CreateBody = serde_json::from_value(body).map_err(bad)?;
+    if body.image.is_empty() {
+        return Err(ApiError::bad_request(
+            "config cannot be empty in order to create a container",
+        ));
+    }
+    let mount_specs: Vec<MountSpec> = match body.host_config.get("Mounts") {
+        Some(m) => serde_json::from_value(m.clone()).map_err(bad)?,
+        None => Vec::new(),
+    };
+    let mut host: HostConfig = if body.host_config.is_object() {
+        serde_json::from_value(body.host_config.clone()).map_err(bad)?
+    } else {
+        HostConfig::default()
+    };
+    // Docker's clients say "default" for the daemon's default network.
+    if host.network_mode == "default" {
+        host.network_mode = String::new();
+    }
+    if host.log_config.kind.is_empty() {
+        host.log_config.kind = "json-file".into();
+    }
+    host.port_bindings = std::mem::take(&mut host.port_bindings)
+        .into_iter()
+        .map(|(port, b)| {
+            let port = if port.contains('/') {
+                port
+            } else {
+                format!("{port}/tcp")
+            };
+            (port, b)
+        })
+        .collect();
+    let invalid = ApiError::bad_request;
+    let mut requests = Vec::new();
+    for bind in &host.binds {
+        requests.push(mounts::parse_volume_flag(bind).map_err(invalid)?);
+    }
+    for spec in &mount_specs {
+        let shown = format!("{} mount on {}", spec.kind, spec.target);
+        requests.push(mounts::mount_from_fields(spec.fields(), &shown).map_err(invalid)?);
+    }
+    // `-v /data` arrives as a `Volumes` key: an anonymous volume, unless a bind or mount
+    // already has that target.
+    for target in body.volumes.keys() {
+        let request = mounts::parse_volume_flag(target).map_err(invalid)?;
+        if !requests.iter().any(|r| r.target == request.target) {
+            requests.push(request);
+        }
+    }
+    let mut network_aliases = Vec::new();
+    for (network, endpoint) in &body.networking_config.endpoints_config {
+        if host.network_mode.is_empty() || *network == host.network_mode {
+            network_aliases.extend(endpoint.aliases.iter().cloned());
+        }
+    }
+    let some = |s: String| (!s.is_empty()).then_some(s);
+    Ok(CreateOptions {
+        image: body.image,
+        name: name
+            .map(|n| n.trim_start_matches('/').to_string())
+            .filter(|n| !n.is_empty()),
+        cmd: body.cmd.map(StrSlice::into_vec).unwrap_or_default(),
+        entrypoint: body.entrypoint.map(StrSlice::into_vec),
+        env: body.env,
+        workdir: some(body.working_dir),
+        user: some(body.user),
+        hostname: some(body.hostname),
+        tty: body.tty,
+        interactive: body.open_stdin,
+        stdin_once: body.stdin_once,
+        labels: body.labels.into_iter().collect(),
+        stop_signal: some(body.stop_signal),
+        stop_timeout: body.stop_timeout,
+        attach: body.attach_stdin || body.attach_stdout || body.attach_stderr,
+        mounts: requests,
+        volumes_from: host.volumes_from.clone(),
+        expose: body.exposed_ports.into_keys().collect(),
+        network_aliases,
+        host,
+    })
+}
+
+/// `POST /containers/create?name=`.
+pub async fn create(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError> {
+    let body: Value = call.json().await?;
+    let opts = create_options(body, call.param("name"))?;
+    let rec = api.engine(move |engine| Ok(engine.create(&opts)?)).await?;
+    json(
+        StatusCode::CREATED,
+        &json!({ "Id": rec.id, "Warnings": [] }),
+    )
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+/// `POST /containers/{id}/{action}`.
+pub async fn action(
+    api: Arc<Api>,
+    call: Call,
+    id: String,
+    action: &str,
+) -> Result<Response<Body>, ApiError> {
+    match action {
+        "start" => start(&api, id).await,
+        "stop" => stop(&api, &call, id, false).await,
+        "restart" => stop(&api, &call, id, true).await,
+        "kill" => kill(&api, &call, id).await,
+        "wait" => wait(api, &call, id).await,
+        "attach" => attach(api, call, id).await,
+        "resize" => resize(&api, &call, id).await,
+        _ => Err(ApiError::not_found("page not found")),
+    }
+}
+
+fn spawn_error(e: monitor::SpawnError) -> ApiError {
+    // 126/127: the command cannot run; the docker CLI reads the status from the message.
+    let status = if e.status == 125 {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    ApiError::new(status, e.message)
+}
+
+/// `POST /containers/{id}/start`: under a monitor of its own, with the attach clients
+/// parked for it connected before it runs.
+async fn start(api: &Arc<Api>, id: String) -> Result<Response<Body>, ApiError> {
+    let rec = api
+        .engine({
+            let id = id.clone();
+            move |engine| Ok(engine.container(&id)?)
+        })
+        .await?;
+    if is_active(&rec.state) {
+        return no_content(StatusCode::NOT_MODIFIED);
+    }
+    spawn(api, rec.id).await?;
+    no_content(StatusCode::NO_CONTENT)
+}
+
+/// Starts `id` under a new monitor, handing the monitor's connections to the parked attach
+/// clients (or to an observer of its end).
+async fn spawn(api: &Arc<Api>, id: String) -> Result<(), ApiError> {
+    let mut parked = api.streams.take_parked(&id).into_iter();
+    let first = parked.next();
+    let request = first
+        .as_ref()
+        .map_or_else(AttachRequest::default, |p| p.request.clone());
+    let spawned = api
+        .engine({
+            let id = id.clone();
+            move |engine| {
+                let dir = engine.container_dir(&id);
+                monitor::spawn(engine, &id, Some(&request))
+                    .map(|(_, conn)| (conn, dir))
+                    .map_err(spawn_error)
+            }
+        })
+        .await;
+    let (conn, dir) = spawned?;
+    if let Some(conn) = conn {
+        match first {
+            Some(p) => {
+                if let Err(conn) = p.deliver.send(conn) {
+                    api.streams.observe(conn, &id);
+                }
+            }
+            None => api.streams.observe(conn, &id),
+        }
+    }
+    for p in parked {
+        if let Ok(conn) = streams::connect(&dir, &p.request) {
+            let _ = p.deliver.send(conn);
+        }
+    }
+    Ok(())
+}
+
+/// `t` (seconds before SIGKILL) and `signal` of `stop` and `restart`.
+fn stop_params(call: &Call) -> Result<(Option<i64>, Option<rustix::process::Signal>), ApiError> {
+    let timeout = call
+        .param("t")
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid value for t: {t}")))
+        })
+        .transpose()?;
+    let signal = call
+        .param("signal")
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_signal(s).map_err(ApiError::bad_request))
+        .transpose()?;
+    Ok((timeout, signal))
+}
+
+/// `POST /containers/{id}/stop` and `/restart`.
+async fn stop(
+    api: &Arc<Api>,
+    call: &Call,
+    id: String,
+    restart: bool,
+) -> Result<Response<Body>, ApiError> {
+    let (timeout, signal) = stop_params(call)?;
+    let rec = api
+        .engine(move |engine| {
+            let rec = engine.container(&id)?;
+            if !is_active(&rec.state) {
+                return Ok((rec, false));
+            }
+            Ok((engine.stop(&rec.id, timeout, signal)?, true))
+        })
+        .await?;
+    let (rec, stopped) = rec;
+    if restart {
+        spawn(api, rec.id).await?;
+    } else if !stopped {
+        return no_content(StatusCode::NOT_MODIFIED);
+    }
+    no_content(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/kill?signal=`.
+async fn kill(api: &Arc<Api>, call: &Call, id: String) -> Result<Response<Body>, ApiError> {
+    let signal = match call.param("signal").filter(|s| !s.is_empty()) {
+        Some(s) => parse_signal(s).map_err(ApiError::bad_request)?,
+        None => rustix::process::Signal::KILL,
+    };
+    api.engine(move |engine| match engine.kill(&id, signal) {
+        Ok(_) => Ok(()),
+        Err(EngineError::NotRunning(id)) => Err(ApiError::conflict(format!(
+            "Cannot kill container: {id}: container {id} is not running"
+        ))),
+        Err(e) => Err(e.into()),
+    })
+    .await?;
+    no_content(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /containers/{id}?force=&v=`.
+pub async fn remove(api: &Api, call: &Call, id: String) -> Result<Response<Body>, ApiError> {
+    let (force, volumes) = (call.flag("force"), call.flag("v"));
+    api.engine(move |engine| Ok(engine.remove_with_volumes(&id, force, volumes)?))
+        .await?;
+    no_content(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/resize?h=&w=`.
+async fn resize(api: &Arc<Api>, call: &Call, id: String) -> Result<Response<Body>, ApiError> {
+    let size = |key: &str| -> Result<u16, ApiError> {
+        call.param(key)
+            .unwrap_or("")
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid {key}")))
+    };
+    let (rows, cols) = (size("h")?, size("w")?);
+    api.engine(move |engine| {
+        let rec = engine.container(&id)?;
+        if !rec.state.running {
+            return Err(ApiError::conflict(format!(
+                "Container {} is not running",
+                rec.id
+            )));
+        }
+        let request = AttachRequest {
+            resize: Some((rows, cols)),
+            ..Default::default()
+        };
+        streams::connect(&engine.container_dir(&rec.id), &request)
+            .map(drop)
+            .map_err(|e| ApiError::internal(format!("resize: {e}")))
+    })
+    .await?;
+    no_content(StatusCode::OK)
+}
+
+// ---------------------------------------------------------------- wait
+
+/// How often `wait` reads the record of a container whose end it would not hear.
+const POLL: Duration = Duration::from_millis(100);
+/// ... and of one whose end it will hear.
+const POLL_HEARD: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Condition {
+    NotRunning,
+    NextExit,
+    Removed,
+}
+
+/// `POST /containers/{id}/wait?condition=`: the head at once (Docker's clients start the
+/// container after sending this), the code when the condition holds.
+async fn wait(api: Arc<Api>, call: &Call, id: String) -> Result<Response<Body>, ApiError> {
+    let condition = match call.param("condition").unwrap_or("") {
+        "" | "not-running" => Condition::NotRunning,
+        "next-exit" => Condition::NextExit,
+        "removed" => Condition::Removed,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "invalid condition: \"{other}\""
+            )));
+        }
+    };
+    let rec = api.engine(move |engine| Ok(engine.container(&id)?)).await?;
+    let baseline = api.streams.exits(&rec.id).0;
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        if let Some(code) = wait_for(&api, rec, condition, baseline, &tx).await {
+            let _ = tx.send(json_line(&json!({ "StatusCode": code }))).await;
+        }
+    });
+    Ok(with_body(StatusCode::OK, "application/json", body))
+}
+
+/// Polls the record (and hears the exits this server's streams see) until `condition`
+/// holds; `None` when the client went away.
+async fn wait_for(
+    api: &Arc<Api>,
+    first: ContainerRecord,
+    condition: Condition,
+    baseline: u64,
+    client: &tokio::sync::mpsc::Sender<Bytes>,
+) -> Option<i32> {
+    let id = first.id.clone();
+    if condition == Condition::NotRunning && !is_active(&first.state) {
+        return Some(first.state.exit_code);
+    }
+    let mut exited: Option<i32> = None;
+    let mut last_code = first.state.exit_code;
+    let mut pause = POLL;
+    loop {
+        if client.is_closed() {
+            return None;
+        }
+        // Registered before the checks, so an end recorded during them still wakes this.
+        let woken = api.streams.exited.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let (seen, code) = api.streams.exits(&id);
+        if seen > baseline && exited.is_none() {
+            exited = code;
+        }
+        if let Some(code) = exited
+            && condition != Condition::Removed
+        {
+            return Some(code);
+        }
+        let looked = api
+            .engine({
+                let id = id.clone();
+                move |engine| match engine.container(&id) {
+                    Ok(rec) => Ok(Some((rec, engine.container_dir(&id)))),
+                    Err(EngineError::NoSuchContainer(_)) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await;
+        match looked {
+            Ok(None) => return Some(exited.unwrap_or(last_code)),
+            Ok(Some((rec, dir))) => {
+                last_code = rec.state.exit_code;
+                // An end this server hears wakes it; the record is read now and then anyway.
+                pause = if rec.state.running && api.streams.observe_running(&dir, &id) {
+                    POLL_HEARD
+                } else {
+                    POLL
+                };
+                if exited.is_none()
+                    && !is_active(&rec.state)
+                    && rec.state.finished_at != first.state.finished_at
+                {
+                    // Ended unseen by this server (started by the CLI, say).
+                    exited = Some(rec.state.exit_code);
+                    continue;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("wait for {id}: {}", e.message);
+            }
+        }
+        let _ = tokio::time::timeout(pause, woken).await;
+    }
+}
+
+// ---------------------------------------------------------------- attach
+
+/// `POST /containers/{id}/attach?stream=1&stdin=&stdout=&stderr=`, hijacked: Docker's
+/// clients ask for `Upgrade: tcp` and get `101` and the raw connection. A container that
+/// does not run yet is attached when it starts (`docker run` attaches, then starts).
+async fn attach(api: Arc<Api>, mut call: Call, id: String) -> Result<Response<Body>, ApiError> {
+    let (rec, dir) = api
+        .engine(move |engine| {
+            let rec = engine.container(&id)?;
+            let dir = engine.container_dir(&rec.id);
+            Ok((rec, dir))
+        })
+        .await?;
+    let request = AttachRequest {
+        stdin: call.flag("stdin"),
+        stdout: call.flag("stdout"),
+        stderr: call.flag("stderr"),
+        close_stdin: rec.config.stdin_once,
+        resize: None,
+    };
+    let on_upgrade = call
+        .upgrade()
+        .ok_or_else(|| ApiError::bad_request("attach needs a connection upgrade (Upgrade: tcp)"))?;
+    let tty = rec.config.tty;
+    // Parked before the answer goes out, so a start that follows it at once finds it.
+    let parked = (!rec.state.running).then(|| api.streams.park(&rec.id, request.clone()));
+    let stdin = request.stdin;
+    let id = rec.id.clone();
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let conn = match parked {
+            Some(receiver) => match receiver.await {
+                Ok(conn) => conn,
+                Err(_) => return,
+            },
+            None => {
+                let connected =
+                    tokio::task::spawn_blocking(move || streams::connect(&dir, &request)).await;
+                match connected {
+                    Ok(Ok(conn)) => conn,
+                    _ => return,
+                }
+            }
+        };
+        streams::relay(api.streams.clone(), id, tty, upgraded, conn, stdin).await;
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONTENT_TYPE, stream_content_type(tty))
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "tcp")
+        .body(crate::http::empty())
+        .expect("valid response"))
+}
+
+// ---------------------------------------------------------------- logs
+
+/// `GET /containers/{id}/logs`: the json-file log as Docker's multiplexed stream (raw for
+/// a TTY container), following it with `follow=1`.
+pub async fn logs(api: &Api, call: &Call, id: String) -> Result<Response<Body>, ApiError> {
+    let (stdout, stderr) = (call.flag("stdout"), call.flag("stderr"));
+    if !stdout && !stderr {
+        return Err(ApiError::bad_request(
+            "Bad parameters: you must choose at least one stream",
+        ));
+    }
+    let nonzero = |v: Option<&str>| v.filter(|v| !v.is_empty() && *v != "0").map(str::to_string);
+    let since = nonzero(call.param("since"));
+    let until = nonzero(call.param("until"));
+    let opts = ReadOptions::from_docker(
+        call.param("tail").unwrap_or("all"),
+        since.as_deref(),
+        until.as_deref(),
+        jiff::Timestamp::now(),
+    )
+    .map_err(ApiError::bad_request)?;
+    let (follow, timestamps) = (call.flag("follow"), call.flag("timestamps"));
+    let rec = api.engine(move |engine| Ok(engine.container(&id)?)).await?;
+    // Refused before the answer begins (`read_log` would say it in the stream).
+    log_readable(&rec).map_err(ApiError::bad_request)?;
+    let tty = rec.config.tty;
+    let (tx, body) = channel_body();
+    let root = api.root.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut emit = |entry: &logfile::LogEntry| -> io::Result<()> {
+            let wanted = match entry.stream {
+                Stream::Stdout => stdout,
+                Stream::Stderr => stderr,
+            };
+            if !wanted {
+                return Ok(());
+            }
+            let line = entry.shown(timestamps);
+            let out = if tty {
+                line
+            } else {
+                let kind = match entry.stream {
+                    Stream::Stdout => FRAME_STDOUT,
+                    Stream::Stderr => FRAME_STDERR,
+                };
+                let mut framed = Vec::with_capacity(line.len() + 8);
+                monitor::write_frame(&mut framed, kind, &line)?;
+                framed
+            };
+            tx.blocking_send(Bytes::from(out))
+                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+        };
+        let result = match berth_engine::Engine::open(&root) {
+            Ok(mut engine) => engine.read_log(&rec, &opts, follow, &mut emit),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        };
+        if let Err(e) = result
+            && e.kind() != io::ErrorKind::BrokenPipe
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!("logs of {}: {e}", rec.id);
+        }
+    });
+    Ok(with_body(StatusCode::OK, stream_content_type(tty), body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_bodies_read_as_docker_clients_send_them() {
+        let body = json!({
+            "Image": "busybox",
+            "Cmd": "echo hi",
+            "Entrypoint": null,
+            "Env": null,
+            "Volumes": { "/data": {}, "/bound": {} },
+            "HostConfig": {
+                "NetworkMode": "default",
+                "LogConfig": { "Type": "", "Config": null },
+                "PortBindings": { "80": [{ "HostIp": "", "HostPort": "8080" }] },
+                "Binds": ["/srv/a:/bound:ro"],
+                "Mounts": [{
+                    "Type": "bind",
+                    "Source": "/srv/with,comma",
+                    "Target": "/in,side",
+                    "ReadOnly": true,
+                }],
+                "Init": null,
+            },
+            "NetworkingConfig": { "EndpointsConfig": { "default": { "Aliases": null } } },
+        });
+        let opts = create_options(body, Some("/web")).unwrap();
+        assert_eq!(opts.name.as_deref(), Some("web"));
+        assert_eq!(opts.cmd, ["echo hi"]);
+        assert_eq!(opts.entrypoint, None);
+        assert_eq!(opts.host.network_mode, "");
+        assert_eq!(opts.host.log_config.kind, "json-file");
+        assert!(opts.host.port_bindings.contains_key("80/tcp"));
+        let targets: Vec<&str> = opts.mounts.iter().map(|m| m.target.as_str()).collect();
+        // The bind's target is not mounted again as an anonymous volume.
+        assert_eq!(targets, ["/bound", "/in,side", "/data"]);
+        assert_eq!(opts.mounts[1].source.as_deref(), Some("/srv/with,comma"));
+        assert!(opts.mounts[1].read_only);
+        let e = create_options(json!({ "Image": "" }), None).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+}

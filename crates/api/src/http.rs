@@ -1,0 +1,313 @@
+//! Requests in, responses out: the `/vX.Y` prefix and version checks, routing by method and
+//! path segments, Docker's headers, JSON and streamed bodies.
+
+use std::{collections::HashMap, convert::Infallible, path::PathBuf, sync::Arc};
+
+use berth_engine::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Frame, Incoming},
+    header::{self, HeaderValue},
+};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::{ApiError, MAX_VERSION, MIN_VERSION, containers, images, streams::Streams, system};
+
+/// A response body: whole, or streamed.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// What every request shares.
+pub struct Api {
+    /// The state root.
+    pub root: PathBuf,
+    /// Attach clients waiting for starts, and the ends of containers.
+    pub streams: Arc<Streams>,
+}
+
+impl Api {
+    pub(crate) fn new(root: PathBuf) -> Api {
+        Api {
+            root,
+            streams: Arc::default(),
+        }
+    }
+
+    /// Runs engine work on a blocking thread with an engine of its own (rusqlite connections
+    /// are not shared between threads).
+    pub async fn engine<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut engine = Engine::open(&root)?;
+            f(&mut engine)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("engine task: {e}")))?
+    }
+}
+
+/// One request, parsed enough to route.
+pub struct Call {
+    /// Method, URI, headers and extensions (where a connection upgrade waits).
+    pub parts: hyper::http::request::Parts,
+    /// The body, until read.
+    body: Option<Incoming>,
+    /// The API version it asked for (the newest when it named none).
+    pub version: (u32, u32),
+    /// The path after the version, split at `/` (percent-decoded).
+    pub segments: Vec<String>,
+    /// The query, decoded; a key given twice keeps the last value.
+    pub query: HashMap<String, String>,
+}
+
+impl Call {
+    /// A query value.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query.get(key).map(String::as_str)
+    }
+
+    /// A boolean query value as Docker reads them (`1`, `true`, `True`; absent, `0`,
+    /// `false` and empty are false).
+    pub fn flag(&self, key: &str) -> bool {
+        matches!(
+            self.param(key).map(str::to_ascii_lowercase).as_deref(),
+            Some("1" | "true")
+        )
+    }
+
+    /// Reads the body as JSON; an empty body reads as `null`.
+    pub async fn json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, ApiError> {
+        let bytes = self.body_bytes().await?;
+        let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+            &b"null"[..]
+        } else {
+            &bytes[..]
+        };
+        serde_json::from_slice(text)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+    }
+
+    /// Reads the whole body (empty the second time).
+    pub async fn body_bytes(&mut self) -> Result<Bytes, ApiError> {
+        let Some(body) = self.body.take() else {
+            return Ok(Bytes::new());
+        };
+        body.collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
+    }
+
+    /// The connection, once the answer (101) has gone out, when the client asked for an
+    /// upgrade (attach, exec start).
+    pub fn upgrade(&mut self) -> Option<hyper::upgrade::OnUpgrade> {
+        let asked = self
+            .parts
+            .headers
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"tcp"));
+        if !asked {
+            return None;
+        }
+        self.parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    }
+}
+
+/// Serves one request.
+pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> {
+    let head_only = req.method() == Method::HEAD;
+    let mut response = match parse(req) {
+        Ok(call) => route(api, call).await.unwrap_or_else(error),
+        Err(e) => error(e),
+    };
+    let headers = response.headers_mut();
+    let version = format!("{}.{}", MAX_VERSION.0, MAX_VERSION.1);
+    headers.insert(
+        "Api-Version",
+        HeaderValue::from_str(&version).expect("ascii"),
+    );
+    headers.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    headers.insert("Ostype", HeaderValue::from_static("linux"));
+    headers.insert(
+        header::SERVER,
+        HeaderValue::from_static(concat!("berth/", env!("CARGO_PKG_VERSION"), " (linux)")),
+    );
+    if head_only {
+        *response.body_mut() = empty();
+    }
+    response
+}
+
+fn parse(req: Request<Incoming>) -> Result<Call, ApiError> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let mut rest = path.trim_start_matches('/');
+    let mut version = MAX_VERSION;
+    if let Some(after) = rest.strip_prefix('v')
+        && let Some((v, tail)) = after.split_once('/').or(Some((after, "")))
+        && let Some(parsed) = parse_version(v)
+    {
+        if parsed < MIN_VERSION {
+            return Err(ApiError::bad_request(format!(
+                "client version {v} is too old. Minimum supported API version is {}.{}, please upgrade your client to a newer version",
+                MIN_VERSION.0, MIN_VERSION.1
+            )));
+        }
+        if parsed > MAX_VERSION {
+            return Err(ApiError::bad_request(format!(
+                "client version {v} is too new. Maximum supported API version is {}.{}",
+                MAX_VERSION.0, MAX_VERSION.1
+            )));
+        }
+        version = parsed;
+        rest = tail;
+    }
+    let segments = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let query = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    Ok(Call {
+        parts,
+        body: Some(body),
+        version,
+        segments,
+        query,
+    })
+}
+
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let (major, minor) = v.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+fn percent_decode(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+async fn route(api: Arc<Api>, call: Call) -> Result<Response<Body>, ApiError> {
+    let method = call.parts.method.clone();
+    let segs: Vec<&str> = call.segments.iter().map(String::as_str).collect();
+    match (&method, segs.as_slice()) {
+        (&Method::GET | &Method::HEAD, ["_ping"]) => system::ping(),
+        (&Method::GET, ["version"]) => system::version().await,
+        (&Method::GET, ["info"]) => system::info(&api).await,
+
+        (&Method::GET, ["containers", "json"]) => containers::list(&api, &call).await,
+        (&Method::POST, ["containers", "create"]) => containers::create(&api, call).await,
+        (&Method::GET, ["containers", id, "json"]) => {
+            let id = id.to_string();
+            containers::inspect(&api, id).await
+        }
+        (&Method::POST, ["containers", id, action]) => {
+            let (id, action) = (id.to_string(), action.to_string());
+            containers::action(api, call, id, &action).await
+        }
+        (&Method::GET, ["containers", id, "logs"]) => {
+            let id = id.to_string();
+            containers::logs(&api, &call, id).await
+        }
+        (&Method::DELETE, ["containers", id]) => {
+            let id = id.to_string();
+            containers::remove(&api, &call, id).await
+        }
+
+        (&Method::GET, ["images", "json"]) => images::list(&api, &call).await,
+        (&Method::POST, ["images", "create"]) => images::create(&api, &call).await,
+        // Image names have slashes: `/images/127.0.0.1:5000/team/base:1/json`.
+        (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
+            images::inspect(&api, name.join("/")).await
+        }
+        _ => Err(ApiError::not_found("page not found")),
+    }
+}
+
+/// A JSON value and a newline, as Docker writes answers and each message of a stream.
+pub fn json_line(value: &impl Serialize) -> Bytes {
+    let mut bytes = serde_json::to_vec(value).expect("JSON values serialize");
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+/// A JSON answer.
+pub fn json(status: StatusCode, value: &impl Serialize) -> Result<Response<Body>, ApiError> {
+    Ok(with_body(
+        status,
+        "application/json",
+        full(json_line(value)),
+    ))
+}
+
+/// An answer of `content_type` (a streamed body's head goes out at once).
+pub fn with_body(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .expect("valid response")
+}
+
+/// Docker's media type of a container's output: raw bytes from a TTY, else stdout and
+/// stderr multiplexed in 8-byte-header frames.
+pub fn stream_content_type(tty: bool) -> &'static str {
+    if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    }
+}
+
+/// An answer with no body.
+pub fn no_content(status: StatusCode) -> Result<Response<Body>, ApiError> {
+    Ok(Response::builder()
+        .status(status)
+        .body(empty())
+        .expect("valid response"))
+}
+
+/// Docker's error answer.
+pub fn error(e: ApiError) -> Response<Body> {
+    let body = full(json_line(&serde_json::json!({ "message": e.message })));
+    with_body(e.status, "application/json", body)
+}
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+/// No body.
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// A body fed by a channel: the answer's head goes out at once, and its body as the sender
+/// writes (the sender sees the client go away as a closed channel).
+pub fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    (tx, ChannelBody(rx).boxed())
+}
+
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}

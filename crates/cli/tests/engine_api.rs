@@ -1,0 +1,322 @@
+//! `berth serve` driven by clients we did not write: the docker CLI on this machine (28.x)
+//! over the Engine API socket, and raw HTTP for what the CLI hides (status codes, error
+//! bodies, version negotiation).
+
+mod common;
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::{api::ApiServer, eventually, host::Host, json};
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_negotiation_and_error_bodies() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    assert_eq!(
+        api.docker_ok(&[
+            "version",
+            "--format",
+            "{{.Server.APIVersion}} {{.Server.MinAPIVersion}}"
+        ])
+        .trim(),
+        "1.50 1.41"
+    );
+    let (status, body) = api.http("GET", "/_ping", None);
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    let (status, body) = api.http("HEAD", "/v1.45/_ping", None);
+    assert_eq!((status, body.as_str()), (200, ""));
+    let (status, body) = api.http("GET", "/v1.40/version", None);
+    assert_eq!(status, 400);
+    assert!(
+        json(&body)["message"].as_str().unwrap().contains("too old"),
+        "{body}"
+    );
+    let (status, body) = api.http("GET", "/v1.51/version", None);
+    assert_eq!(status, 400);
+    assert!(
+        json(&body)["message"].as_str().unwrap().contains("too new"),
+        "{body}"
+    );
+    let (status, body) = api.http("GET", "/v1.50/nothing/here", None);
+    assert_eq!(
+        (status, json(&body)["message"].as_str()),
+        (404, Some("page not found"))
+    );
+    let (status, body) = api.http("GET", "/v1.50/containers/nope/json", None);
+    assert_eq!(
+        (status, json(&body)["message"].as_str()),
+        (404, Some("No such container: nope"))
+    );
+    let (status, body) = api.http("POST", "/v1.50/containers/create", Some("{not json"));
+    assert_eq!(status, 400, "{body}");
+    let info = json(&api.http("GET", "/info", None).1);
+    assert_eq!(info["Images"], 1);
+    assert_eq!(info["OSType"], "linux");
+}
+
+#[test]
+fn docker_run_rm_passes_output_and_exit_codes() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    let out = api.docker(&["run", "--rm", "busybox", "echo", "hi"]);
+    assert_eq!(text(&out).0, "hi\n", "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(0));
+    let out = api.docker(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out), ("out\n".to_string(), "err\n".to_string()));
+    // Docker's CLI takes 127 from the daemon's message, as it does with dockerd.
+    let out = api.docker(&["run", "--rm", "busybox", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("executable file not found"),
+        "{:?}",
+        text(&out)
+    );
+    // --rm left nothing, also for the container that could not start.
+    eventually(10, "the --rm containers are removed", || {
+        host.berth.ok(&["ps", "-aq"]).trim().is_empty()
+    });
+    // Piped input reaches the container and its end closes the container's stdin.
+    let out = api.docker_stdin(
+        &["run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo done"],
+        b"piped\n",
+    );
+    assert_eq!(text(&out).0, "piped\ndone\n", "{:?}", text(&out));
+}
+
+#[test]
+fn docker_run_detached_ps_logs_stop_rm() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    let id = api
+        .docker_ok(&[
+            "run", "-d", "--name", "web", "--label", "role=test", "busybox", "sh", "-c",
+            "echo started; echo warn >&2; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    // The docker CLI's ps, berth's ps and the record agree.
+    let ps = api.docker_ok(&[
+        "ps",
+        "--format",
+        "{{.ID}} {{.Names}} {{.Image}} {{.Status}} {{.Labels}}",
+    ]);
+    assert!(
+        ps.starts_with(&format!("{} web busybox Up ", &id[..12])),
+        "{ps}"
+    );
+    assert!(ps.trim_end().ends_with("role=test"), "{ps}");
+    assert_eq!(
+        api.docker_ok(&["ps", "-q", "--filter", "label=role=test"])
+            .trim(),
+        &id[..12]
+    );
+    assert!(
+        api.docker_ok(&["ps", "-q", "--filter", "label=role=other"])
+            .is_empty()
+    );
+    assert_eq!(host.berth.ok(&["ps", "-q"]).trim(), &id[..12]);
+    assert_eq!(
+        api.docker_ok(&[
+            "inspect",
+            "--format",
+            "{{.Name}} {{.State.Status}} {{.Config.Labels.role}}",
+            "web"
+        ])
+        .trim(),
+        "/web running test"
+    );
+    eventually(10, "the container's output is logged", || {
+        api.docker_ok(&["logs", "web"]).contains("started")
+    });
+    let out = api.docker(&["logs", "web"]);
+    assert_eq!(text(&out), ("started\n".to_string(), "warn\n".to_string()));
+    // logs -f follows until the container ends (stop sends TERM, the trap says bye).
+    let follow = api
+        .docker_command()
+        .args(["logs", "-f", "web"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker logs -f");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(api.docker_ok(&["stop", "web"]).trim(), "web");
+    let followed = follow.wait_with_output().expect("logs -f ends");
+    assert_eq!(String::from_utf8_lossy(&followed.stdout), "started\nbye\n");
+    let ps = api.docker_ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.starts_with("web Exited (0) "), "{ps}");
+    assert!(api.docker_ok(&["ps", "-q"]).is_empty());
+    // stop of a stopped container is no error (304), kill of one is.
+    assert_eq!(api.docker_ok(&["stop", "web"]).trim(), "web");
+    let out = api.docker(&["kill", "web"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("is not running"), "{:?}", text(&out));
+    // restart runs it again, rm -f removes it running.
+    api.docker_ok(&["restart", "web"]);
+    assert!(
+        api.docker_ok(&["ps", "--format", "{{.Status}}"])
+            .starts_with("Up ")
+    );
+    let out = api.docker(&["rm", "web"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("container is running"),
+        "{:?}",
+        text(&out)
+    );
+    assert_eq!(api.docker_ok(&["rm", "-f", "web"]).trim(), "web");
+    assert!(host.berth.ok(&["ps", "-aq"]).trim().is_empty());
+}
+
+#[test]
+fn docker_run_with_a_tty() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    common::require_tool("script");
+    // script(1) gives docker a terminal: -it is raw, through the container's pty.
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            "docker run -it --rm busybox sh -c 'tty; exit 5'",
+            "/dev/null",
+        ])
+        .env("DOCKER_HOST", format!("unix://{}", api.socket.display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{shown}");
+    assert!(shown.contains("/dev/pts/0"), "{shown}");
+}
+
+#[test]
+fn docker_run_with_a_port_and_a_volume() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    common::require_tool("curl");
+    let www = host.berth.dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "served by busybox\n").unwrap();
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let id = api
+        .docker_ok(&[
+            "run",
+            "-d",
+            "-p",
+            &format!("127.0.0.1:{port}:80"),
+            "-v",
+            &format!("{}:/www:ro", www.display()),
+            "-v",
+            "data:/data",
+            "busybox",
+            "sh",
+            "-c",
+            "echo kept > /data/file; httpd -f -h /www",
+        ])
+        .trim()
+        .to_string();
+    let ports = api.docker_ok(&["port", &id]);
+    assert_eq!(ports.trim(), format!("80/tcp -> 127.0.0.1:{port}"));
+    let mut body = String::new();
+    eventually(10, "httpd answers on the published port", || {
+        let out = Command::new("curl")
+            .args(["-s", "--noproxy", "*", &format!("http://127.0.0.1:{port}/")])
+            .output()
+            .unwrap();
+        body = String::from_utf8_lossy(&out.stdout).into_owned();
+        body == "served by busybox\n"
+    });
+    api.docker_ok(&["rm", "-f", &id]);
+    // The named volume outlives the container.
+    let out = api.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data",
+        "busybox",
+        "cat",
+        "/data/file",
+    ]);
+    assert_eq!(text(&out).0, "kept\n", "{:?}", text(&out));
+    assert!(host.berth.ok(&["volume", "ls", "-q"]).contains("data"));
+}
+
+#[test]
+fn docker_images_and_inspect_match_berth() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    let format = "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}";
+    assert_eq!(
+        api.docker_ok(&["images", "--format", format]),
+        host.berth.ok(&["images", "--format", format])
+    );
+    let format = "{{.Id}} {{.Os}} {{json .Config.Cmd}} {{.RepoTags}}";
+    assert_eq!(
+        api.docker_ok(&["image", "inspect", "--format", format, "busybox"]),
+        host.berth
+            .ok(&["image", "inspect", "--format", format, "busybox"])
+    );
+    // Daemon-side checks answer the docker CLI as dockerd's do.
+    let out = api.docker(&["run", "--rm", "-m", "4m", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out).1.contains("Minimum memory limit allowed is 6MB"),
+        "{:?}",
+        text(&out)
+    );
+    let out = api.docker(&["inspect", "no-such-thing"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn docker_pulls_from_a_local_registry() {
+    let registry = common::registry_server::BerthRegistry::start();
+    let source = Host::new();
+    let image = registry.image("tools/busybox:1");
+    source.berth.ok(&["tag", "busybox", &image]);
+    source.berth.ok(&["push", &image]);
+
+    let empty = common::Berth::new();
+    let api = ApiServer::start(&empty);
+    let out = api.docker(&["pull", &image]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("1: Pulling from tools/busybox"), "{stdout}");
+    assert!(stdout.contains("Pull complete"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Status: Downloaded newer image for {image}")),
+        "{stdout}"
+    );
+    assert_eq!(empty.image_id(&image), source.berth.image_id("busybox"));
+    // Pulled again: up to date.
+    let again = api.docker_ok(&["pull", &image]);
+    assert!(again.contains("Status: Image is up to date"), "{again}");
+    // `docker run` of an image the root lacks pulls it first, through the API.
+    empty.ok(&["rmi", &image]);
+    let out = api.docker(&["run", "--rm", &image, "echo", "pulled and ran"]);
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.ends_with("pulled and ran\n"), "{stdout}{stderr}");
+    assert!(stderr.contains("Unable to find image"), "{stderr}");
+    // A repository the registry lacks: the CLI fails with the registry's error.
+    let out = api.docker(&["pull", &registry.image("tools/nope:1")]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("not found"), "{:?}", text(&out));
+}

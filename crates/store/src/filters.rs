@@ -1,0 +1,160 @@
+//! Docker's list filters (`--filter key=value` on the command line, `filters=` JSON in the
+//! Engine API), validated against the keys a listing accepts. Here, below every listing
+//! (images, containers, volumes, networks), so that the CLI and the API filter alike.
+
+use std::collections::BTreeMap;
+
+/// A filter that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// Not `key=value`.
+    #[error("bad format of filter (expected name=value)")]
+    Format,
+    /// A key the listing does not know.
+    #[error("invalid filter '{0}'")]
+    UnknownKey(String),
+    /// A value the key does not take.
+    #[error("invalid filter '{key}={value}'")]
+    Value {
+        /// The key.
+        key: String,
+        /// What was given.
+        value: String,
+    },
+    /// The API's `filters` parameter is not one of its JSON forms.
+    #[error("invalid filter: {0}")]
+    Json(String),
+}
+
+/// Parsed filters: key -> values (a key may repeat).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Filters(BTreeMap<String, Vec<String>>);
+
+impl Filters {
+    /// Parses `--filter` arguments, refusing keys not in `allowed`, as Docker does.
+    pub fn parse(args: &[String], allowed: &[&str]) -> Result<Filters, FilterError> {
+        let mut filters = Filters::default();
+        for a in args {
+            let (k, v) = a.split_once('=').ok_or(FilterError::Format)?;
+            filters.insert(k.trim(), v.trim(), allowed)?;
+        }
+        Ok(filters)
+    }
+
+    /// Parses the Engine API's `filters` query parameter: `{"key":["value",...]}`, or the
+    /// older `{"key":{"value":true}}` that docker-py and compose still send. Empty is none.
+    pub fn from_json(text: &str, allowed: &[&str]) -> Result<Filters, FilterError> {
+        let mut filters = Filters::default();
+        if text.trim().is_empty() {
+            return Ok(filters);
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| FilterError::Json(e.to_string()))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(FilterError::Json(format!("expected an object, got {text}")));
+        };
+        for (key, values) in map {
+            match values {
+                serde_json::Value::Array(list) => {
+                    for v in list {
+                        let serde_json::Value::String(v) = v else {
+                            return Err(FilterError::Json(format!("{key}: expected strings")));
+                        };
+                        filters.insert(&key, &v, allowed)?;
+                    }
+                }
+                serde_json::Value::Object(set) => {
+                    for (v, on) in set {
+                        if on.as_bool() == Some(true) {
+                            filters.insert(&key, &v, allowed)?;
+                        }
+                    }
+                }
+                _ => return Err(FilterError::Json(format!("{key}: expected a list"))),
+            }
+        }
+        Ok(filters)
+    }
+
+    fn insert(&mut self, key: &str, value: &str, allowed: &[&str]) -> Result<(), FilterError> {
+        let key = key.to_ascii_lowercase();
+        if !allowed.contains(&key.as_str()) {
+            return Err(FilterError::UnknownKey(key));
+        }
+        self.0.entry(key).or_default().push(value.to_string());
+        Ok(())
+    }
+
+    /// The values given for a key.
+    pub fn get(&self, key: &str) -> &[String] {
+        self.0.get(key).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// A boolean filter (`dangling=true`); errors on other values.
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, FilterError> {
+        match self.get(key).last().map(String::as_str) {
+            None => Ok(None),
+            Some("true" | "1") => Ok(Some(true)),
+            Some("false" | "0") => Ok(Some(false)),
+            Some(v) => Err(FilterError::Value {
+                key: key.into(),
+                value: v.into(),
+            }),
+        }
+    }
+
+    /// Whether labels satisfy every `label=` filter and no `label!=` filter (each `key` or
+    /// `key=value`).
+    pub fn labels_match(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        let has = |want: &String| match want.split_once('=') {
+            Some((k, v)) => labels.and_then(|l| l.get(k)).is_some_and(|have| have == v),
+            None => labels.is_some_and(|l| l.contains_key(want)),
+        };
+        self.get("label").iter().all(has) && !self.get("label!").iter().any(has)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_filters_are_refused() {
+        let ok = Filters::parse(&["dangling=true".into()], &["dangling"]).unwrap();
+        assert_eq!(ok.bool("dangling").unwrap(), Some(true));
+        assert_eq!(
+            Filters::parse(&["nope=1".into()], &["dangling"]),
+            Err(FilterError::UnknownKey("nope".into()))
+        );
+        assert_eq!(
+            Filters::parse(&["noequals".into()], &["dangling"]),
+            Err(FilterError::Format)
+        );
+    }
+
+    #[test]
+    fn both_json_forms_parse_alike() {
+        let allowed = ["label", "status"];
+        let list =
+            Filters::from_json(r#"{"label":["a=b","c"],"status":["exited"]}"#, &allowed).unwrap();
+        let set = Filters::from_json(
+            r#"{"label":{"a=b":true,"c":true,"d":false},"status":{"exited":true}}"#,
+            &allowed,
+        )
+        .unwrap();
+        assert_eq!(list, set);
+        assert_eq!(list.get("label"), ["a=b", "c"]);
+        assert_eq!(
+            Filters::from_json("", &allowed).unwrap(),
+            Filters::default()
+        );
+        assert!(matches!(
+            Filters::from_json(r#"{"nope":["x"]}"#, &allowed),
+            Err(FilterError::UnknownKey(_))
+        ));
+        assert!(matches!(
+            Filters::from_json("[1]", &allowed),
+            Err(FilterError::Json(_))
+        ));
+    }
+}
