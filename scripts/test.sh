@@ -9,7 +9,8 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: the tests need root (real mounts, ownership, device nodes)" >&2
     exit 1
 fi
-scripts/install-deps.sh
+# The peers too: tests drive dockerd, podman, crun and runc.
+scripts/install-deps.sh --peers
 
 # What berth's networking leaves on the host (links by the names berth and its tests give
 # them, chains of its nftables table), so that the suite can prove it left nothing behind.

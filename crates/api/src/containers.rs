@@ -138,7 +138,7 @@ impl StrSlice {
 
 /// The body of `POST /containers/create`: `Config` with `HostConfig` and
 /// `NetworkingConfig` beside it. Clients send nulls and leave fields out, so every field
-/// has a default and nulls are dropped before reading ([`strip_nulls`]).
+/// has a default and nulls are dropped before reading ([`Call::lenient_json`]).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 struct CreateBody {
@@ -245,21 +245,7 @@ impl MountSpec {
     }
 }
 
-/// Drops `null` members of objects, at every depth: Go clients send `null` for unset
-/// pointers, slices and maps, which read here as the field's default.
-fn strip_nulls(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|_, v| !v.is_null());
-            map.values_mut().for_each(strip_nulls);
-        }
-        Value::Array(list) => list.iter_mut().for_each(strip_nulls),
-        _ => {}
-    }
-}
-
-fn create_options(mut body: Value, name: Option<&str>) -> Result<CreateOptions, ApiError> {
-    strip_nulls(&mut body);
+fn create_options(body: Value, name: Option<&str>) -> Result<CreateOptions, ApiError> {
     let bad =
         |e: serde_json::Error| ApiError::bad_request(format!("invalid container config: {e}"));
     let body: CreateBody = serde_json::from_value(body).map_err(bad)?;
@@ -347,7 +333,7 @@ fn create_options(mut body: Value, name: Option<&str>) -> Result<CreateOptions, 
 
 /// `POST /containers/create?name=`.
 pub async fn create(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError> {
-    let body: Value = call.json().await?;
+    let body: Value = call.lenient_json().await?;
     let opts = create_options(body, call.param("name"))?;
     let rec = api.engine(move |engine| Ok(engine.create(&opts)?)).await?;
     json(
@@ -693,7 +679,10 @@ async fn attach(api: Arc<Api>, mut call: Call, id: String) -> Result<Response<Bo
                 }
             }
         };
-        streams::relay(api.streams.clone(), id, tty, upgraded, conn, stdin).await;
+        streams::relay(upgraded, conn, tty, stdin, |code| {
+            api.streams.record_exit(&id, code)
+        })
+        .await;
     });
     Ok(Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -797,6 +786,8 @@ mod tests {
             },
             "NetworkingConfig": { "EndpointsConfig": { "default": { "Aliases": null } } },
         });
+        let mut body = body;
+        crate::http::strip_nulls(&mut body);
         let opts = create_options(body, Some("/web")).unwrap();
         assert_eq!(opts.name.as_deref(), Some("web"));
         assert_eq!(opts.cmd, ["echo hi"]);

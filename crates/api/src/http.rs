@@ -14,7 +14,10 @@ use hyper::{
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::{ApiError, MAX_VERSION, MIN_VERSION, containers, images, streams::Streams, system};
+use crate::{
+    ApiError, MAX_VERSION, MIN_VERSION, containers, exec, exec::Execs, images, streams::Streams,
+    system,
+};
 
 /// A response body: whole, or streamed.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -25,6 +28,8 @@ pub struct Api {
     pub root: PathBuf,
     /// Attach clients waiting for starts, and the ends of containers.
     pub streams: Arc<Streams>,
+    /// Exec instances.
+    pub execs: Execs,
 }
 
 impl Api {
@@ -32,6 +37,7 @@ impl Api {
         Api {
             root,
             streams: Arc::default(),
+            execs: Execs::default(),
         }
     }
 
@@ -92,6 +98,18 @@ impl Call {
             .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
     }
 
+    /// Reads a JSON body of a Go client, whose unset pointers, slices and maps are `null`:
+    /// nulls are dropped at every depth, so they read as the field's default.
+    pub async fn lenient_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, ApiError> {
+        let mut value: serde_json::Value = self.json().await?;
+        strip_nulls(&mut value);
+        if value.is_null() {
+            value = serde_json::Value::Object(Default::default());
+        }
+        serde_json::from_value(value)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+    }
+
     /// Reads the whole body (empty the second time).
     pub async fn body_bytes(&mut self) -> Result<Bytes, ApiError> {
         let Some(body) = self.body.take() else {
@@ -115,6 +133,18 @@ impl Call {
             return None;
         }
         self.parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    }
+}
+
+/// Drops `null` members of objects, at every depth.
+pub(crate) fn strip_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(list) => list.iter_mut().for_each(strip_nulls),
+        _ => {}
     }
 }
 
@@ -208,6 +238,22 @@ async fn route(api: Arc<Api>, call: Call) -> Result<Response<Body>, ApiError> {
         (&Method::GET, ["containers", id, "json"]) => {
             let id = id.to_string();
             containers::inspect(&api, id).await
+        }
+        (&Method::POST, ["containers", id, "exec"]) => {
+            let id = id.to_string();
+            exec::create(&api, call, id).await
+        }
+        (&Method::POST, ["exec", id, "start"]) => {
+            let id = id.to_string();
+            exec::start(api.clone(), call, id).await
+        }
+        (&Method::POST, ["exec", id, "resize"]) => {
+            let id = id.to_string();
+            exec::resize(&api, &call, id).await
+        }
+        (&Method::GET, ["exec", id, "json"]) => {
+            let id = id.to_string();
+            exec::inspect(&api, id).await
         }
         (&Method::POST, ["containers", id, action]) => {
             let (id, action) = (id.to_string(), action.to_string());

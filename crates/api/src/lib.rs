@@ -14,6 +14,7 @@
 
 mod containers;
 mod error;
+mod exec;
 mod http;
 mod images;
 mod streams;

@@ -153,14 +153,14 @@ pub fn connect(container_dir: &Path, request: &AttachRequest) -> io::Result<Unix
 /// Relays between a hijacked client and its monitor connection until the container's output
 /// ends: the monitor's frames go to the client as Docker's multiplexed stream (headers
 /// kept: the formats are the same) or, with a TTY, as raw bytes; the client's bytes go to the
-/// container's stdin when it asked for stdin. The exit frame is recorded, not relayed.
+/// container's stdin when it asked for stdin. The exit frame goes to `on_exit`, not to the
+/// client. (An exec's stream is the same: its hub speaks the monitor's frames.)
 pub async fn relay(
-    streams: Arc<Streams>,
-    id: String,
-    tty: bool,
     client: Upgraded,
     monitor: UnixStream,
+    tty: bool,
     stdin: bool,
+    on_exit: impl FnOnce(i32),
 ) {
     let monitor = match monitor
         .set_nonblocking(true)
@@ -168,7 +168,7 @@ pub async fn relay(
     {
         Ok(m) => m,
         Err(e) => {
-            tracing::warn!("attach to {id}: {e}");
+            tracing::warn!("attach: {e}");
             return;
         }
     };
@@ -197,7 +197,7 @@ pub async fn relay(
         }
         if header[0] == FRAME_EXIT {
             if let Ok(frame) = serde_json::from_slice::<ExitFrame>(&payload) {
-                streams.record_exit(&id, frame.exit_code);
+                on_exit(frame.exit_code);
             }
             break;
         }

@@ -320,3 +320,114 @@ fn docker_pulls_from_a_local_registry() {
     assert!(!out.status.success());
     assert!(text(&out).1.contains("not found"), "{:?}", text(&out));
 }
+
+#[test]
+fn docker_exec_output_codes_input_detach_and_tty() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    api.docker_ok(&["run", "-d", "--name", "web", "busybox", "sleep", "1000"]);
+
+    let out = api.docker(&["exec", "web", "sh", "-c", "echo out; echo err >&2; exit 4"]);
+    assert_eq!(text(&out), ("out\n".into(), "err\n".into()));
+    assert_eq!(out.status.code(), Some(4));
+
+    let shown = api.docker_ok(&[
+        "exec",
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000:1000",
+        "web",
+        "sh",
+        "-c",
+        "echo $A $(pwd) $(id -u):$(id -g)",
+    ]);
+    assert_eq!(shown, "1 /tmp 1000:1000\n");
+
+    // Input ends: so does the exec's stdin, and cat.
+    let out = api.docker_stdin(&["exec", "-i", "web", "cat"], b"piped\n");
+    assert_eq!(text(&out).0, "piped\n", "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = api.docker(&["exec", "web", "no-such-command"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(127), "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("no-such-command"),
+        "{stdout}{stderr}"
+    );
+
+    api.docker_ok(&[
+        "exec",
+        "-d",
+        "web",
+        "sh",
+        "-c",
+        "sleep 0.2; echo done > /tmp/marker",
+    ]);
+    eventually(10, "the detached exec's file", || {
+        api.docker(&["exec", "web", "cat", "/tmp/marker"]).stdout == b"done\n"
+    });
+
+    common::require_tool("script");
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            "docker exec -it web sh -c 'tty; stty size; exit 6'",
+            "/dev/null",
+        ])
+        .env("DOCKER_HOST", format!("unix://{}", api.socket.display()))
+        .env("COLUMNS", "91")
+        .env("LINES", "33")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(6), "{shown}");
+    assert!(shown.contains("/dev/pts/"), "{shown}");
+
+    // The instance as the API keeps it, and what it refuses.
+    let (status, body) = api.http(
+        "POST",
+        "/containers/web/exec",
+        Some(r#"{"Cmd":["sh","-c","exit 9"],"AttachStdout":true}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+    let exec_id = json(&body)["Id"].as_str().unwrap().to_string();
+    let (status, body) = api.http(
+        "POST",
+        &format!("/exec/{exec_id}/start"),
+        Some(r#"{"Detach":true}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    eventually(10, "the detached exec's exit code", || {
+        json(&api.http("GET", &format!("/exec/{exec_id}/json"), None).1)["ExitCode"] == 9
+    });
+    let inspect = json(&api.http("GET", &format!("/exec/{exec_id}/json"), None).1);
+    assert_eq!(inspect["Running"], false);
+    assert_eq!(inspect["ProcessConfig"]["entrypoint"], "sh");
+    assert_eq!(
+        inspect["ProcessConfig"]["arguments"],
+        json(r#"["-c","exit 9"]"#)
+    );
+    let (status, body) = api.http(
+        "POST",
+        &format!("/exec/{exec_id}/start"),
+        Some(r#"{"Detach":true}"#),
+    );
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = api.http("GET", "/exec/nope/json", None);
+    assert_eq!(
+        (status, json(&body)["message"].as_str()),
+        (404, Some("No such exec instance: nope"))
+    );
+    let (status, _) = api.http("POST", "/containers/web/exec", Some(r#"{"Cmd":[]}"#));
+    assert_eq!(status, 400);
+
+    api.docker_ok(&["stop", "-t", "1", "web"]);
+    let out = api.docker(&["exec", "web", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("is not running"), "{:?}", text(&out));
+}

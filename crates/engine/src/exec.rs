@@ -148,6 +148,11 @@ impl Session<ExecProcess> {
         })
     }
 
+    /// The process's host pid.
+    pub fn pid(&self) -> i32 {
+        self.process.pid()
+    }
+
     /// Waits for the process to exit and its output to be delivered.
     pub fn wait(mut self) -> Result<Exit, EngineError> {
         let exit = self.process.wait();

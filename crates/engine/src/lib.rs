@@ -1152,7 +1152,8 @@ fn holder(id: &str) -> String {
     format!("container:{id}")
 }
 
-pub(crate) fn new_id() -> Result<String, EngineError> {
+/// A new random 64-hex-digit ID, as Docker gives containers, networks and exec instances.
+pub fn new_id() -> Result<String, EngineError> {
     let mut bytes = [0u8; 32];
     let mut filled = 0;
     while filled < bytes.len() {

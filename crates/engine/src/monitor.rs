@@ -714,22 +714,27 @@ impl Hub {
         state.log = None;
     }
 
-    fn feed_stdin(&self, mut from: UnixStream) {
+    /// Feeds what a client sends to the process's stdin until the client's input ends (then
+    /// closes the stdin with `close_after`: Docker's `StdinOnce`, and every exec).
+    pub fn feed_stdin(&self, mut from: UnixStream, close_after: bool) {
         let mut buf = [0u8; 8192];
         loop {
             let n = match from.read(&mut buf) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             let mut stdin = self.stdin.lock().expect("lock");
             match stdin.as_mut() {
                 Some(w) => {
                     if w.write_all(&buf[..n]).is_err() {
-                        return;
+                        break;
                     }
                 }
-                None => return,
+                None => break,
             }
+        }
+        if close_after {
+            self.close_stdin();
         }
     }
 
@@ -848,10 +853,7 @@ fn serve_client(conn: UnixStream, hub: &Arc<Hub>) {
         {
             let _ = w.write_all(&buffered);
         }
-        hub.feed_stdin(reader.into_inner());
-        if close_stdin {
-            hub.close_stdin();
-        }
+        hub.feed_stdin(reader.into_inner(), close_stdin);
     }
 }
 
