@@ -14,7 +14,6 @@ use std::{
 };
 
 use berth_engine::{
-    EngineError,
     exec::ExecOptions,
     monitor::{self, AttachRequest, FRAME_STDOUT, Hub, Session, Sink},
 };
@@ -295,19 +294,17 @@ fn run(
         }
     }
     let console_size = instance.state.lock().expect("lock").console_size;
-    let session = berth_engine::Engine::open(root)
-        .map_err(EngineError::from)
-        .and_then(|mut engine| {
-            Session::exec(
-                &mut engine,
-                &instance.container_id,
-                &instance.opts,
-                &hub,
-                None,
-                instance.attach.stdin,
-                console_size,
-            )
-        });
+    let session = berth_engine::Engine::open(root).and_then(|mut engine| {
+        Session::exec(
+            &mut engine,
+            &instance.container_id,
+            &instance.opts,
+            &hub,
+            None,
+            instance.attach.stdin,
+            console_size,
+        )
+    });
     let session = match session {
         Ok(session) => session,
         Err(e) => {
