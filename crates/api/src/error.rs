@@ -51,7 +51,9 @@ impl From<EngineError> for ApiError {
             EngineError::NoSuchContainer(_)
             | EngineError::NoSuchNetwork(_)
             | EngineError::NoSuchVolume(_)
-            | EngineError::NoSuchVolumeDriver(_) => StatusCode::NOT_FOUND,
+            | EngineError::NoSuchVolumeDriver(_)
+            | EngineError::NoSuchPath { .. } => StatusCode::NOT_FOUND,
+            EngineError::ReadOnlyRootfs => StatusCode::FORBIDDEN,
             EngineError::NameInUse { .. }
             | EngineError::Running(_)
             | EngineError::NotRunning(_)

@@ -15,8 +15,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
-    ApiError, MAX_VERSION, MIN_VERSION, containers, exec, exec::Execs, images, streams::Streams,
-    system,
+    ApiError, MAX_VERSION, MIN_VERSION, archive, containers, exec, exec::Execs, images,
+    streams::Streams, system,
 };
 
 /// A response body: whole, or streamed.
@@ -119,6 +119,11 @@ impl Call {
             .await
             .map(|b| b.to_bytes())
             .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
+    }
+
+    /// The body, to be read as it comes (`None` once read).
+    pub fn take_body(&mut self) -> Option<Incoming> {
+        self.body.take()
     }
 
     /// The connection, once the answer (101) has gone out, when the client asked for an
@@ -258,6 +263,18 @@ async fn route(api: Arc<Api>, call: Call) -> Result<Response<Body>, ApiError> {
         (&Method::POST, ["containers", id, action]) => {
             let (id, action) = (id.to_string(), action.to_string());
             containers::action(api, call, id, &action).await
+        }
+        (&Method::HEAD, ["containers", id, "archive"]) => {
+            let id = id.to_string();
+            archive::stat(&api, &call, id).await
+        }
+        (&Method::GET, ["containers", id, "archive"]) => {
+            let id = id.to_string();
+            archive::get(&api, &call, id).await
+        }
+        (&Method::PUT, ["containers", id, "archive"]) => {
+            let id = id.to_string();
+            archive::put(&api, call, id).await
         }
         (&Method::GET, ["containers", id, "logs"]) => {
             let id = id.to_string();

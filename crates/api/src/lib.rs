@@ -12,6 +12,7 @@
 // `/info` is one large `json!` document.
 #![recursion_limit = "256"]
 
+mod archive;
 mod containers;
 mod error;
 mod exec;

@@ -431,3 +431,90 @@ fn docker_exec_output_codes_input_detach_and_tty() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).1.contains("is not running"), "{:?}", text(&out));
 }
+
+#[test]
+fn docker_cp_both_ways_running_and_stopped() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    api.docker_ok(&["run", "-d", "--name", "web", "busybox", "sleep", "1000"]);
+    api.docker_ok(&[
+        "exec", "web", "sh", "-c",
+        "mkdir -p /srv /tmp/dir/sub && echo a > /tmp/dir/a.txt && echo b > /tmp/dir/sub/b && ln -s a.txt /tmp/dir/ln",
+    ]);
+    let local = tempfile::tempdir().unwrap();
+    let at = |p: &str| local.path().join(p);
+    let arg = |p: &str| at(p).display().to_string();
+
+    // Out: a file into a directory, a directory's contents under a new name, a directory.
+    api.docker_ok(&["cp", "web:/tmp/dir/a.txt", &arg("")]);
+    assert_eq!(std::fs::read_to_string(at("a.txt")).unwrap(), "a\n");
+    api.docker_ok(&["cp", "web:/tmp/dir/.", &arg("contents")]);
+    assert_eq!(
+        std::fs::read_to_string(at("contents/sub/b")).unwrap(),
+        "b\n"
+    );
+    assert_eq!(
+        std::fs::read_link(at("contents/ln")).unwrap(),
+        std::path::Path::new("a.txt")
+    );
+    api.docker_ok(&["cp", "web:/tmp/dir", &arg("")]);
+    assert_eq!(std::fs::read_to_string(at("dir/a.txt")).unwrap(), "a\n");
+
+    // In: a local directory, and a tar stream on stdin.
+    std::fs::create_dir_all(at("up/deep")).unwrap();
+    std::fs::write(at("up/deep/f"), "uploaded\n").unwrap();
+    api.docker_ok(&["cp", &arg("up"), "web:/tmp/"]);
+    let shown = api.docker_ok(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "cat /tmp/up/deep/f; stat -c %u:%g /tmp/up/deep/f",
+    ]);
+    assert_eq!(shown, "uploaded\n0:0\n");
+    let tar = Command::new("tar")
+        .args(["-C", &arg("up"), "-cf", "-", "deep"])
+        .output()
+        .unwrap()
+        .stdout;
+    let out = api.docker_stdin(&["cp", "-", "web:/srv"], &tar);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        api.docker_ok(&["exec", "web", "cat", "/srv/deep/f"]),
+        "uploaded\n"
+    );
+
+    // Errors as dockerd words them.
+    let out = api.docker(&["cp", "web:/nope", &arg("x")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out)
+            .1
+            .contains("Could not find the file /nope in container web"),
+        "{:?}",
+        text(&out)
+    );
+    let (status, body) = api.http("HEAD", "/containers/web/archive?path=/tmp/dir/ln", None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api.http(
+        "PUT",
+        "/containers/web/archive?path=/tmp/dir/a.txt",
+        Some(""),
+    );
+    assert_eq!(
+        (status, json(&body)["message"].as_str()),
+        (400, Some("extraction point is not a directory"))
+    );
+
+    // A stopped container: in and out through its filesystem.
+    api.docker_ok(&["stop", "-t", "1", "web"]);
+    api.docker_ok(&["cp", &arg("a.txt"), "web:/srv/after-stop.txt"]);
+    api.docker_ok(&["cp", "web:/srv/after-stop.txt", &arg("back.txt")]);
+    assert_eq!(std::fs::read_to_string(at("back.txt")).unwrap(), "a\n");
+    api.docker_ok(&["start", "web"]);
+    assert_eq!(
+        api.docker_ok(&["exec", "web", "cat", "/srv/after-stop.txt"]),
+        "a\n"
+    );
+    api.docker_ok(&["rm", "-f", "web"]);
+}

@@ -124,6 +124,117 @@ impl ContainerFs {
     }
 }
 
+/// What `cp` and the Engine API say of a path in a container (Docker's
+/// `ContainerPathStat`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPathStat {
+    /// Its last component as Docker names it: `.` for `DIR/.`, `/` for the root.
+    pub name: String,
+    /// Type, permissions, size, modification time, and a symlink's text.
+    pub stat: berth_store::PathStat,
+    /// A symlink's target as a path in the container (its text joined to the link's
+    /// directory when relative); empty for anything else.
+    pub link_target: String,
+}
+
+/// A path of a container, open to be written as a tar stream ([`Engine::archive_path`]).
+pub struct PathArchive {
+    fs: ContainerFs,
+    path: PathBuf,
+    name: PathBuf,
+    /// What the path is.
+    pub stat: ContainerPathStat,
+}
+
+impl PathArchive {
+    /// Writes the tar stream; returns its size.
+    pub fn write(&self, out: impl Write) -> Result<u64, EngineError> {
+        let opts = berth_store::PackOptions {
+            name: self.name.clone(),
+            follow_top: false,
+            owner: None,
+        };
+        berth_store::pack_path(self.fs.root(), &self.path, &opts, out)
+            .map(|stats| stats.bytes)
+            .map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+}
+
+fn container_path_stat(
+    fs: &ContainerFs,
+    key: &str,
+    path: &str,
+) -> Result<ContainerPathStat, EngineError> {
+    let stat = berth_store::stat_in_root(fs.root(), Path::new(path), false)
+        .map_err(|e| path_error(e, key, path))?;
+    let absolute = Path::new("/").join(path);
+    let name = archive_name(path);
+    let link_target = match &stat.link_target {
+        Some(text) => {
+            let parent = absolute.parent().unwrap_or(Path::new("/"));
+            lexical_clean(&parent.join(text))
+        }
+        None => String::new(),
+    };
+    Ok(ContainerPathStat {
+        name,
+        stat,
+        link_target,
+    })
+}
+
+/// The name dockerd gives `path` in a stat and as the top entry of its archive: its last
+/// component, `.` for `DIR/.` and `/` for the root.
+pub fn archive_name(path: &str) -> String {
+    if path.ends_with("/.") || path == "." {
+        return ".".to_string();
+    }
+    match Path::new("/").join(path).file_name() {
+        Some(name) => name.to_string_lossy().into_owned(),
+        None => "/".to_string(),
+    }
+}
+
+/// `path` without `.` and `..` components, resolved by its text alone (`..` at the root
+/// stays at the root).
+fn lexical_clean(path: &Path) -> String {
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::Normal(c) => parts.push(c),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    let joined: PathBuf = parts.iter().collect();
+    format!("/{}", joined.display())
+}
+
+/// A path a container's processes may write although its root is read-only: on one of its
+/// writable volumes or bind mounts.
+fn on_writable_mount(rec: &ContainerRecord, path: &str) -> bool {
+    let path = Path::new(path);
+    rec.mounts
+        .iter()
+        .any(|m| m.rw && path.starts_with(&m.destination))
+}
+
+fn path_error(e: std::io::Error, key: &str, path: &str) -> EngineError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        EngineError::NoSuchPath {
+            container: key.to_string(),
+            path: path.to_string(),
+        }
+    } else {
+        EngineError::Io {
+            what: format!("{key}:{path}"),
+            source: e,
+        }
+    }
+}
+
 /// What `commit` takes besides the container.
 #[derive(Debug, Clone, Default)]
 pub struct CommitRequest {
@@ -188,6 +299,59 @@ impl Engine {
             berth_runtime::view::overlay_view(&lower, None)
         };
         view.map_err(|e| io_err(format!("mount the filesystem of container {}", rec.id))(e))
+    }
+
+    /// `cp`'s (and the Engine API's `archive`) stat of `path` in the container, its last
+    /// component not followed.
+    pub fn stat_path(&mut self, key: &str, path: &str) -> Result<ContainerPathStat, EngineError> {
+        let (_rec, fs) = self.open_fs(key, false)?;
+        container_path_stat(&fs, key, path)
+    }
+
+    /// `path` in the container, ready to be written as a tar stream as dockerd's `archive`
+    /// writes it: the top entry named after the path's last component (`.` for `DIR/.`,
+    /// whose entries are then `./NAME`).
+    pub fn archive_path(&mut self, key: &str, path: &str) -> Result<PathArchive, EngineError> {
+        let (_rec, fs) = self.open_fs(key, false)?;
+        let stat = container_path_stat(&fs, key, path)?;
+        Ok(PathArchive {
+            fs,
+            path: PathBuf::from(path),
+            name: PathBuf::from(&stat.name),
+            stat,
+        })
+    }
+
+    /// Extracts the tar stream `tar` into the directory `path` of the container (`cp` into
+    /// a container, the Engine API's `PUT archive`). Entries belong to the container's root
+    /// unless `keep_owners` (`cp -a`); nothing is written outside the container's root.
+    pub fn extract_archive(
+        &mut self,
+        key: &str,
+        path: &str,
+        tar: impl std::io::Read + Send,
+        keep_owners: bool,
+    ) -> Result<(), EngineError> {
+        let (rec, fs) = self.open_fs(key, true)?;
+        let stat = berth_store::stat_in_root(fs.root(), Path::new(path), true)
+            .map_err(|e| path_error(e, key, path))?;
+        if stat.kind != berth_store::PathKind::Dir {
+            return Err(EngineError::Invalid(
+                "extraction point is not a directory".into(),
+            ));
+        }
+        if rec.host_config.readonly_rootfs && !on_writable_mount(&rec, path) {
+            return Err(EngineError::ReadOnlyRootfs);
+        }
+        let dir = berth_store::open_dir_in_root(fs.root(), Path::new(path))
+            .map_err(|e| path_error(e, key, path))?;
+        let options = berth_store::UnpackOptions {
+            whiteouts: false,
+            owner: (!keep_owners).then_some((0, 0)),
+        };
+        berth_store::unpack_into(tar, dir.as_fd(), Path::new(path), &options)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        Ok(())
     }
 
     /// `diff`: the container's changes to its image, sorted by path.
@@ -301,4 +465,19 @@ fn layers(rec: &ContainerRecord) -> (PathBuf, Vec<PathBuf>) {
         PathBuf::from(&data.upper_dir),
         data.lower_dir.split(':').map(PathBuf::from).collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_names_and_link_targets_as_dockerd_gives_them() {
+        assert_eq!(archive_name("/tmp/dir/."), ".");
+        assert_eq!(archive_name("/tmp/dir/"), "dir");
+        assert_eq!(archive_name("tmp/a.txt"), "a.txt");
+        assert_eq!(archive_name("/"), "/");
+        assert_eq!(lexical_clean(Path::new("/tmp/dir/./a.txt")), "/tmp/dir/a.txt");
+        assert_eq!(lexical_clean(Path::new("/tmp/dir/../../../etc")), "/etc");
+    }
 }

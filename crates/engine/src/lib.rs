@@ -88,6 +88,17 @@ pub enum EngineError {
         "cannot remove container \"/{0}\": container is running: stop the container before removing or force remove"
     )]
     Running(String),
+    /// `cp`: nothing at this path in the container.
+    #[error("Could not find the file {path} in container {container}")]
+    NoSuchPath {
+        /// The container as it was named.
+        container: String,
+        /// The path.
+        path: String,
+    },
+    /// `cp` into a container whose root is read-only, outside its writable mounts.
+    #[error("container rootfs is marked read-only")]
+    ReadOnlyRootfs,
     /// File system work on the container's directory.
     #[error("{what}: {source}")]
     Io {

@@ -67,7 +67,9 @@ pub enum PathKind {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PackOptions {
     /// Name of the top entry in the tar; empty = a directory's contents, entries relative
-    /// to it (cp's `SRC/.`). A leading `/`, leading `./` and trailing `/` are dropped.
+    /// to it (berth cp's `SRC/.`). A leading `/`, leading `./` and trailing `/` are
+    /// dropped, except that `.` alone names the top `./` and its entries `./NAME`, as
+    /// dockerd's archive of `SRC/.` has them.
     pub name: PathBuf,
     /// Follow a symlink at `path` itself (`cp -L`); symlinks below are always stored as
     /// symlinks. The contents mode (empty `name`) always follows it.
@@ -317,8 +319,7 @@ fn top_name(name: &Path) -> Vec<u8> {
             break;
         }
     }
-    let b = trim_trailing_slashes(b);
-    if b == b"." { Vec::new() } else { b.to_vec() }
+    trim_trailing_slashes(b).to_vec()
 }
 
 fn path_kind(st: &Stat) -> PathKind {
@@ -803,6 +804,20 @@ mod tests {
         assert_eq!(stats.bytes, out.len() as u64);
         assert_eq!(out.len() % BLOCK, 0);
         Ok(out)
+    }
+
+    #[test]
+    fn a_dot_name_prefixes_entries_as_dockerd_does() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("d/sub")).unwrap();
+        fs::write(dir.path().join("d/a"), b"a").unwrap();
+        let names = |name: &str| -> Vec<String> {
+            let tar = pack(dir.path(), "d/.", &named(name)).unwrap();
+            listing(&tar).into_iter().map(|(n, _)| n).collect()
+        };
+        assert_eq!(names("."), ["./", "./a", "./sub/"]);
+        assert_eq!(names(""), ["a", "sub/"]);
+        assert_eq!(names("./"), ["a", "sub/"]);
     }
 
     fn named(name: &str) -> PackOptions {

@@ -8,7 +8,10 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use berth_engine::{Engine, EngineError, contents::CommitRequest};
+use berth_engine::{
+    Engine, EngineError,
+    contents::{CommitRequest, archive_name},
+};
 use berth_reference::Reference;
 use berth_store::{ChangeKind, PackOptions, PathKind, PathStat, UnpackOptions};
 use clap::Args;
@@ -116,8 +119,9 @@ fn copy_out(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> 
         )
     };
     if args.dest == "-" {
+        // Named as dockerd names the archive (`./NAME` entries for `DIR/.`).
         let mut stdout = io::stdout().lock();
-        pack(base_name(path), &mut stdout).map_err(|e| fail(1, e))?;
+        pack(archive_name(path).into(), &mut stdout).map_err(|e| fail(1, e))?;
         stdout.flush()?;
         return Ok(());
     }
@@ -175,10 +179,10 @@ fn copy_in(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> R
                 format!("destination \"{container}:{path}\" must be a directory"),
             ));
         }
-        let dir = open_container_dir(fs.root(), Path::new(path), container)?;
-        berth_store::unpack_into(io::stdin(), dir.as_fd(), Path::new(path), &options)
-            .map_err(|e| fail(1, e))?;
-        return Ok(());
+        drop(fs);
+        return engine
+            .extract_archive(container, path, io::stdin(), args.archive)
+            .map_err(|e| fail(1, e));
     }
     let local = std::env::current_dir()?.join(&args.src);
     let meta = if args.follow_link {

@@ -1,0 +1,209 @@
+//! `docker cp`: `HEAD|GET|PUT /containers/{id}/archive?path=`, on the engine's
+//! [`Engine::stat_path`](berth_engine::Engine::stat_path), `archive_path` and
+//! `extract_archive`. The path's stat travels base64-encoded in the
+//! `X-Docker-Container-Path-Stat` header, in Go's `os.FileMode` bits, as the docker CLI
+//! reads it.
+
+use std::io::{self, Read, Write};
+
+use base64::Engine as _;
+use berth_store::{PathKind, PathStat};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::{Response, StatusCode, header::HeaderValue};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::{
+    ApiError,
+    http::{Api, Body, Call, channel_body, empty, no_content, with_body},
+};
+
+/// The header that carries the stat.
+const STAT_HEADER: &str = "X-Docker-Container-Path-Stat";
+
+/// Docker's `ContainerPathStat`, as JSON.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PathStatJson {
+    name: String,
+    size: u64,
+    mode: u32,
+    mtime: String,
+    link_target: String,
+}
+
+/// Go's `os.FileMode` of a path: permissions plus type and special bits in Go's positions.
+fn go_file_mode(stat: &PathStat) -> u32 {
+    const DIR: u32 = 1 << 31;
+    const SYMLINK: u32 = 1 << 27;
+    const SETUID: u32 = 1 << 23;
+    const SETGID: u32 = 1 << 22;
+    const STICKY: u32 = 1 << 20;
+    // Devices, FIFOs and sockets are not told apart by the stat berth keeps.
+    const IRREGULAR: u32 = 1 << 19;
+    let mut mode = stat.mode & 0o777;
+    for (unix, go) in [(0o4000, SETUID), (0o2000, SETGID), (0o1000, STICKY)] {
+        if stat.mode & unix != 0 {
+            mode |= go;
+        }
+    }
+    mode | match stat.kind {
+        PathKind::File => 0,
+        PathKind::Dir => DIR,
+        PathKind::Symlink => SYMLINK,
+        PathKind::Other => IRREGULAR,
+    }
+}
+
+fn stat_header(stat: &berth_engine::contents::ContainerPathStat) -> HeaderValue {
+    let mtime = jiff::Timestamp::from_second(stat.stat.mtime)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string();
+    let value = PathStatJson {
+        name: stat.name.clone(),
+        size: stat.stat.size,
+        mode: go_file_mode(&stat.stat),
+        mtime,
+        link_target: stat.link_target.clone(),
+    };
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(serde_json::to_vec(&value).expect("JSON values serialize"));
+    HeaderValue::from_str(&encoded).expect("base64 is a valid header value")
+}
+
+fn path_param(call: &Call) -> Result<String, ApiError> {
+    match call.param("path") {
+        Some(p) if !p.is_empty() => Ok(p.to_string()),
+        _ => Err(ApiError::bad_request("path is required")),
+    }
+}
+
+/// `HEAD /containers/{id}/archive`: the stat alone.
+pub async fn stat(api: &Api, call: &Call, id: String) -> Result<Response<Body>, ApiError> {
+    let path = path_param(call)?;
+    let stat = api
+        .engine(move |engine| Ok(engine.stat_path(&id, &path)?))
+        .await?;
+    let mut response = no_content(StatusCode::OK)?;
+    response
+        .headers_mut()
+        .insert(STAT_HEADER, stat_header(&stat));
+    Ok(response)
+}
+
+/// `GET /containers/{id}/archive`: the path as a tar stream, its stat in the header.
+pub async fn get(api: &Api, call: &Call, id: String) -> Result<Response<Body>, ApiError> {
+    let path = path_param(call)?;
+    let archive = api
+        .engine(move |engine| Ok(engine.archive_path(&id, &path)?))
+        .await?;
+    let header = stat_header(&archive.stat);
+    let (tx, body) = channel_body();
+    tokio::task::spawn_blocking(move || {
+        let mut out = io::BufWriter::with_capacity(64 * 1024, ChannelWriter(tx));
+        if let Err(e) = archive.write(&mut out).map(|_| out.flush()) {
+            // The head has gone out: a client sees a cut stream (as with dockerd).
+            tracing::warn!("archive: {e}");
+        }
+    });
+    let mut response = with_body(StatusCode::OK, "application/x-tar", body);
+    response.headers_mut().insert(STAT_HEADER, header);
+    Ok(response)
+}
+
+/// `PUT /containers/{id}/archive`: extracts the request's tar stream into the directory
+/// `path` (`copyUIDGID=1` keeps the archive's owners).
+pub async fn put(api: &Api, mut call: Call, id: String) -> Result<Response<Body>, ApiError> {
+    let path = path_param(&call)?;
+    let keep_owners = call.flag("copyUIDGID");
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let mut incoming = call.take_body();
+    // The body is read here and handed to the blocking extraction as it comes.
+    let feeder = tokio::spawn(async move {
+        let Some(body) = incoming.as_mut() else {
+            return;
+        };
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return };
+            if let Ok(data) = frame.into_data()
+                && tx.send(data).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    let result = api
+        .engine(move |engine| {
+            let reader = ChannelReader {
+                rx,
+                chunk: Bytes::new(),
+            };
+            Ok(engine.extract_archive(&id, &path, reader, keep_owners)?)
+        })
+        .await;
+    feeder.abort();
+    result?;
+    Ok(with_body(StatusCode::OK, "text/plain", empty()))
+}
+
+/// Bytes written on a blocking thread, into a streamed body.
+struct ChannelWriter(mpsc::Sender<Bytes>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A request body read on a blocking thread.
+struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    chunk: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.chunk = chunk,
+                // The sender is gone: the body ended.
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_modes_take_gos_bits() {
+        let stat = |kind, mode| PathStat {
+            kind,
+            mode,
+            size: 0,
+            mtime: 0,
+            link_target: None,
+        };
+        // The values dockerd sent for a directory and a symlink.
+        assert_eq!(go_file_mode(&stat(PathKind::Dir, 0o755)), 2147484141);
+        assert_eq!(go_file_mode(&stat(PathKind::Symlink, 0o777)), 134218239);
+        assert_eq!(go_file_mode(&stat(PathKind::File, 0o644)), 420);
+        assert_eq!(
+            go_file_mode(&stat(PathKind::File, 0o4755)),
+            (1 << 23) | 0o755
+        );
+    }
+}
