@@ -55,6 +55,7 @@ impl From<EngineError> for ApiError {
             | EngineError::NoSuchPath { .. } => StatusCode::NOT_FOUND,
             EngineError::ReadOnlyRootfs => StatusCode::FORBIDDEN,
             EngineError::NameInUse { .. }
+            | EngineError::NetworkExists(_)
             | EngineError::Running(_)
             | EngineError::NotRunning(_)
             | EngineError::VolumeInUse { .. } => StatusCode::CONFLICT,

@@ -15,8 +15,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
-    ApiError, MAX_VERSION, MIN_VERSION, archive, containers, exec, exec::Execs, images,
-    streams::Streams, system,
+    ApiError, MAX_VERSION, MIN_VERSION, archive, containers, exec, exec::Execs, images, networks,
+    streams::Streams, system, volumes,
 };
 
 /// A response body: whole, or streamed.
@@ -283,6 +283,34 @@ async fn route(api: Arc<Api>, call: Call) -> Result<Response<Body>, ApiError> {
         (&Method::DELETE, ["containers", id]) => {
             let id = id.to_string();
             containers::remove(&api, &call, id).await
+        }
+
+        (&Method::GET, ["volumes"]) => volumes::list(&api, &call).await,
+        (&Method::POST, ["volumes", "create"]) => volumes::create(&api, call).await,
+        (&Method::POST, ["volumes", "prune"]) => volumes::prune(&api, &call).await,
+        (&Method::GET, ["volumes", name]) => {
+            let name = name.to_string();
+            volumes::inspect(&api, name).await
+        }
+        (&Method::DELETE, ["volumes", name]) => {
+            let name = name.to_string();
+            volumes::remove(&api, &call, name).await
+        }
+
+        (&Method::GET, ["networks"]) => networks::list(&api, &call).await,
+        (&Method::POST, ["networks", "create"]) => networks::create(&api, call).await,
+        (&Method::POST, ["networks", "prune"]) => networks::prune(&api, &call).await,
+        (&Method::GET, ["networks", key]) => {
+            let key = key.to_string();
+            networks::inspect(&api, key).await
+        }
+        (&Method::DELETE, ["networks", key]) => {
+            let key = key.to_string();
+            networks::remove(&api, key).await
+        }
+        (&Method::POST, ["networks", key, action @ ("connect" | "disconnect")]) => {
+            let (key, connect) = (key.to_string(), *action == "connect");
+            networks::connect(&api, call, key, connect).await
         }
 
         (&Method::GET, ["images", "json"]) => images::list(&api, &call).await,

@@ -18,8 +18,10 @@ mod error;
 mod exec;
 mod http;
 mod images;
+mod networks;
 mod streams;
 mod system;
+mod volumes;
 
 use std::{
     fs, io,

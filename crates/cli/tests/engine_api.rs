@@ -518,3 +518,120 @@ fn docker_cp_both_ways_running_and_stopped() {
     );
     api.docker_ok(&["rm", "-f", "web"]);
 }
+
+#[test]
+fn docker_volume_and_network_commands() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    assert_eq!(
+        api.docker_ok(&["volume", "create", "--label", "team=ml", "data"]),
+        "data\n"
+    );
+    api.docker_ok(&["volume", "create", "scratch"]);
+    assert_eq!(
+        api.docker_ok(&["volume", "ls", "-q", "--filter", "label=team=ml"]),
+        "data\n"
+    );
+    // The same table as berth's own command prints.
+    assert_eq!(
+        api.docker_ok(&["volume", "ls"]),
+        host.berth.ok(&["volume", "ls"])
+    );
+    assert_eq!(
+        api.docker_ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "data"]),
+        host.berth
+            .ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "data"])
+    );
+
+    let id = api.docker_ok(&["network", "create", "--label", "team=ml", "appnet"]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let out = api.docker(&["network", "create", "appnet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("already exists"), "{:?}", text(&out));
+    assert_eq!(
+        api.docker_ok(&[
+            "network",
+            "ls",
+            "--filter",
+            "label=team=ml",
+            "--format",
+            "{{.Name}} {{.Driver}}"
+        ]),
+        "appnet bridge\n"
+    );
+    assert_eq!(
+        api.docker_ok(&["network", "ls"]),
+        host.berth.ok(&["network", "ls"])
+    );
+
+    // A service on the network with the volume; another container reaches it by name.
+    api.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        "appnet",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data/f; exec sleep 1000",
+    ]);
+    let out = api.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "appnet",
+        "busybox",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "5",
+        "srv",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    api.docker_ok(&["network", "create", "side"]);
+    api.docker_ok(&["network", "connect", "--alias", "api", "side", "srv"]);
+    assert_eq!(
+        api.docker_ok(&["network", "inspect", "-f", "{{len .Containers}}", "side"]),
+        "1\n"
+    );
+    api.docker_ok(&["network", "disconnect", "side", "srv"]);
+    assert_eq!(
+        api.docker_ok(&["network", "inspect", "-f", "{{len .Containers}}", "side"]),
+        "0\n"
+    );
+    let out = api.docker(&["volume", "rm", "data"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("volume is in use"),
+        "{:?}",
+        text(&out)
+    );
+
+    api.docker_ok(&["rm", "-f", "srv"]);
+    assert_eq!(
+        api.docker_ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "data:/data",
+            "busybox",
+            "cat",
+            "/data/f"
+        ]),
+        "kept\n"
+    );
+    api.docker_ok(&["network", "rm", "appnet"]);
+    assert_eq!(
+        api.docker_ok(&["network", "prune", "-f"]),
+        "Deleted Networks:\nside\n\n"
+    );
+    api.docker_ok(&["volume", "rm", "data"]);
+    let pruned = api.docker_ok(&["volume", "prune", "-a", "-f"]);
+    assert!(pruned.contains("scratch"), "{pruned}");
+    assert_eq!(api.docker_ok(&["volume", "ls", "-q"]), "");
+}

@@ -477,7 +477,10 @@ mod tests {
         assert_eq!(archive_name("/tmp/dir/"), "dir");
         assert_eq!(archive_name("tmp/a.txt"), "a.txt");
         assert_eq!(archive_name("/"), "/");
-        assert_eq!(lexical_clean(Path::new("/tmp/dir/./a.txt")), "/tmp/dir/a.txt");
+        assert_eq!(
+            lexical_clean(Path::new("/tmp/dir/./a.txt")),
+            "/tmp/dir/a.txt"
+        );
         assert_eq!(lexical_clean(Path::new("/tmp/dir/../../../etc")), "/etc");
     }
 }

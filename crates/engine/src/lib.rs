@@ -39,7 +39,7 @@ use std::{
 use berth_runtime::{Exit, Rootfs, RuntimeError, Stdio};
 use berth_store::{Store, StoreError};
 
-pub use volumes::{Volume, VolumeOptions, VolumePruneFilters};
+pub use volumes::{VOLUME_FILTERS, Volume, VolumeOptions, VolumePruneFilters};
 
 pub use record::{
     ContainerConfig, ContainerRecord, ContainerState, EndpointSettings, GraphDriver,
@@ -67,6 +67,9 @@ pub enum EngineError {
     /// No network has this name or ID prefix.
     #[error("network {0} not found")]
     NoSuchNetwork(String),
+    /// `network create` of a name that is taken.
+    #[error("network with name {0} already exists")]
+    NetworkExists(String),
     /// An ID prefix matches several containers.
     #[error("multiple containers found with provided prefix: {0}")]
     Ambiguous(String),

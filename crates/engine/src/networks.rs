@@ -185,9 +185,7 @@ impl Engine {
             ));
         }
         if PREDEFINED.contains(&name.as_str()) || self.db.network(name)?.is_some() {
-            return Err(EngineError::Invalid(format!(
-                "network with name {name} already exists"
-            )));
+            return Err(EngineError::NetworkExists(name.clone()));
         }
         let _host = host_lock()?;
         let routes = fs::read_to_string("/proc/net/route").unwrap_or_default();
@@ -289,7 +287,7 @@ impl Engine {
                 },
                 gateway: Ipv4Addr::UNSPECIFIED,
                 internal: false,
-                created: String::new(),
+                created: GO_ZERO_TIME.into(),
                 labels: Default::default(),
             });
             all.sort_by(|a, b| a.name.cmp(&b.name));
@@ -783,5 +781,194 @@ mod tests {
             &Ipv4Net::parse("172.18.0.0/16").unwrap(),
             &routes[1]
         ));
+    }
+}
+
+/// The creation time of a network not made yet (`host`, `none`, the default bridge before
+/// its first use): Go's zero time, which clients parse where they would refuse "".
+const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// The filters `network ls` takes.
+pub const NETWORK_FILTERS: &[&str] = &["driver", "id", "label", "name", "scope", "type"];
+
+/// A network as Docker lists it: a recorded one, or `host` or `none`, which need no record
+/// (their IDs derive from their names, so they stay the same).
+#[derive(Debug, Clone)]
+pub struct NetworkEntry {
+    /// Its name.
+    pub name: String,
+    /// Its 64-hex ID.
+    pub id: String,
+    /// `bridge`, `host` or `null`.
+    pub driver: &'static str,
+    /// `--internal`.
+    pub internal: bool,
+    /// `--label`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// RFC 3339; Go's zero time for `host` and `none`.
+    pub created: String,
+    /// The record of a bridge network.
+    pub network: Option<Network>,
+}
+
+impl Engine {
+    /// `network ls`: the networks that pass `filters` (keys of [`NETWORK_FILTERS`]), by
+    /// name.
+    pub fn network_entries(
+        &mut self,
+        filters: &berth_store::Filters,
+    ) -> Result<Vec<NetworkEntry>, EngineError> {
+        let mut all: Vec<NetworkEntry> = self
+            .networks()?
+            .into_iter()
+            .map(|n| NetworkEntry {
+                name: n.name.clone(),
+                id: n.id.clone(),
+                driver: "bridge",
+                internal: n.internal,
+                labels: n.labels.clone(),
+                created: n.created.clone(),
+                network: Some(n),
+            })
+            .collect();
+        for (name, driver) in [("host", "host"), ("none", "null")] {
+            all.push(NetworkEntry {
+                name: name.into(),
+                id: berth_reference::Digest::sha256_of(format!("berth network {name}").as_bytes())
+                    .encoded()
+                    .to_string(),
+                driver,
+                internal: false,
+                labels: Default::default(),
+                created: GO_ZERO_TIME.into(),
+                network: None,
+            });
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all.retain(|n| {
+            let keep = |key: &str, value: &str, exact: bool| {
+                let want = filters.get(key);
+                want.is_empty()
+                    || want.iter().any(|w| {
+                        if exact {
+                            w == value
+                        } else {
+                            value.contains(w.as_str())
+                        }
+                    })
+            };
+            let kind = if PREDEFINED.contains(&n.name.as_str()) {
+                "builtin"
+            } else {
+                "custom"
+            };
+            let ids = filters.get("id");
+            keep("driver", n.driver, true)
+                && keep("name", &n.name, false)
+                && keep("scope", "local", true)
+                && keep("type", kind, true)
+                && (ids.is_empty() || ids.iter().any(|p| n.id.starts_with(p.as_str())))
+                && filters.labels_match(Some(&n.labels))
+        });
+        Ok(all)
+    }
+
+    /// The network `key` as `network ls` lists it (`host` and `none` too).
+    pub fn network_entry(&mut self, key: &str) -> Result<NetworkEntry, EngineError> {
+        if let Ok(n) = self.network(key) {
+            return Ok(NetworkEntry {
+                name: n.name.clone(),
+                id: n.id.clone(),
+                driver: "bridge",
+                internal: n.internal,
+                labels: n.labels.clone(),
+                created: n.created.clone(),
+                network: Some(n),
+            });
+        }
+        let all = self.network_entries(&berth_store::Filters::default())?;
+        all.into_iter()
+            .find(|n| n.name == key || (key.len() >= 3 && n.id.starts_with(key)))
+            .ok_or_else(|| EngineError::NoSuchNetwork(key.to_string()))
+    }
+
+    /// Docker's `network inspect` document (the Engine API's `NetworkResource`), with the
+    /// containers on it when `with_containers`.
+    pub fn network_document(
+        &mut self,
+        entry: &NetworkEntry,
+        with_containers: bool,
+    ) -> Result<serde_json::Value, EngineError> {
+        let mut containers = serde_json::Map::new();
+        if with_containers && entry.network.is_some() {
+            for c in self.network_containers(&entry.name)? {
+                let Some(ep) = c
+                    .network_settings
+                    .networks
+                    .get(&entry.name)
+                    .filter(|ep| !ep.ip_address.is_empty())
+                else {
+                    continue;
+                };
+                containers.insert(
+                    c.id.clone(),
+                    serde_json::json!({
+                        "Name": c.name,
+                        "EndpointID": ep.endpoint_id,
+                        "MacAddress": ep.mac_address,
+                        "IPv4Address": format!("{}/{}", ep.ip_address, ep.ip_prefix_len),
+                        "IPv6Address": "",
+                    }),
+                );
+            }
+        }
+        let mut options = serde_json::Map::new();
+        let mut config = Vec::new();
+        if let Some(n) = &entry.network {
+            options.insert(
+                "com.docker.network.bridge.name".into(),
+                n.bridge.clone().into(),
+            );
+            config.push(serde_json::json!({
+                "Subnet": n.subnet.to_string(),
+                "Gateway": n.gateway.to_string(),
+            }));
+        }
+        Ok(serde_json::json!({
+            "Name": entry.name,
+            "Id": entry.id,
+            "Created": entry.created,
+            "Scope": "local",
+            "Driver": entry.driver,
+            "EnableIPv6": false,
+            "IPAM": { "Driver": "default", "Options": {}, "Config": config },
+            "Internal": entry.internal,
+            "Attachable": false,
+            "Ingress": false,
+            "ConfigFrom": { "Network": "" },
+            "ConfigOnly": false,
+            "Containers": containers,
+            "Options": options,
+            "Labels": entry.labels,
+        }))
+    }
+
+    /// `network prune`: removes every user-defined network no container uses whose labels
+    /// pass `filters` (`label`, `label!`); their names.
+    pub fn network_prune(
+        &mut self,
+        filters: &berth_store::Filters,
+    ) -> Result<Vec<String>, EngineError> {
+        let mut removed = Vec::new();
+        for n in self.networks()? {
+            if PREDEFINED.contains(&n.name.as_str()) || !filters.labels_match(Some(&n.labels)) {
+                continue;
+            }
+            if self.network_containers(&n.name)?.is_empty() && self.network_remove(&n.name).is_ok()
+            {
+                removed.push(n.name);
+            }
+        }
+        Ok(removed)
     }
 }

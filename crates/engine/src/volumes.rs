@@ -129,6 +129,9 @@ impl VolumePruneFilters {
     }
 }
 
+/// The filters `volume ls` takes.
+pub const VOLUME_FILTERS: &[&str] = &["dangling", "name", "driver", "label"];
+
 /// Docker's rule for a local volume's name: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
 pub fn validate_name(name: &str) -> Result<(), EngineError> {
     if name.len() == 1 {
@@ -299,6 +302,44 @@ impl Engine {
             .into_iter()
             .map(|row| self.volume_doc(row))
             .collect())
+    }
+
+    /// `volume ls`: the volumes that pass `filters` (keys of [`VOLUME_FILTERS`]; `name` is
+    /// a regular expression, as Docker's, or an exact name).
+    pub fn volume_list(
+        &mut self,
+        filters: &berth_store::Filters,
+    ) -> Result<Vec<Volume>, EngineError> {
+        let dangling = filters
+            .bool("dangling")
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let names = filters.get("name");
+        let patterns: Vec<Option<regex::Regex>> =
+            names.iter().map(|p| regex::Regex::new(p).ok()).collect();
+        let drivers = filters.get("driver");
+        let mut out = Vec::new();
+        for v in self.volumes()? {
+            if !drivers.is_empty() && !drivers.contains(&v.driver) {
+                continue;
+            }
+            if !names.is_empty()
+                && !names.iter().zip(&patterns).any(|(exact, pattern)| {
+                    *exact == v.name || pattern.as_ref().is_some_and(|re| re.is_match(&v.name))
+                })
+            {
+                continue;
+            }
+            if !filters.labels_match(Some(&v.labels)) {
+                continue;
+            }
+            if let Some(want) = dangling
+                && self.volume_users(&v.name)?.is_empty() != want
+            {
+                continue;
+            }
+            out.push(v);
+        }
+        Ok(out)
     }
 
     /// The IDs of the containers, in any state, that mount the volume `name`, oldest first.

@@ -2,7 +2,6 @@
 //! `disconnect`.
 
 use std::{
-    collections::BTreeMap,
     io::{self, Write},
     path::Path,
 };
@@ -10,11 +9,11 @@ use std::{
 use anyhow::{Result, anyhow};
 use berth_engine::{
     Engine, EngineError,
-    networks::{Network, NetworkOptions, PREDEFINED},
+    networks::{NETWORK_FILTERS, NetworkOptions},
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{fail, print_json_indented, report};
 use crate::{filters::Filters, format};
@@ -152,81 +151,12 @@ struct NetworkRow {
     created_at: String,
 }
 
-/// A network of Docker's list: the recorded ones, and `host` and `none`, which need no
-/// record (their IDs derive from their names, so they stay the same).
-struct Listed {
-    name: String,
-    id: String,
-    driver: &'static str,
-    internal: bool,
-    labels: BTreeMap<String, String>,
-    created: String,
-}
-
-fn listed(engine: &mut Engine) -> Result<Vec<Listed>> {
-    let mut out: Vec<Listed> = engine
-        .networks()?
-        .into_iter()
-        .map(|n| Listed {
-            driver: "bridge",
-            internal: n.internal,
-            name: n.name,
-            id: n.id,
-            labels: n.labels,
-            created: n.created,
-        })
-        .collect();
-    for (name, driver) in [("host", "host"), ("none", "null")] {
-        out.push(Listed {
-            name: name.into(),
-            id: berth_reference::Digest::sha256_of(format!("berth network {name}").as_bytes())
-                .encoded()
-                .to_string(),
-            driver,
-            internal: false,
-            labels: BTreeMap::new(),
-            created: String::new(),
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
 /// `berth network ls`: NETWORK ID, NAME, DRIVER, SCOPE.
 pub fn list(root: &Path, args: ListArgs) -> Result<()> {
-    let filters = Filters::parse(
-        &args.filter,
-        &["driver", "id", "label", "name", "scope", "type"],
-    )?;
+    let filters = Filters::parse(&args.filter, NETWORK_FILTERS)?;
     let mut engine = Engine::open(root)?;
     let mut rows = Vec::new();
-    for n in listed(&mut engine)? {
-        let predefined = PREDEFINED.contains(&n.name.as_str());
-        let keep = |key: &str, value: &str, exact: bool| {
-            let want = filters.get(key);
-            want.is_empty()
-                || want.iter().any(|w| {
-                    if exact {
-                        w == value
-                    } else {
-                        value.contains(w.as_str())
-                    }
-                })
-        };
-        let kind = if predefined { "builtin" } else { "custom" };
-        if !keep("driver", n.driver, true)
-            || !keep("name", &n.name, false)
-            || !keep("scope", "local", true)
-            || !keep("type", kind, true)
-            || !(filters.get("id").is_empty()
-                || filters
-                    .get("id")
-                    .iter()
-                    .any(|p| n.id.starts_with(p.as_str())))
-            || !filters.labels_match(Some(&n.labels))
-        {
-            continue;
-        }
+    for n in engine.network_entries(&filters)? {
         rows.push(NetworkRow {
             id: if args.no_trunc {
                 n.id.clone()
@@ -277,63 +207,12 @@ pub struct InspectArgs {
     networks: Vec<String>,
 }
 
-/// Docker's `network inspect` document.
-fn document(engine: &mut Engine, n: &Network) -> Result<Value> {
-    let mut containers = serde_json::Map::new();
-    for c in engine.network_containers(&n.name)? {
-        let Some(ep) = c
-            .network_settings
-            .networks
-            .get(&n.name)
-            .filter(|ep| !ep.ip_address.is_empty())
-        else {
-            continue;
-        };
-        containers.insert(
-            c.id.clone(),
-            json!({
-                "Name": c.name,
-                "EndpointID": ep.endpoint_id,
-                "MacAddress": ep.mac_address,
-                "IPv4Address": format!("{}/{}", ep.ip_address, ep.ip_prefix_len),
-                "IPv6Address": "",
-            }),
-        );
-    }
-    let mut options = serde_json::Map::new();
-    options.insert(
-        "com.docker.network.bridge.name".into(),
-        n.bridge.clone().into(),
-    );
-    Ok(json!({
-        "Name": n.name,
-        "Id": n.id,
-        "Created": n.created,
-        "Scope": "local",
-        "Driver": "bridge",
-        "EnableIPv6": false,
-        "IPAM": {
-            "Driver": "default",
-            "Options": {},
-            "Config": [{"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()}],
-        },
-        "Internal": n.internal,
-        "Attachable": false,
-        "Ingress": false,
-        "ConfigFrom": {"Network": ""},
-        "ConfigOnly": false,
-        "Containers": containers,
-        "Options": options,
-        "Labels": n.labels,
-    }))
-}
-
 /// The `inspect` document of the network `key`, `None` when there is none (for the
 /// top-level `inspect`).
 pub fn inspect_document(root: &Path, key: &str) -> Result<Option<Value>> {
     let mut engine = Engine::open(root)?;
-    match engine.network(key) {
-        Ok(n) => Ok(Some(document(&mut engine, &n)?)),
+    match engine.network_entry(key) {
+        Ok(n) => Ok(Some(engine.network_document(&n, true)?)),
         Err(EngineError::NoSuchNetwork(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -345,8 +224,8 @@ pub fn inspect(root: &Path, args: InspectArgs) -> Result<()> {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for key in &args.networks {
-        match engine.network(key) {
-            Ok(n) => docs.push(document(&mut engine, &n)?),
+        match engine.network_entry(key) {
+            Ok(n) => docs.push(engine.network_document(&n, true)?),
             Err(e) => errors.push(e.to_string()),
         }
     }
@@ -413,16 +292,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
         }
     }
     let mut engine = Engine::open(root)?;
-    let mut removed = Vec::new();
-    for n in engine.networks()? {
-        if PREDEFINED.contains(&n.name.as_str()) || !filters.labels_match(Some(&n.labels)) {
-            continue;
-        }
-        if engine.network_containers(&n.name)?.is_empty() && engine.network_remove(&n.name).is_ok()
-        {
-            removed.push(n.name);
-        }
-    }
+    let removed = engine.network_prune(&filters)?;
     if !removed.is_empty() {
         println!("Deleted Networks:");
         for name in removed {

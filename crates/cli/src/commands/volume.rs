@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{Result, bail};
-use berth_engine::{Engine, EngineError, VolumeOptions, VolumePruneFilters};
+use berth_engine::{Engine, EngineError, VOLUME_FILTERS, VolumeOptions, VolumePruneFilters};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -118,39 +118,12 @@ struct VolumeRow {
 
 /// `berth volume ls`: Docker's columns, names in natural order.
 pub fn list(root: &Path, args: ListArgs) -> Result<()> {
-    let filters = Filters::parse(&args.filter, &["dangling", "name", "driver", "label"])?;
-    let dangling = filters.bool("dangling")?;
-    // Docker matches `name=` as a regular expression (an exact name always matches).
-    let name_patterns: Vec<Option<regex::Regex>> = filters
-        .get("name")
-        .iter()
-        .map(|p| regex::Regex::new(p).ok())
-        .collect();
+    let filters = Filters::parse(&args.filter, VOLUME_FILTERS)?;
     let mut engine = Engine::open(root)?;
-    let mut volumes = engine.volumes()?;
+    let mut volumes = engine.volume_list(&filters)?;
     volumes.sort_by(|a, b| natural_cmp(&a.name, &b.name));
     let mut rows = Vec::new();
     for v in volumes {
-        let drivers = filters.get("driver");
-        if !drivers.is_empty() && !drivers.contains(&v.driver) {
-            continue;
-        }
-        let names = filters.get("name");
-        if !names.is_empty()
-            && !names.iter().zip(&name_patterns).any(|(exact, pattern)| {
-                *exact == v.name || pattern.as_ref().is_some_and(|re| re.is_match(&v.name))
-            })
-        {
-            continue;
-        }
-        if !filters.labels_match(Some(&v.labels)) {
-            continue;
-        }
-        if let Some(want) = dangling
-            && engine.volume_users(&v.name)?.is_empty() != want
-        {
-            continue;
-        }
         rows.push(VolumeRow {
             availability: "N/A".into(),
             labels: v
