@@ -12,7 +12,7 @@ use berth_engine::{
 };
 use berth_store::Filters;
 use bytes::Bytes;
-use hyper::{Response, StatusCode, header};
+use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -498,13 +498,7 @@ pub async fn remove(api: &Api, call: &Call, id: String) -> Result<Response<Body>
 
 /// `POST /containers/{id}/resize?h=&w=`.
 async fn resize(api: &Arc<Api>, call: &Call, id: String) -> Result<Response<Body>, ApiError> {
-    let size = |key: &str| -> Result<u16, ApiError> {
-        call.param(key)
-            .unwrap_or("")
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("invalid {key}")))
-    };
-    let (rows, cols) = (size("h")?, size("w")?);
+    let (rows, cols) = call.console_size()?;
     api.engine(move |engine| {
         let rec = engine.container(&id)?;
         if !rec.state.running {
@@ -684,13 +678,7 @@ async fn attach(api: Arc<Api>, mut call: Call, id: String) -> Result<Response<Bo
         })
         .await;
     });
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONTENT_TYPE, stream_content_type(tty))
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "tcp")
-        .body(crate::http::empty())
-        .expect("valid response"))
+    Ok(crate::http::switching_protocols(tty))
 }
 
 // ---------------------------------------------------------------- logs

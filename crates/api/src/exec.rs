@@ -17,12 +17,12 @@ use berth_engine::{
     exec::ExecOptions,
     monitor::{self, AttachRequest, FRAME_STDOUT, Hub, Session, Sink},
 };
-use hyper::{Response, StatusCode, header};
+use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     ApiError,
-    http::{Api, Body, Call, json, no_content, stream_content_type},
+    http::{Api, Body, Call, json, no_content},
     streams,
 };
 
@@ -257,13 +257,7 @@ pub async fn start(api: Arc<Api>, mut call: Call, id: String) -> Result<Response
         });
         streams::relay(upgraded, ours, tty, stdin, |_| {}).await;
     });
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONTENT_TYPE, stream_content_type(tty))
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "tcp")
-        .body(crate::http::empty())
-        .expect("valid response"))
+    Ok(crate::http::switching_protocols(tty))
 }
 
 /// Starts the process with its output going to `client` (a socket carrying the monitor's
@@ -345,13 +339,7 @@ fn run(
 
 /// `POST /exec/{id}/resize`: sizes the pty (now, or at the start).
 pub async fn resize(api: &Api, call: &Call, id: String) -> Result<Response<Body>, ApiError> {
-    let size = |key: &str| -> Result<u16, ApiError> {
-        call.param(key)
-            .unwrap_or("")
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("invalid {key}: must be a number")))
-    };
-    let (rows, cols) = (size("h")?, size("w")?);
+    let (rows, cols) = call.console_size()?;
     let instance = api.execs.get(&id)?;
     let mut state = instance.state.lock().expect("lock");
     match &state.hub {

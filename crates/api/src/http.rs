@@ -98,6 +98,17 @@ impl Call {
             .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
     }
 
+    /// A pty size from `?h=&w=` (rows, columns), as `resize` takes it.
+    pub fn console_size(&self) -> Result<(u16, u16), ApiError> {
+        let size = |key: &str| -> Result<u16, ApiError> {
+            self.param(key)
+                .unwrap_or("")
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid {key}: must be a number")))
+        };
+        Ok((size("h")?, size("w")?))
+    }
+
     /// Reads a JSON body of a Go client, whose unset pointers, slices and maps are `null`:
     /// nulls are dropped at every depth, so they read as the field's default.
     pub async fn lenient_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, ApiError> {
@@ -356,6 +367,18 @@ pub fn stream_content_type(tty: bool) -> &'static str {
     } else {
         "application/vnd.docker.multiplexed-stream"
     }
+}
+
+/// `101`: the connection becomes the stream of a container's or an exec's output (attach,
+/// exec start).
+pub fn switching_protocols(tty: bool) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONTENT_TYPE, stream_content_type(tty))
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "tcp")
+        .body(empty())
+        .expect("valid response")
 }
 
 /// An answer with no body.

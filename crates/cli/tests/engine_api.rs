@@ -190,18 +190,8 @@ fn docker_run_detached_ps_logs_stop_rm() {
 fn docker_run_with_a_tty() {
     let host = Host::new();
     let api = ApiServer::start(&host.berth);
-    common::require_tool("script");
-    // script(1) gives docker a terminal: -it is raw, through the container's pty.
-    let out = Command::new("script")
-        .args([
-            "-qec",
-            "docker run -it --rm busybox sh -c 'tty; exit 5'",
-            "/dev/null",
-        ])
-        .env("DOCKER_HOST", format!("unix://{}", api.socket.display()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("script");
+    // -it is raw, through the container's pty.
+    let out = api.docker_in_pty("docker run -it --rm busybox sh -c 'tty; exit 5'");
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(5), "{shown}");
     assert!(shown.contains("/dev/pts/0"), "{shown}");
@@ -371,19 +361,7 @@ fn docker_exec_output_codes_input_detach_and_tty() {
         api.docker(&["exec", "web", "cat", "/tmp/marker"]).stdout == b"done\n"
     });
 
-    common::require_tool("script");
-    let out = Command::new("script")
-        .args([
-            "-qec",
-            "docker exec -it web sh -c 'tty; stty size; exit 6'",
-            "/dev/null",
-        ])
-        .env("DOCKER_HOST", format!("unix://{}", api.socket.display()))
-        .env("COLUMNS", "91")
-        .env("LINES", "33")
-        .stdin(Stdio::null())
-        .output()
-        .expect("script");
+    let out = api.docker_in_pty("docker exec -it web sh -c 'tty; exit 6'");
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(6), "{shown}");
     assert!(shown.contains("/dev/pts/"), "{shown}");

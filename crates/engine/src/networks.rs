@@ -811,6 +811,20 @@ pub struct NetworkEntry {
     pub network: Option<Network>,
 }
 
+impl From<Network> for NetworkEntry {
+    fn from(n: Network) -> NetworkEntry {
+        NetworkEntry {
+            name: n.name.clone(),
+            id: n.id.clone(),
+            driver: "bridge",
+            internal: n.internal,
+            labels: n.labels.clone(),
+            created: n.created.clone(),
+            network: Some(n),
+        }
+    }
+}
+
 impl Engine {
     /// `network ls`: the networks that pass `filters` (keys of [`NETWORK_FILTERS`]), by
     /// name.
@@ -821,15 +835,7 @@ impl Engine {
         let mut all: Vec<NetworkEntry> = self
             .networks()?
             .into_iter()
-            .map(|n| NetworkEntry {
-                name: n.name.clone(),
-                id: n.id.clone(),
-                driver: "bridge",
-                internal: n.internal,
-                labels: n.labels.clone(),
-                created: n.created.clone(),
-                network: Some(n),
-            })
+            .map(NetworkEntry::from)
             .collect();
         for (name, driver) in [("host", "host"), ("none", "null")] {
             all.push(NetworkEntry {
@@ -876,15 +882,7 @@ impl Engine {
     /// The network `key` as `network ls` lists it (`host` and `none` too).
     pub fn network_entry(&mut self, key: &str) -> Result<NetworkEntry, EngineError> {
         if let Ok(n) = self.network(key) {
-            return Ok(NetworkEntry {
-                name: n.name.clone(),
-                id: n.id.clone(),
-                driver: "bridge",
-                internal: n.internal,
-                labels: n.labels.clone(),
-                created: n.created.clone(),
-                network: Some(n),
-            });
+            return Ok(n.into());
         }
         let all = self.network_entries(&berth_store::Filters::default())?;
         all.into_iter()

@@ -86,6 +86,19 @@ impl ApiServer {
         child.wait_with_output().expect("wait docker")
     }
 
+    /// `command` (a docker command line) run by script(1), which gives it a terminal: what
+    /// the terminal showed is the output's stdout.
+    pub fn docker_in_pty(&self, command: &str) -> Output {
+        super::require_tool("script");
+        Command::new("script")
+            .args(["-qec", command, "/dev/null"])
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run script")
+    }
+
     /// `docker ARGS`, which must succeed; its stdout.
     pub fn docker_ok(&self, args: &[&str]) -> String {
         let out = self.docker(args);
