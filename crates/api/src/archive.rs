@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     ApiError,
-    http::{Api, Body, Call, channel_body, empty, no_content, with_body},
+    http::{Api, Body, Call, channel_body, no_content, with_body},
 };
 
 /// The header that carries the stat.
@@ -144,7 +144,7 @@ pub async fn put(api: &Api, mut call: Call, id: String) -> Result<Response<Body>
         .await;
     feeder.abort();
     result?;
-    Ok(with_body(StatusCode::OK, "text/plain", empty()))
+    no_content(StatusCode::OK)
 }
 
 /// Bytes written on a blocking thread, into a streamed body.

@@ -10,7 +10,6 @@ use berth_engine::{
     mounts,
     summary::{self, ListOptions},
 };
-use berth_store::Filters;
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
 use serde::Deserialize;
@@ -28,11 +27,7 @@ use crate::{
 
 /// `GET /containers/json`.
 pub async fn list(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
-    let filters = Filters::from_json(
-        call.param("filters").unwrap_or(""),
-        summary::CONTAINER_FILTERS,
-    )
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let filters = call.filters(summary::CONTAINER_FILTERS)?;
     let opts = ListOptions {
         all: call.flag("all"),
         last: call

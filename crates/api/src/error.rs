@@ -56,10 +56,13 @@ impl From<EngineError> for ApiError {
             EngineError::ReadOnlyRootfs => StatusCode::FORBIDDEN,
             EngineError::NameInUse { .. }
             | EngineError::NetworkExists(_)
+            | EngineError::Conflict(_)
             | EngineError::Running(_)
             | EngineError::NotRunning(_)
             | EngineError::VolumeInUse { .. } => StatusCode::CONFLICT,
-            EngineError::Invalid(_) | EngineError::Ambiguous(_) => StatusCode::BAD_REQUEST,
+            EngineError::Invalid(_) | EngineError::Ambiguous(_) | EngineError::NotADirectory => {
+                StatusCode::BAD_REQUEST
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

@@ -8,13 +8,13 @@
 //! that relays a container's attach ([`streams::relay`]).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     os::unix::net::UnixStream,
     sync::{Arc, Mutex},
 };
 
 use berth_engine::{
-    exec::ExecOptions,
+    exec::{ExecOptions, check_can_exec},
     monitor::{self, AttachRequest, FRAME_STDOUT, Hub, Session, Sink},
 };
 use hyper::{Response, StatusCode};
@@ -34,39 +34,33 @@ const END_UNKNOWN: i32 = 255;
 /// Finished instances kept for `json` (the oldest go first beyond this).
 const FINISHED_KEPT: usize = 1024;
 
-/// The server's exec instances.
+/// The server's exec instances, oldest first.
 #[derive(Default)]
-pub struct Execs {
-    by_id: Mutex<HashMap<String, Arc<Instance>>>,
-    order: Mutex<VecDeque<String>>,
-}
+pub struct Execs(Mutex<VecDeque<Arc<Instance>>>);
 
 impl Execs {
     fn insert(&self, instance: Arc<Instance>) {
-        let mut by_id = self.by_id.lock().expect("lock");
-        let mut order = self.order.lock().expect("lock");
-        order.push_back(instance.id.clone());
-        by_id.insert(instance.id.clone(), instance);
+        let mut all = self.0.lock().expect("lock");
+        all.push_back(instance);
         // Forget the oldest finished instances; running ones stay whatever their number.
-        let mut finished = by_id.values().filter(|i| i.finished()).count();
-        let mut kept = VecDeque::with_capacity(order.len());
-        while let Some(id) = order.pop_front() {
-            let gone = finished > FINISHED_KEPT && by_id.get(&id).is_none_or(|i| i.finished());
-            if gone {
-                by_id.remove(&id);
-                finished -= 1;
-            } else {
-                kept.push_back(id);
-            }
-        }
-        *order = kept;
+        let mut excess = all
+            .iter()
+            .filter(|i| i.finished())
+            .count()
+            .saturating_sub(FINISHED_KEPT);
+        all.retain(|i| {
+            let forget = excess > 0 && i.finished();
+            excess -= usize::from(forget);
+            !forget
+        });
     }
 
     fn get(&self, id: &str) -> Result<Arc<Instance>, ApiError> {
-        self.by_id
+        self.0
             .lock()
             .expect("lock")
-            .get(id)
+            .iter()
+            .find(|i| i.id == id)
             .cloned()
             .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))
     }
@@ -85,12 +79,11 @@ struct Instance {
 #[derive(Default)]
 struct State {
     started: bool,
-    running: bool,
     pid: i32,
     exit_code: Option<i32>,
     /// The pty size to start with (from create, start, or a resize before the start).
     console_size: Option<(u16, u16)>,
-    /// While it runs: where its output goes and its pty is sized.
+    /// While it runs (and only then): where its output goes and its pty is sized.
     hub: Option<Arc<Hub>>,
 }
 
@@ -103,7 +96,6 @@ impl Instance {
     /// soon as its stream ends.
     fn ended(&self, code: i32) {
         let mut state = self.state.lock().expect("lock");
-        state.running = false;
         state.exit_code = Some(code);
         state.hub = None;
     }
@@ -141,44 +133,29 @@ pub async fn create(
     container: String,
 ) -> Result<Response<Body>, ApiError> {
     let body: CreateBody = call.lenient_json().await?;
-    if body.cmd.is_empty() {
-        return Err(ApiError::bad_request("No exec command specified"));
-    }
-    if !body.working_dir.is_empty() && !body.working_dir.starts_with('/') {
-        return Err(ApiError::bad_request(format!(
-            "the working directory '{}' is invalid, it needs to be an absolute path",
-            body.working_dir
-        )));
-    }
+    let opts = ExecOptions {
+        cmd: body.cmd,
+        // A name without a value would be resolved in the client's environment; the
+        // docker CLI sends values, others may not: such names are left out.
+        env: body.env.into_iter().filter(|e| e.contains('=')).collect(),
+        user: Some(body.user).filter(|u| !u.is_empty()),
+        workdir: Some(body.working_dir).filter(|w| !w.is_empty()),
+        tty: body.tty,
+        privileged: body.privileged,
+    };
+    opts.validate()?;
     let rec = api
-        .engine(move |engine| Ok(engine.container(&container)?))
+        .engine(move |engine| {
+            let rec = engine.container(&container)?;
+            check_can_exec(&rec)?;
+            Ok(rec)
+        })
         .await?;
-    if !rec.state.running {
-        return Err(ApiError::conflict(format!(
-            "container {} is not running",
-            rec.id
-        )));
-    }
-    if rec.state.paused {
-        return Err(ApiError::conflict(format!(
-            "container {} is paused, unpause the container before exec",
-            rec.id
-        )));
-    }
     let id = berth_engine::new_id().map_err(ApiError::from)?;
     let instance = Arc::new(Instance {
         id: id.clone(),
         container_id: rec.id,
-        opts: ExecOptions {
-            cmd: body.cmd,
-            // A name without a value would be resolved in the client's environment; the
-            // docker CLI sends values, others may not: such names are left out.
-            env: body.env.into_iter().filter(|e| e.contains('=')).collect(),
-            user: Some(body.user).filter(|u| !u.is_empty()),
-            workdir: Some(body.working_dir).filter(|w| !w.is_empty()),
-            tty: body.tty,
-            privileged: body.privileged,
-        },
+        opts,
         attach: AttachRequest {
             stdin: body.attach_stdin,
             stdout: body.attach_stdout,
@@ -314,7 +291,6 @@ fn run(
     };
     {
         let mut state = instance.state.lock().expect("lock");
-        state.running = true;
         state.pid = session.pid();
         state.hub = Some(hub.clone());
     }
@@ -389,7 +365,7 @@ pub async fn inspect(api: &Api, id: String) -> Result<Response<Body>, ApiError> 
     let opts = &instance.opts;
     let value = Inspect {
         id: &instance.id,
-        running: state.running,
+        running: state.hub.is_some(),
         exit_code: state.exit_code,
         process_config: ProcessConfig {
             tty: opts.tty,

@@ -98,6 +98,13 @@ impl Call {
             .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
     }
 
+    /// The `filters` query parameter (either of Docker's JSON forms), keys limited to
+    /// `allowed`.
+    pub fn filters(&self, allowed: &[&str]) -> Result<berth_store::Filters, ApiError> {
+        berth_store::Filters::from_json(self.param("filters").unwrap_or(""), allowed)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+
     /// A pty size from `?h=&w=` (rows, columns), as `resize` takes it.
     pub fn console_size(&self) -> Result<(u16, u16), ApiError> {
         let size = |key: &str| -> Result<u16, ApiError> {

@@ -2,7 +2,6 @@
 
 use berth_distribution::{LayerState, Platform, Progress, PullOptions, Registries};
 use berth_reference::{Digest, Reference};
-use berth_store::Filters;
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -17,8 +16,7 @@ const IMAGE_FILTERS: &[&str] = &["dangling", "label", "label!"];
 
 /// `GET /images/json?all=&filters=`.
 pub async fn list(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
-    let filters = Filters::from_json(call.param("filters").unwrap_or(""), IMAGE_FILTERS)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let filters = call.filters(IMAGE_FILTERS)?;
     let dangling = filters
         .bool("dangling")
         .map_err(|e| ApiError::bad_request(e.to_string()))?;

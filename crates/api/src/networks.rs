@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_engine::networks::{NETWORK_FILTERS, NetworkOptions};
+use berth_engine::networks::{NETWORK_FILTERS, NetworkOptions, parse_gateway, parse_subnet};
 use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -11,13 +11,12 @@ use serde_json::json;
 use crate::{
     ApiError,
     http::{Api, Body, Call, json, no_content},
-    volumes::filters,
 };
 
 /// `GET /networks`: Docker's `NetworkResource`s (without their containers, as dockerd
 /// lists them).
 pub async fn list(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
-    let filters = filters(call, NETWORK_FILTERS)?;
+    let filters = call.filters(NETWORK_FILTERS)?;
     let documents = api
         .engine(move |engine| {
             let mut out = Vec::new();
@@ -70,12 +69,6 @@ struct IpamConfig {
 /// `POST /networks/create`: a bridge network (the only driver berth has).
 pub async fn create(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError> {
     let body: CreateBody = call.lenient_json().await?;
-    if !matches!(body.driver.as_str(), "" | "bridge") {
-        return Err(ApiError::bad_request(format!(
-            "network driver {:?} is not supported: berth has bridge networks only",
-            body.driver
-        )));
-    }
     if body.enable_ipv6 {
         return Err(ApiError::bad_request(
             "IPv6 networks are not supported by berth",
@@ -95,18 +88,9 @@ pub async fn create(api: &Api, mut call: Call) -> Result<Response<Body>, ApiErro
     };
     let opts = NetworkOptions {
         name: body.name,
-        subnet: subnet
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| ApiError::bad_request(format!("invalid subnet {s}")))
-            })
-            .transpose()?,
-        gateway: gateway
-            .map(|g| {
-                g.parse()
-                    .map_err(|_| ApiError::bad_request(format!("invalid gateway {g}")))
-            })
-            .transpose()?,
+        driver: body.driver,
+        subnet: subnet.map(parse_subnet).transpose()?,
+        gateway: gateway.map(parse_gateway).transpose()?,
         internal: body.internal,
         labels: body.labels,
     };
@@ -162,7 +146,7 @@ pub async fn connect(
 
 /// `POST /networks/prune`.
 pub async fn prune(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
-    let filters = filters(call, &["label", "label!"])?;
+    let filters = call.filters(&["label", "label!"])?;
     let deleted = api
         .engine(move |engine| Ok(engine.network_prune(&filters)?))
         .await?;

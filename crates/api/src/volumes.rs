@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use berth_engine::{VOLUME_FILTERS, VolumeOptions, VolumePruneFilters};
-use berth_store::Filters;
 use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -13,19 +12,9 @@ use crate::{
     http::{Api, Body, Call, json, no_content},
 };
 
-/// Reads the `filters` query parameter (Docker's JSON forms).
-pub fn filters(call: &Call, allowed: &[&str]) -> Result<Filters, ApiError> {
-    match call.param("filters") {
-        Some(text) if !text.is_empty() => {
-            Filters::from_json(text, allowed).map_err(|e| ApiError::bad_request(e.to_string()))
-        }
-        _ => Ok(Filters::default()),
-    }
-}
-
 /// `GET /volumes`.
 pub async fn list(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
-    let filters = filters(call, VOLUME_FILTERS)?;
+    let filters = call.filters(VOLUME_FILTERS)?;
     let volumes = api
         .engine(move |engine| Ok(engine.volume_list(&filters)?))
         .await?;
@@ -78,7 +67,7 @@ pub async fn remove(api: &Api, call: &Call, name: String) -> Result<Response<Bod
 /// `POST /volumes/prune`: anonymous volumes no container uses (every unused one with the
 /// filter `all=true`, as API 1.42 and later).
 pub async fn prune(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
-    let filters = filters(call, &["label", "label!", "all"])?;
+    let filters = call.filters(&["label", "label!", "all"])?;
     let all = filters
         .bool("all")
         .map_err(|e| ApiError::bad_request(e.to_string()))?

@@ -336,9 +336,7 @@ impl Engine {
         let stat = berth_store::stat_in_root(fs.root(), Path::new(path), true)
             .map_err(|e| path_error(e, key, path))?;
         if stat.kind != berth_store::PathKind::Dir {
-            return Err(EngineError::Invalid(
-                "extraction point is not a directory".into(),
-            ));
+            return Err(EngineError::NotADirectory);
         }
         if rec.host_config.readonly_rootfs && !on_writable_mount(&rec, path) {
             return Err(EngineError::ReadOnlyRootfs);

@@ -28,6 +28,45 @@ pub struct ExecOptions {
     pub privileged: bool,
 }
 
+impl ExecOptions {
+    /// dockerd's checks of an exec's settings, made before anything runs.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if self.cmd.is_empty() {
+            return Err(EngineError::Invalid("No exec command specified".into()));
+        }
+        if let Some(dir) = self.workdir.as_deref()
+            && !dir.is_empty()
+            && !dir.starts_with('/')
+        {
+            return Err(EngineError::Invalid(format!(
+                "the working directory '{dir}' is invalid, it needs to be an absolute path"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a process can be started in the container: it runs, and is neither paused nor
+/// restarting (dockerd's conflicts, checked when an exec is created and when it starts).
+pub fn check_can_exec(rec: &ContainerRecord) -> Result<(), EngineError> {
+    if rec.state.restarting {
+        return Err(EngineError::Conflict(format!(
+            "container {} is restarting, wait until the container is running",
+            rec.id
+        )));
+    }
+    if !rec.state.running {
+        return Err(EngineError::NotRunning(rec.id.clone()));
+    }
+    if rec.state.paused {
+        return Err(EngineError::Conflict(format!(
+            "container {} is paused, unpause the container before exec",
+            rec.id
+        )));
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Starts `opts.cmd` in the running container `key` with `stdio` (or a pty with
     /// `opts.tty`). Returns once the command runs.
@@ -38,25 +77,9 @@ impl Engine {
         stdio: Stdio,
         console_size: Option<(u16, u16)>,
     ) -> Result<ExecProcess, EngineError> {
-        if opts.cmd.is_empty() {
-            return Err(EngineError::Invalid("no command specified".into()));
-        }
+        opts.validate()?;
         let rec = self.container(key)?;
-        if rec.state.restarting {
-            return Err(EngineError::Invalid(format!(
-                "container {} is restarting, wait until the container is running",
-                rec.id
-            )));
-        }
-        if !rec.state.running {
-            return Err(EngineError::NotRunning(rec.id));
-        }
-        if rec.state.paused {
-            return Err(EngineError::Invalid(format!(
-                "container {} is paused, unpause the container before exec",
-                rec.id
-            )));
-        }
+        check_can_exec(&rec)?;
         let Some(target) = lifecycle::open_init(&rec)? else {
             return Err(EngineError::NotRunning(rec.id));
         };

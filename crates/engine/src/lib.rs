@@ -70,6 +70,9 @@ pub enum EngineError {
     /// `network create` of a name that is taken.
     #[error("network with name {0} already exists")]
     NetworkExists(String),
+    /// The container's state forbids it now (paused, restarting): Docker's 409.
+    #[error("{0}")]
+    Conflict(String),
     /// An ID prefix matches several containers.
     #[error("multiple containers found with provided prefix: {0}")]
     Ambiguous(String),
@@ -99,6 +102,9 @@ pub enum EngineError {
         /// The path.
         path: String,
     },
+    /// `cp` of a tar stream into a path that is not a directory.
+    #[error("extraction point is not a directory")]
+    NotADirectory,
     /// `cp` into a container whose root is read-only, outside its writable mounts.
     #[error("container rootfs is marked read-only")]
     ReadOnlyRootfs,

@@ -73,6 +73,8 @@ pub struct Network {
 pub struct NetworkOptions {
     /// Its name.
     pub name: String,
+    /// `-d`: empty or `bridge`, the only driver berth has.
+    pub driver: String,
     /// `--subnet` (a free /16 of 172.18-31, or a /24 of 10.128/9, when absent).
     pub subnet: Option<Ipv4Net>,
     /// `--gateway` (the subnet's first address when absent).
@@ -81,6 +83,27 @@ pub struct NetworkOptions {
     pub internal: bool,
     /// `--label`.
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// A subnet as `network create --subnet` (or the API's IPAM config) gives it: an IPv4
+/// network address in CIDR form.
+pub fn parse_subnet(s: &str) -> Result<Ipv4Net, EngineError> {
+    let net =
+        Ipv4Net::parse(s).map_err(|e| EngineError::Invalid(format!("invalid subnet {s}: {e}")))?;
+    if net.addr != net.network() {
+        return Err(EngineError::Invalid(format!(
+            "invalid subnet {s}: it should be {}/{}",
+            net.network(),
+            net.prefix
+        )));
+    }
+    Ok(net)
+}
+
+/// A gateway as `network create --gateway` gives it.
+pub fn parse_gateway(s: &str) -> Result<Ipv4Addr, EngineError> {
+    s.parse()
+        .map_err(|_| EngineError::Invalid(format!("invalid gateway {s}")))
 }
 
 /// The networks every berth has (Docker's predefined ones).
@@ -165,6 +188,12 @@ impl Engine {
 
     /// `network create`: a bridge of its own with NAT (unless internal), made at once.
     pub fn network_create(&mut self, opts: &NetworkOptions) -> Result<Network, EngineError> {
+        if !matches!(opts.driver.as_str(), "" | "bridge") {
+            return Err(EngineError::Invalid(format!(
+                "plugin \"{}\" not found (berth has the bridge driver)",
+                opts.driver
+            )));
+        }
         let name = &opts.name;
         let valid = !name.is_empty()
             && name

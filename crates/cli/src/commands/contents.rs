@@ -160,6 +160,17 @@ fn copy_out(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> 
 }
 
 fn copy_in(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> Result<()> {
+    if args.src == "-" {
+        return engine
+            .extract_archive(container, path, io::stdin(), args.archive)
+            .map_err(|e| match e {
+                EngineError::NotADirectory => fail(
+                    1,
+                    format!("destination \"{container}:{path}\" must be a directory"),
+                ),
+                e => fail(1, e),
+            });
+    }
     let (_rec, fs) = engine.open_fs(container, true).map_err(|e| fail(1, e))?;
     // Files copied in belong to the container's root, unless -a.
     let owner = (!args.archive).then_some((0, 0));
@@ -172,18 +183,6 @@ fn copy_in(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> R
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(fail(1, format!("{container}:{path}: {e}"))),
     };
-    if args.src == "-" {
-        if dest_kind != Some(PathKind::Dir) {
-            return Err(fail(
-                1,
-                format!("destination \"{container}:{path}\" must be a directory"),
-            ));
-        }
-        drop(fs);
-        return engine
-            .extract_archive(container, path, io::stdin(), args.archive)
-            .map_err(|e| fail(1, e));
-    }
     let local = std::env::current_dir()?.join(&args.src);
     let meta = if args.follow_link {
         fs::metadata(&local)

@@ -64,17 +64,6 @@ pub struct ExecArgs {
 /// returns once it runs.
 pub fn exec(root: &Path, args: ExecArgs) -> Result<()> {
     let container = args.container.as_str();
-    if let Some(workdir) = &args.workdir
-        && !workdir.is_empty()
-        && !workdir.starts_with('/')
-    {
-        return Err(fail(
-            1,
-            format!(
-                "the working directory '{workdir}' is invalid, it needs to be an absolute path"
-            ),
-        ));
-    }
     let mut env = Vec::new();
     for file in &args.env_file {
         env.extend(read_env_file(file).map_err(|e| fail(1, super::one_line(&e)))?);

@@ -6,10 +6,10 @@ use std::{
     path::Path,
 };
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use berth_engine::{
     Engine, EngineError,
-    networks::{NETWORK_FILTERS, NetworkOptions},
+    networks::{NETWORK_FILTERS, NetworkOptions, parse_gateway, parse_subnet},
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -76,39 +76,12 @@ pub struct CreateArgs {
 
 /// `berth network create`: prints the new network's ID.
 pub fn create(root: &Path, args: CreateArgs) -> Result<()> {
-    if args.driver != "bridge" {
-        return Err(fail(
-            1,
-            format!(
-                "plugin \"{}\" not found (berth has the bridge driver)",
-                args.driver
-            ),
-        ));
-    }
-    let subnet = args
-        .subnet
-        .as_deref()
-        .map(|s| {
-            let net =
-                berth_net::Ipv4Net::parse(s).map_err(|e| anyhow!("invalid subnet {s}: {e}"))?;
-            if net.addr != net.network() {
-                return Err(anyhow!(
-                    "invalid subnet {s}: it should be {}/{}",
-                    net.network(),
-                    net.prefix
-                ));
-            }
-            Ok(net)
-        })
-        .transpose()?;
-    let gateway = args
-        .gateway
-        .as_deref()
-        .map(|g| g.parse().map_err(|_| anyhow!("invalid gateway {g}")))
-        .transpose()?;
+    let subnet = args.subnet.as_deref().map(parse_subnet).transpose()?;
+    let gateway = args.gateway.as_deref().map(parse_gateway).transpose()?;
     let mut engine = Engine::open(root)?;
     let network = engine.network_create(&NetworkOptions {
         name: args.name.clone(),
+        driver: args.driver.clone(),
         subnet,
         gateway,
         internal: args.internal,
