@@ -4,19 +4,16 @@
 //! `X-Docker-Container-Path-Stat` header, in Go's `os.FileMode` bits, as the docker CLI
 //! reads it.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use base64::Engine as _;
 use berth_store::{PathKind, PathStat};
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::{Response, StatusCode, header::HeaderValue};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::{
     ApiError,
-    http::{Api, Body, Call, channel_body, no_content, with_body},
+    http::{Api, Body, Call, ChannelWriter, channel_body, no_content, with_body},
 };
 
 /// The header that carries the stat.
@@ -117,71 +114,12 @@ pub async fn get(api: &Api, call: &Call, id: String) -> Result<Response<Body>, A
 pub async fn put(api: &Api, mut call: Call, id: String) -> Result<Response<Body>, ApiError> {
     let path = path_param(&call)?;
     let keep_owners = call.flag("copyUIDGID");
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let mut incoming = call.take_body();
-    // The body is read here and handed to the blocking extraction as it comes.
-    let feeder = tokio::spawn(async move {
-        let Some(body) = incoming.as_mut() else {
-            return;
-        };
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { return };
-            if let Ok(data) = frame.into_data()
-                && tx.send(data).await.is_err()
-            {
-                return;
-            }
-        }
-    });
+    let reader = call.body_reader();
     let result = api
-        .engine(move |engine| {
-            let reader = ChannelReader {
-                rx,
-                chunk: Bytes::new(),
-            };
-            Ok(engine.extract_archive(&id, &path, reader, keep_owners)?)
-        })
+        .engine(move |engine| Ok(engine.extract_archive(&id, &path, reader, keep_owners)?))
         .await;
-    feeder.abort();
     result?;
     no_content(StatusCode::OK)
-}
-
-/// Bytes written on a blocking thread, into a streamed body.
-struct ChannelWriter(mpsc::Sender<Bytes>);
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .blocking_send(Bytes::copy_from_slice(buf))
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A request body read on a blocking thread.
-struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
-    chunk: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.chunk = chunk,
-                // The sender is gone: the body ended.
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk.split_to(n));
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Requests in, responses out: the `/vX.Y` prefix and version checks, routing by method and
 //! path segments, Docker's headers, JSON and streamed bodies.
 
-use std::{collections::HashMap, convert::Infallible, path::PathBuf, sync::Arc};
+use std::{collections::HashMap, convert::Infallible, io, path::PathBuf, sync::Arc};
 
 use berth_engine::Engine;
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
-    ApiError, MAX_VERSION, MIN_VERSION, archive, containers, exec, exec::Execs, images, networks,
+    ApiError, MAX_VERSION, MIN_VERSION, archive, build, containers, exec, exec::Execs, images, networks,
     streams::Streams, system, volumes,
 };
 
@@ -139,9 +139,47 @@ impl Call {
             .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
     }
 
-    /// The body, to be read as it comes (`None` once read).
-    pub fn take_body(&mut self) -> Option<Incoming> {
-        self.body.take()
+    /// The body as a blocking reader (for a blocking thread), fed as it arrives. A body
+    /// cut short reads as an error, not as its end.
+    pub fn body_reader(&mut self) -> BodyReader {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(16);
+        let incoming = self.body.take();
+        let feeder = tokio::spawn(async move {
+            let Some(mut body) = incoming else {
+                return;
+            };
+            while let Some(frame) = body.frame().await {
+                let chunk = match frame {
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => Ok(data),
+                        Err(_) => continue,
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        BodyReader {
+            rx,
+            chunk: Bytes::new(),
+            feeder,
+        }
+    }
+
+    /// The query values of a key that may repeat (`names=a&names=b`).
+    pub fn params(&self, key: &str) -> Vec<String> {
+        form_urlencoded::parse(self.parts.uri.query().unwrap_or("").as_bytes())
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+            .collect()
+    }
+
+    /// A header's value, if it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.parts.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The connection, once the answer (101) has gone out, when the client asked for an
@@ -334,6 +372,26 @@ async fn route(api: Arc<Api>, call: Call) -> Result<Response<Body>, ApiError> {
         (&Method::GET, ["images", "json"]) => images::list(&api, &call).await,
         (&Method::POST, ["images", "create"]) => images::create(&api, &call).await,
         // Image names have slashes: `/images/127.0.0.1:5000/team/base:1/json`.
+        (&Method::GET, ["images", "get"]) => images::get(&api, call.params("names")).await,
+        (&Method::POST, ["images", "load"]) => images::load(&api, call).await,
+        (&Method::POST, ["images", "prune"]) => images::prune(&api, &call).await,
+        (&Method::POST, ["auth"]) => images::auth(call).await,
+        (&Method::POST, ["build"]) => build::build(&api, call).await,
+        (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+            images::get(&api, vec![name.join("/")]).await
+        }
+        (&Method::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
+            images::history(&api, name.join("/")).await
+        }
+        (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
+            images::tag(&api, &call, name.join("/")).await
+        }
+        (&Method::POST, ["images", name @ .., "push"]) if !name.is_empty() => {
+            images::push(&api, &call, name.join("/")).await
+        }
+        (&Method::DELETE, ["images", name @ ..]) if !name.is_empty() => {
+            images::remove(&api, &call, name.join("/")).await
+        }
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
             images::inspect(&api, name.join("/")).await
         }
@@ -410,6 +468,57 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// No body.
 pub fn empty() -> Body {
     full(Bytes::new())
+}
+
+/// A request body read on a blocking thread; the task feeding it stops when it is dropped.
+pub struct BodyReader {
+    rx: mpsc::Receiver<Result<Bytes, String>>,
+    chunk: Bytes,
+    feeder: tokio::task::JoinHandle<()>,
+}
+
+impl io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("reading the request body: {e}"),
+                    ));
+                }
+                // The sender is gone: the body ended.
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+impl Drop for BodyReader {
+    fn drop(&mut self) {
+        self.feeder.abort();
+    }
+}
+
+/// Bytes written on a blocking thread, into a streamed body (see [`channel_body`]); a
+/// client that went away is a broken pipe.
+pub struct ChannelWriter(pub mpsc::Sender<Bytes>);
+
+impl io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A body fed by a channel: the answer's head goes out at once, and its body as the sender

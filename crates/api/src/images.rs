@@ -1,14 +1,19 @@
 //! `/images/...`: Docker's wire forms over the image store.
 
-use berth_distribution::{LayerState, Platform, Progress, PullOptions, Registries};
+use std::io::Write;
+
+use base64::Engine as _;
+use berth_distribution::{Credential, LayerState, Platform, Progress, PullOptions, Registries};
 use berth_reference::{Digest, Reference};
+use berth_store::{ArchiveFormat, HistoryEntry, RemoveEvent};
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
     ApiError,
-    http::{Api, Body, Call, channel_body, json, json_line, with_body},
+    http::{Api, Body, Call, ChannelWriter, channel_body, json, json_line, no_content, with_body},
 };
 
 /// The filters `GET /images/json` takes here.
@@ -103,11 +108,11 @@ pub async fn create(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> 
         .map(Platform::parse)
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let registries = Registries::load().map_err(|e| ApiError::internal(e.to_string()))?;
+    let registries = registries(call, &reference)?;
     let root = api.root.clone();
     let (tx, body) = channel_body();
     tokio::task::spawn_blocking(move || {
-        let progress = JsonProgress { out: tx.clone() };
+        let progress = JsonProgress { out: tx };
         let pulled = berth_store::Store::open(&root)
             .map_err(|e| e.to_string())
             .and_then(|mut store| {
@@ -127,10 +132,380 @@ pub async fn create(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> 
                     "status": format!("Status: {status} {}", reference.familiar_string())
                 }));
             }
-            Err(message) => progress.send(json!({
-                "errorDetail": { "message": message },
-                "error": message,
-            })),
+            Err(message) => progress.error(&message),
+        }
+    });
+    Ok(with_body(StatusCode::OK, "application/json", body))
+}
+
+/// Docker's `AuthConfig`, as the `X-Registry-Auth` header (base64url JSON) and `/auth`
+/// carry it.
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthConfig {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    /// `base64(user:password)`, as config.json keeps it.
+    #[serde(default)]
+    auth: String,
+    #[serde(default, rename = "serveraddress")]
+    server_address: String,
+    #[serde(default, rename = "identitytoken")]
+    identity_token: String,
+}
+
+impl AuthConfig {
+    /// The credential it carries (none when it is empty, as the docker CLI sends `{}`).
+    fn credential(&self) -> Option<Credential> {
+        if !self.identity_token.is_empty() {
+            return Some(Credential::IdentityToken {
+                username: self.username.clone(),
+                token: self.identity_token.clone(),
+            });
+        }
+        if !self.username.is_empty() || !self.password.is_empty() {
+            return Some(Credential::Basic {
+                username: self.username.clone(),
+                password: self.password.clone(),
+            });
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(self.auth.trim())
+            .ok()?;
+        let (username, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        Some(Credential::Basic {
+            username: username.into(),
+            password: password.into(),
+        })
+    }
+}
+
+/// Reads `X-Registry-Auth`: base64url JSON, padded or not.
+fn registry_auth(call: &Call) -> Result<Option<Credential>, ApiError> {
+    let Some(header) = call.header("X-Registry-Auth").filter(|h| !h.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let config: AuthConfig = decode_header("X-Registry-Auth", header)?;
+    Ok(config.credential())
+}
+
+/// Reads `X-Registry-Config` (a build's credentials): base64url JSON of server address to
+/// `AuthConfig`, keyed here by registry host.
+pub fn registry_config(
+    call: &Call,
+) -> Result<std::collections::BTreeMap<String, Credential>, ApiError> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(header) = call.header("X-Registry-Config").filter(|h| !h.trim().is_empty()) else {
+        return Ok(out);
+    };
+    let configs: std::collections::BTreeMap<String, AuthConfig> =
+        decode_header("X-Registry-Config", header)?;
+    for (server, config) in configs {
+        if let Some(credential) = config.credential() {
+            out.insert(
+                berth_distribution::credentials::registry_host(&server),
+                credential,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// A header of base64url JSON (padded or not, as Go's clients vary).
+fn decode_header<T: serde::de::DeserializeOwned>(name: &str, value: &str) -> Result<T, ApiError> {
+    let text = value.trim().trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text))
+        .map_err(|e| ApiError::bad_request(format!("invalid {name} header: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid {name} header: {e}")))
+}
+
+/// The registries, with the request's credential (if any) for the reference's registry.
+fn registries(call: &Call, reference: &Reference) -> Result<Registries, ApiError> {
+    let mut registries = Registries::load().map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(credential) = registry_auth(call)? {
+        registries
+            .given
+            .insert(reference.domain().to_string(), credential);
+    }
+    Ok(registries)
+}
+
+/// `POST /auth`: checks a credential against its registry (the client keeps it).
+pub async fn auth(mut call: Call) -> Result<Response<Body>, ApiError> {
+    let config: AuthConfig = call.lenient_json().await?;
+    let host = match config.server_address.trim() {
+        "" => berth_distribution::DOCKER_HUB_HOST.to_string(),
+        s => berth_distribution::credentials::registry_host(s),
+    };
+    let credential = config.credential().ok_or_else(|| {
+        ApiError::bad_request("a username and password, or an identity token, is required")
+    })?;
+    tokio::task::spawn_blocking(move || {
+        let registries = Registries::load().map_err(|e| ApiError::internal(e.to_string()))?;
+        registries
+            .check_login(&host, &credential)
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    json(
+        StatusCode::OK,
+        &json!({ "Status": "Login Succeeded", "IdentityToken": "" }),
+    )
+}
+
+/// `POST /images/{name}/tag?repo=&tag=`.
+pub async fn tag(api: &Api, call: &Call, name: String) -> Result<Response<Body>, ApiError> {
+    let repo = call.param("repo").unwrap_or("");
+    let target = match call.param("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{repo}:{t}"),
+        None => repo.to_string(),
+    };
+    let target = Reference::parse_with_default_tag(&target)
+        .map_err(|e| ApiError::bad_request(format!("invalid reference format: {e}")))?;
+    if target.digest().is_some() {
+        return Err(ApiError::bad_request("refusing to create a tag with a digest reference"));
+    }
+    api.engine(move |engine| Ok(engine.store().tag(&name, &target)?))
+        .await?;
+    no_content(StatusCode::CREATED)
+}
+
+fn event_json(event: &RemoveEvent) -> Value {
+    match event {
+        RemoveEvent::Untagged(t) => json!({ "Untagged": t }),
+        RemoveEvent::Deleted(d) => json!({ "Deleted": d.to_string() }),
+    }
+}
+
+/// `DELETE /images/{name}?force=&noprune=`.
+pub async fn remove(api: &Api, call: &Call, name: String) -> Result<Response<Body>, ApiError> {
+    let force = call.flag("force");
+    let events = api
+        .engine(move |engine| Ok(engine.store().remove_image(&name, force)?))
+        .await?;
+    json(
+        StatusCode::OK,
+        &events.iter().map(event_json).collect::<Vec<_>>(),
+    )
+}
+
+/// `POST /images/prune?filters=`: `dangling=false` prunes every unused image.
+pub async fn prune(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
+    let filters = call.filters(&["dangling", "until", "label", "label!"])?;
+    let all = filters
+        .bool("dangling")
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+        == Some(false);
+    let report = api
+        .engine(move |engine| {
+            let store = engine.store();
+            let only = if filters.get("until").is_empty()
+                && filters.get("label").is_empty()
+                && filters.get("label!").is_empty()
+            {
+                None
+            } else {
+                Some(store.prune_candidates(&filters)?)
+            };
+            Ok(store.prune_images(all, only.as_ref())?)
+        })
+        .await?;
+    let deleted: Vec<Value> = report.events.iter().map(event_json).collect();
+    json(
+        StatusCode::OK,
+        &json!({
+            "ImagesDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) },
+            "SpaceReclaimed": report.reclaimed,
+        }),
+    )
+}
+
+/// `GET /images/{name}/history`: newest first; the top line carries the image's ID and
+/// tags.
+pub async fn history(api: &Api, name: String) -> Result<Response<Body>, ApiError> {
+    let rows = api
+        .engine(move |engine| {
+            let store = engine.store();
+            let rec = store.resolve(&name)?;
+            let image = store.image(rec.clone())?;
+            let mut rows: Vec<Value> = store
+                .history(&image)?
+                .into_iter()
+                .map(|HistoryEntry { history: h, size }| {
+                    let created = h
+                        .created
+                        .as_deref()
+                        .and_then(|c| c.parse::<jiff::Timestamp>().ok())
+                        .map_or(0, |t| t.as_second());
+                    json!({
+                        "Id": "<missing>",
+                        "Created": created,
+                        "CreatedBy": h.created_by.unwrap_or_default(),
+                        "Tags": null,
+                        "Size": size,
+                        "Comment": h.comment.unwrap_or_default(),
+                    })
+                })
+                .collect();
+            rows.reverse();
+            if let Some(top) = rows.first_mut() {
+                top["Id"] = json!(rec.id.to_string());
+                top["Tags"] = json!(
+                    rec.tags
+                        .iter()
+                        .map(|t| t.familiar_string())
+                        .collect::<Vec<_>>()
+                );
+            }
+            Ok(rows)
+        })
+        .await?;
+    json(StatusCode::OK, &rows)
+}
+
+/// `GET /images/get?names=` and `GET /images/{name}/get`: `docker save`'s archive,
+/// streamed. Unknown names fail before the stream starts.
+pub async fn get(api: &Api, names: Vec<String>) -> Result<Response<Body>, ApiError> {
+    if names.is_empty() {
+        return Err(ApiError::bad_request("no images named"));
+    }
+    let root = api.root.clone();
+    let requests = api
+        .engine(move |engine| Ok(engine.store().save_requests_all(&names)?))
+        .await?;
+    let (tx, body) = channel_body();
+    tokio::task::spawn_blocking(move || {
+        let saved = berth_store::Store::open(&root).and_then(|store| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter(tx));
+            store.save(&requests, ArchiveFormat::Docker, &mut out)?;
+            out.flush().map_err(|source| berth_store::StoreError::Read {
+                what: "the archive".into(),
+                source,
+            })
+        });
+        // The head has gone out: the client sees a cut stream, as with dockerd.
+        if let Err(e) = saved {
+            tracing::warn!("image save: {e}");
+        }
+    });
+    Ok(with_body(StatusCode::OK, "application/x-tar", body))
+}
+
+/// `POST /images/load?quiet=`: the request body is a `docker save` archive (or an OCI
+/// layout as a tar); the answer is Docker's JSON stream of `Loaded image:` lines.
+pub async fn load(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError> {
+    let reader = call.body_reader();
+    let loaded = api
+        .engine(move |engine| {
+            engine
+                .store()
+                .load(std::io::BufReader::with_capacity(1 << 20, reader))
+                .map_err(|e| ApiError::bad_request(format!("loading images: {e}")))
+        })
+        .await?;
+    let mut out = Vec::new();
+    for image in loaded {
+        for (tag, old) in &image.displaced {
+            out.extend(json_line(&json!({ "stream": format!(
+                "The image {} already exists, renaming the old one with ID {old} to empty string\n",
+                tag.familiar_string()
+            )})));
+        }
+        if image.tags.is_empty() {
+            out.extend(json_line(
+                &json!({ "stream": format!("Loaded image ID: {}\n", image.id) }),
+            ));
+        }
+        for t in image.tags {
+            out.extend(json_line(
+                &json!({ "stream": format!("Loaded image: {}\n", t.familiar_string()) }),
+            ));
+        }
+    }
+    Ok(with_body(
+        StatusCode::OK,
+        "application/json",
+        crate::http::full(out),
+    ))
+}
+
+/// `POST /images/{name}/push?tag=`: pushes one tag, or every tag of the repository when
+/// `tag` is empty, as Docker's JSON progress stream; the last message's `aux` carries the
+/// manifest's digest and size.
+pub async fn push(api: &Api, call: &Call, name: String) -> Result<Response<Body>, ApiError> {
+    let named = Reference::parse_normalized(&name)
+        .map_err(|e| ApiError::bad_request(format!("invalid reference format: {e}")))?;
+    let registries = registries(call, &named)?;
+    let tag = call.param("tag").filter(|t| !t.is_empty()).map(String::from);
+    let references = api
+        .engine(move |engine| {
+            let store = engine.store();
+            let references = match tag {
+                Some(t) => vec![
+                    named
+                        .with_tag(&t)
+                        .map_err(|e| ApiError::bad_request(format!("invalid tag: {e}")))?,
+                ],
+                None => {
+                    let repo = named.name();
+                    let mut tags: Vec<Reference> = store
+                        .images()?
+                        .into_iter()
+                        .flat_map(|i| i.tags)
+                        .filter(|t| t.name() == repo)
+                        .collect();
+                    tags.sort_by(|a, b| a.tag().cmp(&b.tag()));
+                    tags
+                }
+            };
+            if references.is_empty() {
+                return Err(ApiError::not_found(format!(
+                    "An image does not exist locally with the tag: {}",
+                    named.familiar_name()
+                )));
+            }
+            for r in &references {
+                store.resolve(&r.to_string()).map_err(|_| {
+                    ApiError::not_found(format!(
+                        "An image does not exist locally with the tag: {}",
+                        r.familiar_name()
+                    ))
+                })?;
+            }
+            Ok(references)
+        })
+        .await?;
+    let root = api.root.clone();
+    let (tx, body) = channel_body();
+    tokio::task::spawn_blocking(move || {
+        let progress = JsonProgress { out: tx };
+        let mut store = match berth_store::Store::open(&root) {
+            Ok(store) => store,
+            Err(e) => return progress.error(&e.to_string()),
+        };
+        for reference in &references {
+            match registries.push(&mut store, reference, &progress) {
+                Ok(pushed) => {
+                    progress.send(json!({ "status": format!(
+                        "{}: digest: {} size: {}",
+                        pushed.tag, pushed.digest, pushed.size
+                    )}));
+                    progress.send(json!({
+                        "progressDetail": {},
+                        "aux": {
+                            "Tag": pushed.tag,
+                            "Digest": pushed.digest.to_string(),
+                            "Size": pushed.size,
+                        },
+                    }));
+                }
+                Err(e) => return progress.error(&e.to_string()),
+            }
         }
     });
     Ok(with_body(StatusCode::OK, "application/json", body))
@@ -145,6 +520,11 @@ impl JsonProgress {
     fn send(&self, message: Value) {
         // A client that went away stops reading; the pull goes on and lands in the store.
         let _ = self.out.blocking_send(json_line(&message));
+    }
+
+    /// A failure after the answer began: Docker's error message in the stream.
+    fn error(&self, message: &str) {
+        self.send(json!({ "errorDetail": { "message": message }, "error": message }));
     }
 }
 

@@ -13,6 +13,7 @@
 #![recursion_limit = "256"]
 
 mod archive;
+mod build;
 mod containers;
 mod error;
 mod exec;

@@ -20,6 +20,7 @@
 mod archive;
 mod board;
 pub mod cache;
+mod context;
 mod copy;
 mod fetch;
 mod filehash;
@@ -40,6 +41,7 @@ use berth_store::{Extension, History, RunConfig, StoreError};
 use sha2::{Digest as _, Sha256};
 
 pub use archive::{decompressed, is_compressed};
+pub use context::{StreamedContext, is_archive, receive_context};
 pub use filehash::forget_file_hashes;
 pub use mounts::prune_cache_mounts;
 pub use output::export_filesystem;

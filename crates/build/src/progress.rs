@@ -154,7 +154,7 @@ impl Progress {
             prefix: format!("#{} ", self.step),
             step: self.step,
             board: self.board.clone(),
-            out: self.out.as_ref().map(|_| std::io::stderr()),
+            out: self.out.clone(),
             partial: Vec::new(),
             tail: self.tail.clone(),
         })
@@ -165,7 +165,7 @@ struct StepOutput {
     prefix: String,
     step: usize,
     board: Option<Arc<Board>>,
-    out: Option<std::io::Stderr>,
+    out: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
     partial: Vec<u8>,
     tail: Arc<Mutex<VecDeque<String>>>,
 }
@@ -175,8 +175,10 @@ impl StepOutput {
         let text = String::from_utf8_lossy(line).into_owned();
         if let Some(board) = &self.board {
             board.log(self.step, &text);
-        } else if let Some(out) = &mut self.out {
+        } else if let Some(out) = &self.out {
+            let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
             let _ = writeln!(out, "{}{text}", self.prefix);
+            let _ = out.flush();
         }
         let mut tail = self.tail.lock().expect("lock");
         if tail.len() == TAIL_LINES {

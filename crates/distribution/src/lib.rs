@@ -34,6 +34,9 @@ pub struct Registries {
     pub config: RegistryConfig,
     /// `~/.docker/config.json`.
     pub credentials: DockerConfig,
+    /// Credentials handed over with one request (the Engine API's `X-Registry-Auth`), by
+    /// registry host: they win over stored ones.
+    pub given: std::collections::BTreeMap<String, Credential>,
 }
 
 impl Registries {
@@ -42,15 +45,19 @@ impl Registries {
         Ok(Registries {
             config: RegistryConfig::load()?,
             credentials: DockerConfig::load_default()?,
+            given: Default::default(),
         })
     }
 
-    /// The stored credential for a registry host.
+    /// The credential for a registry host: one given, or else the stored one.
     pub fn credential(&self, registry: &str) -> Result<Option<Credential>> {
+        if let Some(given) = self.given.get(registry) {
+            return Ok(Some(given.clone()));
+        }
         Ok(self.credentials.get(registry)?)
     }
 
-    /// Opens a session with a repository, with the stored credential.
+    /// Opens a session with a repository, with its credential.
     pub fn open(
         &self,
         registry: &str,

@@ -527,6 +527,60 @@ impl Store {
         Ok(())
     }
 
+    /// What `save NAME` includes, as docker decides it: a tag saves that tag, a bare
+    /// repository name every tagged image of that repository, an ID the image without tags.
+    pub fn save_requests(&self, name: &str) -> Result<Vec<SaveRequest>> {
+        if let Ok(r) = Reference::parse_normalized(name)
+            && r.tag().is_none()
+            && r.digest().is_none()
+        {
+            let repo = r.name();
+            let requests: Vec<SaveRequest> = self
+                .images()?
+                .into_iter()
+                .filter_map(|image| {
+                    let tags: Vec<Reference> = image
+                        .tags
+                        .iter()
+                        .filter(|t| t.name() == repo)
+                        .cloned()
+                        .collect();
+                    (!tags.is_empty()).then_some(SaveRequest { image, tags })
+                })
+                .collect();
+            if !requests.is_empty() {
+                return Ok(requests);
+            }
+        }
+        let rec = self.resolve(name)?;
+        let tags = match Reference::parse_with_default_tag(name) {
+            Ok(r) if rec.tags.contains(&r) => vec![r],
+            _ => Vec::new(),
+        };
+        Ok(vec![SaveRequest { image: rec, tags }])
+    }
+
+    /// The requests of several names, one per image (an image named twice carries the
+    /// tags of both).
+    pub fn save_requests_all(&self, names: &[String]) -> Result<Vec<SaveRequest>> {
+        let mut requests: Vec<SaveRequest> = Vec::new();
+        for name in names {
+            for req in self.save_requests(name)? {
+                match requests.iter_mut().find(|r| r.image.id == req.image.id) {
+                    Some(r) => {
+                        for t in req.tags {
+                            if !r.tags.contains(&t) {
+                                r.tags.push(t);
+                            }
+                        }
+                    }
+                    None => requests.push(req),
+                }
+            }
+        }
+        Ok(requests)
+    }
+
     /// Writes images to an archive.
     pub fn save(
         &self,

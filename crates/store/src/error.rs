@@ -56,6 +56,9 @@ pub enum StoreError {
     /// A bad reference.
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+    /// A filter that cannot be used.
+    #[error(transparent)]
+    Filter(#[from] crate::FilterError),
     /// A layer failed to unpack.
     #[error("layer {layer}: {source}")]
     Unpack {

@@ -103,6 +103,31 @@ impl Filters {
         }
     }
 
+    /// The `until=` filter as a point in time: a timestamp, Unix seconds, or a duration
+    /// before now (`10m`, `24h`), as `image prune` and `container prune` take it.
+    pub fn until(&self) -> Result<Option<jiff::Timestamp>, FilterError> {
+        let Some(text) = self.get("until").last() else {
+            return Ok(None);
+        };
+        let invalid = || FilterError::Value {
+            key: "until".into(),
+            value: text.clone(),
+        };
+        if let Ok(t) = text.parse::<jiff::Timestamp>() {
+            return Ok(Some(t));
+        }
+        if let Ok(secs) = text.parse::<i64>() {
+            return jiff::Timestamp::from_second(secs)
+                .map(Some)
+                .map_err(|_| invalid());
+        }
+        let span: jiff::SignedDuration = text.parse().map_err(|_| invalid())?;
+        jiff::Timestamp::now()
+            .checked_sub(span)
+            .map(Some)
+            .map_err(|_| invalid())
+    }
+
     /// Whether labels satisfy every `label=` filter and no `label!=` filter (each `key` or
     /// `key=value`).
     pub fn labels_match(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
@@ -117,6 +142,20 @@ impl Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn until_takes_times_and_durations() {
+        let until = |v: &str| Filters::parse(&[format!("until={v}")], &["until"]).unwrap().until();
+        assert_eq!(
+            until("2024-01-02T03:04:05Z").unwrap(),
+            Some("2024-01-02T03:04:05Z".parse().unwrap())
+        );
+        assert_eq!(until("1700000000").unwrap().unwrap().as_second(), 1_700_000_000);
+        let day_ago = until("24h").unwrap().unwrap();
+        assert!(jiff::Timestamp::now().as_second() - day_ago.as_second() >= 86_399);
+        assert!(until("soon").is_err());
+        assert_eq!(Filters::default().until().unwrap(), None);
+    }
 
     #[test]
     fn unknown_filters_are_refused() {

@@ -155,6 +155,30 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The images `image prune --filter until=/label=/label!=` may remove (every image the
+    /// filters let through; `prune_images` still keeps tagged and used ones as asked).
+    pub fn prune_candidates(&self, filters: &crate::Filters) -> Result<HashSet<Digest>> {
+        let until = filters.until()?;
+        let mut out = HashSet::new();
+        for rec in self.images()? {
+            let created = rec
+                .created
+                .as_deref()
+                .and_then(|c| c.parse::<jiff::Timestamp>().ok());
+            if until.is_some_and(|u| created.is_none_or(|c| c >= u)) {
+                continue;
+            }
+            let image = self.image(rec.clone())?;
+            if filters.labels_match(image.config.config.as_ref().and_then(|c| c.labels.as_ref()))
+            {
+                out.insert(rec.id);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Reads a root's document; `None` if it is gone (nothing to keep for it).
 fn read_root(blobs: &crate::BlobStore, digest: &Digest) -> Result<Option<Vec<u8>>> {
     match blobs.read(digest) {

@@ -30,6 +30,16 @@ impl Image {
     }
 }
 
+/// One line of `history`: the config's entry and the size of the layer it made (0 for an
+/// empty layer).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistoryEntry {
+    /// The config's history entry.
+    pub history: crate::History,
+    /// The layer's size.
+    pub size: u64,
+}
+
 /// What `rmi` did, in Docker's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoveEvent {
@@ -343,6 +353,38 @@ impl Store {
             events.extend(self.collect_quietly().into_iter().map(RemoveEvent::Deleted));
         }
         Ok(events)
+    }
+
+    /// An image's history, oldest first, each entry with the size of its layer. An image
+    /// whose config has no history gets one blank entry per layer.
+    pub fn history(&self, image: &Image) -> Result<Vec<HistoryEntry>> {
+        let mut sizes = Vec::new();
+        for chain in image.chain_ids()? {
+            sizes.push(self.layer(&chain)?.map_or(0, |l| l.size));
+        }
+        if image.config.history.is_empty() {
+            return Ok(sizes
+                .into_iter()
+                .map(|size| HistoryEntry {
+                    history: crate::History::default(),
+                    size,
+                })
+                .collect());
+        }
+        let mut sizes = sizes.into_iter();
+        Ok(image
+            .config
+            .history
+            .iter()
+            .map(|h| HistoryEntry {
+                size: if h.empty_layer {
+                    0
+                } else {
+                    sizes.next().unwrap_or(0)
+                },
+                history: h.clone(),
+            })
+            .collect())
     }
 
     /// Records that `holder` (such as `container:<id>`) uses image `id`: `rmi` refuses to

@@ -56,7 +56,7 @@ pub use error::{Result, StoreError};
 pub use extend::Extension;
 pub use filters::{FilterError, Filters};
 pub use gc::{GcReport, PruneReport};
-pub use image::{CACHE_HOLDER_PREFIX, Image, RemoveEvent, check_layer_media_type};
+pub use image::{CACHE_HOLDER_PREFIX, HistoryEntry, Image, RemoveEvent, check_layer_media_type};
 pub use import::ImportOptions;
 pub use incoming::{Incoming, LayerWork};
 pub use layers::{LayerInfo, chain_id};

@@ -111,37 +111,20 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
     }
     let _ = (&args.rm, args.force_rm);
     // `-`: stdin is a Dockerfile (an empty context), or the context as a tar archive
-    // (gzip, bzip2, xz or zstd compressed or not, as `ADD` reads them), unpacked here.
+    // (gzip, bzip2, xz or zstd compressed or not, as `ADD` reads them).
     let mut stdin_context = None;
     let (context, dockerfile, dockerfile_name) = if args.context == "-" {
-        let mut head = Vec::new();
-        std::io::stdin().lock().take(512).read_to_end(&mut head)?;
-        let stdin = std::io::Cursor::new(head.clone()).chain(std::io::stdin());
+        let streamed = berth_build::receive_context(root, std::io::stdin())
+            .map_err(|e| fail(1, format!("unable to prepare context: {e}")))?;
+        let name = match &streamed.dockerfile {
+            Some(_) => "Dockerfile".to_string(),
+            None => args.file.clone().unwrap_or_else(|| "Dockerfile".into()),
+        };
+        let text = streamed.read_dockerfile(&name).map_err(|e| fail(1, e))?;
+        let dir = streamed.path().to_path_buf();
         // Removed when the command ends, whichever way it ends.
-        let tmp = root.join("build").join("tmp");
-        std::fs::create_dir_all(&tmp)?;
-        let guard = tempfile::Builder::new()
-            .prefix("context-")
-            .tempdir_in(&tmp)?;
-        let dir = guard.path().to_path_buf();
-        stdin_context = Some(guard);
-        if is_archive(&head) {
-            unpack_context(std::io::BufReader::new(stdin), &dir)
-                .map_err(|e| fail(1, format!("unable to prepare context: {e}")))?;
-            let name = args.file.clone().unwrap_or_else(|| "Dockerfile".into());
-            let text =
-                std::fs::read_to_string(dir.join(name.trim_start_matches('/'))).map_err(|e| {
-                    fail(
-                        1,
-                        format!("failed to read dockerfile {name} from the context: {e}"),
-                    )
-                })?;
-            (dir, text, name)
-        } else {
-            let mut text = String::new();
-            std::io::BufReader::new(stdin).read_to_string(&mut text)?;
-            (dir, text, "Dockerfile".to_string())
-        }
+        stdin_context = Some(streamed);
+        (dir, text, name)
     } else {
         let context = std::path::PathBuf::from(&args.context);
         if !context.is_dir() {
@@ -277,26 +260,6 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
             Err(Status(1).into())
         }
     }
-}
-
-/// Whether the first bytes of stdin start an archive (compressed, or a tar's `ustar` magic)
-/// rather than a Dockerfile.
-fn is_archive(head: &[u8]) -> bool {
-    berth_build::is_compressed(head) || head.get(257..262) == Some(b"ustar")
-}
-
-/// Unpacks a context archive into `dir` (nothing outside it; `.wh.` names are ordinary
-/// files).
-fn unpack_context(stdin: impl std::io::BufRead + Send, dir: &Path) -> Result<(), String> {
-    let tar = berth_build::decompressed(stdin).map_err(|e| e.to_string())?;
-    let root = std::fs::File::open(dir).map_err(|e| e.to_string())?;
-    let opts = berth_store::UnpackOptions {
-        whiteouts: false,
-        owner: None,
-    };
-    berth_store::unpack_into(tar, std::os::fd::AsFd::as_fd(&root), dir, &opts)
-        .map_err(|e| e.to_string())?;
-    Ok(())
 }
 
 /// Where `-o` sends the result instead of the image store.

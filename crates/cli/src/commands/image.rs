@@ -1,16 +1,15 @@
 //! Image commands: images, import, load, save, tag, rmi, history, inspect, prune.
 
 use std::{
-    collections::HashSet,
     fs::File,
     io::{self, IsTerminal, Write},
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
-use berth_reference::{Digest, Reference};
+use berth_reference::Reference;
 use berth_store::{
-    ArchiveFormat, ImageRecord, ImportOptions, RemoveEvent, RunConfig, SaveRequest, Store,
+    ArchiveFormat, HistoryEntry, ImageRecord, ImportOptions, RemoveEvent, RunConfig,
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -165,10 +164,7 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
         }
     };
     let (before, after) = (bound("before")?, bound("since")?);
-    let until = match filters.get("until").last() {
-        None => None,
-        Some(u) => Some(parse_until(u)?),
-    };
+    let until = filters.until()?;
     let mut rows = Vec::new();
     images.retain(|rec| {
         let created = created_at(rec.created.as_deref());
@@ -279,20 +275,6 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
         ],
     )?;
     Ok(())
-}
-
-/// `until=` takes a timestamp or a duration before now (`10m`, `24h`).
-fn parse_until(s: &str) -> Result<jiff::Timestamp> {
-    if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return Ok(t);
-    }
-    if let Ok(secs) = s.parse::<i64>() {
-        return Ok(jiff::Timestamp::from_second(secs)?);
-    }
-    let span: jiff::SignedDuration = s
-        .parse()
-        .with_context(|| format!("invalid filter 'until={s}'"))?;
-    Ok(jiff::Timestamp::now() - span)
 }
 
 pub fn headers(pairs: &[(&str, &str)]) -> serde_json::Map<String, Value> {
@@ -433,39 +415,6 @@ pub struct SaveArgs {
     images: Vec<String>,
 }
 
-/// What `save NAME` includes, as docker decides it: a tag saves that tag, a bare repository
-/// name every tagged image of that repository, an ID the image without tags.
-fn save_requests(store: &Store, name: &str) -> Result<Vec<SaveRequest>> {
-    if let Ok(r) = Reference::parse_normalized(name)
-        && r.tag().is_none()
-        && r.digest().is_none()
-    {
-        let repo = r.name();
-        let requests: Vec<SaveRequest> = store
-            .images()?
-            .into_iter()
-            .filter_map(|image| {
-                let tags: Vec<Reference> = image
-                    .tags
-                    .iter()
-                    .filter(|t| t.name() == repo)
-                    .cloned()
-                    .collect();
-                (!tags.is_empty()).then_some(SaveRequest { image, tags })
-            })
-            .collect();
-        if !requests.is_empty() {
-            return Ok(requests);
-        }
-    }
-    let rec = store.resolve(name)?;
-    let tags = match Reference::parse_with_default_tag(name) {
-        Ok(r) if rec.tags.contains(&r) => vec![r],
-        _ => Vec::new(),
-    };
-    Ok(vec![SaveRequest { image: rec, tags }])
-}
-
 pub fn save(root: &Path, args: SaveArgs) -> Result<()> {
     let format = match args.format.as_str() {
         "docker" | "docker-archive" => ArchiveFormat::Docker,
@@ -473,21 +422,7 @@ pub fn save(root: &Path, args: SaveArgs) -> Result<()> {
         other => bail!("unknown archive format {other:?}: expected docker or oci"),
     };
     let store = open_store(root)?;
-    let mut requests: Vec<SaveRequest> = Vec::new();
-    for name in &args.images {
-        for req in save_requests(&store, name)? {
-            match requests.iter_mut().find(|r| r.image.id == req.image.id) {
-                Some(r) => {
-                    for t in req.tags {
-                        if !r.tags.contains(&t) {
-                            r.tags.push(t);
-                        }
-                    }
-                }
-                None => requests.push(req),
-            }
-        }
-    }
+    let requests = store.save_requests_all(&args.images)?;
     match &args.output {
         Some(path) => {
             // Written beside the target and renamed, so a failed save leaves no partial file.
@@ -634,7 +569,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
     let only = if args.filter.is_empty() {
         None
     } else {
-        Some(prune_candidates(&store, &filters)?)
+        Some(store.prune_candidates(&filters)?)
     };
     let report = store.prune_images(args.all, only.as_ref())?;
     let mut out = io::stdout().lock();
@@ -649,27 +584,6 @@ pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
         units::human_size(report.reclaimed as f64)
     )?;
     Ok(())
-}
-
-/// The images `--filter until=/label=/label!=` lets `image prune` remove.
-fn prune_candidates(store: &Store, filters: &Filters) -> Result<HashSet<Digest>> {
-    let until = filters
-        .get("until")
-        .last()
-        .map(|u| parse_until(u))
-        .transpose()?;
-    let mut out = HashSet::new();
-    for rec in store.images()? {
-        let created = created_at(rec.created.as_deref());
-        if until.is_some_and(|u| created.is_none_or(|c| c >= u)) {
-            continue;
-        }
-        let image = store.image(rec.clone())?;
-        if filters.labels_match(image.config.config.as_ref().and_then(|c| c.labels.as_ref())) {
-            out.insert(rec.id);
-        }
-    }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------- history
@@ -726,27 +640,10 @@ pub fn history(root: &Path, args: HistoryArgs) -> Result<()> {
     let store = open_store(root)?;
     let rec = store.resolve(&args.image)?;
     let image = store.image(rec.clone())?;
-    let chains = image.chain_ids()?;
-    let mut layer_sizes = Vec::new();
-    for c in &chains {
-        layer_sizes.push(store.layer(c)?.map_or(0, |l| l.size));
-    }
-    let mut entries = image.config.history.clone();
-    if entries.is_empty() {
-        entries = chains
-            .iter()
-            .map(|_| berth_store::History::default())
-            .collect();
-    }
-    let mut sizes = layer_sizes.into_iter();
-    let mut rows: Vec<HistoryRow> = entries
-        .iter()
-        .map(|h| {
-            let size = if h.empty_layer {
-                0
-            } else {
-                sizes.next().unwrap_or(0)
-            };
+    let mut rows: Vec<HistoryRow> = store
+        .history(&image)?
+        .into_iter()
+        .map(|HistoryEntry { history: h, size }| {
             let created = created_at(h.created.as_deref());
             let created_by = h.created_by.clone().unwrap_or_default();
             HistoryRow {
