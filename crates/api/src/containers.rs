@@ -354,6 +354,22 @@ pub async fn action(
         "wait" => wait(api, &call, id).await,
         "attach" => attach(api, call, id).await,
         "resize" => resize(&api, &call, id).await,
+        "pause" => {
+            api.engine(move |engine| Ok(engine.pause(&id).map(drop)?))
+                .await?;
+            no_content(StatusCode::NO_CONTENT)
+        }
+        "unpause" => {
+            api.engine(move |engine| Ok(engine.unpause(&id).map(drop)?))
+                .await?;
+            no_content(StatusCode::NO_CONTENT)
+        }
+        "rename" => {
+            let name = call.param("name").unwrap_or("").to_string();
+            api.engine(move |engine| Ok(engine.rename(&id, &name).map(drop)?))
+                .await?;
+            no_content(StatusCode::NO_CONTENT)
+        }
         _ => Err(ApiError::not_found("page not found")),
     }
 }
@@ -481,6 +497,21 @@ async fn kill(api: &Arc<Api>, call: &Call, id: String) -> Result<Response<Body>,
     })
     .await?;
     no_content(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/prune?filters=`.
+pub async fn prune(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
+    let filters = call.filters(berth_engine::CONTAINER_PRUNE_FILTERS)?;
+    let (deleted, reclaimed) = api
+        .engine(move |engine| Ok(engine.prune_containers(&filters)?))
+        .await?;
+    json(
+        StatusCode::OK,
+        &json!({
+            "ContainersDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) },
+            "SpaceReclaimed": reclaimed,
+        }),
+    )
 }
 
 /// `DELETE /containers/{id}?force=&v=`.

@@ -80,6 +80,9 @@ fn store_error(e: &StoreError, message: String) -> ApiError {
     let status = match e {
         StoreError::ImageNotFound(_) => StatusCode::NOT_FOUND,
         StoreError::Conflict(_) => StatusCode::CONFLICT,
+        StoreError::Filter(_) | StoreError::Reference(_) | StoreError::AmbiguousImage(_) => {
+            StatusCode::BAD_REQUEST
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     ApiError::new(status, message)

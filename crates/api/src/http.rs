@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
-    ApiError, MAX_VERSION, MIN_VERSION, archive, build, containers, exec, exec::Execs, images, networks,
+    ApiError, MAX_VERSION, MIN_VERSION, archive, build, containers, contents, exec, exec::Execs, images, networks,
     streams::Streams, system, volumes,
 };
 
@@ -295,6 +295,12 @@ async fn route(api: Arc<Api>, call: Call) -> Result<Response<Body>, ApiError> {
         (&Method::GET, ["info"]) => system::info(&api).await,
 
         (&Method::GET, ["containers", "json"]) => containers::list(&api, &call).await,
+        (&Method::POST, ["containers", "prune"]) => containers::prune(&api, &call).await,
+        (&Method::GET, ["containers", id, "changes"]) => {
+            contents::changes(&api, id.to_string()).await
+        }
+        (&Method::GET, ["containers", id, "export"]) => contents::export(&api, id.to_string()).await,
+        (&Method::POST, ["commit"]) => contents::commit(&api, &call).await,
         (&Method::POST, ["containers", "create"]) => containers::create(&api, call).await,
         (&Method::GET, ["containers", id, "json"]) => {
             let id = id.to_string();

@@ -16,37 +16,27 @@ use crate::{
     http::{Api, Body, Call, ChannelWriter, channel_body, json, json_line, no_content, with_body},
 };
 
-/// The filters `GET /images/json` takes here.
-const IMAGE_FILTERS: &[&str] = &["dangling", "label", "label!"];
-
-/// `GET /images/json?all=&filters=`.
+/// `GET /images/json?all=&filters=` (and the old `filter=` reference pattern).
 pub async fn list(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
-    let filters = call.filters(IMAGE_FILTERS)?;
-    let dangling = filters
-        .bool("dangling")
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let filters = call.filters(berth_store::IMAGE_FILTERS)?;
+    let mut references = filters.get("reference").to_vec();
+    references.extend(call.param("filter").filter(|f| !f.is_empty()).map(String::from));
     let all = call.flag("all");
     // `VirtualSize` went away in API 1.44.
     let virtual_size = call.version < (1, 44);
     let rows = api
         .engine(move |engine| {
-            let store = engine.store();
+            let listed = engine.store().list_images(&berth_store::ImageQuery {
+                filters: &filters,
+                all,
+                references,
+                matches: &|pattern, name| {
+                    berth_dockerfile::path_match(pattern, name).map_err(String::from)
+                },
+                labels: true,
+            })?;
             let mut rows = Vec::new();
-            for rec in store.images()? {
-                if !all && rec.is_build_intermediate() {
-                    continue;
-                }
-                if dangling.is_some_and(|d| d != rec.tags.is_empty()) {
-                    continue;
-                }
-                // An image removed by another process since the listing is not shown.
-                let Ok(image) = store.image(rec.clone()) else {
-                    continue;
-                };
-                let labels = image.config.config.as_ref().and_then(|c| c.labels.clone());
-                if !filters.labels_match(labels.as_ref()) {
-                    continue;
-                }
+            for berth_store::ListedImage { record: rec, labels } in listed {
                 let created = rec
                     .created
                     .as_deref()

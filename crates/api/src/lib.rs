@@ -15,6 +15,7 @@
 mod archive;
 mod build;
 mod containers;
+mod contents;
 mod error;
 mod exec;
 mod http;

@@ -20,6 +20,7 @@
 mod archive;
 mod board;
 pub mod cache;
+pub mod changes;
 mod context;
 mod copy;
 mod fetch;

@@ -5,7 +5,6 @@
 
 #![forbid(unsafe_code)]
 
-mod changes;
 mod commands;
 mod error_line;
 mod filters;

@@ -1272,6 +1272,22 @@ mod goregex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_path_match_as_the_reference_filter_uses_it() {
+        for (p, n, want) in [
+            ("busy*", "busybox", true),
+            ("*", "library/busybox", false),
+            ("*/*", "library/busybox", true),
+            ("busybox:1.?", "busybox:1.3", true),
+            ("b[a-u]sybox", "busybox", true),
+            ("b[^u]sybox", "busybox", false),
+            ("abc", "abcd", false),
+        ] {
+            assert_eq!(path_match(p, n), Ok(want), "{p} vs {n}");
+        }
+        assert!(path_match("[", "x").is_err());
+    }
     use proptest::prelude::*;
 
     fn rules(text: &str) -> IgnoreRules {

@@ -39,6 +39,9 @@ use std::{
 use berth_runtime::{Exit, Rootfs, RuntimeError, Stdio};
 use berth_store::{Store, StoreError};
 
+/// The filters `container prune` takes.
+pub const CONTAINER_PRUNE_FILTERS: &[&str] = &["until", "label", "label!"];
+
 pub use volumes::{VOLUME_FILTERS, Volume, VolumeOptions, VolumePruneFilters};
 
 pub use record::{

@@ -221,6 +221,44 @@ impl Engine {
         Ok(rec)
     }
 
+    /// `container prune`: removes every container that does not run and that the filters
+    /// (`until`, `label`, `label!`) let through. Returns the IDs removed and the space
+    /// their writable layers took; a container that started meanwhile is left alone.
+    pub fn prune_containers(
+        &mut self,
+        filters: &berth_store::Filters,
+    ) -> Result<(Vec<String>, u64), EngineError> {
+        let until = match filters.get("until").last() {
+            None => None,
+            Some(u) => Some(
+                crate::logfile::parse_time_arg(u, jiff::Timestamp::now())
+                    .map_err(EngineError::Invalid)?,
+            ),
+        };
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0u64;
+        for rec in self.containers()? {
+            if is_active(&rec.state) || !filters.labels_match(Some(&rec.config.labels)) {
+                continue;
+            }
+            if let Some(u) = until
+                && rec.created.parse::<jiff::Timestamp>().is_ok_and(|c| c >= u)
+            {
+                continue;
+            }
+            let size = self.container_size(&rec.id);
+            match self.remove(&rec.id, false) {
+                Ok(_) => {
+                    reclaimed += size;
+                    deleted.push(rec.id);
+                }
+                Err(EngineError::Running(_) | EngineError::NoSuchContainer(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((deleted, reclaimed))
+    }
+
     /// `rename`: a new unique name for a container.
     pub fn rename(&mut self, key: &str, new_name: &str) -> Result<ContainerRecord, EngineError> {
         let mut rec = self.container(key)?;

@@ -11,8 +11,27 @@ use crate::{ContainerRecord, Engine, EngineError, ZERO_TIME};
 
 /// The filters `ps` and `GET /containers/json` accept.
 pub const CONTAINER_FILTERS: &[&str] = &[
-    "status", "name", "label", "label!", "ancestor", "exited", "id", "before", "since",
+    "status", "name", "label", "label!", "ancestor", "exited", "id", "before", "since", "network",
+    "volume", "publish", "expose", "is-task",
 ];
+
+/// The ports a `publish=`/`expose=` filter names (`80`, `80/udp`, `8000-8002/tcp`), as
+/// `PORT/PROTO` keys.
+fn port_filter(key: &str, values: &[String]) -> Result<Vec<String>, EngineError> {
+    let mut out = Vec::new();
+    for value in values {
+        let (ports, proto) = value.split_once('/').unwrap_or((value, "tcp"));
+        let (first, last) = ports.split_once('-').unwrap_or((ports, ports));
+        let (Ok(first), Ok(last)) = (first.parse::<u16>(), last.parse::<u16>()) else {
+            return Err(invalid(key, value));
+        };
+        if first > last || !matches!(proto, "tcp" | "udp" | "sctp") {
+            return Err(invalid(key, value));
+        }
+        out.extend((first..=last).map(|p| format!("{p}/{proto}")));
+    }
+    Ok(out)
+}
 
 /// Which containers a listing shows.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +70,12 @@ impl Engine {
             .iter()
             .map(|v| v.parse().map_err(|_| invalid("exited", v)))
             .collect::<Result<_, _>>()?;
+        let published = port_filter("publish", filters.get("publish"))?;
+        let exposed = port_filter("expose", filters.get("expose"))?;
+        // berth runs no swarm: no container is a task.
+        if filters.bool("is-task")? == Some(true) {
+            return Ok(Vec::new());
+        }
         let records = self.containers()?;
         let position = |key: &str| -> Result<usize, EngineError> {
             records
@@ -115,6 +140,40 @@ impl Engine {
                 continue;
             }
             if !filters.get("ancestor").is_empty() && !ancestors.contains(&rec.image) {
+                continue;
+            }
+            let networks = filters.get("network");
+            if !networks.is_empty()
+                && !networks.iter().any(|n| {
+                    rec.network_settings
+                        .networks
+                        .iter()
+                        .any(|(name, ep)| name == n || ep.network_id.starts_with(n.as_str()))
+                })
+            {
+                continue;
+            }
+            let volumes = filters.get("volume");
+            if !volumes.is_empty()
+                && !volumes.iter().any(|v| {
+                    rec.mounts
+                        .iter()
+                        .any(|m| &m.name == v || &m.destination == v)
+                })
+            {
+                continue;
+            }
+            if !published.is_empty()
+                && !rec
+                    .host_config
+                    .port_bindings
+                    .keys()
+                    .any(|p| published.contains(p))
+            {
+                continue;
+            }
+            if !exposed.is_empty() && !rec.config.exposed_ports.keys().any(|p| exposed.contains(p))
+            {
                 continue;
             }
             out.push(rec);
@@ -307,6 +366,25 @@ fn go_hours(d: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_filters_expand_ranges_and_default_to_tcp() {
+        let ports = |v: &[&str]| {
+            port_filter(
+                "publish",
+                &v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(ports(&["80"]).unwrap(), ["80/tcp"]);
+        assert_eq!(ports(&["53/udp"]).unwrap(), ["53/udp"]);
+        assert_eq!(
+            ports(&["8000-8002/tcp"]).unwrap(),
+            ["8000/tcp", "8001/tcp", "8002/tcp"]
+        );
+        for bad in ["x", "90-80", "80/http", "70000"] {
+            assert!(ports(&[bad]).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn human_duration_go_units_table() {

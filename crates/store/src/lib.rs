@@ -34,6 +34,7 @@ mod image;
 mod import;
 mod incoming;
 mod layers;
+mod listing;
 mod lock;
 mod meta;
 mod overlay;
@@ -60,6 +61,7 @@ pub use image::{CACHE_HOLDER_PREFIX, HistoryEntry, Image, RemoveEvent, check_lay
 pub use import::ImportOptions;
 pub use incoming::{Incoming, LayerWork};
 pub use layers::{LayerInfo, chain_id};
+pub use listing::{IMAGE_FILTERS, ImageQuery, ListedImage};
 pub use meta::{ImageRecord, open_sqlite, retry_busy};
 pub use overlay::{Change, ChangeKind, overlay_changes, write_overlay_layer};
 pub use pack::{

@@ -18,7 +18,7 @@ use clap::Args;
 use rustix::fs::{Mode, OFlags};
 
 use super::fail;
-use crate::{changes, units};
+use crate::units;
 
 // ---------------------------------------------------------------- cp
 
@@ -406,7 +406,7 @@ pub fn commit(root: &Path, args: CommitArgs) -> Result<()> {
     };
     let image = engine
         .commit(&args.container, request, |config| {
-            changes::apply_changes(config, &args.change).map_err(|e| super::one_line(&e))
+            berth_build::changes::apply_changes(config, &args.change)
         })
         .map_err(|e: EngineError| fail(1, e))?;
     println!("{}", image.id);

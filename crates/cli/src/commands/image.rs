@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use berth_reference::Reference;
 use berth_store::{
-    ArchiveFormat, HistoryEntry, ImageRecord, ImportOptions, RemoveEvent, RunConfig,
+    ArchiveFormat, HistoryEntry, ImageQuery, ImageRecord, ListedImage, ImportOptions, RemoveEvent, RunConfig,
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -17,8 +17,7 @@ use serde_json::Value;
 
 use super::{Status, one_line, open_store, print_json_indented};
 use crate::{
-    changes,
-    filters::{Filters, path_match},
+    filters::Filters,
     format, units,
 };
 
@@ -139,64 +138,20 @@ fn short_id(rec: &ImageRecord, no_trunc: bool) -> String {
 
 pub fn list(root: &Path, args: ListArgs) -> Result<()> {
     let store = open_store(root)?;
-    let filters = Filters::parse(
-        &args.filter,
-        &["dangling", "label", "before", "since", "reference", "until"],
-    )?;
-    let mut images = store.images()?;
+    let filters = Filters::parse(&args.filter, berth_store::IMAGE_FILTERS)?;
     let mut references = filters.get("reference").to_vec();
-    if let Some(r) = &args.repository {
-        references.push(r.clone());
-    }
-    // A malformed pattern is an error, as Docker's (not a filter that matches nothing).
-    for pattern in &references {
-        berth_dockerfile::path_match(pattern, pattern)
-            .map_err(|e| anyhow::anyhow!("invalid reference filter {pattern:?}: {e}"))?;
-    }
-    let dangling = filters.bool("dangling")?;
-    let bound = |key: &str| -> Result<Option<jiff::Timestamp>> {
-        match filters.get(key).last() {
-            None => Ok(None),
-            Some(name) => {
-                let rec = store.resolve(name)?;
-                Ok(created_at(rec.created.as_deref()))
-            }
-        }
-    };
-    let (before, after) = (bound("before")?, bound("since")?);
-    let until = filters.until()?;
+    references.extend(args.repository.clone());
+    let images = store.list_images(&ImageQuery {
+        filters: &filters,
+        all: args.all,
+        references,
+        matches: &|pattern, name| {
+            berth_dockerfile::path_match(pattern, name).map_err(String::from)
+        },
+        labels: false,
+    })?;
     let mut rows = Vec::new();
-    images.retain(|rec| {
-        let created = created_at(rec.created.as_deref());
-        if !args.all && rec.is_build_intermediate() {
-            return false;
-        }
-        if dangling.is_some_and(|d| d != rec.tags.is_empty()) {
-            return false;
-        }
-        if before.is_some_and(|b| created.is_none_or(|c| c >= b)) {
-            return false;
-        }
-        if after.is_some_and(|s| created.is_none_or(|c| c <= s)) {
-            return false;
-        }
-        if until.is_some_and(|u| created.is_none_or(|c| c > u)) {
-            return false;
-        }
-        true
-    });
-    let by_label = !filters.get("label").is_empty();
-    for rec in &images {
-        if by_label {
-            // An image removed by another process since the listing is simply not shown.
-            let Ok(image) = store.image(rec.clone()) else {
-                continue;
-            };
-            let labels = image.config.config.as_ref().and_then(|c| c.labels.as_ref());
-            if !filters.labels_match(labels) {
-                continue;
-            }
-        }
+    for ListedImage { record: rec, .. } in &images {
         let created = created_at(rec.created.as_deref());
         let mut names: Vec<(String, String, String)> = Vec::new();
         for t in &rec.tags {
@@ -220,16 +175,6 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
         }
         if names.is_empty() {
             names.push(("<none>".into(), "<none>".into(), "<none>".into()));
-        }
-        if !references.is_empty() {
-            names.retain(|(repo, tag, _)| {
-                references
-                    .iter()
-                    .any(|pat| path_match(pat, repo) || path_match(pat, &format!("{repo}:{tag}")))
-            });
-            if names.is_empty() {
-                continue;
-            }
         }
         let size = units::human_size(rec.size as f64);
         for (repo, tag, digest) in names {
@@ -305,7 +250,7 @@ pub struct ImportArgs {
 
 pub fn import(root: &Path, args: ImportArgs) -> Result<()> {
     let mut config = RunConfig::default();
-    changes::apply_changes(&mut config, &args.change)?;
+    berth_build::changes::apply_changes(&mut config, &args.change).map_err(anyhow::Error::msg)?;
     let tag = args
         .reference
         .as_deref()

@@ -730,13 +730,7 @@ pub struct PruneArgs {
 
 /// `berth container prune`: removes every stopped container.
 pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
-    let filters = Filters::parse(&args.filter, &["until", "label", "label!"])?;
-    let until = match filters.get("until").last() {
-        None => None,
-        Some(u) => {
-            Some(logfile::parse_time_arg(u, jiff::Timestamp::now()).map_err(|e| anyhow!(e))?)
-        }
-    };
+    let filters = Filters::parse(&args.filter, berth_engine::CONTAINER_PRUNE_FILTERS)?;
     if !args.force {
         eprint!(
             "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
@@ -748,27 +742,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
         }
     }
     let mut engine = Engine::open(root)?;
-    let mut deleted = Vec::new();
-    let mut reclaimed = 0u64;
-    for rec in engine.containers()? {
-        if is_active(&rec.state) || !filters.labels_match(Some(&rec.config.labels)) {
-            continue;
-        }
-        if let Some(u) = until
-            && rec.created.parse::<jiff::Timestamp>().is_ok_and(|c| c >= u)
-        {
-            continue;
-        }
-        let size = engine.container_size(&rec.id);
-        match engine.remove(&rec.id, false) {
-            Ok(_) => {
-                reclaimed += size;
-                deleted.push(rec.id);
-            }
-            Err(EngineError::Running(_)) => {}
-            Err(e) => eprintln!("Error: {e}"),
-        }
-    }
+    let (deleted, reclaimed) = engine.prune_containers(&filters)?;
     let mut out = io::stdout().lock();
     if !deleted.is_empty() {
         writeln!(out, "Deleted Containers:")?;

@@ -1,8 +1,8 @@
 //! `import --change` / `commit --change`: the Dockerfile instructions Docker accepts there
 //! (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR), parsed
-//! by `berth-dockerfile` and applied by the builder's own dispatch (`berth_build::metadata`).
+//! by `berth-dockerfile` and applied by the builder's own dispatch ([`crate::metadata`]).
+//! Shared by the CLI and the Engine API (`POST /commit?changes=`).
 
-use anyhow::{Result, anyhow, bail};
 use berth_store::RunConfig;
 
 /// The instructions `--change` takes, as Docker's.
@@ -21,39 +21,37 @@ const ALLOWED: &[&str] = &[
 
 /// Applies the `--change` lines to `config`, in order and as one sequence (a `CMD` among
 /// them is kept by a later `ENTRYPOINT`, as in a Dockerfile). An error names its line.
-pub fn apply_changes(config: &mut RunConfig, lines: &[String]) -> Result<()> {
+pub fn apply_changes(config: &mut RunConfig, lines: &[String]) -> Result<(), String> {
     let mut author = None;
     let mut cmd_set = false;
-    let mut target = berth_build::metadata::Target {
+    let mut target = crate::metadata::Target {
         config,
         author: &mut author,
         cmd_set: &mut cmd_set,
     };
     for line in lines {
-        apply_change(&mut target, line).map_err(|e| anyhow!("--change {line:?}: {e}"))?;
+        apply_change(&mut target, line).map_err(|e| format!("--change {line:?}: {e}"))?;
     }
     Ok(())
 }
 
-fn apply_change(target: &mut berth_build::metadata::Target<'_>, line: &str) -> Result<()> {
+fn apply_change(target: &mut crate::metadata::Target<'_>, line: &str) -> Result<(), String> {
     let line = line.trim();
     if line.is_empty() {
-        bail!("empty change");
+        return Err("empty change".into());
     }
-    let file = berth_dockerfile::parse(&format!("FROM scratch\n{line}"))
-        .map_err(|e| anyhow!("{}", e.message))?;
+    let file = berth_dockerfile::parse(&format!("FROM scratch\n{line}")).map_err(|e| e.message)?;
     if file.stages.len() > 1 {
-        bail!("FROM is not a valid change command");
+        return Err("FROM is not a valid change command".into());
     }
     // Every instruction of the change is checked (a line may hold several, with heredocs
     // or escaped newlines), not only the first word.
     for ins in &file.stages[0].instructions {
         let keyword = ins.kind.keyword();
         if !ALLOWED.contains(&keyword) {
-            bail!("{keyword} is not a valid change command");
+            return Err(format!("{keyword} is not a valid change command"));
         }
-        berth_build::metadata::apply(target, &ins.kind, file.escape, &[])
-            .map_err(|e| anyhow!(e))?;
+        crate::metadata::apply(target, &ins.kind, file.escape, &[])?;
     }
     Ok(())
 }
@@ -62,7 +60,7 @@ fn apply_change(target: &mut berth_build::metadata::Target<'_>, line: &str) -> R
 mod tests {
     use super::*;
 
-    fn apply(lines: &[&str]) -> Result<RunConfig> {
+    fn apply(lines: &[&str]) -> Result<RunConfig, String> {
         let mut c = RunConfig::default();
         let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
         apply_changes(&mut c, &lines)?;
