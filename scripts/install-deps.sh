@@ -10,8 +10,9 @@ Usage: scripts/install-deps.sh [-h] [--peers] [--dry-run] [EXTRA_PACKAGE...]
 Installs (apt-get, noninteractive) what berth's build and tests need:
   build-essential pkg-config libseccomp-dev busybox-static debootstrap skopeo umoci jq
   hyperfine ca-certificates curl iproute2 nftables docker-registry apache2-utils openssl
-With --peers, also the engines berth is compared with in benchmarks:
-  crun runc podman docker.io
+With --peers, also the engines and clients berth is compared with and driven by:
+  crun runc podman docker.io docker-compose python3-venv, and docker-py from PyPI in a
+  virtual environment of its own (/var/lib/berth-tests/docker-py)
 EXTRA_PACKAGE names are installed too.
 
 If every requested package is already installed (dpkg-query), apt is not run at all.
@@ -28,14 +29,18 @@ EOF
 # bcrypt) and openssl (the token server's key): the registry client's tests.
 BASE_PKGS=(build-essential pkg-config libseccomp-dev busybox-static debootstrap skopeo umoci jq
     hyperfine ca-certificates curl iproute2 nftables docker-registry apache2-utils openssl)
-PEER_PKGS=(crun runc podman docker.io)
+# docker-compose (v1, Debian's) and docker-py (PyPI) drive `berth serve` in the Engine API tests.
+PEER_PKGS=(crun runc podman docker.io docker-compose python3-venv)
+DOCKER_PY_VENV=/var/lib/berth-tests/docker-py
+DOCKER_PY_VERSION=7.1.0
+peers=0
 
 pkgs=("${BASE_PKGS[@]}")
 dry_run=0
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
-        --peers) pkgs+=("${PEER_PKGS[@]}") ;;
+        --peers) pkgs+=("${PEER_PKGS[@]}"); peers=1 ;;
         --dry-run) dry_run=1 ;;
         -*) echo "install-deps: unknown option: $1" >&2; usage >&2; exit 2 ;;
         *) pkgs+=("$1") ;;
@@ -49,6 +54,23 @@ installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
 }
 
+# docker-py from PyPI, in its own venv (through the proxy, whose CA is in the host bundle).
+docker_py() {
+    [ "$peers" = 1 ] || return 0
+    if "$DOCKER_PY_VENV/bin/python" -c "import docker, sys; sys.exit(docker.__version__ != '$DOCKER_PY_VERSION')" 2>/dev/null; then
+        log "docker-py $DOCKER_PY_VERSION already in $DOCKER_PY_VENV"
+        return 0
+    fi
+    if [ "$dry_run" = 1 ]; then
+        log "missing: docker-py $DOCKER_PY_VERSION in $DOCKER_PY_VENV"
+        return 1
+    fi
+    log "pip install docker==$DOCKER_PY_VERSION into $DOCKER_PY_VENV"
+    /usr/bin/python3 -m venv "$DOCKER_PY_VENV"
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        "$DOCKER_PY_VENV/bin/pip" install -q "docker==$DOCKER_PY_VERSION"
+}
+
 missing=()
 for p in "${pkgs[@]}"; do
     installed "$p" || missing+=("$p")
@@ -56,6 +78,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
     log "all ${#pkgs[@]} packages already installed: ${pkgs[*]}"
+    docker_py
     exit 0
 fi
 
@@ -84,3 +107,4 @@ if [ ${#still[@]} -ne 0 ]; then
     exit 1
 fi
 log "installed: ${missing[*]}"
+docker_py

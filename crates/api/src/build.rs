@@ -71,7 +71,10 @@ pub async fn build(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError
         dockerfile_name: dockerfile_name.clone(),
         build_args: map_param(&call, "buildargs")?,
         labels: map_param(&call, "labels")?,
-        target: call.param("target").filter(|t| !t.is_empty()).map(String::from),
+        target: call
+            .param("target")
+            .filter(|t| !t.is_empty())
+            .map(String::from),
         no_cache: call.flag("nocache"),
         pull: call.flag("pull"),
         network,

@@ -85,8 +85,14 @@ pub async fn commit(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> 
         }
     };
     let request = CommitRequest {
-        author: call.param("author").filter(|a| !a.is_empty()).map(String::from),
-        comment: call.param("comment").filter(|c| !c.is_empty()).map(String::from),
+        author: call
+            .param("author")
+            .filter(|a| !a.is_empty())
+            .map(String::from),
+        comment: call
+            .param("comment")
+            .filter(|c| !c.is_empty())
+            .map(String::from),
         tag,
         // Docker's default is to pause.
         pause: call.param("pause").is_none_or(|_| call.flag("pause")),

@@ -15,8 +15,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
-    ApiError, MAX_VERSION, MIN_VERSION, archive, build, containers, contents, exec, exec::Execs, images, networks,
-    streams::Streams, system, volumes,
+    ApiError, MAX_VERSION, MIN_VERSION, archive, build, containers, contents, exec, exec::Execs,
+    images, networks, streams::Streams, system, volumes,
 };
 
 /// A response body: whole, or streamed.
@@ -299,7 +299,9 @@ async fn route(api: Arc<Api>, call: Call) -> Result<Response<Body>, ApiError> {
         (&Method::GET, ["containers", id, "changes"]) => {
             contents::changes(&api, id.to_string()).await
         }
-        (&Method::GET, ["containers", id, "export"]) => contents::export(&api, id.to_string()).await,
+        (&Method::GET, ["containers", id, "export"]) => {
+            contents::export(&api, id.to_string()).await
+        }
         (&Method::POST, ["commit"]) => contents::commit(&api, &call).await,
         (&Method::POST, ["containers", "create"]) => containers::create(&api, call).await,
         (&Method::GET, ["containers", id, "json"]) => {

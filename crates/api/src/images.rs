@@ -20,7 +20,11 @@ use crate::{
 pub async fn list(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
     let filters = call.filters(berth_store::IMAGE_FILTERS)?;
     let mut references = filters.get("reference").to_vec();
-    references.extend(call.param("filter").filter(|f| !f.is_empty()).map(String::from));
+    references.extend(
+        call.param("filter")
+            .filter(|f| !f.is_empty())
+            .map(String::from),
+    );
     let all = call.flag("all");
     // `VirtualSize` went away in API 1.44.
     let virtual_size = call.version < (1, 44);
@@ -173,7 +177,10 @@ impl AuthConfig {
 
 /// Reads `X-Registry-Auth`: base64url JSON, padded or not.
 fn registry_auth(call: &Call) -> Result<Option<Credential>, ApiError> {
-    let Some(header) = call.header("X-Registry-Auth").filter(|h| !h.trim().is_empty()) else {
+    let Some(header) = call
+        .header("X-Registry-Auth")
+        .filter(|h| !h.trim().is_empty())
+    else {
         return Ok(None);
     };
     let config: AuthConfig = decode_header("X-Registry-Auth", header)?;
@@ -186,7 +193,10 @@ pub fn registry_config(
     call: &Call,
 ) -> Result<std::collections::BTreeMap<String, Credential>, ApiError> {
     let mut out = std::collections::BTreeMap::new();
-    let Some(header) = call.header("X-Registry-Config").filter(|h| !h.trim().is_empty()) else {
+    let Some(header) = call
+        .header("X-Registry-Config")
+        .filter(|h| !h.trim().is_empty())
+    else {
         return Ok(out);
     };
     let configs: std::collections::BTreeMap<String, AuthConfig> =
@@ -258,7 +268,9 @@ pub async fn tag(api: &Api, call: &Call, name: String) -> Result<Response<Body>,
     let target = Reference::parse_with_default_tag(&target)
         .map_err(|e| ApiError::bad_request(format!("invalid reference format: {e}")))?;
     if target.digest().is_some() {
-        return Err(ApiError::bad_request("refusing to create a tag with a digest reference"));
+        return Err(ApiError::bad_request(
+            "refusing to create a tag with a digest reference",
+        ));
     }
     api.engine(move |engine| Ok(engine.store().tag(&name, &target)?))
         .await?;
@@ -431,7 +443,10 @@ pub async fn push(api: &Api, call: &Call, name: String) -> Result<Response<Body>
     let named = Reference::parse_normalized(&name)
         .map_err(|e| ApiError::bad_request(format!("invalid reference format: {e}")))?;
     let registries = registries(call, &named)?;
-    let tag = call.param("tag").filter(|t| !t.is_empty()).map(String::from);
+    let tag = call
+        .param("tag")
+        .filter(|t| !t.is_empty())
+        .map(String::from);
     let references = api
         .engine(move |engine| {
             let store = engine.store();

@@ -62,7 +62,9 @@ pub fn receive_context(root: &Path, input: impl Read + Send) -> Result<StreamedC
     // An archive shows itself in its first 512 bytes (a tar header's magic at 257).
     let mut head = Vec::with_capacity(512);
     while head.len() < 512 {
-        let buf = input.fill_buf().map_err(|e| format!("reading the context: {e}"))?;
+        let buf = input
+            .fill_buf()
+            .map_err(|e| format!("reading the context: {e}"))?;
         if buf.is_empty() {
             break;
         }
@@ -106,7 +108,9 @@ mod tests {
             header.set_size(text.len() as u64);
             header.set_mode(0o644);
             header.set_cksum();
-            builder.append_data(&mut header, name, text.as_bytes()).unwrap();
+            builder
+                .append_data(&mut header, name, text.as_bytes())
+                .unwrap();
         }
         builder.into_inner().unwrap()
     }
@@ -116,7 +120,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let tar = tar_of(&[("Dockerfile", "FROM busybox\n"), ("sub/a.txt", "a")]);
         let context = receive_context(root.path(), &tar[..]).unwrap();
-        assert_eq!(context.read_dockerfile("Dockerfile").unwrap(), "FROM busybox\n");
+        assert_eq!(
+            context.read_dockerfile("Dockerfile").unwrap(),
+            "FROM busybox\n"
+        );
         assert_eq!(
             std::fs::read_to_string(context.path().join("sub/a.txt")).unwrap(),
             "a"
@@ -128,7 +135,10 @@ mod tests {
         assert!(!dir.exists(), "the context directory goes with the build");
 
         let text = receive_context(root.path(), &b"FROM scratch\n"[..]).unwrap();
-        assert_eq!(text.read_dockerfile("Dockerfile").unwrap(), "FROM scratch\n");
+        assert_eq!(
+            text.read_dockerfile("Dockerfile").unwrap(),
+            "FROM scratch\n"
+        );
         assert_eq!(std::fs::read_dir(text.path()).unwrap().count(), 0);
     }
 }

@@ -613,3 +613,525 @@ fn docker_volume_and_network_commands() {
     assert!(pruned.contains("scratch"), "{pruned}");
     assert_eq!(api.docker_ok(&["volume", "ls", "-q"]), "");
 }
+
+#[test]
+fn docker_image_commands_match_berth() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    api.docker_ok(&["tag", "busybox", "tools/bb:1"]);
+    api.docker_ok(&["image", "tag", "busybox", "tools/bb:2"]);
+    let format = "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}";
+    let listed = api.docker_ok(&["images", "--format", format]);
+    assert_eq!(listed, host.berth.ok(&["images", "--format", format]));
+    assert!(listed.contains("tools/bb:1 ") && listed.contains("tools/bb:2 "));
+    // Filters run daemon-side: reference patterns and dangling.
+    for filter in [
+        "reference=tools/*",
+        "reference=*:latest",
+        "dangling=false",
+        "dangling=true",
+    ] {
+        assert_eq!(
+            api.docker_ok(&["images", "--filter", filter, "--format", format]),
+            host.berth
+                .ok(&["images", "--filter", filter, "--format", format]),
+            "{filter}"
+        );
+    }
+    let out = api.docker(&["images", "--filter", "nope=1"]);
+    assert!(
+        text(&out).1.contains("invalid filter 'nope'"),
+        "{:?}",
+        text(&out)
+    );
+    let history = "{{.ID}} {{.CreatedBy}} {{.Size}} {{.Comment}}";
+    assert_eq!(
+        api.docker_ok(&["history", "--format", history, "tools/bb:1"]),
+        host.berth
+            .ok(&["history", "--format", history, "tools/bb:1"])
+    );
+    // rmi: untag, then refuse an image a container uses, and say what is missing.
+    assert_eq!(
+        api.docker_ok(&["rmi", "tools/bb:1"]),
+        "Untagged: tools/bb:1\n"
+    );
+    api.docker_ok(&["create", "--name", "holder", "tools/bb:2"]);
+    // Another tag remains, so tools/bb:2 goes; busybox is the last name of a used image.
+    let out = api.docker(&["rmi", "tools/bb:2", "busybox"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout, "Untagged: tools/bb:2\n");
+    assert!(
+        stderr.contains("unable to remove repository reference \"busybox\" (must force)"),
+        "{stderr}"
+    );
+    api.docker_ok(&["tag", "busybox", "tools/bb:2"]);
+    let out = api.docker(&["rmi", "no-such-image"]);
+    assert!(
+        text(&out).1.contains("No such image: no-such-image"),
+        "{:?}",
+        text(&out)
+    );
+    api.docker_ok(&["rm", "holder"]);
+
+    // save and load round-trip through the API, as a file and as a stream.
+    let archive = host.berth.dir.path().join("saved.tar");
+    api.docker_ok(&["save", "-o", archive.to_str().unwrap(), "tools/bb:2"]);
+    assert_eq!(
+        api.docker_ok(&["rmi", "tools/bb:2"]),
+        "Untagged: tools/bb:2\n"
+    );
+    assert_eq!(
+        api.docker_ok(&["load", "-i", archive.to_str().unwrap()]),
+        "Loaded image: tools/bb:2\n"
+    );
+    let streamed = api
+        .docker_command()
+        .args(["save", "busybox"])
+        .output()
+        .unwrap();
+    assert!(streamed.status.success());
+    assert!(streamed.stdout.len() > 1_000_000, "a tar of busybox");
+    api.docker_ok(&["rmi", "tools/bb:2", "busybox"]);
+    let out = api.docker_stdin(&["load"], &streamed.stdout);
+    assert_eq!(
+        text(&out).0,
+        "Loaded image: busybox:latest\n",
+        "{:?}",
+        text(&out)
+    );
+    let out = api.docker_stdin(&["load"], b"not a tar");
+    assert!(!out.status.success());
+    assert_eq!(
+        host.berth.ok(&["images", "--format", "{{.Repository}}"]),
+        "busybox\n",
+        "a failed load leaves the store as it was"
+    );
+
+    // prune: a dangling image goes; the tagged one stays unless -a.
+    let dangling = host
+        .berth
+        .ok(&[
+            "commit",
+            &host.berth.ok(&["create", "busybox"]).trim().to_string(),
+        ])
+        .trim()
+        .to_string();
+    host.berth.ok(&["container", "prune", "-f"]);
+    let pruned = api.docker_ok(&["image", "prune", "-f"]);
+    assert!(pruned.contains(&format!("deleted: {dangling}")), "{pruned}");
+    assert!(pruned.contains("Total reclaimed space:"), "{pruned}");
+    assert_eq!(
+        host.berth.ok(&["images", "-q"]).lines().count(),
+        1,
+        "busybox stays"
+    );
+}
+
+#[test]
+fn docker_push_and_login_against_a_registry_with_auth() {
+    let host = Host::new();
+    let htpasswd = host.berth.dir.path().join("htpasswd");
+    let made = Command::new("htpasswd")
+        .args(["-Bbn", "alice", "s3cret"])
+        .output()
+        .expect("htpasswd");
+    std::fs::write(&htpasswd, made.stdout).unwrap();
+    let registry = common::registry_server::BerthRegistry::start_with(&[
+        "--htpasswd",
+        htpasswd.to_str().unwrap(),
+    ]);
+    let api = ApiServer::start(&host.berth);
+    let image = registry.image("team/bb:v1");
+    api.docker_ok(&["tag", "busybox", &image]);
+    // Without credentials the registry refuses, and the CLI says so.
+    let out = api.docker(&["push", &image]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("authentication required"),
+        "{:?}",
+        text(&out)
+    );
+    // `docker login` checks through `/auth`; a wrong password fails there.
+    let server = image.split('/').next().unwrap().to_string();
+    let out = api.docker_stdin(
+        &["login", "-u", "alice", "--password-stdin", &server],
+        b"wrong\n",
+    );
+    assert!(!out.status.success(), "{:?}", text(&out));
+    let out = api.docker_stdin(
+        &["login", "-u", "alice", "--password-stdin", &server],
+        b"s3cret\n",
+    );
+    assert!(text(&out).0.contains("Login Succeeded"), "{:?}", text(&out));
+    // The CLI now sends the credential with each push (X-Registry-Auth).
+    let out = api.docker(&["push", &image]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("The push refers to repository"), "{stdout}");
+    let digest_line = stdout.lines().last().unwrap();
+    assert!(digest_line.starts_with("v1: digest: sha256:"), "{stdout}");
+    // Pulled back with the same credential, the image is the one pushed.
+    api.docker_ok(&["rmi", &image]);
+    let out = api.docker(&["pull", &image]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(host.berth.image_id(&image), host.berth.image_id("busybox"));
+}
+
+#[test]
+fn docker_build_through_the_api() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    let context = host.berth.dir.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nARG GREETING=hello\nLABEL team=ml\nCOPY . /app/\nRUN echo \"$GREETING from the build\" > /greeting\nCMD [\"cat\", \"/greeting\"]\n",
+    )
+    .unwrap();
+    std::fs::write(context.join("data.csv"), "a,b\n1,2\n").unwrap();
+    std::fs::write(context.join("secret.key"), "do not send").unwrap();
+    std::fs::write(context.join(".dockerignore"), "*.key\n").unwrap();
+    let dir = context.to_str().unwrap();
+    let out = api.docker(&["build", "-t", "ml/app:1", "--build-arg", "GREETING=hi", dir]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("RUN echo"), "the steps are shown: {stdout}");
+    assert!(stdout.contains("Successfully tagged ml/app:1"), "{stdout}");
+    assert_eq!(
+        api.docker_ok(&["run", "--rm", "ml/app:1"]),
+        "hi from the build\n"
+    );
+    assert_eq!(
+        api.docker_ok(&["run", "--rm", "ml/app:1", "ls", "/app"]),
+        "Dockerfile\ndata.csv\n",
+        ".dockerignore kept secret.key out of the context"
+    );
+    assert_eq!(
+        api.docker_ok(&["inspect", "-f", "{{.Config.Labels.team}}", "ml/app:1"]),
+        "ml\n"
+    );
+    // -q prints the ID alone; the cache makes the same build the same image.
+    let quiet = api.docker_ok(&["build", "-q", "--build-arg", "GREETING=hi", dir]);
+    assert_eq!(quiet.trim(), host.berth.image_id("ml/app:1"));
+    // A Dockerfile by another name, and from stdin.
+    std::fs::write(
+        context.join("Failing.Dockerfile"),
+        "FROM busybox\nRUN exit 3\n",
+    )
+    .unwrap();
+    let out = api.docker(&[
+        "build",
+        "-f",
+        context.join("Failing.Dockerfile").to_str().unwrap(),
+        dir,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("exit code: 3"), "{:?}", text(&out));
+    let out = api.docker_stdin(
+        &["build", "-t", "from-stdin", "-"],
+        b"FROM busybox\nENV X=1\n",
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        api.docker_ok(&["run", "--rm", "from-stdin", "sh", "-c", "echo $X"]),
+        "1\n"
+    );
+    let out = api.docker_stdin(&["build", "-"], b"FROM busybox\nNOPE x\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("unknown instruction: NOPE"),
+        "{:?}",
+        text(&out)
+    );
+    let contexts = host.berth.root().join("build/tmp");
+    assert!(
+        std::fs::read_dir(&contexts).map_or(true, |mut d| d.next().is_none()),
+        "no context is left behind in {}",
+        contexts.display()
+    );
+}
+
+#[test]
+fn docker_container_extras_diff_pause_rename_commit_export_prune() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    api.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "extras",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /new; rm /bin/ls; exec sleep 100",
+    ]);
+    eventually(10, "the container wrote /new", || {
+        api.docker_ok(&["diff", "extras"]).contains("A /new")
+    });
+    assert_eq!(
+        api.docker_ok(&["diff", "extras"]),
+        host.berth.ok(&["diff", "extras"])
+    );
+    api.docker_ok(&["pause", "extras"]);
+    assert!(
+        api.docker_ok(&["ps", "--format", "{{.Status}}"])
+            .contains("(Paused)"),
+        "paused"
+    );
+    let out = api.docker(&["pause", "extras"]);
+    assert!(!out.status.success());
+    api.docker_ok(&["unpause", "extras"]);
+    api.docker_ok(&["rename", "extras", "renamed"]);
+    assert_eq!(
+        api.docker_ok(&["ps", "--format", "{{.Names}}"]),
+        "renamed\n"
+    );
+    let id = api.docker_ok(&[
+        "commit", "-c", "ENV Z=9", "-m", "a note", "renamed", "snap:1",
+    ]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(
+        api.docker_ok(&["run", "--rm", "snap:1", "sh", "-c", "cat /new; echo $Z"]),
+        "x\n9\n"
+    );
+    let exported = api
+        .docker_command()
+        .args(["export", "renamed"])
+        .output()
+        .unwrap();
+    assert!(exported.status.success());
+    let names = tar_names(&exported.stdout);
+    assert!(names.iter().any(|n| n == "new"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n == "bin/ls"),
+        "deleted files are not exported"
+    );
+    api.docker_ok(&["rm", "-f", "renamed"]);
+    api.docker_ok(&["run", "--name", "done1", "busybox", "true"]);
+    api.docker_ok(&[
+        "run", "--name", "done2", "--label", "keep=1", "busybox", "true",
+    ]);
+    let pruned = api.docker_ok(&["container", "prune", "-f", "--filter", "label!=keep"]);
+    assert!(pruned.starts_with("Deleted Containers:\n"), "{pruned}");
+    assert_eq!(
+        api.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]),
+        "done2\n"
+    );
+}
+
+fn tar_names(bytes: &[u8]) -> Vec<String> {
+    tar::Archive::new(bytes)
+        .entries()
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect()
+}
+
+/// Where `scripts/install-deps.sh --peers` puts docker-py (from PyPI).
+const DOCKER_PY: &str = "/var/lib/berth-tests/docker-py/bin/python";
+
+#[test]
+fn docker_compose_v1_runs_a_two_service_app() {
+    common::require_tool("docker-compose");
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    let port = common::registry::free_port();
+    let project = host.berth.dir.path().join("app");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("docker-compose.yml"),
+        format!(
+            r#"version: "3.8"
+services:
+  web:
+    image: busybox
+    command: sh -c 'echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www'
+    volumes:
+      - site:/www
+    ports:
+      - "127.0.0.1:{port}:80"
+    networks:
+      - backend
+  client:
+    image: busybox
+    command: sh -c 'until wget -qO- http://web/index.html; do sleep 0.2; done; exec sleep 600'
+    networks:
+      - backend
+    depends_on:
+      - web
+networks:
+  backend: {{}}
+volumes:
+  site: {{}}
+"#
+        ),
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        let out = Command::new("docker-compose")
+            .current_dir(&project)
+            .env("DOCKER_HOST", format!("unix://{}", api.socket.display()))
+            .env("COMPOSE_PROJECT_NAME", "mlapp")
+            .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker-compose");
+        let (stdout, stderr) = text(&out);
+        assert!(
+            out.status.success(),
+            "docker-compose {args:?}: {stdout}{stderr}"
+        );
+        (stdout, stderr)
+    };
+    let (_, stderr) = compose(&["up", "-d"]);
+    assert!(
+        stderr.contains("Creating network \"mlapp_backend\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Creating volume \"mlapp_site\""),
+        "{stderr}"
+    );
+    // The client reaches the web service by its name on the project's network.
+    eventually(20, "the client fetched the page from web", || {
+        compose(&["logs", "client"]).0.contains("hello-from-web")
+    });
+    let (ps, _) = compose(&["ps"]);
+    for name in ["mlapp_web_1", "mlapp_client_1"] {
+        let row = ps
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{ps}"));
+        assert!(row.contains(" Up "), "{row}");
+    }
+    assert!(ps.contains(&format!("127.0.0.1:{port}->80/tcp")), "{ps}");
+    // The published port reaches the web service from the host.
+    let page = Command::new("curl")
+        .args([
+            "-sf",
+            "--noproxy",
+            "*",
+            &format!("http://127.0.0.1:{port}/index.html"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&page.stdout), "hello-from-web\n");
+    // berth sees what compose made, by compose's labels.
+    assert_eq!(
+        host.berth
+            .ok(&[
+                "ps",
+                "--filter",
+                "label=com.docker.compose.project=mlapp",
+                "--format",
+                "{{.Names}}"
+            ])
+            .lines()
+            .count(),
+        2
+    );
+    compose(&["down", "-v", "-t", "1"]);
+    assert_eq!(host.berth.ok(&["ps", "-aq"]), "");
+    assert!(
+        !host
+            .berth
+            .ok(&["volume", "ls", "-q"])
+            .contains("mlapp_site")
+    );
+    assert!(!host.berth.ok(&["network", "ls"]).contains("mlapp_backend"));
+}
+
+#[test]
+fn docker_py_drives_berth() {
+    assert!(
+        std::path::Path::new(DOCKER_PY).exists(),
+        "{DOCKER_PY} is missing: run scripts/install-deps.sh --peers"
+    );
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    let port = common::registry::free_port();
+    let script = format!(
+        r#"
+import io, sys, time, urllib.request
+import docker
+c = docker.DockerClient(base_url="unix://{socket}")
+assert c.ping()
+assert c.version()["ApiVersion"] == "1.50"
+# run, with output and an exit code
+assert c.containers.run("busybox", ["echo", "hi"], remove=True) == b"hi\n"
+try:
+    c.containers.run("busybox", ["sh", "-c", "exit 3"], remove=True)
+    sys.exit("a failing container raised nothing")
+except docker.errors.ContainerError as e:
+    assert e.exit_status == 3, e
+# a detached container: logs, exec, stop, wait
+ct = c.containers.run("busybox", ["sh", "-c", "echo started; exec sleep 60"], detach=True,
+                      name="py1", environment={{"A": "1"}})
+for _ in range(100):
+    if b"started" in ct.logs():
+        break
+    time.sleep(0.1)
+ct.reload()
+assert ct.status == "running", ct.status
+code, out = ct.exec_run(["sh", "-c", "echo $A; exit 4"])
+assert (code, out) == (4, b"1\n"), (code, out)
+ct.stop(timeout=1)
+assert ct.wait()["StatusCode"] == 137
+ct.remove()
+# build from a file object; the image carries its label
+img, _ = c.images.build(fileobj=io.BytesIO(b"FROM busybox\nLABEL x=y\nRUN echo built > /b\n"),
+                        tag="py/img:1", rm=True)
+assert img.labels == {{"x": "y"}}, img.labels
+assert "py/img:1" in img.tags
+# a volume, a network and a published port
+vol = c.volumes.create("pyvol", labels={{"k": "v"}})
+net = c.networks.create("pynet")
+web = c.containers.run("py/img:1", ["sh", "-c", "echo ok > /www/i && exec httpd -f -p 80 -h /www"],
+                       detach=True, network="pynet", volumes={{"pyvol": {{"bind": "/www", "mode": "rw"}}}},
+                       ports={{"80/tcp": ("127.0.0.1", {port})}})
+web.reload()
+assert web.ports["80/tcp"][0]["HostPort"] == "{port}", web.ports
+assert [x.name for x in c.containers.list(filters={{"network": "pynet"}})] == [web.name]
+body = None
+for _ in range(100):
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))
+        body = opener.open("http://127.0.0.1:{port}/i", timeout=2).read()
+        break
+    except OSError:
+        time.sleep(0.1)
+assert body == b"ok\n", body
+web.remove(force=True)
+net.remove()
+vol.remove()
+assert [i.tags for i in c.images.list(name="py/img")] == [["py/img:1"]]
+c.images.remove("py/img:1")
+try:
+    c.containers.get("nope")
+    sys.exit("no error for a missing container")
+except docker.errors.NotFound:
+    pass
+print("docker-py ok")
+"#,
+        socket = api.socket.display()
+    );
+    let out = Command::new(DOCKER_PY)
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run docker-py");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout, "docker-py ok\n");
+    assert_eq!(host.berth.ok(&["ps", "-aq"]), "");
+}

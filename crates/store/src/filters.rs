@@ -145,12 +145,19 @@ mod tests {
 
     #[test]
     fn until_takes_times_and_durations() {
-        let until = |v: &str| Filters::parse(&[format!("until={v}")], &["until"]).unwrap().until();
+        let until = |v: &str| {
+            Filters::parse(&[format!("until={v}")], &["until"])
+                .unwrap()
+                .until()
+        };
         assert_eq!(
             until("2024-01-02T03:04:05Z").unwrap(),
             Some("2024-01-02T03:04:05Z".parse().unwrap())
         );
-        assert_eq!(until("1700000000").unwrap().unwrap().as_second(), 1_700_000_000);
+        assert_eq!(
+            until("1700000000").unwrap().unwrap().as_second(),
+            1_700_000_000
+        );
         let day_ago = until("24h").unwrap().unwrap();
         assert!(jiff::Timestamp::now().as_second() - day_ago.as_second() >= 86_399);
         assert!(until("soon").is_err());

@@ -170,8 +170,7 @@ impl Store {
                 continue;
             }
             let image = self.image(rec.clone())?;
-            if filters.labels_match(image.config.config.as_ref().and_then(|c| c.labels.as_ref()))
-            {
+            if filters.labels_match(image.config.config.as_ref().and_then(|c| c.labels.as_ref())) {
                 out.insert(rec.id);
             }
         }

@@ -89,8 +89,7 @@ impl Store {
             if !query.references.is_empty() {
                 let tag_matches = |t: &Reference| {
                     let repo = t.familiar_name();
-                    matching(&repo)
-                        || matching(&format!("{repo}:{}", t.tag().unwrap_or("latest")))
+                    matching(&repo) || matching(&format!("{repo}:{}", t.tag().unwrap_or("latest")))
                 };
                 rec.tags.retain(tag_matches);
                 rec.repo_digests.retain(|d| matching(&d.familiar_name()));

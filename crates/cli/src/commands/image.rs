@@ -9,17 +9,15 @@ use std::{
 use anyhow::{Context, Result, bail};
 use berth_reference::Reference;
 use berth_store::{
-    ArchiveFormat, HistoryEntry, ImageQuery, ImageRecord, ListedImage, ImportOptions, RemoveEvent, RunConfig,
+    ArchiveFormat, HistoryEntry, ImageQuery, ImageRecord, ImportOptions, ListedImage, RemoveEvent,
+    RunConfig,
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{Status, one_line, open_store, print_json_indented};
-use crate::{
-    filters::Filters,
-    format, units,
-};
+use crate::{filters::Filters, format, units};
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
@@ -145,9 +143,7 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
         filters: &filters,
         all: args.all,
         references,
-        matches: &|pattern, name| {
-            berth_dockerfile::path_match(pattern, name).map_err(String::from)
-        },
+        matches: &|pattern, name| berth_dockerfile::path_match(pattern, name).map_err(String::from),
         labels: false,
     })?;
     let mut rows = Vec::new();

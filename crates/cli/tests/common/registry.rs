@@ -46,7 +46,7 @@ fn temp_dir(prefix: &str) -> tempfile::TempDir {
 }
 
 /// A port nobody listens on right now (the caller retries if someone takes it meanwhile).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
