@@ -711,10 +711,7 @@ fn docker_image_commands_match_berth() {
     // prune: a dangling image goes; the tagged one stays unless -a.
     let dangling = host
         .berth
-        .ok(&[
-            "commit",
-            &host.berth.ok(&["create", "busybox"]).trim().to_string(),
-        ])
+        .ok(&["commit", host.berth.ok(&["create", "busybox"]).trim()])
         .trim()
         .to_string();
     host.berth.ok(&["container", "prune", "-f"]);
