@@ -456,17 +456,7 @@ pub async fn push(api: &Api, call: &Call, name: String) -> Result<Response<Body>
                         .with_tag(&t)
                         .map_err(|e| ApiError::bad_request(format!("invalid tag: {e}")))?,
                 ],
-                None => {
-                    let repo = named.name();
-                    let mut tags: Vec<Reference> = store
-                        .images()?
-                        .into_iter()
-                        .flat_map(|i| i.tags)
-                        .filter(|t| t.name() == repo)
-                        .collect();
-                    tags.sort_by(|a, b| a.tag().cmp(&b.tag()));
-                    tags
-                }
+                None => store.repository_tags(&named.name())?,
             };
             if references.is_empty() {
                 return Err(ApiError::not_found(format!(

@@ -355,6 +355,19 @@ impl Store {
         Ok(events)
     }
 
+    /// Every tag of a repository (`docker.io/library/busybox`), by tag name: what
+    /// `push --all-tags` pushes.
+    pub fn repository_tags(&self, repository: &str) -> Result<Vec<Reference>> {
+        let mut tags: Vec<Reference> = self
+            .images()?
+            .into_iter()
+            .flat_map(|i| i.tags)
+            .filter(|t| t.name() == repository)
+            .collect();
+        tags.sort_by(|a, b| a.tag().cmp(&b.tag()));
+        Ok(tags)
+    }
+
     /// An image's history, oldest first, each entry with the size of its layer. An image
     /// whose config has no history gets one blank entry per layer.
     pub fn history(&self, image: &Image) -> Result<Vec<HistoryEntry>> {

@@ -350,14 +350,7 @@ pub fn push(root: &Path, args: PushArgs) -> Result<()> {
     let registries = Registries::load().map_err(|e| fail(1, e))?;
     let mut store = open_store(root)?;
     let references: Vec<Reference> = if args.all_tags {
-        let repo = named.name();
-        let mut tags: Vec<Reference> = store
-            .images()?
-            .into_iter()
-            .flat_map(|i| i.tags)
-            .filter(|t| t.name() == repo)
-            .collect();
-        tags.sort_by(|a, b| a.tag().cmp(&b.tag()));
+        let tags = store.repository_tags(&named.name())?;
         if tags.is_empty() {
             return Err(fail(
                 1,
