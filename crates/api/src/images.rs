@@ -34,18 +34,11 @@ pub async fn list(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
                 filters: &filters,
                 all,
                 references,
-                matches: &|pattern, name| {
-                    berth_dockerfile::path_match(pattern, name).map_err(String::from)
-                },
                 labels: true,
             })?;
             let mut rows = Vec::new();
             for berth_store::ListedImage { record: rec, labels } in listed {
-                let created = rec
-                    .created
-                    .as_deref()
-                    .and_then(|c| c.parse::<jiff::Timestamp>().ok())
-                    .map_or(0, |t| t.as_second());
+                let created = rec.created_at().map_or(0, |t| t.as_second());
                 let mut row = json!({
                     "Id": rec.id.to_string(),
                     "ParentId": rec.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
@@ -298,24 +291,9 @@ pub async fn remove(api: &Api, call: &Call, name: String) -> Result<Response<Bod
 
 /// `POST /images/prune?filters=`: `dangling=false` prunes every unused image.
 pub async fn prune(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
-    let filters = call.filters(&["dangling", "until", "label", "label!"])?;
-    let all = filters
-        .bool("dangling")
-        .map_err(|e| ApiError::bad_request(e.to_string()))?
-        == Some(false);
+    let filters = call.filters(berth_store::IMAGE_PRUNE_FILTERS)?;
     let report = api
-        .engine(move |engine| {
-            let store = engine.store();
-            let only = if filters.get("until").is_empty()
-                && filters.get("label").is_empty()
-                && filters.get("label!").is_empty()
-            {
-                None
-            } else {
-                Some(store.prune_candidates(&filters)?)
-            };
-            Ok(store.prune_images(all, only.as_ref())?)
-        })
+        .engine(move |engine| Ok(engine.store().prune_images_matching(&filters)?))
         .await?;
     let deleted: Vec<Value> = report.events.iter().map(event_json).collect();
     json(
@@ -339,11 +317,7 @@ pub async fn history(api: &Api, name: String) -> Result<Response<Body>, ApiError
                 .history(&image)?
                 .into_iter()
                 .map(|HistoryEntry { history: h, size }| {
-                    let created = h
-                        .created
-                        .as_deref()
-                        .and_then(|c| c.parse::<jiff::Timestamp>().ok())
-                        .map_or(0, |t| t.as_second());
+                    let created = h.created_at().map_or(0, |t| t.as_second());
                     json!({
                         "Id": "<missing>",
                         "Created": created,

@@ -223,18 +223,13 @@ impl Engine {
 
     /// `container prune`: removes every container that does not run and that the filters
     /// (`until`, `label`, `label!`) let through. Returns the IDs removed and the space
-    /// their writable layers took; a container that started meanwhile is left alone.
+    /// their writable layers took; a container that started meanwhile is left alone, and one
+    /// that fails to go is logged and skipped.
     pub fn prune_containers(
         &mut self,
         filters: &berth_store::Filters,
     ) -> Result<(Vec<String>, u64), EngineError> {
-        let until = match filters.get("until").last() {
-            None => None,
-            Some(u) => Some(
-                crate::logfile::parse_time_arg(u, jiff::Timestamp::now())
-                    .map_err(EngineError::Invalid)?,
-            ),
-        };
+        let until = filters.until()?;
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
         for rec in self.containers()? {
@@ -253,7 +248,8 @@ impl Engine {
                     deleted.push(rec.id);
                 }
                 Err(EngineError::Running(_) | EngineError::NoSuchContainer(_)) => {}
-                Err(e) => return Err(e),
+                // As dockerd: one container that cannot go does not keep the rest.
+                Err(e) => tracing::warn!("container prune: removing {}: {e}", rec.id),
             }
         }
         Ok((deleted, reclaimed))

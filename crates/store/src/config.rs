@@ -117,6 +117,18 @@ pub struct History {
     pub empty_layer: bool,
 }
 
+impl History {
+    /// When the step ran, if `created` reads as RFC 3339.
+    pub fn created_at(&self) -> Option<jiff::Timestamp> {
+        parse_created(self.created.as_deref())
+    }
+}
+
+/// A config's or history entry's `created`, as an instant (`None` when absent or malformed).
+pub(crate) fn parse_created(created: Option<&str>) -> Option<jiff::Timestamp> {
+    created.and_then(|c| c.parse().ok())
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }

@@ -103,29 +103,19 @@ impl Filters {
         }
     }
 
-    /// The `until=` filter as a point in time: a timestamp, Unix seconds, or a duration
-    /// before now (`10m`, `24h`), as `image prune` and `container prune` take it.
+    /// The `until=` filter as a point in time, read as Docker reads time arguments
+    /// ([`crate::parse_time_arg`]: RFC 3339 and its short forms, Unix seconds, or a Go
+    /// duration before now), for every listing and prune that takes it.
     pub fn until(&self) -> Result<Option<jiff::Timestamp>, FilterError> {
         let Some(text) = self.get("until").last() else {
             return Ok(None);
         };
-        let invalid = || FilterError::Value {
-            key: "until".into(),
-            value: text.clone(),
-        };
-        if let Ok(t) = text.parse::<jiff::Timestamp>() {
-            return Ok(Some(t));
-        }
-        if let Ok(secs) = text.parse::<i64>() {
-            return jiff::Timestamp::from_second(secs)
-                .map(Some)
-                .map_err(|_| invalid());
-        }
-        let span: jiff::SignedDuration = text.parse().map_err(|_| invalid())?;
-        jiff::Timestamp::now()
-            .checked_sub(span)
+        crate::parse_time_arg(text, jiff::Timestamp::now())
             .map(Some)
-            .map_err(|_| invalid())
+            .map_err(|_| FilterError::Value {
+                key: "until".into(),
+                value: text.clone(),
+            })
     }
 
     /// Whether labels satisfy every `label=` filter and no `label!=` filter (each `key` or

@@ -155,26 +155,37 @@ impl Store {
     }
 }
 
+/// The filters `image prune` takes (`dangling=false` prunes every unused image, as the docker
+/// CLI sends `-a`).
+pub const IMAGE_PRUNE_FILTERS: &[&str] = &["dangling", "until", "label", "label!"];
+
 impl Store {
-    /// The images `image prune --filter until=/label=/label!=` may remove (every image the
-    /// filters let through; `prune_images` still keeps tagged and used ones as asked).
-    pub fn prune_candidates(&self, filters: &crate::Filters) -> Result<HashSet<Digest>> {
+    /// `image prune` under Docker's filters: dangling images, or with `dangling=false` every
+    /// image no container uses, limited by `until=`, `label=` and `label!=`.
+    pub fn prune_images_matching(&mut self, filters: &crate::Filters) -> Result<PruneReport> {
+        let all = filters.bool("dangling")? == Some(false);
         let until = filters.until()?;
-        let mut out = HashSet::new();
+        let by_label = !filters.get("label").is_empty() || !filters.get("label!").is_empty();
+        if until.is_none() && !by_label {
+            return self.prune_images(all, None);
+        }
+        let mut only = HashSet::new();
         for rec in self.images()? {
-            let created = rec
-                .created
-                .as_deref()
-                .and_then(|c| c.parse::<jiff::Timestamp>().ok());
-            if until.is_some_and(|u| created.is_none_or(|c| c >= u)) {
+            // An image without a creation time counts as older than any bound (Go's zero
+            // time), as dockerd's prune reads it.
+            if until.is_some_and(|u| rec.created_at().is_some_and(|c| c >= u)) {
                 continue;
             }
-            let image = self.image(rec.clone())?;
-            if filters.labels_match(image.config.config.as_ref().and_then(|c| c.labels.as_ref())) {
-                out.insert(rec.id);
+            if by_label {
+                let image = self.image(rec.clone())?;
+                let labels = image.config.config.and_then(|c| c.labels);
+                if !filters.labels_match(labels.as_ref()) {
+                    continue;
+                }
             }
+            only.insert(rec.id);
         }
-        Ok(out)
+        self.prune_images(all, Some(&only))
     }
 }
 

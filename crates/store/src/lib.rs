@@ -39,6 +39,7 @@ mod lock;
 mod meta;
 mod overlay;
 mod pack;
+mod timearg;
 mod unpack;
 mod written;
 
@@ -56,7 +57,7 @@ pub use config::{History, ImageConfig, RootFs, RunConfig, host_architecture};
 pub use error::{Result, StoreError};
 pub use extend::Extension;
 pub use filters::{FilterError, Filters};
-pub use gc::{GcReport, PruneReport};
+pub use gc::{GcReport, IMAGE_PRUNE_FILTERS, PruneReport};
 pub use image::{CACHE_HOLDER_PREFIX, HistoryEntry, Image, RemoveEvent, check_layer_media_type};
 pub use import::ImportOptions;
 pub use incoming::{Incoming, LayerWork};
@@ -68,6 +69,7 @@ pub use pack::{
     PackError, PackOptions, PackStats, PathKind, PathStat, open_dir_in_root, open_file_in_root,
     pack_path, stat_in_root,
 };
+pub use timearg::parse_time_arg;
 pub use unpack::{UnpackError, UnpackOptions, UnpackStats, unpack_into, unpack_layer};
 pub use written::with_written_layer;
 

@@ -24,11 +24,8 @@ pub struct ImageQuery<'a> {
     pub filters: &'a Filters,
     /// Build intermediates too (`-a`).
     pub all: bool,
-    /// `reference=` patterns and the CLI's `REPOSITORY` argument.
+    /// `reference=` patterns (Go's `path.Match`) and the CLI's `REPOSITORY` argument.
     pub references: Vec<String>,
-    /// Go's `path.Match` (which lives with the Dockerfile's patterns): whether a pattern
-    /// matches a name, or why the pattern is malformed.
-    pub matches: &'a dyn Fn(&str, &str) -> std::result::Result<bool, String>,
     /// Load each image's labels (a label filter loads them anyway).
     pub labels: bool,
 }
@@ -49,21 +46,16 @@ impl Store {
         let filters = query.filters;
         // A malformed pattern is an error, as Docker's (not a filter that matches nothing).
         for pattern in &query.references {
-            (query.matches)(pattern, pattern).map_err(|e| crate::FilterError::Value {
+            berth_dockerfile::path_match(pattern, pattern).map_err(|e| crate::FilterError::Value {
                 key: "reference".into(),
                 value: format!("{pattern} ({e})"),
             })?;
         }
         let dangling = filters.bool("dangling")?;
-        let created_at = |rec: &ImageRecord| {
-            rec.created
-                .as_deref()
-                .and_then(|c| c.parse::<jiff::Timestamp>().ok())
-        };
         let bound = |key: &str| -> Result<Option<jiff::Timestamp>> {
             match filters.get(key).last() {
                 None => Ok(None),
-                Some(name) => Ok(created_at(&self.resolve(name)?)),
+                Some(name) => Ok(self.resolve(name)?.created_at()),
             }
         };
         let (before, after) = (bound("before")?, bound("since")?);
@@ -73,16 +65,18 @@ impl Store {
             query
                 .references
                 .iter()
-                .any(|pattern| (query.matches)(pattern, name).unwrap_or(false))
+                .any(|pattern| berth_dockerfile::path_match(pattern, name).unwrap_or(false))
         };
         let mut out = Vec::new();
         for mut rec in self.images()? {
-            let created = created_at(&rec);
+            let created = rec.created_at();
             if (!query.all && rec.is_build_intermediate())
                 || dangling.is_some_and(|d| d != rec.tags.is_empty())
-                || before.is_some_and(|b| created.is_none_or(|c| c >= b))
+                // Go's zero time is before every bound, as dockerd compares an image
+                // without a creation time.
+                || before.is_some_and(|b| created.is_some_and(|c| c >= b))
                 || after.is_some_and(|s| created.is_none_or(|c| c <= s))
-                || until.is_some_and(|u| created.is_none_or(|c| c > u))
+                || until.is_some_and(|u| created.is_some_and(|c| c >= u))
             {
                 continue;
             }

@@ -65,6 +65,11 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
+    /// When the image was made (its config's `created`), if that reads as RFC 3339.
+    pub fn created_at(&self) -> Option<jiff::Timestamp> {
+        crate::config::parse_created(self.created.as_deref())
+    }
+
     /// A build's intermediate image (its step cache): a parent and no tag. Docker's `images`
     /// shows these with `-a` only.
     pub fn is_build_intermediate(&self) -> bool {
@@ -337,9 +342,7 @@ impl Meta {
         // Newest first by the actual instant: RFC 3339 strings with other offsets or
         // precisions do not sort as text.
         let instant = |r: &ImageRecord| {
-            r.created
-                .as_deref()
-                .and_then(|c| c.parse::<jiff::Timestamp>().ok())
+            r.created_at()
                 .map_or(r.added as i128 * 1_000_000_000, |t| t.as_nanosecond())
         };
         out.sort_by(|a, b| instant(b).cmp(&instant(a)).then(b.added.cmp(&a.added)));

@@ -107,10 +107,6 @@ struct ImageRow {
     virtual_size: String,
 }
 
-pub(super) fn created_at(created: Option<&str>) -> Option<jiff::Timestamp> {
-    created.and_then(|c| c.parse::<jiff::Timestamp>().ok())
-}
-
 /// Go's `time.Time.String()` in UTC, as docker prints CreatedAt.
 fn go_time(ts: Option<jiff::Timestamp>) -> String {
     match ts {
@@ -143,12 +139,11 @@ pub fn list(root: &Path, args: ListArgs) -> Result<()> {
         filters: &filters,
         all: args.all,
         references,
-        matches: &|pattern, name| berth_dockerfile::path_match(pattern, name).map_err(String::from),
         labels: false,
     })?;
     let mut rows = Vec::new();
     for ListedImage { record: rec, .. } in &images {
-        let created = created_at(rec.created.as_deref());
+        let created = rec.created_at();
         let mut names: Vec<(String, String, String)> = Vec::new();
         for t in &rec.tags {
             let digest = rec
@@ -495,7 +490,12 @@ pub fn confirm(warning: &str) -> Result<bool> {
 }
 
 pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
-    let filters = Filters::parse(&args.filter, &["until", "label", "label!"])?;
+    // `-a` is the filter `dangling=false`, as the docker CLI sends it.
+    let mut given = args.filter.clone();
+    if args.all {
+        given.push("dangling=false".into());
+    }
+    let filters = Filters::parse(&given, berth_store::IMAGE_PRUNE_FILTERS)?;
     if !args.force {
         let warning = if args.all {
             "WARNING! This will remove all images without at least one container associated to them."
@@ -506,13 +506,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
             return Ok(());
         }
     }
-    let mut store = open_store(root)?;
-    let only = if args.filter.is_empty() {
-        None
-    } else {
-        Some(store.prune_candidates(&filters)?)
-    };
-    let report = store.prune_images(args.all, only.as_ref())?;
+    let report = open_store(root)?.prune_images_matching(&filters)?;
     let mut out = io::stdout().lock();
     if !report.events.is_empty() {
         writeln!(out, "Deleted Images:")?;
@@ -585,7 +579,7 @@ pub fn history(root: &Path, args: HistoryArgs) -> Result<()> {
         .history(&image)?
         .into_iter()
         .map(|HistoryEntry { history: h, size }| {
-            let created = created_at(h.created.as_deref());
+            let created = h.created_at();
             let created_by = h.created_by.clone().unwrap_or_default();
             HistoryRow {
                 id: "<missing>".into(),

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{
-    image::{created_at, headers, since},
+    image::{headers, since},
     open_store,
 };
 use crate::{format, units};
@@ -166,7 +166,7 @@ fn df_verbose(
                 unique += size;
             }
         }
-        let created = since(created_at(rec.created.as_deref()));
+        let created = since(rec.created_at());
         let names: Vec<(String, String)> = if rec.tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
