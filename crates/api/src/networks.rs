@@ -146,7 +146,7 @@ pub async fn connect(
 
 /// `POST /networks/prune`.
 pub async fn prune(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
-    let filters = call.filters(&["label", "label!"])?;
+    let filters = call.filters(berth_engine::networks::NETWORK_PRUNE_FILTERS)?;
     let deleted = api
         .engine(move |engine| Ok(engine.network_prune(&filters)?))
         .await?;

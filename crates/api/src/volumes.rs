@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_engine::{VOLUME_FILTERS, VolumeOptions, VolumePruneFilters};
+use berth_engine::{VOLUME_FILTERS, VOLUME_PRUNE_FILTERS, VolumeOptions};
 use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -67,17 +67,13 @@ pub async fn remove(api: &Api, call: &Call, name: String) -> Result<Response<Bod
 /// `POST /volumes/prune`: anonymous volumes no container uses (every unused one with the
 /// filter `all=true`, as API 1.42 and later).
 pub async fn prune(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
-    let filters = call.filters(&["label", "label!", "all"])?;
-    let all = filters
-        .bool("all")
-        .map_err(|e| ApiError::bad_request(e.to_string()))?
-        .unwrap_or(false);
-    let label_filters = VolumePruneFilters {
-        label: filters.get("label").to_vec(),
-        label_not: filters.get("label!").to_vec(),
-    };
+    let mut filters = call.filters(VOLUME_PRUNE_FILTERS)?;
+    // Before API 1.42 a prune took every unused volume, as dockerd still answers old clients.
+    if call.version < (1, 42) && filters.get("all").is_empty() {
+        filters = filters.with("all", "true");
+    }
     let (deleted, reclaimed) = api
-        .engine(move |engine| Ok(engine.volume_prune(all, &label_filters)?))
+        .engine(move |engine| Ok(engine.volume_prune(&filters)?))
         .await?;
     json(
         StatusCode::OK,

@@ -42,7 +42,7 @@ use berth_store::{Store, StoreError};
 /// The filters `container prune` takes.
 pub const CONTAINER_PRUNE_FILTERS: &[&str] = &["until", "label", "label!"];
 
-pub use volumes::{VOLUME_FILTERS, Volume, VolumeOptions, VolumePruneFilters};
+pub use volumes::{VOLUME_FILTERS, VOLUME_PRUNE_FILTERS, Volume, VolumeOptions};
 
 pub use record::{
     ContainerConfig, ContainerRecord, ContainerState, EndpointSettings, GraphDriver,

@@ -316,7 +316,9 @@ impl Engine {
                 },
                 gateway: Ipv4Addr::UNSPECIFIED,
                 internal: false,
-                created: GO_ZERO_TIME.into(),
+                // A network not made yet (`host`, `none`, the default bridge before its
+                // first use): Go's zero time, which clients parse where they refuse "".
+                created: crate::ZERO_TIME.into(),
                 labels: Default::default(),
             });
             all.sort_by(|a, b| a.name.cmp(&b.name));
@@ -813,9 +815,10 @@ mod tests {
     }
 }
 
-/// The creation time of a network not made yet (`host`, `none`, the default bridge before
-/// its first use): Go's zero time, which clients parse where they would refuse "".
-const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+/// The filters `network prune` takes.
+pub const NETWORK_PRUNE_FILTERS: &[&str] = &["label", "label!", "until"];
+
+/// The filters `network ls` takes.
 
 /// The filters `network ls` takes.
 pub const NETWORK_FILTERS: &[&str] = &["driver", "id", "label", "name", "scope", "type"];
@@ -875,7 +878,9 @@ impl Engine {
                 driver,
                 internal: false,
                 labels: Default::default(),
-                created: GO_ZERO_TIME.into(),
+                // A network not made yet (`host`, `none`, the default bridge before its
+                // first use): Go's zero time, which clients parse where they refuse "".
+                created: crate::ZERO_TIME.into(),
                 network: None,
             });
         }
@@ -986,9 +991,13 @@ impl Engine {
         &mut self,
         filters: &berth_store::Filters,
     ) -> Result<Vec<String>, EngineError> {
+        let until = filters.until()?;
         let mut removed = Vec::new();
         for n in self.networks()? {
             if PREDEFINED.contains(&n.name.as_str()) || !filters.labels_match(Some(&n.labels)) {
+                continue;
+            }
+            if until.is_some_and(|u| n.created.parse::<jiff::Timestamp>().is_ok_and(|c| c >= u)) {
                 continue;
             }
             if self.network_containers(&n.name)?.is_empty() && self.network_remove(&n.name).is_ok()

@@ -42,6 +42,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use berth_store::Filters;
+
 use crate::{
     Engine, EngineError,
     db::{VolumeDeletion, VolumeRow},
@@ -108,24 +110,23 @@ impl Volume {
     }
 }
 
-/// The `--filter` values `volume prune` takes: Docker's `label` and `label!`, each `KEY` or
-/// `KEY=VALUE`.
-#[derive(Debug, Clone, Default)]
-pub struct VolumePruneFilters {
-    /// Every one must match (`label=`).
-    pub label: Vec<String>,
-    /// None may match (`label!=`).
-    pub label_not: Vec<String>,
-}
+/// The filters `volume prune` takes: `label`, `label!`, and `all` (every unused volume, not
+/// only anonymous ones: the docker CLI's `--all`).
+pub const VOLUME_PRUNE_FILTERS: &[&str] = &["label", "label!", "all"];
 
-impl VolumePruneFilters {
-    /// Whether a volume with `labels` passes the filters.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let has = |want: &String| match want.split_once('=') {
-            Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
-            None => labels.contains_key(want.as_str()),
-        };
-        self.label.iter().all(has) && !self.label_not.iter().any(has)
+/// `all=` of a volume prune: one Go boolean.
+fn prune_all(filters: &Filters) -> Result<bool, EngineError> {
+    match filters.get("all") {
+        [] => Ok(false),
+        [one] => berth_store::go_bool(one).ok_or_else(|| {
+            EngineError::Invalid(format!(
+                "invalid filter 'all': strconv.ParseBool: parsing {one:?}: invalid syntax"
+            ))
+        }),
+        many => Err(EngineError::Invalid(format!(
+            "invalid filter 'all=[{}]': only one value is expected",
+            many.join(" ")
+        ))),
     }
 }
 
@@ -389,11 +390,8 @@ impl Engine {
     /// (their data is not under `_data`, Docker). Returns the names removed, by name, and
     /// the bytes their data took. Also removes what crashed creates and removes left under
     /// `volumes/`.
-    pub fn volume_prune(
-        &mut self,
-        all: bool,
-        filters: &VolumePruneFilters,
-    ) -> Result<(Vec<String>, u64), EngineError> {
+    pub fn volume_prune(&mut self, filters: &Filters) -> Result<(Vec<String>, u64), EngineError> {
+        let all = prune_all(filters)?;
         // Containers whose monitor died are found out first, outside the volumes lock.
         self.containers()?;
         let lock = self.lock_volumes()?;
@@ -402,7 +400,7 @@ impl Engine {
             let candidate = row.driver == LOCAL_DRIVER
                 && row.options.is_empty()
                 && (all || row.labels.contains_key(ANONYMOUS_LABEL))
-                && filters.matches(&row.labels);
+                && filters.labels_match(Some(&row.labels));
             if !candidate {
                 continue;
             }
@@ -875,25 +873,28 @@ mod tests {
         fs::hard_link(data.join("a"), data.join("a-again")).unwrap();
         std::os::unix::fs::symlink("a", data.join("link")).unwrap();
 
-        let not_keep = VolumePruneFilters {
-            label_not: vec!["keep=yes".into()],
-            ..Default::default()
+        let filters = |given: &[&str]| {
+            let given: Vec<String> = given.iter().map(|g| g.to_string()).collect();
+            Filters::parse(&given, VOLUME_PRUNE_FILTERS).unwrap()
         };
-        let (pruned, bytes) = engine.volume_prune(false, &not_keep).unwrap();
+        let (pruned, bytes) = engine.volume_prune(&filters(&["label!=keep=yes"])).unwrap();
         assert_eq!(pruned, std::slice::from_ref(&anon.name));
         // Each inode once, the symlink as itself ("a": one byte), directories not at all.
         assert_eq!(bytes, 1000 + 234 + 1);
         assert!(!data.exists());
 
-        let (pruned, _) = engine.volume_prune(false, &Default::default()).unwrap();
+        let (pruned, _) = engine.volume_prune(&filters(&[])).unwrap();
         assert_eq!(pruned, std::slice::from_ref(&anon_kept.name));
 
-        let only_other = VolumePruneFilters {
-            label: vec!["other".into()],
-            ..Default::default()
-        };
-        assert!(engine.volume_prune(true, &only_other).unwrap().0.is_empty());
-        let (pruned, bytes) = engine.volume_prune(true, &Default::default()).unwrap();
+        assert!(
+            engine
+                .volume_prune(&filters(&["all=true", "label=other"]))
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        assert!(engine.volume_prune(&filters(&["all=1", "all=0"])).is_err());
+        let (pruned, bytes) = engine.volume_prune(&filters(&["all=True"])).unwrap();
         assert_eq!(pruned, ["named"]);
         assert_eq!(bytes, 0);
         let mut left = names(&engine);
@@ -913,7 +914,9 @@ mod tests {
         fs::create_dir_all(vols.join(".removing-busy/_data")).unwrap();
         let held = fs::File::open(vols.join(".removing-busy")).unwrap();
         held.lock().unwrap();
-        let (pruned, _) = engine.volume_prune(true, &Default::default()).unwrap();
+        let (pruned, _) = engine
+            .volume_prune(&Filters::default().with("all", "true"))
+            .unwrap();
         // "live" is unused and named: pruned with all; orphans are not reported.
         assert_eq!(pruned, ["live"]);
         let mut left: Vec<_> = fs::read_dir(&vols)

@@ -26,6 +26,15 @@ pub enum FilterError {
     Json(String),
 }
 
+/// Go's `strconv.ParseBool`, as Docker reads boolean filters.
+pub fn go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 /// Parsed filters: key -> values (a key may repeat).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Filters(BTreeMap<String, Vec<String>>);
@@ -85,20 +94,26 @@ impl Filters {
         Ok(())
     }
 
+    /// Adds a value the caller means (not the user's: not checked against a listing's keys),
+    /// as the docker CLI turns `--all` into `all=true`.
+    pub fn with(mut self, key: &str, value: &str) -> Filters {
+        self.0.entry(key.into()).or_default().push(value.into());
+        self
+    }
+
     /// The values given for a key.
     pub fn get(&self, key: &str) -> &[String] {
         self.0.get(key).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// A boolean filter (`dangling=true`); errors on other values.
+    /// A boolean filter (`dangling=true`, Go's `strconv.ParseBool` forms); errors on other
+    /// values.
     pub fn bool(&self, key: &str) -> Result<Option<bool>, FilterError> {
-        match self.get(key).last().map(String::as_str) {
+        match self.get(key).last() {
             None => Ok(None),
-            Some("true" | "1") => Ok(Some(true)),
-            Some("false" | "0") => Ok(Some(false)),
-            Some(v) => Err(FilterError::Value {
+            Some(v) => go_bool(v).map(Some).ok_or_else(|| FilterError::Value {
                 key: key.into(),
-                value: v.into(),
+                value: v.clone(),
             }),
         }
     }
@@ -132,6 +147,13 @@ impl Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_bools() {
+        assert_eq!(go_bool("True"), Some(true));
+        assert_eq!(go_bool("0"), Some(false));
+        assert_eq!(go_bool("yes"), None);
+    }
 
     #[test]
     fn until_takes_times_and_durations() {

@@ -56,7 +56,7 @@ pub use compression::{
 pub use config::{History, ImageConfig, RootFs, RunConfig, host_architecture};
 pub use error::{Result, StoreError};
 pub use extend::Extension;
-pub use filters::{FilterError, Filters};
+pub use filters::{FilterError, Filters, go_bool};
 pub use gc::{GcReport, IMAGE_PRUNE_FILTERS, PruneReport};
 pub use image::{CACHE_HOLDER_PREFIX, HistoryEntry, Image, RemoveEvent, check_layer_media_type};
 pub use import::ImportOptions;

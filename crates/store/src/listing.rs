@@ -46,9 +46,11 @@ impl Store {
         let filters = query.filters;
         // A malformed pattern is an error, as Docker's (not a filter that matches nothing).
         for pattern in &query.references {
-            berth_dockerfile::path_match(pattern, pattern).map_err(|e| crate::FilterError::Value {
-                key: "reference".into(),
-                value: format!("{pattern} ({e})"),
+            berth_dockerfile::path_match(pattern, pattern).map_err(|e| {
+                crate::FilterError::Value {
+                    key: "reference".into(),
+                    value: format!("{pattern} ({e})"),
+                }
             })?;
         }
         let dangling = filters.bool("dangling")?;

@@ -252,7 +252,7 @@ pub struct PruneArgs {
 
 /// `berth network prune`: every user-defined network no container uses.
 pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
-    let filters = Filters::parse(&args.filter, &["label", "label!"])?;
+    let filters = Filters::parse(&args.filter, berth_engine::networks::NETWORK_PRUNE_FILTERS)?;
     if !args.force {
         print!(
             "WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] "

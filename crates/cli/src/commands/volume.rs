@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{Result, bail};
-use berth_engine::{Engine, EngineError, VOLUME_FILTERS, VolumeOptions, VolumePruneFilters};
+use berth_engine::{Engine, EngineError, VOLUME_FILTERS, VOLUME_PRUNE_FILTERS, VolumeOptions};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -256,34 +256,15 @@ pub struct PruneArgs {
     filter: Vec<String>,
 }
 
-/// Go's `strconv.ParseBool`.
-fn go_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 /// `berth volume prune`: without `--all`, anonymous volumes only (Docker 23 and later).
 pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
-    let filters = Filters::parse(&args.filter, &["label", "label!", "all"])?;
-    let all = match filters.get("all") {
-        [] => args.all,
-        _ if args.all => {
-            bail!("conflicting options: cannot specify both --all and --filter all=1")
+    let mut filters = Filters::parse(&args.filter, VOLUME_PRUNE_FILTERS)?;
+    if args.all {
+        if !filters.get("all").is_empty() {
+            bail!("conflicting options: cannot specify both --all and --filter all=1");
         }
-        [one] => match go_bool(one) {
-            Some(all) => all,
-            None => {
-                bail!("invalid filter 'all': strconv.ParseBool: parsing {one:?}: invalid syntax")
-            }
-        },
-        many => bail!(
-            "invalid filter 'all=[{}]': only one value is expected",
-            many.join(" ")
-        ),
-    };
+        filters = filters.with("all", "true");
+    }
     if !args.force {
         let warning = if args.all {
             "WARNING! This will remove all local volumes not used by at least one container."
@@ -295,13 +276,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
         }
     }
     let mut engine = Engine::open(root)?;
-    let (deleted, reclaimed) = engine.volume_prune(
-        all,
-        &VolumePruneFilters {
-            label: filters.get("label").to_vec(),
-            label_not: filters.get("label!").to_vec(),
-        },
-    )?;
+    let (deleted, reclaimed) = engine.volume_prune(&filters)?;
     let mut out = io::stdout().lock();
     if !deleted.is_empty() {
         writeln!(out, "Deleted Volumes:")?;
@@ -338,12 +313,5 @@ mod tests {
                 ("c".to_string(), "x=y".to_string())
             ]
         );
-    }
-
-    #[test]
-    fn go_bools() {
-        assert_eq!(go_bool("True"), Some(true));
-        assert_eq!(go_bool("0"), Some(false));
-        assert_eq!(go_bool("yes"), None);
     }
 }
