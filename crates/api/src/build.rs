@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::{
     ApiError,
     http::{Api, Body, Call, channel_body, json_line, with_body},
-    images::registry_config,
+    images::registries,
 };
 
 /// A JSON map parameter (`buildargs`, `labels`); a `null` value is left out.
@@ -40,14 +40,6 @@ pub async fn build(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError
             "remote build contexts are not supported: send the context as a tar archive",
         ));
     }
-    if let Some(platform) = call.param("platform").filter(|p| !p.is_empty()) {
-        let host = format!("linux/{}", berth_store::host_architecture());
-        if platform != host {
-            return Err(ApiError::bad_request(format!(
-                "platform {platform}: only this host's platform ({host}) can be built"
-            )));
-        }
-    }
     let mut tags = Vec::new();
     for t in call.params("t") {
         tags.push(
@@ -65,8 +57,7 @@ pub async fn build(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError
         .filter(|n| !n.is_empty() && *n != "default")
         .map(String::from);
     let quiet = call.flag("q");
-    let mut registries = Registries::load().map_err(|e| ApiError::internal(e.to_string()))?;
-    registries.given = registry_config(&call)?;
+    let registries = registries(&call, None)?;
     let mut opts = BuildOptions {
         dockerfile_name: dockerfile_name.clone(),
         build_args: map_param(&call, "buildargs")?,
@@ -77,6 +68,10 @@ pub async fn build(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError
             .map(String::from),
         no_cache: call.flag("nocache"),
         pull: call.flag("pull"),
+        platform: call
+            .param("platform")
+            .filter(|p| !p.is_empty())
+            .map(String::from),
         network,
         tags,
         ..Default::default()
@@ -105,8 +100,7 @@ pub async fn build(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError
             Err(e) => return fail(e),
         };
         opts.context = context.path().to_path_buf();
-        opts.dockerignore =
-            std::fs::read_to_string(context.path().join(".dockerignore")).unwrap_or_default();
+        opts.dockerignore = context.dockerignore();
         let mut progress = Progress::new(if quiet {
             None
         } else {
@@ -115,12 +109,7 @@ pub async fn build(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError
         let built = berth_engine::Engine::open(&root)
             .map_err(|e| e.to_string())
             .and_then(|mut engine| {
-                berth_build::build(&mut engine, &opts, &mut progress).map_err(|e| match e {
-                    berth_build::BuildError::Parse { .. } => {
-                        format!("failed to solve: failed to parse {e}")
-                    }
-                    e => format!("failed to solve: {e}"),
-                })
+                berth_build::build(&mut engine, &opts, &mut progress).map_err(|e| e.solve_message())
             });
         drop(context);
         match built {

@@ -5,7 +5,6 @@
 use std::io::Write;
 
 use berth_engine::contents::CommitRequest;
-use berth_reference::Reference;
 use berth_store::ChangeKind;
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -67,23 +66,7 @@ pub async fn commit(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> 
         .filter(|c| !c.is_empty())
         .ok_or_else(|| ApiError::bad_request("container is required"))?
         .to_string();
-    let tag = match call.param("repo").filter(|r| !r.is_empty()) {
-        None => None,
-        Some(repo) => {
-            let name = match call.param("tag").filter(|t| !t.is_empty()) {
-                Some(t) => format!("{repo}:{t}"),
-                None => repo.to_string(),
-            };
-            let r = Reference::parse_with_default_tag(&name)
-                .map_err(|e| ApiError::bad_request(format!("invalid reference format: {e}")))?;
-            if r.digest().is_some() {
-                return Err(ApiError::bad_request(
-                    "cannot commit to a reference with a digest",
-                ));
-            }
-            Some(r)
-        }
-    };
+    let tag = crate::images::target_reference(call)?;
     let request = CommitRequest {
         author: call
             .param("author")

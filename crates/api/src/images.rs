@@ -8,7 +8,6 @@ use berth_reference::{Digest, Reference};
 use berth_store::{ArchiveFormat, HistoryEntry, RemoveEvent};
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
@@ -95,7 +94,7 @@ pub async fn create(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> 
         .map(Platform::parse)
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let registries = registries(call, &reference)?;
+    let registries = registries(call, Some(&reference))?;
     let root = api.root.clone();
     let (tx, body) = channel_body();
     tokio::task::spawn_blocking(move || {
@@ -110,13 +109,8 @@ pub async fn create(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> 
         match pulled {
             Ok(pulled) => {
                 progress.send(json!({ "status": format!("Digest: {}", pulled.digest) }));
-                let status = if pulled.new {
-                    "Downloaded newer image for"
-                } else {
-                    "Image is up to date for"
-                };
                 progress.send(json!({
-                    "status": format!("Status: {status} {}", reference.familiar_string())
+                    "status": berth_distribution::pull_status(pulled.new, &reference.familiar_string())
                 }));
             }
             Err(message) => progress.error(&message),
@@ -125,84 +119,14 @@ pub async fn create(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> 
     Ok(with_body(StatusCode::OK, "application/json", body))
 }
 
-/// Docker's `AuthConfig`, as the `X-Registry-Auth` header (base64url JSON) and `/auth`
-/// carry it.
-#[derive(Debug, Default, Deserialize)]
-pub struct AuthConfig {
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-    /// `base64(user:password)`, as config.json keeps it.
-    #[serde(default)]
-    auth: String,
-    #[serde(default, rename = "serveraddress")]
-    server_address: String,
-    #[serde(default, rename = "identitytoken")]
-    identity_token: String,
-}
+/// Docker's `AuthConfig` (`username`, `password`, `auth`, `identitytoken`, `serveraddress`),
+/// as `X-Registry-Auth`, `X-Registry-Config` and `/auth` carry it.
+type AuthConfig = serde_json::Map<String, Value>;
 
-impl AuthConfig {
-    /// The credential it carries (none when it is empty, as the docker CLI sends `{}`).
-    fn credential(&self) -> Option<Credential> {
-        if !self.identity_token.is_empty() {
-            return Some(Credential::IdentityToken {
-                username: self.username.clone(),
-                token: self.identity_token.clone(),
-            });
-        }
-        if !self.username.is_empty() || !self.password.is_empty() {
-            return Some(Credential::Basic {
-                username: self.username.clone(),
-                password: self.password.clone(),
-            });
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(self.auth.trim())
-            .ok()?;
-        let (username, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-        Some(Credential::Basic {
-            username: username.into(),
-            password: password.into(),
-        })
-    }
-}
-
-/// Reads `X-Registry-Auth`: base64url JSON, padded or not.
-fn registry_auth(call: &Call) -> Result<Option<Credential>, ApiError> {
-    let Some(header) = call
-        .header("X-Registry-Auth")
-        .filter(|h| !h.trim().is_empty())
-    else {
-        return Ok(None);
-    };
-    let config: AuthConfig = decode_header("X-Registry-Auth", header)?;
-    Ok(config.credential())
-}
-
-/// Reads `X-Registry-Config` (a build's credentials): base64url JSON of server address to
-/// `AuthConfig`, keyed here by registry host.
-pub fn registry_config(
-    call: &Call,
-) -> Result<std::collections::BTreeMap<String, Credential>, ApiError> {
-    let mut out = std::collections::BTreeMap::new();
-    let Some(header) = call
-        .header("X-Registry-Config")
-        .filter(|h| !h.trim().is_empty())
-    else {
-        return Ok(out);
-    };
-    let configs: std::collections::BTreeMap<String, AuthConfig> =
-        decode_header("X-Registry-Config", header)?;
-    for (server, config) in configs {
-        if let Some(credential) = config.credential() {
-            out.insert(
-                berth_distribution::credentials::registry_host(&server),
-                credential,
-            );
-        }
-    }
-    Ok(out)
+/// The credential an `AuthConfig` carries (read as `config.json`'s entries are).
+fn credential_of(header: &str, config: &AuthConfig) -> Result<Option<Credential>, ApiError> {
+    berth_distribution::credentials::auth_entry_credential(config)
+        .map_err(|e| ApiError::bad_request(format!("invalid {header}: {e}")))
 }
 
 /// A header of base64url JSON (padded or not, as Go's clients vary).
@@ -216,13 +140,25 @@ fn decode_header<T: serde::de::DeserializeOwned>(name: &str, value: &str) -> Res
         .map_err(|e| ApiError::bad_request(format!("invalid {name} header: {e}")))
 }
 
-/// The registries, with the request's credential (if any) for the reference's registry.
-fn registries(call: &Call, reference: &Reference) -> Result<Registries, ApiError> {
+/// The system's registries, given the credentials a request carries: `X-Registry-Auth` for
+/// `reference`'s registry (pull, push), `X-Registry-Config` by server (build).
+pub fn registries(call: &Call, reference: Option<&Reference>) -> Result<Registries, ApiError> {
     let mut registries = Registries::load().map_err(|e| ApiError::internal(e.to_string()))?;
-    if let Some(credential) = registry_auth(call)? {
-        registries
-            .given
-            .insert(reference.domain().to_string(), credential);
+    let header = |name: &str| call.header(name).filter(|h| !h.trim().is_empty());
+    if let (Some(reference), Some(value)) = (reference, header("X-Registry-Auth")) {
+        let config: AuthConfig = decode_header("X-Registry-Auth", value)?;
+        if let Some(credential) = credential_of("X-Registry-Auth", &config)? {
+            registries.give(reference.domain(), credential);
+        }
+    }
+    if let Some(value) = header("X-Registry-Config") {
+        let configs: std::collections::BTreeMap<String, AuthConfig> =
+            decode_header("X-Registry-Config", value)?;
+        for (server, config) in configs {
+            if let Some(credential) = credential_of("X-Registry-Config", &config)? {
+                registries.give(&server, credential);
+            }
+        }
     }
     Ok(registries)
 }
@@ -230,11 +166,15 @@ fn registries(call: &Call, reference: &Reference) -> Result<Registries, ApiError
 /// `POST /auth`: checks a credential against its registry (the client keeps it).
 pub async fn auth(mut call: Call) -> Result<Response<Body>, ApiError> {
     let config: AuthConfig = call.lenient_json().await?;
-    let host = match config.server_address.trim() {
-        "" => berth_distribution::DOCKER_HUB_HOST.to_string(),
-        s => berth_distribution::credentials::registry_host(s),
+    let host = match config
+        .get("serveraddress")
+        .and_then(Value::as_str)
+        .map(str::trim)
+    {
+        None | Some("") => berth_distribution::DOCKER_HUB_HOST.to_string(),
+        Some(s) => berth_distribution::credentials::registry_host(s),
     };
-    let credential = config.credential().ok_or_else(|| {
+    let credential = credential_of("auth config", &config)?.ok_or_else(|| {
         ApiError::bad_request("a username and password, or an identity token, is required")
     })?;
     tokio::task::spawn_blocking(move || {
@@ -251,20 +191,30 @@ pub async fn auth(mut call: Call) -> Result<Response<Body>, ApiError> {
     )
 }
 
-/// `POST /images/{name}/tag?repo=&tag=`.
-pub async fn tag(api: &Api, call: &Call, name: String) -> Result<Response<Body>, ApiError> {
-    let repo = call.param("repo").unwrap_or("");
-    let target = match call.param("tag").filter(|t| !t.is_empty()) {
+/// The image name `?repo=&tag=` give (`tag` then `commit`): `None` without a `repo`; a digest
+/// is refused, as dockerd refuses it.
+pub fn target_reference(call: &Call) -> Result<Option<Reference>, ApiError> {
+    let Some(repo) = call.param("repo").filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let name = match call.param("tag").filter(|t| !t.is_empty()) {
         Some(t) => format!("{repo}:{t}"),
         None => repo.to_string(),
     };
-    let target = Reference::parse_with_default_tag(&target)
+    let reference = Reference::parse_with_default_tag(&name)
         .map_err(|e| ApiError::bad_request(format!("invalid reference format: {e}")))?;
-    if target.digest().is_some() {
-        return Err(ApiError::bad_request(
-            "refusing to create a tag with a digest reference",
-        ));
+    if reference.digest().is_some() {
+        return Err(ApiError::bad_request(format!(
+            "refusing to create a tag with a digest reference: {name}"
+        )));
     }
+    Ok(Some(reference))
+}
+
+/// `POST /images/{name}/tag?repo=&tag=`.
+pub async fn tag(api: &Api, call: &Call, name: String) -> Result<Response<Body>, ApiError> {
+    let target = target_reference(call)?
+        .ok_or_else(|| ApiError::bad_request("repository name (repo) is required"))?;
     api.engine(move |engine| Ok(engine.store().tag(&name, &target)?))
         .await?;
     no_content(StatusCode::CREATED)
@@ -385,23 +335,8 @@ pub async fn load(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError>
         })
         .await?;
     let mut out = Vec::new();
-    for image in loaded {
-        for (tag, old) in &image.displaced {
-            out.extend(json_line(&json!({ "stream": format!(
-                "The image {} already exists, renaming the old one with ID {old} to empty string\n",
-                tag.familiar_string()
-            )})));
-        }
-        if image.tags.is_empty() {
-            out.extend(json_line(
-                &json!({ "stream": format!("Loaded image ID: {}\n", image.id) }),
-            ));
-        }
-        for t in image.tags {
-            out.extend(json_line(
-                &json!({ "stream": format!("Loaded image: {}\n", t.familiar_string()) }),
-            ));
-        }
+    for line in loaded.iter().flat_map(|image| image.report()) {
+        out.extend(json_line(&json!({ "stream": format!("{line}\n") })));
     }
     Ok(with_body(
         StatusCode::OK,
@@ -416,7 +351,7 @@ pub async fn load(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError>
 pub async fn push(api: &Api, call: &Call, name: String) -> Result<Response<Body>, ApiError> {
     let named = Reference::parse_normalized(&name)
         .map_err(|e| ApiError::bad_request(format!("invalid reference format: {e}")))?;
-    let registries = registries(call, &named)?;
+    let registries = registries(call, Some(&named))?;
     let tag = call
         .param("tag")
         .filter(|t| !t.is_empty())
@@ -460,10 +395,7 @@ pub async fn push(api: &Api, call: &Call, name: String) -> Result<Response<Body>
         for reference in &references {
             match registries.push(&mut store, reference, &progress) {
                 Ok(pushed) => {
-                    progress.send(json!({ "status": format!(
-                        "{}: digest: {} size: {}",
-                        pushed.tag, pushed.digest, pushed.size
-                    )}));
+                    progress.send(json!({ "status": pushed.to_string() }));
                     progress.send(json!({
                         "progressDetail": {},
                         "aux": {

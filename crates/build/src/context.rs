@@ -26,19 +26,24 @@ impl StreamedContext {
         if let Some(text) = &self.dockerfile {
             return Ok(text.clone());
         }
-        let relative = name.trim_start_matches('/');
-        let path = self.dir.path().join(relative);
-        // The name comes from the client: nothing outside the context is read.
-        if Path::new(relative)
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(format!(
-                "the Dockerfile ({name}) must be a path inside the build context"
-            ));
-        }
-        std::fs::read_to_string(&path)
+        self.read(name)
             .map_err(|e| format!("failed to read dockerfile {name} from the context: {e}"))
+    }
+
+    /// The context's `.dockerignore` (empty when it has none).
+    pub fn dockerignore(&self) -> String {
+        self.read(".dockerignore").unwrap_or_default()
+    }
+
+    /// A file of the context, its path and symlinks resolved inside the context: the
+    /// names come from the client, and nothing outside the context is read.
+    fn read(&self, name: &str) -> std::io::Result<String> {
+        let root = std::fs::File::open(self.dir.path())?;
+        let relative = Path::new(name.trim_start_matches('/'));
+        let mut text = String::new();
+        berth_store::open_file_in_root(std::os::fd::AsFd::as_fd(&root), relative)?
+            .read_to_string(&mut text)?;
+        Ok(text)
     }
 }
 
@@ -129,6 +134,12 @@ mod tests {
             "a"
         );
         assert!(context.read_dockerfile("../etc/passwd").is_err());
+        std::os::unix::fs::symlink("/etc/hostname", context.path().join("Escape")).unwrap();
+        assert!(
+            context.read_dockerfile("Escape").is_err(),
+            "a symlink is resolved inside the context"
+        );
+        assert_eq!(context.dockerignore(), "");
         assert!(context.read_dockerfile("Missing").is_err());
         let dir = context.path().to_path_buf();
         drop(context);

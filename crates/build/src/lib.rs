@@ -74,7 +74,8 @@ pub enum BuildError {
         /// The last lines of its output.
         output: Vec<String>,
     },
-    /// Something about the build as a whole (a missing target or base image).
+    /// Something about the build as a whole (a missing target or base image, a platform
+    /// this host cannot build).
     #[error("{0}")]
     Invalid(String),
     /// The engine failed.
@@ -101,6 +102,16 @@ impl BuildError {
         BuildError::Io {
             what: what.into(),
             source,
+        }
+    }
+}
+
+impl BuildError {
+    /// The one line BuildKit ends a failed build with: `failed to solve: ...`.
+    pub fn solve_message(&self) -> String {
+        match self {
+            BuildError::Parse { .. } => format!("failed to solve: failed to parse {self}"),
+            _ => format!("failed to solve: {self}"),
         }
     }
 }
@@ -135,6 +146,8 @@ pub struct BuildOptions {
     pub fetch_base: Option<BaseFetcher>,
     /// `--pull`: fetch every base image even when the store has it.
     pub pull: bool,
+    /// `--platform`: only this host's (`linux/ARCH`) can be built.
+    pub platform: Option<String>,
 }
 
 /// Brings a base image into the store: called with the name from `FROM` when the store does
@@ -175,6 +188,14 @@ pub fn build(
     opts: &BuildOptions,
     progress: &mut Progress,
 ) -> Result<Digest, BuildError> {
+    if let Some(platform) = &opts.platform {
+        let host = format!("linux/{}", berth_store::host_architecture());
+        if platform != &host {
+            return Err(BuildError::Invalid(format!(
+                "platform {platform}: only this host's platform ({host}) can be built"
+            )));
+        }
+    }
     let file = berth_dockerfile::parse(&opts.dockerfile).map_err(|e| BuildError::Parse {
         file: opts.dockerfile_name.clone(),
         line: e.line,

@@ -356,23 +356,7 @@ impl DockerConfig {
         let Some(entry) = entry.as_object() else {
             return Err(invalid("not an object".into()));
         };
-        let field = |name: &str| entry.get(name).and_then(Value::as_str).unwrap_or("");
-
-        let (username, password) = match field("auth") {
-            "" => (field("username").to_owned(), field("password").to_owned()),
-            auth => decode_auth(auth).map_err(invalid)?,
-        };
-        let token = field("identitytoken");
-        if !token.is_empty() {
-            return Ok(Some(Credential::IdentityToken {
-                username,
-                token: token.to_owned(),
-            }));
-        }
-        if username.is_empty() && password.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Credential::Basic { username, password }))
+        auth_entry_credential(entry).map_err(invalid)
     }
 
     fn helper_get(&self, helper: &str, key: &str) -> Result<Option<Credential>, CredentialsError> {
@@ -583,6 +567,29 @@ fn colon_prefixed(text: &str) -> String {
 
 fn encode_auth(username: &str, password: &str) -> String {
     STANDARD.encode(format!("{username}:{password}"))
+}
+
+/// The credential of Docker's `AuthConfig` shape, as `config.json`'s `auths` entries and the
+/// Engine API's `X-Registry-Auth` carry it: `auth` (base64 `user:password`) or `username`
+/// and `password`, with `identitytoken` winning. `None` when it holds nothing (the docker CLI
+/// sends `{}` when it has no login).
+pub fn auth_entry_credential(entry: &Map<String, Value>) -> Result<Option<Credential>, String> {
+    let field = |name: &str| entry.get(name).and_then(Value::as_str).unwrap_or("");
+    let (username, password) = match field("auth") {
+        "" => (field("username").to_owned(), field("password").to_owned()),
+        auth => decode_auth(auth)?,
+    };
+    let token = field("identitytoken");
+    if !token.is_empty() {
+        return Ok(Some(Credential::IdentityToken {
+            username,
+            token: token.to_owned(),
+        }));
+    }
+    if username.is_empty() && password.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credential::Basic { username, password }))
 }
 
 /// `auth` is base64 of `user:password`; docker trims NULs some old tools left at the end.

@@ -24,7 +24,7 @@ pub use credentials::{Credential, DockerConfig};
 pub use error::{DistributionError, Result};
 pub use platform::Platform;
 pub use progress::{LayerState, Progress, Silent};
-pub use pull::{PullOptions, Pulled};
+pub use pull::{PullOptions, Pulled, pull_status};
 pub use push::Pushed;
 
 /// How berth reaches registries, and as whom: the registry configuration and the user's
@@ -35,8 +35,8 @@ pub struct Registries {
     /// `~/.docker/config.json`.
     pub credentials: DockerConfig,
     /// Credentials handed over with one request (the Engine API's `X-Registry-Auth`), by
-    /// registry host: they win over stored ones.
-    pub given: std::collections::BTreeMap<String, Credential>,
+    /// registry host ([`Registries::give`]): they win over stored ones.
+    given: std::collections::BTreeMap<String, Credential>,
 }
 
 impl Registries {
@@ -49,9 +49,16 @@ impl Registries {
         })
     }
 
+    /// Hands over a credential for a registry (a host, or a server address as clients
+    /// name it: `https://index.docker.io/v1/` is Docker Hub) that wins over the stored one.
+    pub fn give(&mut self, server: &str, credential: Credential) {
+        self.given
+            .insert(credentials::registry_host(server), credential);
+    }
+
     /// The credential for a registry host: one given, or else the stored one.
     pub fn credential(&self, registry: &str) -> Result<Option<Credential>> {
-        if let Some(given) = self.given.get(registry) {
+        if let Some(given) = self.given.get(&credentials::registry_host(registry)) {
             return Ok(Some(given.clone()));
         }
         Ok(self.credentials.get(registry)?)

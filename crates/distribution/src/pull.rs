@@ -45,6 +45,16 @@ pub struct Pulled {
     pub new: bool,
 }
 
+/// Docker's last line of a pull: `Status: Downloaded newer image for WHAT` when the name now
+/// points at another image, `Status: Image is up to date for WHAT` otherwise.
+pub fn pull_status(new: bool, what: &str) -> String {
+    if new {
+        format!("Status: Downloaded newer image for {what}")
+    } else {
+        format!("Status: Image is up to date for {what}")
+    }
+}
+
 /// A manifest that names an index or manifest list.
 fn is_index(media_type: &str) -> bool {
     media_type == "application/vnd.oci.image.index.v1+json"

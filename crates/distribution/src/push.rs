@@ -52,6 +52,17 @@ pub struct Pushed {
     pub size: u64,
 }
 
+/// Docker's line at the end of a push: `TAG: digest: DIGEST size: SIZE`.
+impl std::fmt::Display for Pushed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: digest: {} size: {}",
+            self.tag, self.digest, self.size
+        )
+    }
+}
+
 /// One layer of the image to push.
 struct PushLayer {
     /// The blob as stored.

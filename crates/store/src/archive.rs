@@ -54,6 +54,32 @@ pub struct LoadedImage {
     pub displaced: Vec<(Reference, Digest)>,
 }
 
+impl LoadedImage {
+    /// What `docker load` says of it, one line each: a tag taken from another image, then
+    /// `Loaded image: TAG` per tag (`Loaded image ID: ID` when it has none).
+    pub fn report(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .displaced
+            .iter()
+            .map(|(tag, old)| {
+                format!(
+                    "The image {} already exists, renaming the old one with ID {old} to empty string",
+                    tag.familiar_string()
+                )
+            })
+            .collect();
+        if self.tags.is_empty() {
+            lines.push(format!("Loaded image ID: {}", self.id));
+        }
+        lines.extend(
+            self.tags
+                .iter()
+                .map(|t| format!("Loaded image: {}", t.familiar_string())),
+        );
+        lines
+    }
+}
+
 /// An entry of a Docker archive's `manifest.json`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

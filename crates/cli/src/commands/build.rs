@@ -100,15 +100,6 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
             ),
         ));
     }
-    if let Some(platform) = &args.platform {
-        let host = format!("linux/{}", berth_store::host_architecture());
-        if platform != &host {
-            return Err(fail(
-                1,
-                format!("--platform {platform}: only this host's platform ({host}) can be built"),
-            ));
-        }
-    }
     let _ = (&args.rm, args.force_rm);
     // `-`: stdin is a Dockerfile (an empty context), or the context as a tar archive
     // (gzip, bzip2, xz or zstd compressed or not, as `ADD` reads them).
@@ -209,6 +200,7 @@ pub fn build(root: &Path, args: BuildArgs) -> Result<()> {
             !(args.quiet || args.progress == "quiet"),
         )),
         pull: args.pull,
+        platform: args.platform.clone(),
     };
     let output = match args.output.as_slice() {
         [] => None,
@@ -428,10 +420,7 @@ fn report_failure(name: &str, text: &str, e: &BuildError, step: Option<String>) 
         }
         eprintln!("--------------------");
     }
-    match e {
-        BuildError::Parse { .. } => eprintln!("ERROR: failed to solve: failed to parse {e}"),
-        _ => eprintln!("ERROR: failed to solve: {e}"),
-    }
+    eprintln!("ERROR: {}", e.solve_message());
 }
 
 /// Runs `berth builder ...`.

@@ -318,19 +318,8 @@ pub fn load(root: &Path, args: LoadArgs) -> Result<()> {
         }
     }
     .context("loading images")?;
-    for image in loaded {
-        for (tag, old) in &image.displaced {
-            println!(
-                "The image {} already exists, renaming the old one with ID {old} to empty string",
-                tag.familiar_string()
-            );
-        }
-        if image.tags.is_empty() {
-            println!("Loaded image ID: {}", image.id);
-        }
-        for t in image.tags {
-            println!("Loaded image: {}", t.familiar_string());
-        }
+    for line in loaded.iter().flat_map(|image| image.report()) {
+        println!("{line}");
     }
     // `-q` silences progress only; berth's load prints none, and docker prints the
     // "Loaded image" lines either way.

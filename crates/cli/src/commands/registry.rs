@@ -218,7 +218,10 @@ pub fn pull(root: &Path, args: PullArgs) -> Result<()> {
         if args.quiet {
             println!("{named}");
         } else {
-            println!("{}", status_line(any_new, &named.familiar_name()));
+            println!(
+                "{}",
+                berth_distribution::pull_status(any_new, &named.familiar_name())
+            );
             println!("{named}");
         }
         return Ok(());
@@ -237,7 +240,10 @@ pub fn pull(root: &Path, args: PullArgs) -> Result<()> {
         .map_err(|e| fail(1, e))?;
     if !args.quiet {
         println!("Digest: {}", pulled.digest);
-        println!("{}", status_line(pulled.new, &reference.familiar_string()));
+        println!(
+            "{}",
+            berth_distribution::pull_status(pulled.new, &reference.familiar_string())
+        );
     }
     println!("{reference}");
     Ok(())
@@ -296,7 +302,10 @@ fn pull_for_run(root: &Path, image: &str, platform: Option<&str>, always: bool) 
     let view = TransferView::on_stderr(io::stderr().is_terminal());
     let pulled = registries.pull(&mut store, &reference, &PullOptions { platform }, &view)?;
     eprintln!("Digest: {}", pulled.digest);
-    eprintln!("{}", status_line(pulled.new, &reference.familiar_string()));
+    eprintln!(
+        "{}",
+        berth_distribution::pull_status(pulled.new, &reference.familiar_string())
+    );
     Ok(true)
 }
 
@@ -327,14 +336,6 @@ pub fn base_fetcher(root: &Path, verbose: bool) -> berth_build::BaseFetcher {
             )
         })
     }))
-}
-
-fn status_line(new: bool, what: &str) -> String {
-    if new {
-        format!("Status: Downloaded newer image for {what}")
-    } else {
-        format!("Status: Image is up to date for {what}")
-    }
 }
 
 /// `berth push`.
@@ -379,10 +380,7 @@ pub fn push(root: &Path, args: PushArgs) -> Result<()> {
         if args.quiet {
             println!("{reference}");
         } else {
-            println!(
-                "{}: digest: {} size: {}",
-                pushed.tag, pushed.digest, pushed.size
-            );
+            println!("{pushed}");
         }
     }
     Ok(())
