@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::{
     ApiError,
-    http::{Api, Body, Call, ChannelWriter, channel_body, no_content, with_body},
+    http::{Api, Body, Call, ChannelWriter, no_content, with_body},
 };
 
 /// The header that carries the stat.
@@ -92,18 +92,21 @@ pub async fn stat(api: &Api, call: &Call, id: String) -> Result<Response<Body>, 
 /// `GET /containers/{id}/archive`: the path as a tar stream, its stat in the header.
 pub async fn get(api: &Api, call: &Call, id: String) -> Result<Response<Body>, ApiError> {
     let path = path_param(call)?;
-    let archive = api
-        .engine(move |engine| Ok(engine.archive_path(&id, &path)?))
+    let (header, body) = api
+        .stream(
+            move |engine| {
+                let archive = engine.archive_path(&id, &path)?;
+                Ok((stat_header(&archive.stat), archive))
+            },
+            |_, archive, tx| {
+                let mut out = io::BufWriter::with_capacity(64 * 1024, ChannelWriter(tx));
+                if let Err(e) = archive.write(&mut out).map(|_| out.flush()) {
+                    // The head has gone out: a client sees a cut stream (as with dockerd).
+                    tracing::warn!("archive: {e}");
+                }
+            },
+        )
         .await?;
-    let header = stat_header(&archive.stat);
-    let (tx, body) = channel_body();
-    tokio::task::spawn_blocking(move || {
-        let mut out = io::BufWriter::with_capacity(64 * 1024, ChannelWriter(tx));
-        if let Err(e) = archive.write(&mut out).map(|_| out.flush()) {
-            // The head has gone out: a client sees a cut stream (as with dockerd).
-            tracing::warn!("archive: {e}");
-        }
-    });
     let mut response = with_body(StatusCode::OK, "application/x-tar", body);
     response.headers_mut().insert(STAT_HEADER, header);
     Ok(response)

@@ -20,6 +20,7 @@ use crate::{
     http::{
         Api, Body, Call, channel_body, json, json_line, no_content, stream_content_type, with_body,
     },
+    networks::EndpointConfig,
     streams,
 };
 
@@ -165,12 +166,6 @@ struct NetworkingConfig {
     endpoints_config: BTreeMap<String, EndpointConfig>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct EndpointConfig {
-    aliases: Vec<String>,
-}
-
 /// One of `HostConfig.Mounts`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -240,7 +235,11 @@ impl MountSpec {
     }
 }
 
-fn create_options(body: Value, name: Option<&str>) -> Result<CreateOptions, ApiError> {
+/// A create's options, and the networks to connect the container to once it exists (with
+/// their aliases).
+type CreateRequest = (CreateOptions, Vec<(String, Vec<String>)>);
+
+fn create_options(body: Value, name: Option<&str>) -> Result<CreateRequest, ApiError> {
     let bad =
         |e: serde_json::Error| ApiError::bad_request(format!("invalid container config: {e}"));
     let body: CreateBody = serde_json::from_value(body).map_err(bad)?;
@@ -293,44 +292,70 @@ fn create_options(body: Value, name: Option<&str>) -> Result<CreateOptions, ApiE
             requests.push(request);
         }
     }
+    // The network mode's endpoint gives the aliases; every other one is a network to join
+    // after the create (the docker CLI sends all of `--network a --network b` here since
+    // API 1.44, and compose too).
+    let primary = match host.network_mode.as_str() {
+        "" | "default" => "bridge",
+        mode => mode,
+    };
     let mut network_aliases = Vec::new();
-    for (network, endpoint) in &body.networking_config.endpoints_config {
-        if host.network_mode.is_empty() || *network == host.network_mode {
-            network_aliases.extend(endpoint.aliases.iter().cloned());
+    let mut more_networks = Vec::new();
+    for (network, endpoint) in body.networking_config.endpoints_config {
+        endpoint.check(&network)?;
+        if network == primary || (primary == "bridge" && network == "default") {
+            network_aliases = endpoint.aliases;
+        } else {
+            more_networks.push((network, endpoint.aliases));
         }
     }
     let some = |s: String| (!s.is_empty()).then_some(s);
-    Ok(CreateOptions {
-        image: body.image,
-        name: name
-            .map(|n| n.trim_start_matches('/').to_string())
-            .filter(|n| !n.is_empty()),
-        cmd: body.cmd.map(StrSlice::into_vec).unwrap_or_default(),
-        entrypoint: body.entrypoint.map(StrSlice::into_vec),
-        env: body.env,
-        workdir: some(body.working_dir),
-        user: some(body.user),
-        hostname: some(body.hostname),
-        tty: body.tty,
-        interactive: body.open_stdin,
-        stdin_once: body.stdin_once,
-        labels: body.labels.into_iter().collect(),
-        stop_signal: some(body.stop_signal),
-        stop_timeout: body.stop_timeout,
-        attach: body.attach_stdin || body.attach_stdout || body.attach_stderr,
-        mounts: requests,
-        volumes_from: host.volumes_from.clone(),
-        expose: body.exposed_ports.into_keys().collect(),
-        network_aliases,
-        host,
-    })
+    Ok((
+        CreateOptions {
+            image: body.image,
+            name: name
+                .map(|n| n.trim_start_matches('/').to_string())
+                .filter(|n| !n.is_empty()),
+            cmd: body.cmd.map(StrSlice::into_vec).unwrap_or_default(),
+            entrypoint: body.entrypoint.map(StrSlice::into_vec),
+            env: body.env,
+            workdir: some(body.working_dir),
+            user: some(body.user),
+            hostname: some(body.hostname),
+            tty: body.tty,
+            interactive: body.open_stdin,
+            stdin_once: body.stdin_once,
+            labels: body.labels.into_iter().collect(),
+            stop_signal: some(body.stop_signal),
+            stop_timeout: body.stop_timeout,
+            attach: body.attach_stdin || body.attach_stdout || body.attach_stderr,
+            mounts: requests,
+            volumes_from: host.volumes_from.clone(),
+            expose: body.exposed_ports.into_keys().collect(),
+            network_aliases,
+            host,
+        },
+        more_networks,
+    ))
 }
 
 /// `POST /containers/create?name=`.
 pub async fn create(api: &Api, mut call: Call) -> Result<Response<Body>, ApiError> {
     let body: Value = call.lenient_json().await?;
-    let opts = create_options(body, call.param("name"))?;
-    let rec = api.engine(move |engine| Ok(engine.create(&opts)?)).await?;
+    let (opts, more_networks) = create_options(body, call.param("name"))?;
+    let rec = api
+        .engine(move |engine| {
+            let rec = engine.create(&opts)?;
+            for (network, aliases) in &more_networks {
+                if let Err(e) = engine.network_connect(network, &rec.id, aliases) {
+                    // No half-made container: it goes with the error.
+                    let _ = engine.remove(&rec.id, true);
+                    return Err(e.into());
+                }
+            }
+            Ok(rec)
+        })
+        .await?;
     json(
         StatusCode::CREATED,
         &json!({ "Id": rec.id, "Warnings": [] }),
@@ -488,14 +513,8 @@ async fn kill(api: &Arc<Api>, call: &Call, id: String) -> Result<Response<Body>,
         Some(s) => parse_signal(s).map_err(ApiError::bad_request)?,
         None => rustix::process::Signal::KILL,
     };
-    api.engine(move |engine| match engine.kill(&id, signal) {
-        Ok(_) => Ok(()),
-        Err(EngineError::NotRunning(id)) => Err(ApiError::conflict(format!(
-            "Cannot kill container: {id}: container {id} is not running"
-        ))),
-        Err(e) => Err(e.into()),
-    })
-    .await?;
+    api.engine(move |engine| Ok(engine.kill(&id, signal).map(drop)?))
+        .await?;
     no_content(StatusCode::NO_CONTENT)
 }
 
@@ -528,10 +547,7 @@ async fn resize(api: &Arc<Api>, call: &Call, id: String) -> Result<Response<Body
     api.engine(move |engine| {
         let rec = engine.container(&id)?;
         if !rec.state.running {
-            return Err(ApiError::conflict(format!(
-                "Container {} is not running",
-                rec.id
-            )));
+            return Err(EngineError::NotRunning(rec.id).into());
         }
         let request = AttachRequest {
             resize: Some((rows, cols)),
@@ -729,47 +745,50 @@ pub async fn logs(api: &Api, call: &Call, id: String) -> Result<Response<Body>, 
     )
     .map_err(ApiError::bad_request)?;
     let (follow, timestamps) = (call.flag("follow"), call.flag("timestamps"));
-    let rec = api.engine(move |engine| Ok(engine.container(&id)?)).await?;
-    // Refused before the answer begins (`read_log` would say it in the stream).
-    log_readable(&rec).map_err(ApiError::bad_request)?;
-    let tty = rec.config.tty;
-    let (tx, body) = channel_body();
-    let root = api.root.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut emit = |entry: &logfile::LogEntry| -> io::Result<()> {
-            let wanted = match entry.stream {
-                Stream::Stdout => stdout,
-                Stream::Stderr => stderr,
-            };
-            if !wanted {
-                return Ok(());
-            }
-            let line = entry.shown(timestamps);
-            let out = if tty {
-                line
-            } else {
-                let kind = match entry.stream {
-                    Stream::Stdout => FRAME_STDOUT,
-                    Stream::Stderr => FRAME_STDERR,
+    let (tty, body) = api
+        .stream(
+            move |engine| {
+                let rec = engine.container(&id)?;
+                // Refused before the answer begins (`read_log` would say it in the stream).
+                log_readable(&rec).map_err(ApiError::bad_request)?;
+                Ok((rec.config.tty, rec))
+            },
+            move |engine, rec, tx| {
+                let tty = rec.config.tty;
+                let mut emit = |entry: &logfile::LogEntry| -> io::Result<()> {
+                    let wanted = match entry.stream {
+                        Stream::Stdout => stdout,
+                        Stream::Stderr => stderr,
+                    };
+                    if !wanted {
+                        return Ok(());
+                    }
+                    let line = entry.shown(timestamps);
+                    let out = if tty {
+                        line
+                    } else {
+                        let kind = match entry.stream {
+                            Stream::Stdout => FRAME_STDOUT,
+                            Stream::Stderr => FRAME_STDERR,
+                        };
+                        let mut framed = Vec::with_capacity(line.len() + 8);
+                        monitor::write_frame(&mut framed, kind, &line)?;
+                        framed
+                    };
+                    tx.blocking_send(Bytes::from(out))
+                        .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
                 };
-                let mut framed = Vec::with_capacity(line.len() + 8);
-                monitor::write_frame(&mut framed, kind, &line)?;
-                framed
-            };
-            tx.blocking_send(Bytes::from(out))
-                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
-        };
-        let result = match berth_engine::Engine::open(&root) {
-            Ok(mut engine) => engine.read_log(&rec, &opts, follow, &mut emit),
-            Err(e) => Err(io::Error::other(e.to_string())),
-        };
-        if let Err(e) = result
-            && e.kind() != io::ErrorKind::BrokenPipe
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!("logs of {}: {e}", rec.id);
-        }
-    });
+                let gone = tx.clone();
+                let result = engine.read_log(&rec, &opts, follow, &|| gone.is_closed(), &mut emit);
+                if let Err(e) = result
+                    && e.kind() != io::ErrorKind::BrokenPipe
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    tracing::warn!("logs of {}: {e}", rec.id);
+                }
+            },
+        )
+        .await?;
     Ok(with_body(StatusCode::OK, stream_content_type(tty), body))
 }
 
@@ -802,7 +821,8 @@ mod tests {
         });
         let mut body = body;
         crate::http::strip_nulls(&mut body);
-        let opts = create_options(body, Some("/web")).unwrap();
+        let (opts, more_networks) = create_options(body, Some("/web")).unwrap();
+        assert!(more_networks.is_empty());
         assert_eq!(opts.name.as_deref(), Some("web"));
         assert_eq!(opts.cmd, ["echo hi"]);
         assert_eq!(opts.entrypoint, None);
@@ -816,5 +836,30 @@ mod tests {
         assert!(opts.mounts[1].read_only);
         let e = create_options(json!({ "Image": "" }), None).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn every_network_of_a_create_is_kept_or_refused() {
+        let body = json!({
+            "Image": "busybox",
+            "HostConfig": { "NetworkMode": "front" },
+            "NetworkingConfig": { "EndpointsConfig": {
+                "front": { "Aliases": ["web"] },
+                "back": { "Aliases": ["api"] },
+            } },
+        });
+        let (opts, more) = create_options(body, None).unwrap();
+        assert_eq!(opts.network_aliases, ["web"]);
+        assert_eq!(more, [("back".to_string(), vec!["api".to_string()])]);
+        let fixed = json!({
+            "Image": "busybox",
+            "HostConfig": { "NetworkMode": "front" },
+            "NetworkingConfig": { "EndpointsConfig": {
+                "front": { "IPAMConfig": { "IPv4Address": "10.1.0.5" } },
+            } },
+        });
+        let e = create_options(fixed, None).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("--ip"), "{}", e.message);
     }
 }

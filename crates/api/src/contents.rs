@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::{
     ApiError,
-    http::{Api, Body, Call, ChannelWriter, channel_body, json, with_body},
+    http::{Api, Body, Call, ChannelWriter, json, with_body},
 };
 
 /// `GET /containers/{id}/changes`: `[{"Path", "Kind"}]`, Kind 0 modified, 1 added,
@@ -38,23 +38,22 @@ pub async fn changes(api: &Api, id: String) -> Result<Response<Body>, ApiError> 
 /// `GET /containers/{id}/export`: the container's filesystem as a tar stream. An unknown
 /// container fails before the stream starts.
 pub async fn export(api: &Api, id: String) -> Result<Response<Body>, ApiError> {
-    let key = id.clone();
-    api.engine(move |engine| Ok(engine.container(&key).map(drop)?))
+    let ((), body) = api
+        .stream(
+            move |engine| Ok(((), engine.container(&id)?.id)),
+            |engine, id, tx| {
+                let mut out = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter(tx));
+                let exported = engine.export(&id, &mut out).and_then(|()| {
+                    out.flush()
+                        .map_err(|e| berth_engine::EngineError::Invalid(format!("export: {e}")))
+                });
+                // The head has gone out: the client sees a cut stream, as with dockerd.
+                if let Err(e) = exported {
+                    tracing::warn!("export {id}: {e}");
+                }
+            },
+        )
         .await?;
-    let root = api.root.clone();
-    let (tx, body) = channel_body();
-    tokio::task::spawn_blocking(move || {
-        let exported = berth_engine::Engine::open(&root).and_then(|mut engine| {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter(tx));
-            engine.export(&id, &mut out)?;
-            out.flush()
-                .map_err(|e| berth_engine::EngineError::Invalid(format!("export: {e}")))
-        });
-        // The head has gone out: the client sees a cut stream, as with dockerd.
-        if let Err(e) = exported {
-            tracing::warn!("export {id}: {e}");
-        }
-    });
     Ok(with_body(StatusCode::OK, "application/x-tar", body))
 }
 

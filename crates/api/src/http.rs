@@ -41,6 +41,40 @@ impl Api {
         }
     }
 
+    /// A streamed answer made on one blocking thread with one engine: `prepare` runs first,
+    /// and its error is the answer (status and message, before any head goes out); its head
+    /// value comes back with the body for the caller's response (a content type, a header),
+    /// and `write` then feeds the body with the same engine. `write` sees the client go
+    /// away as a closed sender.
+    pub async fn stream<H: Send + 'static, T: Send + 'static>(
+        &self,
+        prepare: impl FnOnce(&mut Engine) -> Result<(H, T), ApiError> + Send + 'static,
+        write: impl FnOnce(&mut Engine, T, mpsc::Sender<Bytes>) + Send + 'static,
+    ) -> Result<(H, Body), ApiError> {
+        let root = self.root.clone();
+        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+        let (tx, body) = channel_body();
+        tokio::task::spawn_blocking(move || {
+            let prepared = Engine::open(&root)
+                .map_err(ApiError::from)
+                .and_then(|mut engine| prepare(&mut engine).map(|p| (engine, p)));
+            match prepared {
+                Ok((mut engine, (head, state))) => {
+                    if head_tx.send(Ok(head)).is_ok() {
+                        write(&mut engine, state, tx);
+                    }
+                }
+                Err(e) => {
+                    let _ = head_tx.send(Err(e));
+                }
+            }
+        });
+        let head = head_rx
+            .await
+            .map_err(|_| ApiError::internal("the streaming task ended early"))??;
+        Ok((head, body))
+    }
+
     /// Runs engine work on a blocking thread with an engine of its own (rusqlite connections
     /// are not shared between threads).
     pub async fn engine<T: Send + 'static>(

@@ -300,25 +300,23 @@ pub async fn get(api: &Api, names: Vec<String>) -> Result<Response<Body>, ApiErr
     if names.is_empty() {
         return Err(ApiError::bad_request("no images named"));
     }
-    let root = api.root.clone();
-    let requests = api
-        .engine(move |engine| Ok(engine.store().save_requests_all(&names)?))
+    let ((), body) = api
+        .stream(
+            move |engine| Ok(((), engine.store().save_requests_all(&names)?)),
+            |engine, requests, tx| {
+                let mut out = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter(tx));
+                let saved = engine
+                    .store()
+                    .save(&requests, ArchiveFormat::Docker, &mut out)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| out.flush().map_err(|e| e.to_string()));
+                // The head has gone out: the client sees a cut stream, as with dockerd.
+                if let Err(e) = saved {
+                    tracing::warn!("image save: {e}");
+                }
+            },
+        )
         .await?;
-    let (tx, body) = channel_body();
-    tokio::task::spawn_blocking(move || {
-        let saved = berth_store::Store::open(&root).and_then(|store| {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter(tx));
-            store.save(&requests, ArchiveFormat::Docker, &mut out)?;
-            out.flush().map_err(|source| berth_store::StoreError::Read {
-                what: "the archive".into(),
-                source,
-            })
-        });
-        // The head has gone out: the client sees a cut stream, as with dockerd.
-        if let Err(e) = saved {
-            tracing::warn!("image save: {e}");
-        }
-    });
     Ok(with_body(StatusCode::OK, "application/x-tar", body))
 }
 

@@ -118,10 +118,38 @@ struct ConnectBody {
     force: bool,
 }
 
+/// Docker's `EndpointSettings` as clients send it (`network connect`, and each network of
+/// a create's `NetworkingConfig`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct EndpointConfig {
-    aliases: Vec<String>,
+pub struct EndpointConfig {
+    /// DNS names on the network besides the container's name.
+    pub aliases: Vec<String>,
+    #[serde(rename = "IPAMConfig")]
+    ipam_config: EndpointIpam,
+}
+
+/// An endpoint's fixed addresses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct EndpointIpam {
+    #[serde(rename = "IPv4Address")]
+    ipv4_address: String,
+    #[serde(rename = "IPv6Address")]
+    ipv6_address: String,
+}
+
+impl EndpointConfig {
+    /// Refuses what berth cannot honour rather than dropping it: fixed addresses (`--ip`).
+    pub fn check(&self, network: &str) -> Result<(), ApiError> {
+        let ipam = &self.ipam_config;
+        if !ipam.ipv4_address.is_empty() || !ipam.ipv6_address.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "network {network}: a fixed address (--ip, --ip6) is not supported; berth assigns addresses"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `POST /networks/{id}/connect` and `/disconnect`.
@@ -132,6 +160,7 @@ pub async fn connect(
     connect: bool,
 ) -> Result<Response<Body>, ApiError> {
     let body: ConnectBody = call.lenient_json().await?;
+    body.endpoint_config.check(&key)?;
     api.engine(move |engine| {
         if connect {
             engine.network_connect(&key, &body.container, &body.endpoint_config.aliases)?;

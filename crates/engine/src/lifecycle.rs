@@ -111,7 +111,11 @@ impl Engine {
     pub fn kill(&mut self, key: &str, signal: Signal) -> Result<ContainerRecord, EngineError> {
         let mut rec = self.container(key)?;
         if !rec.state.running {
-            return Err(EngineError::NotRunning(rec.id));
+            // dockerd's words, with the name the user gave.
+            return Err(EngineError::Conflict(format!(
+                "cannot kill container: {key}: container {} is not running",
+                rec.id
+            )));
         }
         let stop_signal = stop_signal(&rec)?;
         if signal == stop_signal || signal == Signal::KILL {
@@ -189,7 +193,8 @@ impl Engine {
             return Err(EngineError::NotRunning(rec.id));
         }
         if rec.state.paused {
-            return Err(EngineError::Invalid(format!(
+            // 409, as dockerd answers it.
+            return Err(EngineError::Conflict(format!(
                 "container {} is already paused",
                 rec.id
             )));
@@ -207,7 +212,7 @@ impl Engine {
     pub fn unpause(&mut self, key: &str) -> Result<ContainerRecord, EngineError> {
         let mut rec = self.container(key)?;
         if !rec.state.paused {
-            return Err(EngineError::Invalid(format!(
+            return Err(EngineError::Conflict(format!(
                 "container {} is not paused",
                 rec.id
             )));
@@ -318,6 +323,7 @@ impl Engine {
         rec: &ContainerRecord,
         opts: &crate::logfile::ReadOptions,
         follow: bool,
+        reader_gone: &dyn Fn() -> bool,
         emit: &mut dyn FnMut(&crate::logfile::LogEntry) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         log_readable(rec).map_err(|e| std::io::Error::new(std::io::ErrorKind::Unsupported, e))?;
@@ -327,9 +333,14 @@ impl Engine {
                 .and_then(|entries| entries.iter().try_for_each(&mut *emit));
         }
         let id = rec.id.clone();
-        let mut stopped = || match self.container(&id) {
-            Ok(rec) => !is_active(&rec.state),
-            Err(_) => true,
+        // Following ends with the container, or when the reader left (a quiet container
+        // would otherwise keep the poll going as long as it runs).
+        let mut stopped = || {
+            reader_gone()
+                || match self.container(&id) {
+                    Ok(rec) => !is_active(&rec.state),
+                    Err(_) => true,
+                }
         };
         crate::logfile::follow(path, opts, emit, &mut stopped)
     }

@@ -819,8 +819,6 @@ mod tests {
 pub const NETWORK_PRUNE_FILTERS: &[&str] = &["label", "label!", "until"];
 
 /// The filters `network ls` takes.
-
-/// The filters `network ls` takes.
 pub const NETWORK_FILTERS: &[&str] = &["driver", "id", "label", "name", "scope", "type"];
 
 /// A network as Docker lists it: a recorded one, or `host` or `none`, which need no record

@@ -165,13 +165,7 @@ pub struct KillArgs {
 pub fn kill(root: &Path, args: KillArgs) -> Result<()> {
     let signal = parse_signal(&args.signal).map_err(|e| anyhow!(e))?;
     let mut engine = Engine::open(root)?;
-    each(&args.containers, |name| match engine.kill(name, signal) {
-        Ok(_) => Ok(()),
-        Err(EngineError::NotRunning(id)) => Err(EngineError::Invalid(format!(
-            "cannot kill container: {name}: container {id} is not running"
-        ))),
-        Err(e) => Err(e),
-    })
+    each(&args.containers, |name| engine.kill(name, signal).map(drop))
 }
 
 /// `berth restart` flags.
@@ -343,7 +337,7 @@ pub fn logs(root: &Path, args: LogsArgs) -> Result<()> {
             }
         }
     };
-    let result = engine.read_log(&rec, &opts, args.follow, &mut emit);
+    let result = engine.read_log(&rec, &opts, args.follow, &|| false, &mut emit);
     match result {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),

@@ -296,7 +296,6 @@ pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[test]
     fn key_values_take_bare_keys_and_the_last_value() {
