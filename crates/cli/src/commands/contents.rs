@@ -160,28 +160,26 @@ fn copy_out(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> 
 }
 
 fn copy_in(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> Result<()> {
-    if args.src == "-" {
-        return engine
-            .extract_archive(container, path, io::stdin(), args.archive)
+    // Both ways in go through the engine's extraction, which owns the rules (a directory
+    // to extract into, a read-only root refused outside writable mounts, owners).
+    let extract = |engine: &mut Engine, dir: &str, tar: &mut (dyn io::Read + Send)| {
+        engine
+            .extract_archive(container, dir, tar, args.archive)
             .map_err(|e| match e {
                 EngineError::NotADirectory => fail(
                     1,
                     format!("destination \"{container}:{path}\" must be a directory"),
                 ),
                 e => fail(1, e),
-            });
-    }
-    let (_rec, fs) = engine.open_fs(container, true).map_err(|e| fail(1, e))?;
-    // Files copied in belong to the container's root, unless -a.
-    let owner = (!args.archive).then_some((0, 0));
-    let options = UnpackOptions {
-        whiteouts: false,
-        owner,
+            })
     };
-    let dest_kind = match berth_store::stat_in_root(fs.root(), Path::new(path), true) {
-        Ok(stat) => Some(stat.kind),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(fail(1, format!("{container}:{path}: {e}"))),
+    if args.src == "-" {
+        return extract(engine, path, &mut io::stdin());
+    }
+    let dest_kind = match engine.stat_path(container, path) {
+        Ok(stat) => Some(stat.stat.kind),
+        Err(EngineError::NoSuchPath { .. }) => None,
+        Err(e) => return Err(fail(1, e)),
     };
     let local = std::env::current_dir()?.join(&args.src);
     let meta = if args.follow_link {
@@ -192,14 +190,16 @@ fn copy_in(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> R
     let meta = meta.map_err(|e| fail(1, format!("lstat {}: {}", args.src, lower_io(&e))))?;
     let (dir, name) =
         placement(&args.src, meta.is_dir(), path, dest_kind).map_err(|e| fail(1, e))?;
-    let dir_fd = open_container_dir(fs.root(), &dir, container)?;
     let host_root = rustix::fs::open(
         "/",
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let bytes = transfer(
-        |out| {
+    // Packed on one thread, extracted by the engine on this one, through a pipe.
+    let (mut reader, writer) = io::pipe()?;
+    let bytes = std::thread::scope(|scope| {
+        let packer = scope.spawn(move || {
+            let mut writer = writer;
             berth_store::pack_path(
                 host_root.as_fd(),
                 &local,
@@ -208,13 +208,16 @@ fn copy_in(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> R
                     follow_top: args.follow_link,
                     owner: None,
                 },
-                out,
+                &mut writer,
             )
-        },
-        dir_fd.as_fd(),
-        &dir,
-        options,
-    )?;
+        });
+        let extracted = extract(engine, &dir.to_string_lossy(), &mut reader);
+        // A refused extraction closes the pipe: the packer's broken pipe says nothing new.
+        drop(reader);
+        let packed = packer.join().expect("the packing thread panicked");
+        extracted?;
+        packed.map(|stats| stats.bytes).map_err(|e| fail(1, e))
+    })?;
     report(args, bytes, &args.dest);
     Ok(())
 }
@@ -234,19 +237,6 @@ fn container_stat(
         } else {
             fail(1, format!("{container}:{path}: {}", lower_io(&e)))
         }
-    })
-}
-
-fn open_container_dir(
-    root: BorrowedFd<'_>,
-    dir: &Path,
-    container: &str,
-) -> Result<std::os::fd::OwnedFd> {
-    berth_store::open_dir_in_root(root, dir).map_err(|e| {
-        fail(
-            1,
-            format!("{container}:{}: {}", dir.display(), lower_io(&e)),
-        )
     })
 }
 
