@@ -92,8 +92,12 @@ log "berth: serve on a fresh root"
 "$BERTH" --root "$WORK/berth" import "$TARBALL" busybox >/dev/null
 "$BERTH" --root "$WORK/berth" serve -H "unix://$BSOCK" >"$WORK/serve.log" 2>&1 &
 serve_pid=$!
-for ((i = 0; i < 100; i++)); do
+for ((i = 0; ; i++)); do
     "$DOCKER" -H "unix://$BSOCK" version >/dev/null 2>&1 && break
+    if [ "$i" -ge 100 ] || ! kill -0 "$serve_pid" 2>/dev/null; then
+        tail -n 20 "$WORK/serve.log" >&2
+        die "berth serve did not answer on $BSOCK"
+    fi
     sleep 0.1
 done
 bench_start_dockerd "$DOCKER" "$DSOCK" "$WORK/docker" "$DRUN/exec" "$WORK/dockerd.log" - none ||

@@ -65,9 +65,13 @@ docker_py() {
         log "missing: docker-py $DOCKER_PY_VERSION in $DOCKER_PY_VENV"
         return 1
     fi
+    if [ "$(id -u)" -ne 0 ]; then
+        log "must run as root to install docker-py into $DOCKER_PY_VENV"
+        return 1
+    fi
     log "pip install docker==$DOCKER_PY_VERSION into $DOCKER_PY_VENV"
     /usr/bin/python3 -m venv "$DOCKER_PY_VENV"
-    PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CERT=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt} PIP_DISABLE_PIP_VERSION_CHECK=1 \
         "$DOCKER_PY_VENV/bin/pip" install -q "docker==$DOCKER_PY_VERSION"
 }
 
@@ -84,6 +88,7 @@ fi
 
 log "missing: ${missing[*]}"
 if [ "$dry_run" = 1 ]; then
+    docker_py || true
     exit 1
 fi
 

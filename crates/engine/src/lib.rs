@@ -157,11 +157,14 @@ pub fn validate_host_config(host: &HostConfig) -> Result<(), String> {
             "Minimum memoryswap limit should be larger than memory limit, see usage".into(),
         );
     }
-    let online = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
-    if host.nano_cpus < 0 || host.nano_cpus > online * 1_000_000_000 {
-        return Err(format!(
-            "Range of CPUs is from 0.01 to {online}.00, as there are only {online} CPUs available"
-        ));
+    // Counting CPUs reads cgroup files: only for a limit (not on every build step's create).
+    if host.nano_cpus != 0 {
+        let online = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+        if host.nano_cpus < 0 || host.nano_cpus > online * 1_000_000_000 {
+            return Err(format!(
+                "Range of CPUs is from 0.01 to {online}.00, as there are only {online} CPUs available"
+            ));
+        }
     }
     if let Some(path) = host.tmpfs.keys().find(|p| !p.starts_with('/')) {
         return Err(format!(
