@@ -76,8 +76,10 @@ pub async fn commit(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> 
             .filter(|c| !c.is_empty())
             .map(String::from),
         tag,
-        // Docker's default is to pause.
-        pause: call.param("pause").is_none_or(|_| call.flag("pause")),
+        // Docker's default is to pause (an empty value too, as dockerd reads it).
+        pause: call
+            .param("pause")
+            .is_none_or(|p| p.is_empty() || call.flag("pause")),
     };
     let changes = call.params("changes");
     let image = api

@@ -111,12 +111,14 @@ impl Call {
         self.query.get(key).map(String::as_str)
     }
 
-    /// A boolean query value as Docker reads them (`1`, `true`, `True`; absent, `0`,
-    /// `false` and empty are false).
+    /// A boolean query value as dockerd's `BoolValue` reads it: absent, empty, `0`, `no`,
+    /// `false` and `none` (any case) are false, anything else true.
     pub fn flag(&self, key: &str) -> bool {
-        matches!(
-            self.param(key).map(str::to_ascii_lowercase).as_deref(),
-            Some("1" | "true")
+        !matches!(
+            self.param(key)
+                .map(|v| v.trim().to_ascii_lowercase())
+                .as_deref(),
+            None | Some("" | "0" | "no" | "false" | "none")
         )
     }
 

@@ -39,9 +39,11 @@ fn arch() -> &'static str {
 
 /// `GET /version`.
 pub async fn version() -> Result<Response<Body>, ApiError> {
-    let facts = tokio::task::spawn_blocking(HostFacts::read)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    // The kernel alone (the rest of `HostFacts` reads cgroups and /proc for `/info`).
+    let kernel_version = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
     let api_version = version_string(MAX_VERSION);
     let min_version = version_string(MIN_VERSION);
     json(
@@ -56,7 +58,7 @@ pub async fn version() -> Result<Response<Body>, ApiError> {
                     "MinAPIVersion": min_version,
                     "Os": "linux",
                     "Arch": arch(),
-                    "KernelVersion": facts.kernel_version,
+                    "KernelVersion": kernel_version,
                     "Experimental": "false",
                 },
             }],
@@ -67,7 +69,7 @@ pub async fn version() -> Result<Response<Body>, ApiError> {
             "GoVersion": "",
             "Os": "linux",
             "Arch": arch(),
-            "KernelVersion": facts.kernel_version,
+            "KernelVersion": kernel_version,
             "BuildTime": "",
         }),
     )

@@ -4,20 +4,9 @@
 
 use tracing_subscriber::{filter::Targets, prelude::*};
 
-/// The crates whose events are shown.
-const BERTH_CRATES: &[&str] = &[
-    "berth",
-    "berth_registry",
-    "berth_api",
-    "berth_build",
-    "berth_distribution",
-    "berth_dockerfile",
-    "berth_engine",
-    "berth_net",
-    "berth_reference",
-    "berth_runtime",
-    "berth_store",
-];
+/// The events shown: every berth crate's (`Targets` matches a target by prefix, so
+/// `berth` covers `berth_engine`, `berth_store`, ... and any crate added later).
+const BERTH_TARGET: &str = "berth";
 
 /// Docker's level names (`fatal` is `error` here).
 pub fn parse_level(name: &str) -> Result<tracing::Level, String> {
@@ -31,7 +20,7 @@ pub fn parse_level(name: &str) -> Result<tracing::Level, String> {
 
 /// Starts logging at `level`.
 pub fn init(level: tracing::Level) {
-    let targets = Targets::new().with_targets(BERTH_CRATES.iter().map(|c| (*c, level)));
+    let targets = Targets::new().with_target(BERTH_TARGET, level);
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()

@@ -410,28 +410,28 @@ pub fn environment(
 }
 
 /// Docker's entrypoint and command: `--entrypoint` replaces the image's entrypoint and
-/// clears its command; a command given on the line replaces the image's. An entrypoint of
-/// nothing, or of one empty string (`--entrypoint ""`), leaves none.
+/// clears its command; a command given on the line replaces the image's. An empty
+/// entrypoint list (an API client's `"Entrypoint": []`, compose's `entrypoint: []`) leaves
+/// none and keeps the image's command, as dockerd merges it; one empty string
+/// (`--entrypoint ""`) leaves none and clears the command.
 pub fn command(
     image_entrypoint: Option<&[String]>,
     image_cmd: Option<&[String]>,
     entrypoint: Option<&[String]>,
     cmd: &[String],
 ) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    let given_or_image_cmd = || {
+        if cmd.is_empty() {
+            image_cmd.map(|c| c.to_vec())
+        } else {
+            Some(cmd.to_vec())
+        }
+    };
     match entrypoint {
-        Some(ep) => {
-            let cleared = ep.is_empty() || (ep.len() == 1 && ep[0].is_empty());
-            let ep = (!cleared).then(|| ep.to_vec());
-            (ep, (!cmd.is_empty()).then(|| cmd.to_vec()))
-        }
-        None => {
-            let cmd = if cmd.is_empty() {
-                image_cmd.map(|c| c.to_vec())
-            } else {
-                Some(cmd.to_vec())
-            };
-            (image_entrypoint.map(|e| e.to_vec()), cmd)
-        }
+        Some([]) => (None, given_or_image_cmd()),
+        Some([only]) if only.is_empty() => (None, (!cmd.is_empty()).then(|| cmd.to_vec())),
+        Some(ep) => (Some(ep.to_vec()), (!cmd.is_empty()).then(|| cmd.to_vec())),
+        None => (image_entrypoint.map(|e| e.to_vec()), given_or_image_cmd()),
     }
 }
 
@@ -506,6 +506,15 @@ mod tests {
         assert_eq!(
             command(Some(&ep), Some(&cmd), Some(&s(&[""])), &s(&["ls"])),
             (None, Some(s(&["ls"])))
+        );
+        // `"Entrypoint": []`: no entrypoint, and the image's command stays.
+        assert_eq!(
+            command(Some(&ep), Some(&cmd), Some(&[]), &[]),
+            (None, Some(cmd.clone()))
+        );
+        assert_eq!(
+            command(Some(&ep), Some(&cmd), Some(&s(&[""])), &[]),
+            (None, None)
         );
     }
 }
