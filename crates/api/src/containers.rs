@@ -456,7 +456,7 @@ async fn spawn(api: &Arc<Api>, id: String) -> Result<(), ApiError> {
         }
     }
     for p in parked {
-        if let Ok(conn) = streams::connect(&dir, &p.request) {
+        if let Ok(conn) = monitor::attach(&dir, &p.request) {
             let _ = p.deliver.send(conn);
         }
     }
@@ -553,7 +553,7 @@ async fn resize(api: &Arc<Api>, call: &Call, id: String) -> Result<Response<Body
             resize: Some((rows, cols)),
             ..Default::default()
         };
-        streams::connect(&engine.container_dir(&rec.id), &request)
+        monitor::attach(&engine.container_dir(&rec.id), &request)
             .map(drop)
             .map_err(|e| ApiError::internal(format!("resize: {e}")))
     })
@@ -708,7 +708,7 @@ async fn attach(api: Arc<Api>, mut call: Call, id: String) -> Result<Response<Bo
             },
             None => {
                 let connected =
-                    tokio::task::spawn_blocking(move || streams::connect(&dir, &request)).await;
+                    tokio::task::spawn_blocking(move || monitor::attach(&dir, &request)).await;
                 match connected {
                     Ok(Ok(conn)) => conn,
                     _ => return,

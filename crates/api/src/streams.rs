@@ -10,7 +10,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    io::{self, Write},
     os::unix::net::UnixStream,
     path::Path,
     sync::{Arc, Mutex},
@@ -113,7 +112,7 @@ impl Streams {
         if self.observing.lock().expect("lock").contains(id) {
             return true;
         }
-        let Ok(stream) = connect(container_dir, &AttachRequest::default()) else {
+        let Ok(stream) = monitor::attach(container_dir, &AttachRequest::default()) else {
             return false;
         };
         self.observe(stream, id);
@@ -140,14 +139,6 @@ impl Streams {
             streams.observing.lock().expect("lock").remove(&id);
         });
     }
-}
-
-/// Connects to the monitor of the container in `container_dir` and asks for `request`.
-pub fn connect(container_dir: &Path, request: &AttachRequest) -> io::Result<UnixStream> {
-    let mut stream = monitor::connect(&container_dir.join(monitor::ATTACH_SOCKET))?;
-    let line = serde_json::to_string(request).map_err(io::Error::other)?;
-    stream.write_all(format!("{line}\n").as_bytes())?;
-    Ok(stream)
 }
 
 /// Relays between a hijacked client and its monitor connection until the container's output

@@ -154,12 +154,7 @@ fn spawn_monitor(
             } => {}
             other => return Err(other.into_error()),
         }
-        let path = engine.container_dir(&rec.id).join(ATTACH_SOCKET);
-        let mut stream =
-            connect(&path).map_err(|e| SpawnError::engine(host("attach to the container", e)))?;
-        let line = serde_json::to_string(request).unwrap_or_default();
-        stream
-            .write_all(format!("{line}\n").as_bytes())
+        let stream = self::attach(&engine.container_dir(&rec.id), request)
             .map_err(|e| SpawnError::engine(host("attach to the container", e)))?;
         conn = Some(stream);
     }
@@ -866,6 +861,15 @@ fn bind_short(path: &Path) -> io::Result<UnixListener> {
 /// Connects to a monitor's attach socket (see [`bind_short`]).
 pub fn connect(path: &Path) -> io::Result<UnixStream> {
     with_short_path(path, |p| UnixStream::connect(p))
+}
+
+/// Connects to the monitor of the container in `container_dir` and sends `request`: an
+/// attach (its frames then come on the stream) or a resize.
+pub fn attach(container_dir: &Path, request: &AttachRequest) -> io::Result<UnixStream> {
+    let mut stream = connect(&container_dir.join(ATTACH_SOCKET))?;
+    let line = serde_json::to_string(request).map_err(io::Error::other)?;
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    Ok(stream)
 }
 
 fn with_short_path<T>(path: &Path, f: impl FnOnce(&Path) -> io::Result<T>) -> io::Result<T> {

@@ -411,16 +411,14 @@ fn attach_to(
     stdin: bool,
     detach_keys: &Option<String>,
 ) -> Result<i32> {
-    let socket = engine.container_dir(&rec.id).join(monitor::ATTACH_SOCKET);
-    let mut conn = monitor::connect(&socket)
-        .map_err(|e| anyhow!("attach to container {}: {e}", &rec.id[..12]))?;
     let request = AttachRequest {
         stdin,
         stdout: true,
         stderr: true,
         ..Default::default()
     };
-    conn.write_all(format!("{}\n", serde_json::to_string(&request)?).as_bytes())?;
+    let conn = monitor::attach(&engine.container_dir(&rec.id), &request)
+        .map_err(|e| anyhow!("attach to container {}: {e}", &rec.id[..12]))?;
     attach_session(engine, rec, conn, stdin, detach_keys)
 }
 
@@ -433,19 +431,16 @@ fn attach_session(
     detach_keys: &Option<String>,
 ) -> Result<i32> {
     let keys = parse_detach_keys(detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q"))?;
-    let socket = engine.container_dir(&rec.id).join(monitor::ATTACH_SOCKET);
+    let dir = engine.container_dir(&rec.id);
     let tty = rec.config.tty;
     let stdin_is_tty = rustix::termios::isatty(io::stdin());
     let resize = |rows, cols| {
-        if let Ok(mut c) = monitor::connect(&socket) {
-            let r = AttachRequest {
-                resize: Some((rows, cols)),
-                ..Default::default()
-            };
-            let _ = c.write_all(
-                format!("{}\n", serde_json::to_string(&r).unwrap_or_default()).as_bytes(),
-            );
-        }
+        let request = AttachRequest {
+            resize: Some((rows, cols)),
+            ..Default::default()
+        };
+        // A container that ended meanwhile has nothing to resize.
+        let _ = monitor::attach(&dir, &request);
     };
     if tty && let Some((rows, cols)) = console::window_size(io::stdout()) {
         resize(rows, cols);
