@@ -711,21 +711,15 @@ impl Hub {
 
     /// Feeds what a client sends to the process's stdin until the client's input ends (then
     /// closes the stdin with `close_after`: Docker's `StdinOnce`, and every exec).
-    pub fn feed_stdin(&self, mut from: UnixStream, close_after: bool) {
+    pub fn feed_stdin(&self, mut from: impl Read, close_after: bool) {
         let mut buf = [0u8; 8192];
         loop {
             let n = match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let mut stdin = self.stdin.lock().expect("lock");
-            match stdin.as_mut() {
-                Some(w) => {
-                    if w.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                None => break,
+            if self.write_stdin(&buf[..n]).is_err() {
+                break;
             }
         }
         if close_after {

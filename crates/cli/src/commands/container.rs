@@ -1,8 +1,7 @@
 //! Container commands: `run`, `rm`, and the container half of `inspect`.
 
 use std::{
-    fs,
-    io::{self, Read},
+    fs, io,
     os::fd::{AsFd, OwnedFd},
     path::Path,
     sync::Arc,
@@ -525,21 +524,7 @@ impl Foreground {
 
 /// Copies this process's stdin to the container process's until either ends.
 pub(crate) fn feed(hub: Arc<Hub>) {
-    thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        let mut stdin = io::stdin();
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if hub.write_stdin(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        hub.close_stdin();
-    });
+    thread::spawn(move || hub.feed_stdin(io::stdin(), true));
 }
 
 /// The signals `berth run` passes on to the container (docker's `--sig-proxy`), and SIGWINCH.
