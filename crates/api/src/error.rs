@@ -76,7 +76,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn store_error(e: &StoreError, message: String) -> ApiError {
+pub(crate) fn store_error(e: &StoreError, message: String) -> ApiError {
     let status = match e {
         StoreError::ImageNotFound(_) => StatusCode::NOT_FOUND,
         StoreError::Conflict(_) => StatusCode::CONFLICT,

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     ApiError, MAX_VERSION, MIN_VERSION, archive, build, containers, contents, exec, exec::Execs,
-    images, networks, streams::Streams, system, volumes,
+    images, networks, procs, streams::Streams, system, volumes,
 };
 
 /// A response body: whole, or streamed.
@@ -339,6 +339,10 @@ async fn route(api: Arc<Api>, call: Call) -> Result<Response<Body>, ApiError> {
             contents::export(&api, id.to_string()).await
         }
         (&Method::POST, ["commit"]) => contents::commit(&api, &call).await,
+        (&Method::GET, ["containers", id, "top"]) => procs::top(&api, &call, id.to_string()).await,
+        (&Method::GET, ["containers", id, "stats"]) => {
+            procs::stats(&api, &call, id.to_string()).await
+        }
         (&Method::POST, ["containers", "create"]) => containers::create(&api, call).await,
         (&Method::GET, ["containers", id, "json"]) => {
             let id = id.to_string();

@@ -3,7 +3,9 @@
 use std::io::Write;
 
 use base64::Engine as _;
-use berth_distribution::{Credential, LayerState, Platform, Progress, PullOptions, Registries};
+use berth_distribution::{
+    Credential, DistributionError, LayerState, Platform, Progress, PullOptions, Registries,
+};
 use berth_reference::{Digest, Reference};
 use berth_store::{ArchiveFormat, HistoryEntry, RemoveEvent};
 use bytes::Bytes;
@@ -97,14 +99,16 @@ pub async fn create(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> 
     let registries = registries(call, Some(&reference))?;
     let root = api.root.clone();
     let (tx, body) = channel_body();
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
-        let progress = JsonProgress { out: tx };
+        let progress = JsonProgress {
+            out: tx,
+            head: std::sync::Mutex::new(Some(head_tx)),
+        };
         let pulled = berth_store::Store::open(&root)
-            .map_err(|e| e.to_string())
+            .map_err(DistributionError::from)
             .and_then(|mut store| {
-                registries
-                    .pull(&mut store, &reference, &PullOptions { platform }, &progress)
-                    .map_err(|e| e.to_string())
+                registries.pull(&mut store, &reference, &PullOptions { platform }, &progress)
             });
         match pulled {
             Ok(pulled) => {
@@ -113,10 +117,37 @@ pub async fn create(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> 
                     "status": berth_distribution::pull_status(pulled.new, &reference.familiar_string())
                 }));
             }
-            Err(message) => progress.error(&message),
+            // Before any progress (the manifest was not found, the registry refused or
+            // cannot be reached), dockerd answers with the error's status, and the docker
+            // CLI prints "Error response from daemon: ...".
+            Err(e) => match progress.take_head() {
+                Some(head) => {
+                    let _ = head.send(Err(pull_error(&e)));
+                }
+                None => progress.error(&e.to_string()),
+            },
         }
     });
+    head_rx
+        .await
+        .map_err(|_| ApiError::internal("the pull ended early"))??;
     Ok(with_body(StatusCode::OK, "application/json", body))
+}
+
+/// The status dockerd answers a failed pull with.
+fn pull_error(e: &DistributionError) -> ApiError {
+    let status = match e {
+        DistributionError::ManifestNotFound { .. }
+        | DistributionError::RepositoryNotFound { .. }
+        | DistributionError::PullAccessDenied { .. }
+        | DistributionError::NoMatchingPlatform { .. } => StatusCode::NOT_FOUND,
+        DistributionError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+        DistributionError::Denied { .. } => StatusCode::FORBIDDEN,
+        DistributionError::Usage(_) => StatusCode::BAD_REQUEST,
+        DistributionError::Store(s) => return crate::error::store_error(s, e.to_string()),
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
 }
 
 /// Docker's `AuthConfig` (`username`, `password`, `auth`, `identitytoken`, `serveraddress`),
@@ -385,7 +416,10 @@ pub async fn push(api: &Api, call: &Call, name: String) -> Result<Response<Body>
     let root = api.root.clone();
     let (tx, body) = channel_body();
     tokio::task::spawn_blocking(move || {
-        let progress = JsonProgress { out: tx };
+        let progress = JsonProgress {
+            out: tx,
+            head: std::sync::Mutex::new(None),
+        };
         let mut store = match berth_store::Store::open(&root) {
             Ok(store) => store,
             Err(e) => return progress.error(&e.to_string()),
@@ -413,10 +447,23 @@ pub async fn push(api: &Api, call: &Call, name: String) -> Result<Response<Body>
 /// Docker's JSON messages of a pull or push, one per line.
 struct JsonProgress {
     out: tokio::sync::mpsc::Sender<Bytes>,
+    /// Where the answer's head waits (for a pull: its first line, or its error): `None`
+    /// once the answer began.
+    head: std::sync::Mutex<Option<HeadSender>>,
 }
 
+type HeadSender = tokio::sync::oneshot::Sender<Result<(), ApiError>>;
+
 impl JsonProgress {
+    /// The head's sender, if the answer has not begun.
+    fn take_head(&self) -> Option<HeadSender> {
+        self.head.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
     fn send(&self, message: Value) {
+        if let Some(head) = self.take_head() {
+            let _ = head.send(Ok(()));
+        }
         // A client that went away stops reading; the pull goes on and lands in the store.
         let _ = self.out.blocking_send(json_line(&message));
     }

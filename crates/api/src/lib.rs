@@ -21,6 +21,7 @@ mod exec;
 mod http;
 mod images;
 mod networks;
+mod procs;
 mod streams;
 mod system;
 mod volumes;

@@ -917,6 +917,87 @@ fn docker_container_extras_diff_pause_rename_commit_export_prune() {
     );
 }
 
+#[test]
+fn docker_top_and_stats() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    // One busy process (CPU %) and one sleeping child.
+    api.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "--memory",
+        "64m",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 300 & while :; do :; done",
+    ]);
+    let top = api.docker_ok(&["top", "busy"]);
+    let mut lines = top.lines();
+    let titles: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        titles,
+        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 2, "{top}");
+    assert!(rows.iter().any(|r| r.ends_with("sleep 300")), "{top}");
+    // The same table as berth's own `top`, options passed through to ps.
+    let ours = host.berth.ok(&["top", "busy", "-o", "pid,comm"]);
+    assert_eq!(api.docker_ok(&["top", "busy", "-o", "pid,comm"]), ours);
+    let out = api.docker(&["top", "busy", "-o", "user=PID"]);
+    assert_eq!(
+        (out.status.code(), text(&out).1.as_str()),
+        (
+            Some(1),
+            "Error response from daemon: specifying \"user=PID\" is not allowed\n"
+        )
+    );
+    // docker stats reads CPU %, memory and its limit, and the pids from the API.
+    let row = api.docker_ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.CPUPerc}} {{.MemUsage}} {{.PIDs}}",
+        "busy",
+    ]);
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(fields[0], "busy", "{row}");
+    let cpu: f64 = fields[1].trim_end_matches('%').parse().unwrap();
+    assert!(cpu > 50.0, "a busy loop shows its CPU: {row}");
+    assert_eq!(&fields[3..], ["/", "64MiB", "2"], "{row}");
+    // One-shot reading over raw HTTP: Docker's field names.
+    let (status, body) = api.http("GET", "/containers/busy/stats?stream=0&one-shot=1", None);
+    assert_eq!(status, 200, "{body}");
+    let doc = json(&body);
+    assert_eq!(doc["name"], "/busy");
+    assert_eq!(doc["memory_stats"]["limit"], 64 << 20);
+    assert_eq!(doc["pids_stats"]["current"], 2);
+    assert!(doc["cpu_stats"]["system_cpu_usage"].as_u64().unwrap() > 0);
+    assert!(doc["networks"]["eth0"]["rx_bytes"].is_u64(), "{body}");
+    let (status, _) = api.http("GET", "/containers/busy/stats?stream=1&one-shot=1", None);
+    assert_eq!(status, 400);
+    api.docker_ok(&["stop", "-t", "0", "busy"]);
+    let out = api.docker(&["top", "busy"]);
+    assert!(text(&out).1.contains("is not running"), "{:?}", text(&out));
+    // A stopped container reads as zeros, as with dockerd.
+    assert_eq!(
+        api.docker_ok(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.CPUPerc}} {{.MemUsage}} {{.PIDs}}",
+            "busy"
+        ]),
+        "0.00% 0B / 0B 0\n"
+    );
+    let out = api.docker(&["stats", "--no-stream", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("No such container: nosuch"));
+}
+
 fn tar_names(bytes: &[u8]) -> Vec<String> {
     tar::Archive::new(bytes)
         .entries()

@@ -115,7 +115,7 @@ fn rmi_untags_then_deletes_and_collects() {
         "nothing is left once the last image is gone"
     );
     let err = b.fails(&["rmi", "one"]);
-    assert_eq!(err, "Error: No such image: one\n");
+    assert_eq!(err, "Error: No such image: one:latest\n");
 }
 
 #[test]

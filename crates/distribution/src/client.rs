@@ -1048,8 +1048,10 @@ pub(crate) fn error_detail(resp: Response) -> String {
             .errors
             .iter()
             .map(|e| {
+                // Docker's words: `manifest unknown: manifest unknown` when the message
+                // repeats the code, as the docker CLI prints it against dockerd.
                 let code = e.code.to_ascii_lowercase().replace('_', " ");
-                if e.message.is_empty() || e.message.eq_ignore_ascii_case(&code) {
+                if e.message.is_empty() {
                     code
                 } else {
                     format!("{code}: {}", e.message)

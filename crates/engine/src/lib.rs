@@ -25,6 +25,7 @@ pub mod mounts;
 pub mod names;
 pub mod networks;
 pub mod ports;
+pub mod procs;
 pub mod record;
 pub mod seccomp;
 pub mod spec;
@@ -64,6 +65,9 @@ pub enum EngineError {
     /// A bad option or value.
     #[error("{0}")]
     Invalid(String),
+    /// Work on the host failed (a tool such as `ps`, a cgroup read): Docker's 500.
+    #[error("{0}")]
+    Failed(String),
     /// No such container.
     #[error("No such container: {0}")]
     NoSuchContainer(String),

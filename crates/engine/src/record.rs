@@ -49,13 +49,22 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
-    /// Its command as one line, `Path` and `Args` joined by spaces (Docker's `Command` of
-    /// `ps` and `GET /containers/json`).
+    /// Its command as one line, `Path` and `Args` joined by spaces, each argument with a
+    /// space in single quotes, unescaped (Docker's `Command` of `ps` and
+    /// `GET /containers/json`: `sh -c 'echo a; sleep 9'`).
     pub fn command_line(&self) -> String {
-        std::iter::once(self.path.as_str())
-            .chain(self.args.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ")
+        let mut line = self.path.clone();
+        for arg in &self.args {
+            line.push(' ');
+            if arg.contains(' ') {
+                line.push('\'');
+                line.push_str(arg);
+                line.push('\'');
+            } else {
+                line.push_str(arg);
+            }
+        }
+        line
     }
 }
 

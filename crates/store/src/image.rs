@@ -109,8 +109,16 @@ pub fn check_layer_media_type(desc: &Descriptor) -> Result<()> {
 impl Store {
     /// Finds an image by reference (`busybox`, `busybox:1`, `name@sha256:…`), full ID
     /// (`sha256:…`) or unique ID prefix, the way Docker does: a name first, then an ID.
+    /// Not found, a name is told as dockerd tells it, tagged (`No such image: nosuch:latest`).
     pub fn resolve(&self, name: &str) -> Result<ImageRecord> {
-        let not_found = || StoreError::ImageNotFound(name.to_string());
+        let not_found = || {
+            let shown = match name.strip_prefix("sha256:") {
+                Some(_) => name.to_string(),
+                None => Reference::parse_with_default_tag(name)
+                    .map_or_else(|_| name.to_string(), |r| r.familiar_string()),
+            };
+            StoreError::ImageNotFound(shown)
+        };
         if let Some(hex) = name.strip_prefix("sha256:") {
             return self.resolve_id_prefix(hex, name)?.ok_or_else(not_found);
         }

@@ -420,6 +420,8 @@ pub(crate) struct Packer<W: Write> {
     buf: Vec<u8>,
     /// Whether reopening through /proc/self/fd works here.
     proc_fd: bool,
+    /// The host's user and group names, read at the first entry.
+    names: Option<OwnerNames>,
 }
 
 impl<W: Write> Packer<W> {
@@ -434,6 +436,7 @@ impl<W: Write> Packer<W> {
             links: HashMap::new(),
             buf: vec![0; 256 << 10],
             proc_fd: true,
+            names: None,
         }
     }
 
@@ -748,9 +751,19 @@ impl<W: Write> Packer<W> {
         put_field(&mut h.as_old_mut().name, name);
         put_field(&mut h.as_old_mut().linkname, link);
         h.set_entry_type(kind);
-        h.set_mode(mode);
+        // Docker's archives carry the file type in the mode too (`100644`), and the owners'
+        // names as the host's user database has them.
+        h.set_mode(mode | type_bits(kind));
         h.set_uid(u64::from(uid));
         h.set_gid(u64::from(gid));
+        let names = self.names.get_or_insert_with(OwnerNames::read);
+        if let Some(user) = names.users.get(&uid) {
+            // Only fails for a name longer than the field, which is then left empty.
+            let _ = h.set_username(user);
+        }
+        if let Some(group) = names.groups.get(&gid) {
+            let _ = h.set_groupname(group);
+        }
         h.set_mtime(mtime);
         h.set_size(size);
         if matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
@@ -764,6 +777,52 @@ impl<W: Write> Packer<W> {
         self.out.write_all(h.as_bytes()).map_err(PackError::Write)?;
         self.entries += 1;
         Ok(())
+    }
+}
+
+/// The `S_IFMT` bits of an entry's mode (Go's `c_ISREG` and kin, which Docker's archives
+/// set); a hard link has its target's.
+fn type_bits(kind: tar::EntryType) -> u32 {
+    match kind {
+        tar::EntryType::Regular | tar::EntryType::Link | tar::EntryType::Continuous => 0o100000,
+        tar::EntryType::Directory => 0o040000,
+        tar::EntryType::Symlink => 0o120000,
+        tar::EntryType::Char => 0o020000,
+        tar::EntryType::Block => 0o060000,
+        tar::EntryType::Fifo => 0o010000,
+        _ => 0,
+    }
+}
+
+/// The host's user and group names by ID, from `/etc/passwd` and `/etc/group` (what Go's
+/// `tar.FileInfoHeader` looks up for Docker). A missing or unreadable file names no one.
+#[derive(Debug, Default)]
+struct OwnerNames {
+    users: HashMap<u32, String>,
+    groups: HashMap<u32, String>,
+}
+
+impl OwnerNames {
+    fn read() -> OwnerNames {
+        let table = |path: &str| {
+            let mut map = HashMap::new();
+            for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+                let mut fields = line.split(':');
+                let (Some(name), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next())
+                else {
+                    continue;
+                };
+                if let Ok(id) = id.parse() {
+                    // The first name of an ID wins, as getpwuid's does.
+                    map.entry(id).or_insert_with(|| name.to_string());
+                }
+            }
+            map
+        };
+        OwnerNames {
+            users: table("/etc/passwd"),
+            groups: table("/etc/group"),
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use berth_reference::Reference;
 use berth_store::{
     ArchiveFormat, HistoryEntry, ImageQuery, ImageRecord, ImportOptions, ListedImage, RemoveEvent,
-    RunConfig,
+    RunConfig, StoreError,
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -718,6 +718,15 @@ fn inspect_kind(
                     _ => errors.push(format!("No such object: {name}")),
                 },
             },
+            // The docker CLI words a missing image itself, as it was named.
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<StoreError>(),
+                    Some(StoreError::ImageNotFound(_))
+                ) =>
+            {
+                errors.push(format!("No such image: {name}"))
+            }
             Err(e) => errors.push(one_line(&e)),
         }
     }

@@ -5,20 +5,14 @@
 use std::{
     cmp::Ordering,
     collections::{BTreeMap, HashMap},
-    fs,
     io::{self, Write},
-    os::unix::fs::MetadataExt,
     path::Path,
-    process::{Command, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Result, anyhow, bail};
-use berth_engine::{
-    ContainerRecord, Engine, EngineError, lifecycle::cgroup_path, summary::host_memory,
-};
-use berth_runtime::cgroups::Cgroup;
+use anyhow::Result;
+use berth_engine::{ContainerRecord, Engine, EngineError, procs::Usage};
 use clap::Args;
 use serde::Serialize;
 use tabwriter::TabWriter;
@@ -42,18 +36,6 @@ pub struct TopArgs {
     ps_args: Vec<String>,
 }
 
-/// `ps` options that drop the header line, without which the PID column cannot be found.
-const NO_HEADER_OPTIONS: [&str; 8] = [
-    "--no-header",
-    "--no-headers",
-    "--no-heading",
-    "--no-headings",
-    "--noheader",
-    "--noheaders",
-    "--noheading",
-    "--noheadings",
-];
-
 /// Go's tabwriter as `docker top` sets it up: `NewWriter(out, 20, 1, 3, ' ', 0)`.
 const TOP_MIN_WIDTH: usize = 20;
 const TOP_PADDING: usize = 3;
@@ -61,181 +43,11 @@ const TOP_PADDING: usize = 3;
 /// `berth top`: the host's `ps` with the given options (`-ef` by default), showing only
 /// the rows of the container's processes (those in its cgroup).
 pub fn top(root: &Path, args: TopArgs) -> Result<()> {
-    // Docker's client sends the options as one string and its daemon splits it on spaces,
-    // so `top C "-o pid,comm"` and `top C -o pid,comm` mean the same.
-    let joined = args.ps_args.join(" ");
-    let ps_args = if joined.is_empty() { "-ef" } else { &joined };
-    check_ps_args(ps_args)?;
     let mut engine = Engine::open(root)?;
-    let rec = engine.container(&args.container)?;
-    // Between two runs under a restart policy there are no processes to list.
-    if rec.state.restarting {
-        bail!(
-            "Container {} is restarting, wait until the container is running",
-            rec.id
-        );
-    }
-    if !rec.state.running {
-        return Err(EngineError::NotRunning(rec.id).into());
-    }
-    let pids = Cgroup::open(&cgroup_path(&rec.id))
-        .and_then(|cg| cg.pids())
-        .map_err(|e| anyhow!("container {}: {e}", rec.id))?;
-    let argv: Vec<&str> = ps_args.split(' ').filter(|a| !a.is_empty()).collect();
-    if let Some(arg) = argv.iter().find(|a| NO_HEADER_OPTIONS.contains(a)) {
-        bail!("option {arg} is not allowed");
-    }
-    let output = run_ps(&argv, &pids)?;
-    let (titles, rows) = parse_ps(&String::from_utf8_lossy(&output), &pids)?;
+    let table = engine.top(&args.container, &args.ps_args.join(" "))?;
     let mut out = io::stdout().lock();
-    write_top(&mut out, &titles, &rows)?;
+    write_top(&mut out, &table.titles, &table.processes)?;
     Ok(())
-}
-
-/// Refuses a column renamed to `PID` (`-o user=PID`): the PID column must hold pids.
-/// Like Docker, only a word after whitespace is checked, and `pid=PID` is allowed.
-fn check_ps_args(ps_args: &str) -> Result<()> {
-    let words: Vec<(usize, &str)> = word_spans(ps_args.as_bytes())
-        .into_iter()
-        .map(|(a, b)| (a, &ps_args[a..b]))
-        .collect();
-    for (i, &(at, word)) in words.iter().enumerate() {
-        if at == 0 {
-            continue;
-        }
-        // The right-most `=` whose value (here, or in the next word after `name= `) starts
-        // with PID.
-        for (eq, _) in word.rmatch_indices('=') {
-            let rest = &word[eq + 1..];
-            let value = if rest.is_empty() {
-                words.get(i + 1).map_or("", |(_, w)| *w)
-            } else {
-                rest
-            };
-            if value.starts_with("PID") {
-                let key = &word[..eq];
-                if key != "pid" {
-                    bail!("specifying \"{key}={value}\" is not allowed");
-                }
-                break;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs `ps`: first for the container's pids only (`-q`), then, if `ps` refuses that
-/// combination (forest listings do), over every process, as Docker does.
-fn run_ps(args: &[&str], pids: &[i32]) -> Result<Vec<u8>> {
-    let ps = |quick: Option<&str>| {
-        let mut cmd = Command::new("ps");
-        cmd.args(args).args(quick).stdin(Stdio::null());
-        // Docker's ps runs in the daemon's environment; a user's column width or default
-        // format must not change the table.
-        for var in ["COLUMNS", "PS_FORMAT", "PS_PERSONALITY"] {
-            cmd.env_remove(var);
-        }
-        cmd.output()
-    };
-    if !pids.is_empty() {
-        let list: Vec<String> = pids.iter().map(i32::to_string).collect();
-        let quick = format!("-q{}", list.join(","));
-        if let Ok(out) = ps(Some(&quick))
-            && out.status.success()
-        {
-            return Ok(out.stdout);
-        }
-    }
-    let out = ps(None).map_err(|e| anyhow!("ps: {e}"))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let first = stderr.lines().next().unwrap_or("").trim();
-        if first.is_empty() {
-            bail!("ps: exit status {}", out.status.code().unwrap_or(-1));
-        }
-        bail!("ps: {first}");
-    }
-    Ok(out.stdout)
-}
-
-/// Splits `ps` output into the header's titles and the rows of the processes in `pids`.
-///
-/// Columns are found from the header, not by splitting on spaces, because a column other
-/// than the last may hold spaces (`-o cmd,pid`): each title's column starts at the
-/// right-most position between it and the previous title where every line has a space
-/// (right-aligned numbers reach left of their title). The last column takes the rest of
-/// the line. A row whose PID is `-` (a thread, with `-L` or `m`) belongs to the process
-/// row before it.
-fn parse_ps(output: &str, pids: &[i32]) -> Result<(Vec<String>, Vec<Vec<String>>)> {
-    let lines: Vec<&[u8]> = output.split('\n').map(str::as_bytes).collect();
-    let header = lines[0];
-    let spans = word_spans(header);
-    let titles: Vec<String> = spans
-        .iter()
-        .map(|&(a, b)| String::from_utf8_lossy(&header[a..b]).into_owned())
-        .collect();
-    let Some(pid_index) = titles.iter().position(|t| t == "PID") else {
-        bail!("Couldn't find PID field in ps output");
-    };
-    let body = &lines[1..];
-    let blank_everywhere = |col: usize| {
-        body.iter()
-            .all(|l| l.get(col).is_none_or(|c| c.is_ascii_whitespace()))
-    };
-    let mut starts = vec![0];
-    for pair in spans.windows(2) {
-        let (prev_end, start) = (pair[0].1, pair[1].0);
-        let col = (prev_end..start).rev().find(|&c| blank_everywhere(c));
-        starts.push(col.unwrap_or(start));
-    }
-    let mut rows = Vec::new();
-    let mut in_container = false;
-    for line in body.iter().filter(|l| !l.is_empty()) {
-        let fields: Vec<String> = (0..starts.len())
-            .map(|i| {
-                let from = starts[i].min(line.len());
-                let to = starts.get(i + 1).map_or(line.len(), |&e| e.min(line.len()));
-                String::from_utf8_lossy(&line[from..to.max(from)])
-                    .trim()
-                    .to_string()
-            })
-            .collect();
-        let pid = &fields[pid_index];
-        if pid == "-" {
-            if in_container {
-                rows.push(fields);
-            }
-            continue;
-        }
-        let pid: i32 = pid.parse().map_err(|_| {
-            anyhow!("Unexpected pid '{pid}': strconv.Atoi: parsing \"{pid}\": invalid syntax")
-        })?;
-        in_container = pids.contains(&pid);
-        if in_container {
-            rows.push(fields);
-        }
-    }
-    Ok((titles, rows))
-}
-
-/// The byte ranges of the space-separated words of `line`.
-fn word_spans(line: &[u8]) -> Vec<(usize, usize)> {
-    let mut spans = Vec::new();
-    let mut start = None;
-    for (i, c) in line.iter().enumerate() {
-        match (c.is_ascii_whitespace(), start) {
-            (true, Some(s)) => {
-                spans.push((s, i));
-                start = None;
-            }
-            (false, None) => start = Some(i),
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        spans.push((s, line.len()));
-    }
-    spans
 }
 
 /// Prints the table as `docker top` does: every column but the last as wide as its widest
@@ -296,27 +108,15 @@ struct StatsRow {
 
 const STATS_TABLE: &str = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}";
 
-/// The first CPU sample window: CPU % needs two readings of the cgroup's CPU time.
+/// The first CPU window: CPU % needs two readings of the cgroup's CPU time.
 const FIRST_WINDOW: Duration = Duration::from_millis(500);
 /// How often the live display refreshes.
 const REFRESH: Duration = Duration::from_secs(1);
 
-/// One reading of a running container.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    at: Instant,
-    cpu_ns: u64,
-    memory: u64,
-    memory_limit: Option<u64>,
-    pids: u64,
-    net: (u64, u64),
-    block: (u64, u64),
-}
-
 /// What a row shows of a container.
-enum Usage {
+enum Shown {
     /// Running: this reading and the one before it, if any (for CPU %).
-    Running(Sample, Option<Sample>),
+    Running(Box<Usage>, Option<Box<Usage>>),
     /// Not running, in `--no-stream`: Docker's daemon answers with an empty reading.
     Zero,
     /// Not running or gone, in the live display: no reading arrives, Docker shows `--`.
@@ -350,7 +150,6 @@ pub fn stats(root: &Path, args: StatsArgs) -> Result<()> {
     if missing {
         return Err(Status(1).into());
     }
-    let host_memory = host_memory();
     let format = format::parse_format(args.format.as_deref());
     let stats_headers = headers(&[
         ("BlockIO", "BLOCK I/O"),
@@ -366,15 +165,15 @@ pub fn stats(root: &Path, args: StatsArgs) -> Result<()> {
     let terminal = !args.no_stream && rustix::termios::isatty(io::stdout());
     // The last ID and name of each named container, for a row after it is removed.
     let mut known: HashMap<String, (String, String)> = HashMap::new();
-    let mut previous: HashMap<String, Sample> = HashMap::new();
+    let mut previous: HashMap<String, Usage> = HashMap::new();
     let mut first_frame = true;
     // CPU % compares two readings: the first frame comes after a short first window.
     for rec in targets(&mut engine, &keys, args.all)?
         .into_iter()
         .filter_map(|t| t.rec)
     {
-        if let Some(s) = sample(&rec) {
-            previous.insert(rec.id, s);
+        if let Some(u) = Usage::read(&rec) {
+            previous.insert(rec.id, u);
         }
     }
     thread::sleep(FIRST_WINDOW);
@@ -383,16 +182,16 @@ pub fn stats(root: &Path, args: StatsArgs) -> Result<()> {
         let mut current = HashMap::new();
         let mut rows = Vec::new();
         for target in &targets {
-            let usage = match &target.rec {
-                Some(rec) => match sample(rec) {
-                    Some(s) => {
-                        current.insert(rec.id.clone(), s);
-                        Usage::Running(s, previous.get(&rec.id).copied())
+            let shown = match &target.rec {
+                Some(rec) => match Usage::read(rec) {
+                    Some(u) => {
+                        current.insert(rec.id.clone(), u.clone());
+                        Shown::Running(Box::new(u), previous.remove(&rec.id).map(Box::new))
                     }
-                    None if args.no_stream => Usage::Zero,
-                    None => Usage::Invalid,
+                    None if args.no_stream => Shown::Zero,
+                    None => Shown::Invalid,
                 },
-                None => Usage::Invalid,
+                None => Shown::Invalid,
             };
             let (id, name) = match &target.rec {
                 Some(rec) => {
@@ -404,14 +203,7 @@ pub fn stats(root: &Path, args: StatsArgs) -> Result<()> {
                     .cloned()
                     .unwrap_or_else(|| (target.key.clone(), String::new())),
             };
-            rows.push(stats_row(
-                &target.key,
-                &id,
-                &name,
-                &usage,
-                host_memory,
-                !args.no_trunc,
-            ));
+            rows.push(stats_row(&target.key, &id, &name, &shown, !args.no_trunc));
         }
         let mut frame = Vec::new();
         format::render_rows(&format, STATS_TABLE, &stats_headers, &rows, &mut frame)?;
@@ -461,94 +253,8 @@ fn targets(engine: &mut Engine, keys: &[String], all: bool) -> Result<Vec<Target
     Ok(out)
 }
 
-/// Reads a running container's cgroup and network counters; `None` when it does not run
-/// (or stopped just now and its cgroup is gone).
-fn sample(rec: &ContainerRecord) -> Option<Sample> {
-    if !rec.state.running {
-        return None;
-    }
-    let cgroup = Cgroup::open(&cgroup_path(&rec.id)).ok()?;
-    let at = Instant::now();
-    let stats = cgroup.stats().ok()?;
-    // Block I/O is a detail of the row: a file that does not read as expected shows 0B
-    // rather than hiding the container's other figures.
-    let io = cgroup.io_stats().unwrap_or_default();
-    Some(Sample {
-        at,
-        cpu_ns: stats.cpu_usage_ns,
-        memory: stats.memory_usage,
-        memory_limit: stats.memory_limit,
-        pids: stats.pids_current,
-        net: network_bytes(rec.state.pid),
-        block: (io.read_bytes, io.write_bytes),
-    })
-}
-
-/// Bytes received and sent on the container's interfaces other than `lo`, from
-/// `/proc/<init>/net/dev`. A container in the host's network namespace (`--network host`)
-/// has no interfaces of its own: Docker shows 0B there, not the host's traffic.
-fn network_bytes(pid: i32) -> (u64, u64) {
-    if pid <= 0 {
-        return (0, 0);
-    }
-    let ns = |p: &str| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
-    let own = ns(&format!("/proc/{pid}/ns/net"));
-    if own.is_none() || own == ns("/proc/self/ns/net") {
-        return (0, 0);
-    }
-    fs::read_to_string(format!("/proc/{pid}/net/dev"))
-        .map(|text| parse_net_dev(&text))
-        .unwrap_or((0, 0))
-}
-
-/// Sums received and transmitted bytes (the 1st and 9th numbers after `iface:`) over the
-/// interfaces of a `/proc/net/dev` table, loopback left out.
-fn parse_net_dev(text: &str) -> (u64, u64) {
-    let mut rx = 0u64;
-    let mut tx = 0u64;
-    for line in text.lines() {
-        let Some((iface, counters)) = line.split_once(':') else {
-            continue;
-        };
-        if iface.trim() == "lo" {
-            continue;
-        }
-        let numbers: Vec<u64> = counters
-            .split_whitespace()
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        if numbers.len() >= 9 {
-            rx = rx.saturating_add(numbers[0]);
-            tx = tx.saturating_add(numbers[8]);
-        }
-    }
-    (rx, tx)
-}
-
-/// CPU %: CPU time used between two readings over the wall time between them, so a
-/// container keeping two CPUs busy shows 200%. The first reading of a container shows 0.
-fn cpu_percent(now: &Sample, before: Option<&Sample>) -> f64 {
-    let Some(before) = before else {
-        return 0.0;
-    };
-    let wall = now.at.saturating_duration_since(before.at).as_nanos() as f64;
-    let used = now.cpu_ns.saturating_sub(before.cpu_ns) as f64;
-    if wall > 0.0 && used > 0.0 {
-        used / wall * 100.0
-    } else {
-        0.0
-    }
-}
-
 /// One row in Docker's wording: binary units for memory, decimal ones for I/O.
-fn stats_row(
-    key: &str,
-    id: &str,
-    name: &str,
-    usage: &Usage,
-    host_memory: u64,
-    trunc: bool,
-) -> StatsRow {
+fn stats_row(key: &str, id: &str, name: &str, shown: &Shown, trunc: bool) -> StatsRow {
     let percent = |v: f64| format!("{v:.2}%");
     let pair = |(a, b): (u64, u64)| {
         format!(
@@ -574,9 +280,9 @@ fn stats_row(
         net_io: "--".into(),
         pids: "--".into(),
     };
-    match usage {
-        Usage::Invalid => {}
-        Usage::Zero => {
+    match shown {
+        Shown::Invalid => {}
+        Shown::Zero => {
             row.block_io = pair((0, 0));
             row.cpu_perc = percent(0.0);
             row.mem_perc = percent(0.0);
@@ -584,27 +290,16 @@ fn stats_row(
             row.net_io = pair((0, 0));
             row.pids = "0".into();
         }
-        Usage::Running(now, before) => {
-            // Docker caps the limit at the host's memory: no cgroup limit reads as an
-            // enormous number, and a limit above the host's memory cannot be reached.
-            let limit = match now.memory_limit {
-                Some(l) if host_memory == 0 || l < host_memory => l,
-                _ => host_memory,
-            };
-            let mem_perc = if limit == 0 {
-                0.0
-            } else {
-                now.memory as f64 / limit as f64 * 100.0
-            };
-            row.block_io = pair(now.block);
-            row.cpu_perc = percent(cpu_percent(now, before.as_ref()));
-            row.mem_perc = percent(mem_perc);
+        Shown::Running(now, before) => {
+            row.block_io = pair((now.io.read_bytes(), now.io.write_bytes()));
+            row.cpu_perc = percent(now.cpu_percent(before.as_deref()));
+            row.mem_perc = percent(now.memory_percent());
             row.mem_usage = format!(
                 "{} / {}",
                 units::bytes_size(now.memory as f64),
-                units::bytes_size(limit as f64)
+                units::bytes_size(now.memory_limit as f64)
             );
-            row.net_io = pair(now.net);
+            row.net_io = pair(now.network_totals());
             row.pids = now.pids.to_string();
         }
     }
@@ -790,76 +485,9 @@ pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
 
 #[cfg(test)]
 mod tests {
+    use berth_runtime::cgroups::{DeviceIo, IoStats};
+
     use super::*;
-
-    const PS_EF: &str = "\
-UID          PID    PPID  C STIME TTY          TIME CMD
-root           1       0  0 Nov23 ?        00:01:45 /sbin/init splash
-root         812       1  0 10:00 ?        00:00:00 sh -c sleep 300
-root         813     812  0 10:00 ?        00:00:00 sleep 300
-";
-
-    #[test]
-    fn ps_rows_are_narrowed_to_the_container_and_keep_the_command_whole() {
-        let (titles, rows) = parse_ps(PS_EF, &[812, 813]).unwrap();
-        assert_eq!(
-            titles,
-            ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
-        );
-        assert_eq!(rows.len(), 2);
-        assert_eq!(
-            rows[0],
-            [
-                "root",
-                "812",
-                "1",
-                "0",
-                "10:00",
-                "?",
-                "00:00:00",
-                "sh -c sleep 300"
-            ]
-        );
-        assert_eq!(rows[1][1], "813");
-        assert_eq!(rows[1][7], "sleep 300");
-    }
-
-    #[test]
-    fn a_column_with_spaces_before_the_last_one_stays_one_field() {
-        let out = "\
-CMD                            PID COMMAND
-sleep 100000                  4242 sleep 100000
-/bin/sh /st 6379                 7 /bin/sh /st 6379
-";
-        let (_, rows) = parse_ps(out, &[7, 4242]).unwrap();
-        assert_eq!(rows[0], ["sleep 100000", "4242", "sleep 100000"]);
-        assert_eq!(rows[1], ["/bin/sh /st 6379", "7", "/bin/sh /st 6379"]);
-    }
-
-    #[test]
-    fn thread_rows_follow_their_process() {
-        // (No `\` line continuation here: it would eat the header's leading spaces.)
-        let out = "  PID TTY      STAT   TIME COMMAND
-    5 ?        -      0:00 sleep
-    - -        Ss     0:00 -
-    9 ?        -      0:00 other
-    - -        S      0:00 -
-";
-        let (_, rows) = parse_ps(out, &[5]).unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1][0], "-");
-    }
-
-    #[test]
-    fn ps_output_without_pid_or_with_a_bad_pid_fails() {
-        let err = parse_ps("USER COMMAND\nroot sh\n", &[1]).unwrap_err();
-        assert_eq!(err.to_string(), "Couldn't find PID field in ps output");
-        let err = parse_ps("PID CMD\nabc sh\n", &[1]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "Unexpected pid 'abc': strconv.Atoi: parsing \"abc\": invalid syntax"
-        );
-    }
 
     #[test]
     fn top_table_pads_to_twenty_and_leaves_the_last_column_alone() {
@@ -883,55 +511,37 @@ sleep 100000                  4242 sleep 100000
         assert!(text.starts_with(&format!("PID{}COMMAND\n", " ".repeat(25))));
     }
 
-    #[test]
-    fn renaming_a_column_to_pid_is_refused() {
-        assert!(check_ps_args("-ef").is_ok());
-        assert!(check_ps_args("-o pid=PID,comm").is_ok());
-        assert_eq!(
-            check_ps_args("-o user=PID").unwrap_err().to_string(),
-            "specifying \"user=PID\" is not allowed"
-        );
-        assert_eq!(
-            check_ps_args("-o comm,user= PIDX").unwrap_err().to_string(),
-            "specifying \"comm,user=PIDX\" is not allowed"
-        );
-    }
-
-    #[test]
-    fn net_dev_sums_all_but_loopback() {
-        let text = "\
-Inter-|   Receive                                                |  Transmit
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
-    lo:  123456     100    0    0    0     0          0         0   123456     100    0    0    0     0       0          0
-  eth0:    1000      10    0    0    0     0          0         0      200       2    0    0    0     0       0          0
-  eth1:      24       1    0    0    0     0          0         0       56       1    0    0    0     0       0          0
-";
-        assert_eq!(parse_net_dev(text), (1024, 256));
-    }
-
-    fn sample(at: Instant, cpu_ns: u64) -> Sample {
-        Sample {
-            at,
+    fn reading(cpu_ns: u64, system_cpu_ns: u64) -> Usage {
+        Usage {
+            read: jiff::Timestamp::UNIX_EPOCH,
             cpu_ns,
+            system_cpu_ns,
+            online_cpus: 2,
             memory: 1_258_291,
-            memory_limit: None,
+            memory_limit: 24 << 30,
             pids: 2,
-            net: (0, 0),
-            block: (4096, 0),
+            pids_limit: None,
+            networks: Vec::new(),
+            io: IoStats {
+                devices: vec![DeviceIo {
+                    major: 8,
+                    minor: 0,
+                    read_bytes: 4096,
+                    write_bytes: 0,
+                }],
+            },
         }
     }
 
     #[test]
     fn stats_row_reads_like_docker() {
-        let t0 = Instant::now();
-        let before = sample(t0, 1_000_000_000);
-        let now = sample(t0 + Duration::from_millis(500), 1_000_000_000 + 750_000_000);
+        let before = reading(1_000_000_000, 10_000_000_000);
+        let now = reading(1_750_000_000, 11_000_000_000);
         let row = stats_row(
             "web",
             &"a".repeat(64),
             "web",
-            &Usage::Running(now, Some(before)),
-            24 << 30,
+            &Shown::Running(Box::new(now.clone()), Some(Box::new(before))),
             true,
         );
         assert_eq!(row.id, "a".repeat(12));
@@ -941,8 +551,8 @@ Inter-|   Receive                                                |  Transmit
         assert_eq!(row.net_io, "0B / 0B");
         assert_eq!(row.block_io, "4.1kB / 0B");
         assert_eq!(row.pids, "2");
-        let limited = Sample {
-            memory_limit: Some(64 << 20),
+        let limited = Usage {
+            memory_limit: 64 << 20,
             memory: 16 << 20,
             ..now
         };
@@ -950,19 +560,18 @@ Inter-|   Receive                                                |  Transmit
             "c",
             "c",
             "n",
-            &Usage::Running(limited, None),
-            24 << 30,
+            &Shown::Running(Box::new(limited), None),
             true,
         );
         assert_eq!(row.mem_usage, "16MiB / 64MiB");
         assert_eq!(row.mem_perc, "25.00%");
         assert_eq!(row.cpu_perc, "0.00%");
-        let row = stats_row("c", "c", "", &Usage::Zero, 1, false);
+        let row = stats_row("c", "c", "", &Shown::Zero, false);
         assert_eq!(
             (row.name.as_str(), row.mem_usage.as_str(), row.pids.as_str()),
             ("--", "0B / 0B", "0")
         );
-        let row = stats_row("c", "c", "n", &Usage::Invalid, 1, false);
+        let row = stats_row("c", "c", "n", &Shown::Invalid, false);
         assert_eq!(
             (row.cpu_perc.as_str(), row.mem_usage.as_str()),
             ("--", "-- / --")

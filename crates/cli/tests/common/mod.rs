@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod dockerd;
 pub mod host;
 pub mod registry;
 pub mod registry_server;

@@ -204,15 +204,60 @@ pub struct CgroupStats {
     pub pids_limit: Option<u64>,
 }
 
-/// Bytes the cgroup's processes read from and wrote to block devices, summed over the
-/// devices (what `docker stats` shows as `BLOCK I/O`). Both read 0 when the host has no
-/// block I/O controller for the cgroup.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Bytes the cgroup's processes read from and wrote to block devices, per device (what
+/// `docker stats` sums as `BLOCK I/O`, and the Engine API lists per device). Empty when the
+/// host has no block I/O controller for the cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IoStats {
+    /// One entry per device, in the order the kernel lists them.
+    pub devices: Vec<DeviceIo>,
+}
+
+/// One block device's counts in [`IoStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceIo {
+    /// The device's major number.
+    pub major: u64,
+    /// The device's minor number.
+    pub minor: u64,
     /// Bytes read.
     pub read_bytes: u64,
     /// Bytes written.
     pub write_bytes: u64,
+}
+
+impl IoStats {
+    /// Bytes read, over all devices.
+    pub fn read_bytes(&self) -> u64 {
+        self.devices.iter().map(|d| d.read_bytes).sum()
+    }
+
+    /// Bytes written, over all devices.
+    pub fn write_bytes(&self) -> u64 {
+        self.devices.iter().map(|d| d.write_bytes).sum()
+    }
+
+    /// The entry of device `major:minor` (`8:0`), added if new; `None` for a malformed one.
+    fn device(&mut self, name: &str) -> Option<&mut DeviceIo> {
+        let (major, minor) = name.split_once(':')?;
+        let (major, minor) = (major.parse().ok()?, minor.parse().ok()?);
+        let at = match self
+            .devices
+            .iter()
+            .position(|d| d.major == major && d.minor == minor)
+        {
+            Some(at) => at,
+            None => {
+                self.devices.push(DeviceIo {
+                    major,
+                    minor,
+                    ..DeviceIo::default()
+                });
+                self.devices.len() - 1
+            }
+        };
+        Some(&mut self.devices[at])
+    }
 }
 
 /// Which cgroup version this host runs, from `/proc/thread-self/mountinfo`.

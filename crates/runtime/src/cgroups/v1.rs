@@ -478,29 +478,27 @@ impl V1Cgroup {
     }
 }
 
-/// Sums the `Read` and `Write` lines of an `io_service_bytes` file (`8:0 Read 4096`, one
-/// line per device and operation, then `Total N`); `None` when it lists no device.
+/// The `Read` and `Write` lines of an `io_service_bytes` file (`8:0 Read 4096`, one line
+/// per device and operation, then `Total N`); `None` when it lists no device.
 pub(super) fn parse_io_service_bytes(path: &Path, text: &str) -> Result<Option<IoStats>> {
     let mut stats = IoStats::default();
-    let mut devices = false;
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [device, op, value] = fields[..] else {
             // `Total N`, the only line without a device, and blank lines.
             continue;
         };
-        if !device.contains(':') {
+        let Some(entry) = stats.device(device) else {
             continue;
-        }
-        devices = true;
+        };
         let value = parse_u64(path, value)?;
         match op {
-            "Read" => stats.read_bytes = stats.read_bytes.saturating_add(value),
-            "Write" => stats.write_bytes = stats.write_bytes.saturating_add(value),
+            "Read" => entry.read_bytes = entry.read_bytes.saturating_add(value),
+            "Write" => entry.write_bytes = entry.write_bytes.saturating_add(value),
             _ => {}
         }
     }
-    Ok(devices.then_some(stats))
+    Ok((!stats.devices.is_empty()).then_some(stats))
 }
 
 /// A new cpuset cgroup starts with empty `cpuset.cpus` and `cpuset.mems`, and refuses
@@ -643,7 +641,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::cgroups::{Cgroup, Layout};
+    use crate::cgroups::{Cgroup, DeviceIo, Layout};
 
     /// Control files of each fake hierarchy, with their initial content at the root.
     fn files(controllers: &[&str]) -> Vec<(&'static str, &'static str)> {
@@ -994,8 +992,20 @@ mod tests {
         assert_eq!(
             cg.io_stats().unwrap(),
             IoStats {
-                read_bytes: 5096,
-                write_bytes: 536,
+                devices: vec![
+                    DeviceIo {
+                        major: 8,
+                        minor: 0,
+                        read_bytes: 4096,
+                        write_bytes: 512
+                    },
+                    DeviceIo {
+                        major: 253,
+                        minor: 1,
+                        read_bytes: 1000,
+                        write_bytes: 24
+                    },
+                ]
             }
         );
         fs::write(
@@ -1006,8 +1016,12 @@ mod tests {
         assert_eq!(
             cg.io_stats().unwrap(),
             IoStats {
-                read_bytes: 1,
-                write_bytes: 2,
+                devices: vec![DeviceIo {
+                    major: 8,
+                    minor: 0,
+                    read_bytes: 1,
+                    write_bytes: 2
+                }]
             }
         );
         fs::write(

@@ -180,21 +180,27 @@ impl V2Cgroup {
     }
 }
 
-/// Sums `rbytes=` and `wbytes=` over the devices of `io.stat`
+/// `rbytes=` and `wbytes=` of each device of `io.stat`
 /// (`8:0 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0`, one line per device).
 pub(super) fn parse_io_stat(text: &str) -> IoStats {
     let mut stats = IoStats::default();
-    for field in text.split_whitespace() {
-        let Some((key, value)) = field.split_once('=') else {
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(entry) = fields.next().and_then(|d| stats.device(d)) else {
             continue;
         };
-        let Ok(value) = value.parse::<u64>() else {
-            continue;
-        };
-        match key {
-            "rbytes" => stats.read_bytes = stats.read_bytes.saturating_add(value),
-            "wbytes" => stats.write_bytes = stats.write_bytes.saturating_add(value),
-            _ => {}
+        for field in fields {
+            let Some((key, value)) = field.split_once('=') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<u64>() else {
+                continue;
+            };
+            match key {
+                "rbytes" => entry.read_bytes = entry.read_bytes.saturating_add(value),
+                "wbytes" => entry.write_bytes = entry.write_bytes.saturating_add(value),
+                _ => {}
+            }
         }
     }
     stats
@@ -506,7 +512,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::cgroups::{Cgroup, CgroupError, Layout};
+    use crate::cgroups::{Cgroup, CgroupError, DeviceIo, Layout};
 
     const CONTROLLERS: &str = "cpuset cpu io memory hugetlb pids rdma misc\n";
 
@@ -778,11 +784,15 @@ mod tests {
              253:1 rbytes=1000 wbytes=24 rios=2 wios=1 dbytes=0 dios=0\n",
         )
         .unwrap();
+        let io = cg.io_stats().unwrap();
+        assert_eq!((io.read_bytes(), io.write_bytes()), (5096, 536));
         assert_eq!(
-            cg.io_stats().unwrap(),
-            IoStats {
-                read_bytes: 5096,
-                write_bytes: 536,
+            io.devices[1],
+            DeviceIo {
+                major: 253,
+                minor: 1,
+                read_bytes: 1000,
+                write_bytes: 24
             }
         );
     }
