@@ -15,8 +15,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
-    ApiError, MAX_VERSION, MIN_VERSION, archive, build, containers, contents, exec, exec::Execs,
-    images, networks, procs, streams::Streams, system, volumes,
+    ApiError, MAX_VERSION, MIN_VERSION, archive, build, containers, contents, events, exec,
+    exec::Execs, images, networks, procs, streams::Streams, system, volumes,
 };
 
 /// A response body: whole, or streamed.
@@ -329,6 +329,7 @@ async fn route(api: Arc<Api>, call: Call) -> Result<Response<Body>, ApiError> {
         (&Method::GET | &Method::HEAD, ["_ping"]) => system::ping(),
         (&Method::GET, ["version"]) => system::version().await,
         (&Method::GET, ["info"]) => system::info(&api).await,
+        (&Method::GET, ["events"]) => events::events(&api, &call).await,
 
         (&Method::GET, ["containers", "json"]) => containers::list(&api, &call).await,
         (&Method::POST, ["containers", "prune"]) => containers::prune(&api, &call).await,

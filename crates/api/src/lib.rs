@@ -17,6 +17,7 @@ mod build;
 mod containers;
 mod contents;
 mod error;
+mod events;
 mod exec;
 mod http;
 mod images;

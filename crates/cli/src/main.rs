@@ -141,6 +141,8 @@ enum Command {
     },
     /// Show the berth version information
     Version,
+    /// Get real time events from berth
+    Events(commands::system::EventsArgs),
 }
 
 /// The container commands docker has both at the top level and under `docker container`.
@@ -277,6 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Volume { command } => commands::volume::dispatch(&root, command),
         Command::Network { command } => commands::network::dispatch(&root, command),
         Command::System { command } => commands::system::dispatch(&root, command),
+        Command::Events(args) => commands::system::events(&root, args),
         Command::Version => {
             print_version();
             Ok(())

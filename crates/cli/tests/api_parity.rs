@@ -108,11 +108,17 @@ impl<'a> Session<'a> {
 
     /// Runs `docker ARGS` and records it.
     fn step(&mut self, args: &[&str], shape: Shape) {
+        self.step_as(&command_line(args), args, shape);
+    }
+
+    /// Runs `docker ARGS` and records it under `label` (for arguments that differ between
+    /// runs, such as times).
+    fn step_as(&mut self, label: &str, args: &[&str], shape: Shape) {
         let out = self.exec(args);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         self.record(
-            &command_line(args),
+            label,
             out.status.code().unwrap_or(-1),
             &stdout,
             &stderr,
@@ -338,6 +344,8 @@ fn scenario(target: &Target, n: &Names) -> Vec<Step> {
     let port_spec = format!("127.0.0.1:{}:80", n.port);
     let volume_spec = format!("{}:/data", n.volume);
     let c = n.container.as_str();
+    // Events are read back from here on, at the end.
+    let since = unix_now();
 
     // Images. dockerd reports a layer's download states to the client as the latest state at
     // the moment the client's watcher looks, so a state followed at once by the next one can be
@@ -568,6 +576,40 @@ fn scenario(target: &Target, n: &Names) -> Vec<Step> {
     s.step(&["network", "rm", &n.network], Shape::Text);
     s.step(&["network", "ls", "--filter", &filter], Shape::Table);
 
+    // The events of the scenario (since its start, labelled without the times): the
+    // container's lifecycle (exec and cp events left out: berth does not log them) and the
+    // network's, with the container's connect and disconnect.
+    let until = unix_now();
+    let container_filter = format!("container={c}");
+    let network_filter = format!("network={}", n.network);
+    for (label, filters, format) in [
+        (
+            "events: the container's lifecycle",
+            vec![
+                container_filter.as_str(),
+                "event=create",
+                "event=start",
+                "event=kill",
+                "event=die",
+                "event=stop",
+                "event=destroy",
+            ],
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}",
+        ),
+        (
+            "events: the network's",
+            vec!["type=network", network_filter.as_str()],
+            "{{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.type}}",
+        ),
+    ] {
+        let mut args = vec!["events", "--since", &since, "--until", &until];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        args.extend(["--format", format]);
+        s.step_as(label, &args, Shape::Text);
+    }
+
     // Things that do not exist: the same message and exit code.
     s.step(&["inspect", "nosuch"], Shape::Text);
     s.step(&["rm", "nosuch"], Shape::Text);
@@ -585,6 +627,14 @@ fn scenario(target: &Target, n: &Names) -> Vec<Step> {
     s.step(&["run", "--rm", &n.missing_image], Shape::Text);
 
     s.steps
+}
+
+/// Now as `docker events --since` takes it: Unix seconds with nanoseconds.
+fn unix_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }
 
 /// Removes what the scenario makes on a berth root (containers, the network, the volume),

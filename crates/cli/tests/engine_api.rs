@@ -998,6 +998,102 @@ fn docker_top_and_stats() {
     assert!(text(&out).1.contains("No such container: nosuch"));
 }
 
+#[test]
+fn events_stream_and_replay_through_the_api_and_the_cli() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    let since = unix_now();
+    // A follower started first sees what happens next.
+    let mut follower = api
+        .docker_command()
+        .args([
+            "events",
+            "--filter",
+            "type=volume",
+            "--format",
+            "{{.Action}} {{.Actor.ID}}",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    api.docker_ok(&["volume", "create", "evvol"]);
+    let out = api.docker(&[
+        "run", "--name", "evc", "--label", "tier=x", "busybox", "sh", "-c", "exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    api.docker_ok(&["tag", "busybox", "ev:1"]);
+    api.docker_ok(&["rmi", "ev:1"]);
+    api.docker_ok(&["rm", "evc"]);
+    host.berth.ok(&["volume", "rm", "evvol"]);
+    let until = unix_now();
+    let mut seen = String::new();
+    let mut reader = std::io::BufReader::new(follower.stdout.take().unwrap());
+    for _ in 0..2 {
+        std::io::BufRead::read_line(&mut reader, &mut seen).unwrap();
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    assert_eq!(seen, "create evvol\ndestroy evvol\n");
+    // Replayed: the same lines from docker (through the API) and from berth.
+    let args = ["events", "--since", &since, "--until", &until];
+    let theirs = api.docker_ok(&args);
+    assert_eq!(theirs, host.berth.ok(&args));
+    let actions: Vec<String> = theirs
+        .lines()
+        .map(|l| l.split(' ').skip(1).take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "volume create",
+            "container create",
+            "network connect",
+            "container start",
+            "network disconnect",
+            "container die",
+            "image tag",
+            "image untag",
+            "container destroy",
+            "volume destroy",
+        ],
+        "{theirs}"
+    );
+    assert!(
+        theirs.contains("(exitCode=3, image=busybox, name=evc, tier=x)"),
+        "{theirs}"
+    );
+    let mut filtered = args.to_vec();
+    filtered.extend([
+        "--filter",
+        "label=tier=x",
+        "--filter",
+        "event=die",
+        "--format",
+        "json",
+    ]);
+    let line = api.docker_ok(&filtered);
+    let doc = json(&line);
+    assert_eq!(
+        (
+            doc["status"].as_str(),
+            doc["from"].as_str(),
+            doc["Actor"]["Attributes"]["name"].as_str()
+        ),
+        (Some("die"), Some("busybox"), Some("evc"))
+    );
+    let out = host.berth.run(&["events", "--filter", "colour=red"]);
+    assert!(!out.status.success());
+}
+
+/// Now as `events --since` takes it: Unix seconds with nanoseconds.
+fn unix_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
 fn tar_names(bytes: &[u8]) -> Vec<String> {
     tar::Archive::new(bytes)
         .entries()

@@ -78,7 +78,8 @@ impl Registries {
         // named this very image before.
         let before = store.resolve(&reference.to_string()).ok().map(|r| r.id);
         let repo = self.open(reference.domain(), reference.path(), Access::Pull, &[])?;
-        match self.pull_from(&repo, store, reference, opts, progress, before.as_ref()) {
+        let pulled = match self.pull_from(&repo, store, reference, opts, progress, before.as_ref())
+        {
             // A mirror that fails after answering (it lacks the image, or serves it badly)
             // leaves the registry itself to try, as Docker does.
             Err(e) if repo.is_mirror() && !is_local(&e) => {
@@ -99,7 +100,13 @@ impl Registries {
                 self.pull_from(&repo, store, reference, opts, progress, before.as_ref())
             }
             other => other,
-        }
+        }?;
+        store.image_event(
+            "pull",
+            &reference.familiar_string(),
+            &reference.familiar_name(),
+        );
+        Ok(pulled)
     }
 
     /// A pull from one endpoint.

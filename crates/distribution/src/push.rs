@@ -88,6 +88,21 @@ impl Registries {
         reference: &Reference,
         progress: &dyn Progress,
     ) -> Result<Pushed> {
+        let pushed = self.push_tag(store, reference, progress)?;
+        store.image_event(
+            "push",
+            &reference.familiar_string(),
+            &reference.familiar_name(),
+        );
+        Ok(pushed)
+    }
+
+    fn push_tag(
+        &self,
+        store: &mut Store,
+        reference: &Reference,
+        progress: &dyn Progress,
+    ) -> Result<Pushed> {
         let Some(tag) = reference.tag().map(str::to_string) else {
             return Err(DistributionError::Usage(format!(
                 "cannot push {}: name a tag, not a digest",

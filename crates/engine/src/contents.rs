@@ -425,6 +425,7 @@ impl Engine {
             None
         };
         let changes = self.changes(key)?;
+        let comment = request.comment.clone().unwrap_or_default();
         let opts = CommitOptions {
             config,
             author: request.author,
@@ -452,7 +453,22 @@ impl Engine {
         if let Some(cgroup) = cgroup {
             let _ = cgroup.thaw();
         }
-        Ok(committed??)
+        let image = committed??;
+        let image_ref = image
+            .tags
+            .first()
+            .map(|t| t.familiar_string())
+            .unwrap_or_default();
+        self.container_event(
+            &rec,
+            "commit",
+            &[
+                ("comment", comment),
+                ("imageID", image.id.to_string()),
+                ("imageRef", image_ref),
+            ],
+        );
+        Ok(image)
     }
 }
 

@@ -38,7 +38,7 @@ use std::{
 };
 
 use berth_runtime::{Exit, Rootfs, RuntimeError, Stdio};
-use berth_store::{Store, StoreError};
+use berth_store::{Store, StoreError, events::Event};
 
 /// The filters `container prune` takes.
 pub const CONTAINER_PRUNE_FILTERS: &[&str] = &["until", "label", "label!"];
@@ -660,6 +660,7 @@ impl Engine {
             self.remove_anonymous_volumes(&volume_names(&rec));
             return Err(e);
         }
+        self.container_event(&rec, "create", &[]);
         Ok(rec)
     }
 
@@ -749,6 +750,7 @@ impl Engine {
             ..Default::default()
         };
         self.set_state(&rec.id, &rec.state)?;
+        self.container_event(&rec, "start", &[]);
         Ok(Started {
             volumes: volume_names(&rec),
             address,
@@ -900,6 +902,7 @@ impl Engine {
             ..Default::default()
         };
         self.set_state(&rec.id, &rec.state)?;
+        self.die_events(&rec, &exit);
         result.map_err(EngineError::from)
     }
 
@@ -933,6 +936,7 @@ impl Engine {
             cgroup.destroy().map_err(RuntimeError::from)?;
         }
         self.discard(&rec.id)?;
+        self.container_event(&rec, "destroy", &[]);
         if volumes {
             self.remove_anonymous_volumes(&volume_names(&rec));
         }
@@ -941,15 +945,45 @@ impl Engine {
 
     /// What `--rm` does when a started container has exited: removes it instead of
     /// recording how it ended.
-    pub fn finish_and_remove(&mut self, started: Started) -> Result<(), EngineError> {
+    pub fn finish_and_remove(&mut self, started: Started, exit: &Exit) -> Result<(), EngineError> {
         let deleted = started.container.delete();
         if started.address.is_some() {
             self.detach_networks(&started.id);
         }
+        let rec = self.record(&started.id)?;
+        self.die_events(&rec, exit);
         self.discard(&started.id)?;
+        self.container_event(&rec, "destroy", &[]);
         // Docker's --rm takes the container's anonymous volumes with it.
         self.remove_anonymous_volumes(&started.volumes);
         deleted.map_err(EngineError::from)
+    }
+
+    /// Tells the event log of `action` on the container `rec`, with Docker's attributes: its
+    /// labels, its image as named, its name, and `extra`.
+    pub(crate) fn container_event(
+        &self,
+        rec: &ContainerRecord,
+        action: &str,
+        extra: &[(&str, String)],
+    ) {
+        let mut event = Event::now("container", action, &rec.id);
+        for (k, v) in extra {
+            event = event.with(k, v.clone());
+        }
+        let event = event
+            .with("image", rec.config.image.clone())
+            .with("name", rec.name.clone())
+            .with_all(&rec.config.labels);
+        berth_store::events::emit(&self.root, event);
+    }
+
+    /// A container's end: `oom` when the kernel killed it for memory, then `die`.
+    fn die_events(&self, rec: &ContainerRecord, exit: &Exit) {
+        if exit.oom_killed {
+            self.container_event(rec, "oom", &[]);
+        }
+        self.container_event(rec, "die", &[("exitCode", exit.code.to_string())]);
     }
 
     /// What `inspect` shows of a stopped container's networks: their names, no addresses.

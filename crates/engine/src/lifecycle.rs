@@ -127,6 +127,7 @@ impl Engine {
             return Ok(rec);
         }
         signal_init(&rec, signal)?;
+        self.container_event(&rec, "kill", &[("signal", signal.as_raw().to_string())]);
         Ok(rec)
     }
 
@@ -154,6 +155,7 @@ impl Engine {
         loop {
             let rec = self.container(&id)?;
             if !is_active(&rec.state) {
+                self.container_event(&rec, "stop", &[]);
                 return Ok(rec);
             }
             if rec.state.restarting {
@@ -173,10 +175,12 @@ impl Engine {
                 let graceful = first && signal != Signal::KILL;
                 if graceful {
                     let _ = rustix::process::pidfd_send_signal(&pidfd, signal);
+                    self.container_event(&rec, "kill", &[("signal", signal.as_raw().to_string())]);
                 }
                 let grace = (timeout >= 0).then(|| Duration::from_secs(timeout as u64));
                 if !graceful || !wait_for_exit(&pidfd, grace) {
                     let _ = rustix::process::pidfd_send_signal(&pidfd, Signal::KILL);
+                    self.container_event(&rec, "kill", &[("signal", "9".into())]);
                     wait_for_exit(&pidfd, None);
                 }
             }
@@ -205,6 +209,7 @@ impl Engine {
         rec.state.paused = true;
         rec.state.status = "paused".into();
         self.set_state(&rec.id, &rec.state)?;
+        self.container_event(&rec, "pause", &[]);
         Ok(rec)
     }
 
@@ -223,6 +228,7 @@ impl Engine {
         rec.state.paused = false;
         rec.state.status = "running".into();
         self.set_state(&rec.id, &rec.state)?;
+        self.container_event(&rec, "unpause", &[]);
         Ok(rec)
     }
 
@@ -271,7 +277,8 @@ impl Engine {
             ));
         }
         self.db.rename(&rec.id, &name)?;
-        rec.name = name;
+        let old_name = std::mem::replace(&mut rec.name, name);
+        self.container_event(&rec, "rename", &[("oldName", format!("/{old_name}"))]);
         Ok(rec)
     }
 

@@ -332,7 +332,7 @@ fn monitor(
         ports.stopped();
         let rec = engine.record(id)?;
         if rec.host_config.auto_remove {
-            let removed = engine.finish_and_remove(started);
+            let removed = engine.finish_and_remove(started, &exit);
             hub.end(exit.code);
             return removed;
         }

@@ -23,6 +23,7 @@ use std::{
 };
 
 use berth_net::{Endpoint, Ipv4Net};
+use berth_store::events::Event;
 use rustix::fs::{Mode, OFlags};
 
 use crate::{ContainerRecord, EndpointSettings, Engine, EngineError, NetworkSettings, io_err};
@@ -269,11 +270,35 @@ impl Engine {
         berth_net::ensure_nat(&network.bridge, network.subnet, network.internal)
             .map_err(net_err)?;
         let recorded = self.db.insert_network(&network);
-        if recorded.is_err() {
-            let _ = berth_net::remove_nat(&network.bridge);
-            let _ = berth_net::remove_bridge(&network.bridge);
+        match &recorded {
+            Ok(network) => self.network_event(&network.id, &network.name, "create", None),
+            Err(_) => {
+                let _ = berth_net::remove_nat(&network.bridge);
+                let _ = berth_net::remove_bridge(&network.bridge);
+            }
         }
         recorded
+    }
+
+    /// A container's `connect` or `disconnect` on the network called `name`.
+    fn endpoint_event(&self, name: &str, action: &str, container: &str) {
+        let id = match self.db.network(name) {
+            Ok(Some(network)) => network.id,
+            _ => name.to_string(),
+        };
+        self.network_event(&id, name, action, Some(container));
+    }
+
+    /// Tells the event log of `action` on a network (Docker's attributes: its name and
+    /// type, and the container connected or disconnected).
+    fn network_event(&self, id: &str, name: &str, action: &str, container: Option<&str>) {
+        let mut event = Event::now("network", action, id)
+            .with("name", name)
+            .with("type", "bridge");
+        if let Some(container) = container {
+            event = event.with("container", container);
+        }
+        berth_store::events::emit(&self.root, event);
     }
 
     /// The network named `key`, or whose ID starts with it.
@@ -367,6 +392,7 @@ impl Engine {
         let net_err = |e: berth_net::NetError| EngineError::Invalid(e.to_string());
         berth_net::remove_nat(&network.bridge).map_err(net_err)?;
         berth_net::remove_bridge(&network.bridge).map_err(net_err)?;
+        self.network_event(&network.id, &network.name, "destroy", None);
         Ok(network)
     }
 
@@ -406,6 +432,7 @@ impl Engine {
                         }
                     }
                     settings.networks.insert(name.clone(), ep);
+                    self.endpoint_event(name, "connect", &rec.id);
                 }
                 Err(e) => {
                     self.detach_networks(&rec.id);
@@ -539,7 +566,9 @@ impl Engine {
             &rec.id,
             &format!("NetworkSettings.Networks.{}", json_key(&network.name)),
             &settings,
-        )
+        )?;
+        self.network_event(&network.id, &network.name, "connect", Some(&rec.id));
+        Ok(())
     }
 
     /// `network disconnect`: a running container loses its interface on `network` at once.
@@ -551,12 +580,12 @@ impl Engine {
         force: bool,
     ) -> Result<(), EngineError> {
         let rec = self.container(container)?;
-        let name = match self.network(network) {
-            Ok(n) => n.name,
+        let (id, name) = match self.network(network) {
+            Ok(n) => (n.id, n.name),
             Err(EngineError::NoSuchNetwork(_))
                 if force && rec.network_settings.networks.contains_key(network) =>
             {
-                network.to_string()
+                (network.to_string(), network.to_string())
             }
             Err(e) => return Err(e),
         };
@@ -578,7 +607,9 @@ impl Engine {
         let mut networks = rec.network_settings.networks.clone();
         networks.remove(&name);
         self.db
-            .set_field(&rec.id, "NetworkSettings.Networks", &networks)
+            .set_field(&rec.id, "NetworkSettings.Networks", &networks)?;
+        self.network_event(&id, &name, "disconnect", Some(&rec.id));
+        Ok(())
     }
 
     /// Starts the embedded DNS server of `rec` (whose init is `pid`) when it uses one: names
@@ -619,8 +650,9 @@ impl Engine {
     pub(crate) fn detach_networks(&mut self, id: &str) {
         match self.db.endpoints_of(id) {
             Ok(endpoints) => {
-                for (_, iface) in endpoints {
+                for (name, iface) in endpoints {
                     let _ = berth_net::detach(&berth_net::host_ifname(id, iface));
+                    self.endpoint_event(&name, "disconnect", id);
                 }
             }
             Err(e) => tracing::warn!("listing the interfaces of container {id}: {e}"),

@@ -42,7 +42,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use berth_store::Filters;
+use berth_store::{Filters, events::Event};
 
 use crate::{
     Engine, EngineError,
@@ -284,6 +284,10 @@ impl Engine {
         if let Some(orphan) = orphan {
             orphan.remove();
         }
+        berth_store::events::emit(
+            &self.root,
+            Event::now("volume", "create", &name).with("driver", LOCAL_DRIVER),
+        );
         Ok(self.volume_doc(row))
     }
 
@@ -382,6 +386,10 @@ impl Engine {
         if let Some(trash) = trash {
             trash.remove();
         }
+        berth_store::events::emit(
+            &self.root,
+            Event::now("volume", "destroy", name).with("driver", LOCAL_DRIVER),
+        );
         Ok(())
     }
 
@@ -419,6 +427,10 @@ impl Engine {
                 reclaimed += dir_size(&trash.path.join(DATA_DIR));
                 trash.remove();
             }
+            berth_store::events::emit(
+                &self.root,
+                Event::now("volume", "destroy", &name).with("driver", LOCAL_DRIVER),
+            );
             names.push(name);
         }
         debris.into_iter().for_each(Trash::remove);

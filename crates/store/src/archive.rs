@@ -132,6 +132,13 @@ impl Store {
     pub fn load(&mut self, input: impl Read + Send) -> Result<Vec<LoadedImage>> {
         let result = self.load_locked(input);
         self.clean_after_failure(&result);
+        for image in result.iter().flatten() {
+            let name = image
+                .tags
+                .first()
+                .map_or_else(|| image.id.to_string(), |t| t.familiar_string());
+            self.image_event("load", image.id.as_str(), &name);
+        }
         result
     }
 
@@ -710,7 +717,15 @@ impl Store {
                 &serde_json::to_vec(&repositories).expect("json"),
             )?;
         }
-        w.finish()
+        w.finish()?;
+        for req in requests {
+            let name = req
+                .tags
+                .first()
+                .map_or_else(|| req.image.id.to_string(), |t| t.familiar_string());
+            self.image_event("save", req.image.id.as_str(), &name);
+        }
+        Ok(())
     }
 }
 

@@ -233,7 +233,18 @@ impl Store {
             )));
         }
         let rec = self.resolve(source)?;
-        self.meta.set_tag(tag, &rec.id)
+        self.meta.set_tag(tag, &rec.id)?;
+        self.image_event("tag", rec.id.as_str(), &tag.familiar_string());
+        Ok(())
+    }
+
+    /// Tells the event log of `action` on an image: its ID (or, for `pull` and `push`, the
+    /// reference) as the actor, `name` as Docker's attribute.
+    pub fn image_event(&self, action: &str, actor: &str, name: &str) {
+        crate::events::emit(
+            &self.root,
+            crate::events::Event::now("image", action, actor).with("name", name),
+        );
     }
 
     /// Records an image whose manifest, config and layers are all in place, and tags it.
@@ -292,6 +303,26 @@ impl Store {
     /// tag another process adds meanwhile keeps the image alive.
     pub fn remove_image(&mut self, name: &str, force: bool) -> Result<Vec<RemoveEvent>> {
         let rec = self.resolve(name)?;
+        let events = self.remove_resolved(name, rec.clone(), force)?;
+        for event in &events {
+            match event {
+                RemoveEvent::Untagged(tag) => self.image_event("untag", rec.id.as_str(), tag),
+                // The image's own deletion comes first, then its layers'.
+                RemoveEvent::Deleted(id) if *id == rec.id => {
+                    self.image_event("delete", id.as_str(), id.as_str())
+                }
+                RemoveEvent::Deleted(_) => {}
+            }
+        }
+        Ok(events)
+    }
+
+    fn remove_resolved(
+        &mut self,
+        name: &str,
+        rec: ImageRecord,
+        force: bool,
+    ) -> Result<Vec<RemoveEvent>> {
         // A cache's holds keep an image for reuse, not from `rmi`: by tag the image stays
         // (untagged, held) for the next build; by ID the cache lets go of it.
         let (cache_holds, holders): (Vec<String>, Vec<String>) = self

@@ -38,6 +38,13 @@ impl Store {
     pub fn import(&mut self, input: impl Read + Send, opts: ImportOptions) -> Result<ImageRecord> {
         let result = self.import_locked(input, opts);
         self.clean_after_failure(&result);
+        if let Ok(rec) = &result {
+            let name = rec
+                .tags
+                .first()
+                .map_or_else(|| rec.id.to_string(), |t| t.familiar_string());
+            self.image_event("import", rec.id.as_str(), &name);
+        }
         result
     }
 

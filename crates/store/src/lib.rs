@@ -26,6 +26,7 @@ mod commit;
 mod compression;
 mod config;
 mod error;
+pub mod events;
 mod extend;
 mod filters;
 mod gc;

@@ -458,7 +458,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
     drop(raw_mode);
     let (started, exit) = waited.map_err(|e| fail(EXIT_ENGINE, e))?;
     let finished = if args.rm {
-        engine.finish_and_remove(started)
+        engine.finish_and_remove(started, &exit)
     } else {
         engine.finish(started, exit)
     };

@@ -1,4 +1,4 @@
-//! `system` commands: df (and, later, prune, info, check).
+//! `system` commands: df, events (also `berth events`), check.
 
 use std::{collections::HashMap, io, io::Write, path::Path};
 
@@ -21,6 +21,25 @@ pub enum SystemCommand {
     Df(DfArgs),
     /// Verify the store: every blob's digest, every image's manifest, config and layers
     Check,
+    /// Get real time events from berth
+    Events(EventsArgs),
+}
+
+/// `events` flags.
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Filter output based on conditions provided
+    #[arg(short, long = "filter")]
+    filter: Vec<String>,
+    /// Format output using a custom template: 'json' or a Go template
+    #[arg(long)]
+    format: Option<String>,
+    /// Show all events created since timestamp
+    #[arg(long)]
+    since: Option<String>,
+    /// Stream events until this timestamp
+    #[arg(long)]
+    until: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -37,7 +56,82 @@ pub fn dispatch(root: &Path, cmd: SystemCommand) -> Result<()> {
     match cmd {
         SystemCommand::Df(a) => df(root, a),
         SystemCommand::Check => check(root),
+        SystemCommand::Events(a) => events(root, a),
     }
+}
+
+/// `berth events`: the state root's event log, as `docker events` prints it: past events
+/// from `--since`, then new ones as they happen, until `--until` (or interrupted).
+pub fn events(root: &Path, args: EventsArgs) -> Result<()> {
+    let filters = berth_store::Filters::parse(&args.filter, berth_store::events::EVENT_FILTERS)?;
+    let now = jiff::Timestamp::now();
+    let time = |v: Option<&String>| {
+        v.map(|v| berth_store::parse_time_arg(v, now))
+            .transpose()
+            .map_err(anyhow::Error::msg)
+    };
+    let (since, until) = (time(args.since.as_ref())?, time(args.until.as_ref())?);
+    let format = format::parse_format(args.format.as_deref());
+    let renderer = match &format {
+        format::Format::Template(t) => Some(format::Renderer::new(t)?),
+        _ => None,
+    };
+    let mut out = io::stdout().lock();
+    let mut failed = None;
+    berth_store::events::follow(root, since, until, &filters, &|| false, &mut |ev| {
+        let line = match (&format, &renderer) {
+            (format::Format::Json, _) => ev.docker_message().to_string(),
+            (_, Some(r)) => match r.render(&ev.docker_message()) {
+                Ok(line) => line,
+                Err(e) => {
+                    failed = Some(e);
+                    return Err(io::ErrorKind::InvalidData.into());
+                }
+            },
+            _ => pretty_event(ev),
+        };
+        writeln!(out, "{line}")?;
+        out.flush()
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// `docker events`' own line: local time with nanoseconds, type, action, actor, then the
+/// attributes sorted by key.
+fn pretty_event(ev: &berth_store::events::Event) -> String {
+    let nanos = ev.time_nano.rem_euclid(1_000_000_000);
+    let at = jiff::Timestamp::from_nanosecond(i128::from(ev.time_nano))
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let offset = jiff::tz::TimeZone::system().to_offset(at);
+    let time = offset.to_datetime(at);
+    let zone = match offset.seconds() {
+        0 => "Z".to_string(),
+        s => format!(
+            "{}{:02}:{:02}",
+            if s < 0 { '-' } else { '+' },
+            s.abs() / 3600,
+            s.abs() % 3600 / 60
+        ),
+    };
+    let mut line = format!(
+        "{}.{nanos:09}{zone} {} {} {}",
+        time.strftime("%Y-%m-%dT%H:%M:%S"),
+        ev.kind,
+        ev.action,
+        ev.actor
+    );
+    if !ev.attributes.is_empty() {
+        let attrs: Vec<String> = ev
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        line.push_str(&format!(" ({})", attrs.join(", ")));
+    }
+    line
 }
 
 #[derive(Serialize)]
