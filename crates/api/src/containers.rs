@@ -60,7 +60,7 @@ pub async fn list(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
 }
 
 /// One container as `GET /containers/json` lists it.
-fn summary_row(rec: &ContainerRecord, now: jiff::Timestamp) -> Value {
+pub(crate) fn summary_row(rec: &ContainerRecord, now: jiff::Timestamp) -> Value {
     let mut ports = Vec::new();
     for (port, bindings) in &rec.network_settings.ports {
         let (number, proto) = port.split_once('/').unwrap_or((port, "tcp"));

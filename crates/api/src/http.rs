@@ -330,6 +330,7 @@ async fn route(api: Arc<Api>, call: Call) -> Result<Response<Body>, ApiError> {
         (&Method::GET, ["version"]) => system::version().await,
         (&Method::GET, ["info"]) => system::info(&api).await,
         (&Method::GET, ["events"]) => events::events(&api, &call).await,
+        (&Method::GET, ["system", "df"]) => system::df(&api, &call).await,
 
         (&Method::GET, ["containers", "json"]) => containers::list(&api, &call).await,
         (&Method::POST, ["containers", "prune"]) => containers::prune(&api, &call).await,

@@ -37,29 +37,37 @@ pub async fn list(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
                 references,
                 labels: true,
             })?;
-            let mut rows = Vec::new();
-            for berth_store::ListedImage { record: rec, labels } in listed {
-                let created = rec.created_at().map_or(0, |t| t.as_second());
-                let mut row = json!({
-                    "Id": rec.id.to_string(),
-                    "ParentId": rec.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
-                    "RepoTags": rec.tags.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
-                    "RepoDigests": rec.repo_digests.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
-                    "Created": created,
-                    "Size": rec.size,
-                    "SharedSize": -1,
-                    "Labels": labels.map_or(Value::Null, |l| json!(l)),
-                    "Containers": -1,
-                });
-                if virtual_size {
-                    row["VirtualSize"] = json!(rec.size);
-                }
-                rows.push(row);
-            }
-            Ok(rows)
+            Ok(listed
+                .into_iter()
+                .map(|l| image_row(&l.record, l.labels.as_ref(), virtual_size))
+                .collect::<Vec<_>>())
         })
         .await?;
     json(StatusCode::OK, &rows)
+}
+
+/// One image as `GET /images/json` lists it (`SharedSize` and `Containers` unknown: -1).
+pub(crate) fn image_row(
+    rec: &berth_store::ImageRecord,
+    labels: Option<&std::collections::BTreeMap<String, String>>,
+    virtual_size: bool,
+) -> Value {
+    let created = rec.created_at().map_or(0, |t| t.as_second());
+    let mut row = json!({
+        "Id": rec.id.to_string(),
+        "ParentId": rec.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+        "RepoTags": rec.tags.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
+        "RepoDigests": rec.repo_digests.iter().map(|t| t.familiar_string()).collect::<Vec<_>>(),
+        "Created": created,
+        "Size": rec.size,
+        "SharedSize": -1,
+        "Labels": labels.map_or(Value::Null, |l| json!(l)),
+        "Containers": -1,
+    });
+    if virtual_size {
+        row["VirtualSize"] = json!(rec.size);
+    }
+    row
 }
 
 /// `GET /images/{name}/json`.

@@ -1,5 +1,5 @@
 //! `/_ping`, `/version` and `/info`: what clients ask first, to negotiate the API version
-//! and learn what the engine is.
+//! and learn what the engine is; and `/system/df`.
 
 use berth_engine::summary::HostFacts;
 use hyper::{Response, StatusCode, header};
@@ -7,7 +7,9 @@ use serde_json::json;
 
 use crate::{
     ApiError, MAX_VERSION, MIN_VERSION,
-    http::{Api, Body, full, json},
+    containers::summary_row,
+    http::{Api, Body, Call, full, json},
+    images::image_row,
 };
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -153,4 +155,64 @@ pub async fn info(api: &Api) -> Result<Response<Body>, ApiError> {
             "Warnings": null,
         }),
     )
+}
+
+/// `GET /system/df?type=`: the engine's disk usage (`Engine::disk_usage`, which `berth
+/// system df` shows too) in Docker's shape; `type` (repeatable) picks sections.
+pub async fn df(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
+    let types = call.params("type");
+    for t in &types {
+        if !matches!(t.as_str(), "container" | "image" | "volume" | "build-cache") {
+            return Err(ApiError::bad_request(format!("invalid type: {t}")));
+        }
+    }
+    let wanted = |t: &str| types.is_empty() || types.iter().any(|w| w == t);
+    let virtual_size = call.version < (1, 44);
+    let usage = api.engine(|engine| Ok(engine.disk_usage()?)).await?;
+    let now = jiff::Timestamp::now();
+    let mut doc = serde_json::Map::new();
+    if wanted("image") {
+        doc.insert("LayersSize".into(), json!(usage.layers_size));
+        let images: Vec<_> = usage
+            .images
+            .iter()
+            .map(|i| {
+                let mut row = image_row(&i.record, None, virtual_size);
+                row["SharedSize"] = json!(i.shared_size);
+                row["Containers"] = json!(i.containers);
+                row
+            })
+            .collect();
+        doc.insert("Images".into(), json!(images));
+    }
+    if wanted("container") {
+        let containers: Vec<_> = usage
+            .containers
+            .iter()
+            .map(|c| {
+                let mut row = summary_row(&c.record, now);
+                row["SizeRw"] = json!(c.size_rw);
+                row["SizeRootFs"] = json!(c.size_root_fs);
+                row
+            })
+            .collect();
+        doc.insert("Containers".into(), json!(containers));
+    }
+    if wanted("volume") {
+        let volumes: Vec<_> = usage
+            .volumes
+            .iter()
+            .map(|v| {
+                let mut row = json!(v.volume);
+                row["UsageData"] = json!({ "Size": v.size, "RefCount": v.ref_count });
+                row
+            })
+            .collect();
+        doc.insert("Volumes".into(), json!(volumes));
+    }
+    if wanted("build-cache") {
+        // The build cache is images held for reuse, counted with the images.
+        doc.insert("BuildCache".into(), json!([]));
+    }
+    json(StatusCode::OK, &doc)
 }

@@ -40,6 +40,16 @@ impl fmt::Display for UnitsError {
 
 impl std::error::Error for UnitsError {}
 
+/// Docker's `stringutils.Ellipsis`: at most `max` characters, the last one `…` when cut.
+pub fn ellipsis(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
 /// A size in decimal units with 3 significant digits, as `docker images` prints its
 /// `SIZE` column (go-units `HumanSizeWithPrecision(size, 3)`): 1234567 -> `1.23MB`.
 pub fn human_size(bytes: f64) -> String {

@@ -1086,6 +1086,72 @@ fn events_stream_and_replay_through_the_api_and_the_cli() {
     assert!(!out.status.success());
 }
 
+#[test]
+fn docker_system_df_matches_berth() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    api.docker_ok(&["volume", "create", "dfvol"]);
+    api.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dfup",
+        "-v",
+        "dfvol:/d",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi > /d/f; head -c 300000 /dev/zero > /big; exec sleep 300",
+    ]);
+    api.docker_ok(&[
+        "run",
+        "--name",
+        "dfdone",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /y",
+    ]);
+    api.docker_ok(&["volume", "create", "dfidle"]);
+    eventually(10, "the container wrote its file", || {
+        host.berth.ok(&["diff", "dfup"]).contains("A /big")
+    });
+    let summary = api.docker_ok(&["system", "df"]);
+    assert_eq!(summary, host.berth.ok(&["system", "df"]));
+    let rows: Vec<Vec<&str>> = summary
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split("   ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows[0][..3], ["Images", "1", "1"], "{summary}");
+    assert_eq!(rows[1][..4], ["Containers", "2", "1", "300kB"], "{summary}");
+    assert_eq!(rows[2][..4], ["Local Volumes", "2", "1", "3B"], "{summary}");
+    assert_eq!(
+        api.docker_ok(&["system", "df", "-v"]),
+        host.berth.ok(&["system", "df", "-v"])
+    );
+    let (status, body) = api.http("GET", "/system/df?type=volume", None);
+    assert_eq!(status, 200);
+    let doc = json(&body);
+    assert!(doc.get("Images").is_none(), "{body}");
+    let used = doc["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["Name"] == "dfvol")
+        .unwrap();
+    assert_eq!(
+        used["UsageData"],
+        serde_json::json!({ "Size": 3, "RefCount": 1 })
+    );
+    api.docker_ok(&["rm", "-f", "dfup", "dfdone"]);
+}
+
 /// Now as `events --since` takes it: Unix seconds with nanoseconds.
 fn unix_now() -> String {
     let now = std::time::SystemTime::now()

@@ -17,6 +17,7 @@
 
 pub mod contents;
 mod db;
+mod disk;
 pub mod exec;
 pub mod lifecycle;
 pub mod logfile;
@@ -43,6 +44,7 @@ use berth_store::{Store, StoreError, events::Event};
 /// The filters `container prune` takes.
 pub const CONTAINER_PRUNE_FILTERS: &[&str] = &["until", "label", "label!"];
 
+pub use disk::{ContainerUsage, DiskUsage, ImageUsage, VolumeUsage};
 pub use volumes::{VOLUME_FILTERS, VOLUME_PRUNE_FILTERS, Volume, VolumeOptions};
 
 pub use record::{

@@ -550,16 +550,6 @@ struct HistoryRow {
     comment: String,
 }
 
-/// Docker's `stringutils.Ellipsis`.
-fn ellipsis(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max - 1).collect();
-    out.push('…');
-    out
-}
-
 pub fn history(root: &Path, args: HistoryArgs) -> Result<()> {
     let store = open_store(root)?;
     let rec = store.resolve(&args.image)?;
@@ -581,7 +571,7 @@ pub fn history(root: &Path, args: HistoryArgs) -> Result<()> {
                 created_by: if args.no_trunc {
                     created_by
                 } else {
-                    ellipsis(&created_by, 45)
+                    crate::units::ellipsis(&created_by, 45)
                 },
                 size: if args.human {
                     units::human_size(size as f64)

@@ -597,16 +597,6 @@ fn go_time(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%S +0000 UTC").to_string()
 }
 
-/// Docker's `Ellipsis`: at most `max` characters, the last one `…` when cut.
-fn ellipsis(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max - 1).collect();
-    out.push('…');
-    out
-}
-
 /// `berth ps`.
 pub fn ps(root: &Path, args: PsArgs) -> Result<()> {
     let filters = Filters::parse(&args.filter, summary::CONTAINER_FILTERS)?;
@@ -636,7 +626,7 @@ pub fn ps(root: &Path, args: PsArgs) -> Result<()> {
             command: go_quote(&if args.no_trunc {
                 command
             } else {
-                ellipsis(&command, 20)
+                units::ellipsis(&command, 20)
             }),
             created_at: go_time(created),
             id: if args.no_trunc {

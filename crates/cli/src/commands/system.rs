@@ -1,9 +1,6 @@
 //! `system` commands: df, events (also `berth events`), check.
 
-use std::{collections::HashMap, io, io::Write, path::Path};
-
-use berth_reference::Digest;
-use berth_store::ImageRecord;
+use std::{io, io::Write, path::Path};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -146,25 +143,12 @@ struct DfRow {
 }
 
 fn df(root: &Path, args: DfArgs) -> Result<()> {
-    let store = open_store(root)?;
-    let images = store.images()?;
-    // Layer sizes, and how many images use each layer.
-    let mut layer_use: HashMap<Digest, (u64, usize)> = HashMap::new();
-    let mut image_layers = Vec::new();
-    for rec in &images {
-        let chains = store.image(rec.clone())?.chain_ids()?;
-        for chain in &chains {
-            let size = store.layer(chain)?.map_or(0, |l| l.size);
-            layer_use.entry(chain.clone()).or_insert((size, 0)).1 += 1;
-        }
-        image_layers.push(chains);
-    }
-    // Shared layers count once, as docker's SIZE does.
-    let size: u64 = layer_use.values().map(|(s, _)| s).sum();
+    let usage = berth_engine::Engine::open(root)?.disk_usage()?;
     if args.verbose {
-        return df_verbose(&images, &image_layers, &layer_use);
+        return df_verbose(&usage);
     }
-    let human = |n: u64| units::human_size(n as f64);
+    // go-units' HumanSize (4 significant digits), as the docker CLI's summary prints.
+    let human = |n: u64| units::human_size_with_precision(n as f64, 4);
     let reclaim = |n: u64, total: u64| match (n * 100).checked_div(total) {
         Some(pct) => format!("{} ({pct}%)", human(n)),
         None => human(n),
@@ -176,47 +160,50 @@ fn df(root: &Path, args: DfArgs) -> Result<()> {
         size: human(size),
         reclaimable: reclaim(reclaimable, size),
     };
-    let mut engine = berth_engine::Engine::open(root)?;
-    let containers = engine.containers()?;
-    let sizes: Vec<(bool, u64)> = containers
+    // The docker CLI's sums over the Engine API's `/system/df`.
+    let images = &usage.images;
+    let active_images: Vec<_> = images.iter().filter(|i| i.containers > 0).collect();
+    let images_used: u64 = active_images
         .iter()
-        .map(|c| (c.state.running, engine.container_size(&c.id)))
-        .collect();
-    let container_size: u64 = sizes.iter().map(|(_, s)| s).sum();
-    let idle_size: u64 = sizes.iter().filter(|(r, _)| !r).map(|(_, s)| s).sum();
-    let running = sizes.iter().filter(|(r, _)| *r).count();
-    // Images a container uses cannot be reclaimed.
-    let used: std::collections::HashSet<&str> =
-        containers.iter().map(|c| c.image.as_str()).collect();
-    let used_size: u64 = layer_use
-        .iter()
-        .filter(|(chain, _)| {
-            images.iter().zip(&image_layers).any(|(rec, chains)| {
-                used.contains(rec.id.to_string().as_str()) && chains.contains(chain)
-            })
-        })
-        .map(|(_, (s, _))| s)
+        .map(|i| i.record.size.saturating_sub(i.shared_size))
         .sum();
-    let images_active = images
+    let containers = &usage.containers;
+    let active = |c: &&berth_engine::ContainerUsage| c.record.state.running;
+    let container_size: u64 = containers.iter().map(|c| c.size_rw).sum();
+    let idle_size: u64 = containers
         .iter()
-        .filter(|r| used.contains(r.id.to_string().as_str()))
-        .count();
+        .filter(|c| !active(c))
+        .map(|c| c.size_rw)
+        .sum();
+    let volumes = &usage.volumes;
+    let volume_size: u64 = volumes.iter().map(|v| v.size).sum();
+    let unused_volumes: u64 = volumes
+        .iter()
+        .filter(|v| v.ref_count == 0)
+        .map(|v| v.size)
+        .sum();
     let rows = vec![
         row(
             "Images",
             images.len(),
-            images_active,
-            size,
-            size - used_size.min(size),
+            active_images.len(),
+            usage.layers_size,
+            usage.layers_size.saturating_sub(images_used),
         ),
         row(
             "Containers",
             containers.len(),
-            running,
+            containers.iter().filter(active).count(),
             container_size,
             idle_size,
         ),
-        row("Local Volumes", 0, 0, 0, 0),
+        row(
+            "Local Volumes",
+            volumes.len(),
+            volumes.iter().filter(|v| v.ref_count > 0).count(),
+            volume_size,
+            unused_volumes,
+        ),
         row("Build Cache", 0, 0, 0, 0),
     ];
     let headers = headers(&[
@@ -237,29 +224,28 @@ fn df(root: &Path, args: DfArgs) -> Result<()> {
     Ok(())
 }
 
-/// `system df -v`: per-image shared and unique sizes, then the (still empty) other sections.
-fn df_verbose(
-    images: &[ImageRecord],
-    image_layers: &[Vec<Digest>],
-    layer_use: &HashMap<Digest, (u64, usize)>,
-) -> Result<()> {
+/// `system df -v`: per image, container and volume, as the docker CLI's tables show them
+/// (Go's tabwriter: columns padded to the widest cell plus 3 spaces, at least 10 wide).
+fn df_verbose(usage: &berth_engine::DiskUsage) -> Result<()> {
+    let table = |lines: Vec<String>| -> Result<Vec<u8>> {
+        let mut tw = tabwriter::TabWriter::new(Vec::new()).minwidth(7).padding(3);
+        for line in lines {
+            writeln!(tw, "{line}")?;
+        }
+        Ok(tw.into_inner()?)
+    };
+    // The docker CLI's widths: 3 significant digits for an image's and a container's own
+    // size, 4 (go-units' HumanSize) for the rest.
+    let human = |n: u64| units::human_size(n as f64);
+    let human4 = |n: u64| units::human_size_with_precision(n as f64, 4);
     let mut out = io::stdout().lock();
     writeln!(out, "Images space usage:\n")?;
-    let mut tw = tabwriter::TabWriter::new(Vec::new()).minwidth(7).padding(3);
-    writeln!(
-        tw,
+    let mut lines = vec![
         "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tSHARED SIZE\tUNIQUE SIZE\tCONTAINERS"
-    )?;
-    for (rec, chains) in images.iter().zip(image_layers) {
-        let (mut shared, mut unique) = (0u64, 0u64);
-        for c in chains {
-            let (size, users) = layer_use[c];
-            if users > 1 {
-                shared += size;
-            } else {
-                unique += size;
-            }
-        }
+            .to_string(),
+    ];
+    for image in &usage.images {
+        let rec = &image.record;
         let created = since(rec.created_at());
         let names: Vec<(String, String)> = if rec.tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
@@ -270,29 +256,53 @@ fn df_verbose(
                 .collect()
         };
         for (repo, tag) in names {
-            writeln!(
-                tw,
-                "{repo}\t{tag}\t{}\t{created}\t{}\t{}\t{}\t0",
+            lines.push(format!(
+                "{repo}\t{tag}\t{}\t{created}\t{}\t{}\t{}\t{}",
                 rec.id.short(),
-                units::human_size(rec.size as f64),
-                units::human_size(shared as f64),
-                units::human_size(unique as f64),
-            )?;
+                human(rec.size),
+                human4(image.shared_size),
+                human4(rec.size.saturating_sub(image.shared_size)),
+                image.containers,
+            ));
         }
     }
-    out.write_all(&tw.into_inner()?)?;
+    out.write_all(&table(lines)?)?;
     writeln!(out, "\nContainers space usage:\n")?;
-    writeln!(
-        out,
-        "CONTAINER ID   IMAGE     COMMAND   LOCAL VOLUMES   SIZE      CREATED   STATUS    NAMES"
-    )?;
+    let now = jiff::Timestamp::now();
+    let mut lines = vec![
+        "CONTAINER ID\tIMAGE\tCOMMAND\tLOCAL VOLUMES\tSIZE\tCREATED\tSTATUS\tNAMES".to_string(),
+    ];
+    for c in &usage.containers {
+        let rec = &c.record;
+        let created = rec.created.parse::<jiff::Timestamp>().unwrap_or(now);
+        let volumes = rec.mounts.iter().filter(|m| m.kind == "volume").count();
+        lines.push(format!(
+            "{}\t{}\t{}\t{volumes}\t{}\t{}\t{}\t{}",
+            &rec.id[..12],
+            rec.config.image,
+            berth_build::metadata::go_quote(&units::ellipsis(&rec.command_line(), 20)),
+            human(c.size_rw),
+            units::ago(created, now),
+            berth_engine::summary::status_text(rec, now),
+            rec.name,
+        ));
+    }
+    out.write_all(&table(lines)?)?;
     writeln!(out, "\nLocal Volumes space usage:\n")?;
-    writeln!(out, "VOLUME NAME   LINKS     SIZE")?;
+    let mut lines = vec!["VOLUME NAME\tLINKS\tSIZE".to_string()];
+    for v in &usage.volumes {
+        lines.push(format!(
+            "{}\t{}\t{}",
+            v.volume.name,
+            v.ref_count,
+            human4(v.size)
+        ));
+    }
+    out.write_all(&table(lines)?)?;
     writeln!(out, "\nBuild cache usage: 0B\n")?;
-    writeln!(
-        out,
-        "CACHE ID   CACHE TYPE   SIZE      CREATED   LAST USED   USAGE     SHARED"
-    )?;
+    out.write_all(&table(vec![
+        "CACHE ID\tCACHE TYPE\tSIZE\tCREATED\tLAST USED\tUSAGE\tSHARED".to_string(),
+    ])?)?;
     Ok(())
 }
 
