@@ -755,9 +755,15 @@ mod tests {
 
     #[test]
     fn command_column_is_cut_and_quoted_as_docker_does() {
-        assert_eq!(go_quote(&ellipsis("sleep 1000", 20)), "\"sleep 1000\"");
         assert_eq!(
-            go_quote(&ellipsis("sh -c 'while true; do echo hi; done'", 20)),
+            go_quote(&crate::units::ellipsis("sleep 1000", 20)),
+            "\"sleep 1000\""
+        );
+        assert_eq!(
+            go_quote(&crate::units::ellipsis(
+                "sh -c 'while true; do echo hi; done'",
+                20
+            )),
             "\"sh -c 'while true; …\""
         );
     }
