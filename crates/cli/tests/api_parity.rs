@@ -647,16 +647,7 @@ struct BerthLeftovers<'a> {
 
 impl Drop for BerthLeftovers<'_> {
     fn drop(&mut self) {
-        let ids = self.berth.run(&["ps", "-aq", "--no-trunc"]);
-        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f", "-v"];
-            args.extend(ids.iter().map(String::as_str));
-            let _ = self.berth.run(&args);
-        }
+        self.berth.remove_all_containers();
         let _ = self.berth.run(&["network", "rm", &self.network]);
         let _ = self.berth.run(&["volume", "rm", "-f", &self.volume]);
     }

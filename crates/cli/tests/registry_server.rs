@@ -24,6 +24,7 @@ use std::{
 };
 
 use common::{
+    dockerd::RunningDockerd,
     host::{Host, busybox_tar},
     registry::*,
     registry_server::*,
@@ -633,7 +634,7 @@ fn docker_push_pull_through_a_private_dockerd() {
     let reg = BerthRegistry::start();
     let work = scratch();
     let s = work.path();
-    let docker = Dockerd::start();
+    let docker = RunningDockerd::start();
     let image = reg.image("docker/bb:1");
     let tar = busybox_tar().to_str().unwrap();
     docker.ok(&["import", tar, &image]);
@@ -666,7 +667,10 @@ fn docker_push_pull_through_a_private_dockerd() {
     // Removed, and pulled back: the same image and repo digest.
     docker.ok(&["rmi", &image]);
     assert!(
-        !docker.run(&["image", "inspect", &image]).status.success(),
+        !docker
+            .docker(&["image", "inspect", &image])
+            .status
+            .success(),
         "the image is gone from dockerd"
     );
     let out = docker.ok(&["pull", &image]);

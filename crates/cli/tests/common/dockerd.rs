@@ -1,19 +1,20 @@
-//! A private dockerd that can run containers, for tests that compare what the docker CLI
-//! prints against it and against `berth serve` (`api_parity.rs`).
-//!
-//! [`registry_server::Dockerd`](super::registry_server::Dockerd) only pushes and pulls; this
-//! one also runs containers, so it gets the rlimits this host allows (peers.md section 3:
-//! nothing here may raise a hard rlimit, and dockerd's defaults are above them), and Drop
-//! removes what the test left in it (containers, user networks: their bridges live on the
-//! host) before the daemon stops.
+//! A private dockerd, for tests that compare what the docker CLI prints against it and
+//! against `berth serve` (`api_parity.rs`), and that push and pull through it
+//! (`registry_server.rs`). It can run containers, so it gets the rlimits this host allows
+//! (peers.md section 3: nothing here may raise a hard rlimit, and dockerd's defaults are
+//! above them), and Drop removes what the test left in it (containers, user networks: their
+//! bridges live on the host) before the daemon stops.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
-use super::{host::unique, registry_server::unmount_under, test_tmp};
+use super::{
+    host::unique,
+    registry_server::{fixture_dir, kill_processes_mentioning, unmount_under},
+};
 
 /// How long a private dockerd gets to answer its first request.
 const START: Duration = Duration::from_secs(60);
@@ -23,16 +24,7 @@ const STOP: Duration = Duration::from_secs(30);
 /// Fails the test, with the fix, when a peer tool (dockerd, docker-registry, the docker CLI)
 /// is missing: a comparison that silently skipped would prove nothing.
 pub fn require_peer(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "{tool} is not installed; these tests compare berth with dockerd and need it: \
-         run scripts/install-deps.sh --peers"
-    );
+    super::require_tool(tool);
 }
 
 /// A private dockerd 20.10 (peers.md section 4): its own socket, data root, exec root (and so
@@ -58,10 +50,7 @@ impl RunningDockerd {
     pub fn start() -> RunningDockerd {
         require_peer("dockerd");
         require_peer("docker");
-        let dir = tempfile::Builder::new()
-            .prefix("parity-dockerd-")
-            .tempdir_in(test_tmp())
-            .expect("temp dir");
+        let dir = fixture_dir("dockerd-");
         let run_dir = PathBuf::from(format!("/run/berth-pd-{}-{}", std::process::id(), unique()));
         let _ = std::fs::remove_dir_all(&run_dir);
         std::fs::create_dir_all(&run_dir)
@@ -154,6 +143,20 @@ impl RunningDockerd {
             .expect("run docker")
     }
 
+    /// `docker ARGS`, which must succeed; its stdout (the end of dockerd's log otherwise).
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndockerd's log ends:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
     /// What dockerd logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
@@ -190,30 +193,10 @@ impl RunningDockerd {
     }
 }
 
-/// Sends SIGKILL to every process whose command line mentions `dir` (this fixture's own
-/// directory: the containerd and shims its dockerd started and left behind).
-fn kill_processes_under(dir: &Path) {
-    let needle = dir.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmdline).contains(&needle)
-            && let Some(pid) = rustix::process::Pid::from_raw(pid)
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Drop for RunningDockerd {
@@ -236,7 +219,7 @@ impl Drop for RunningDockerd {
             }
         }
         // dockerd stops its containerd on the way out; not when it had to be killed.
-        kill_processes_under(&self.run_dir);
+        kill_processes_mentioning(&self.run_dir);
         unmount_under(&self.run_dir);
         unmount_under(self.dir.path());
         let _ = std::fs::remove_dir_all(&self.run_dir);

@@ -43,16 +43,7 @@ impl Drop for Host {
     /// A test that failed half-way leaves no container running (and so no monitor, veth or
     /// cgroup) behind it.
     fn drop(&mut self) {
-        let ids = self.berth.run(&["ps", "-aq", "--no-trunc"]);
-        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f", "-v"];
-            args.extend(ids.iter().map(String::as_str));
-            let _ = self.berth.run(&args);
-        }
+        self.berth.remove_all_containers();
     }
 }
 

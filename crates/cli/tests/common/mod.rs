@@ -104,6 +104,21 @@ impl Berth {
             .to_string()
     }
 
+    /// Removes every container of this root, running or not, with its anonymous volumes
+    /// (a test's cleanup: no monitor, veth or cgroup left behind).
+    pub fn remove_all_containers(&self) {
+        let ids = self.run(&["ps", "-aq", "--no-trunc"]);
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = self.run(&args);
+        }
+    }
+
     /// A fingerprint of everything in the store that must not change when a command fails.
     pub fn snapshot(&self) -> Vec<String> {
         let mut out = vec![self.ok(&[

@@ -1,6 +1,6 @@
 //! `berth registry serve` as a test fixture: started on a free loopback port with its own
 //! storage directory, killed (and its directory removed) on Drop. And the clients we did not
-//! write, each isolated from the host's own: a private dockerd ([`Dockerd`]) and a podman
+//! write, each isolated from the host's own: a private dockerd ([`RunningDockerd`](super::dockerd::RunningDockerd)) and a podman
 //! store in a temp dir ([`PodmanStore`]).
 
 use std::io::{BufRead, BufReader};
@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::registry::run_tool;
 use super::{berth_bin, host::unique, require_tool, test_tmp};
@@ -259,7 +259,7 @@ pub fn unmount_under(dir: &Path) {
 
 /// Sends SIGKILL to every process whose command line mentions `needle` (a fixture's private
 /// directory: the processes a daemon it started left behind).
-fn kill_processes_mentioning(needle: &Path) {
+pub fn kill_processes_mentioning(needle: &Path) {
     let needle = needle.to_string_lossy().into_owned();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
@@ -283,173 +283,11 @@ fn kill_processes_mentioning(needle: &Path) {
     }
 }
 
-fn fixture_dir(prefix: &str) -> tempfile::TempDir {
+pub fn fixture_dir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(test_tmp())
         .expect("temp dir")
-}
-
-/// How long a private dockerd gets to answer its first request.
-const DOCKERD_START: Duration = Duration::from_secs(60);
-/// How long it gets to stop on SIGTERM before it is killed.
-const DOCKERD_STOP: Duration = Duration::from_secs(30);
-
-/// A private dockerd (peers.md section 4), isolated from any other on the host: its own
-/// socket, data root, exec root (and so its own containerd), pid file and an empty
-/// daemon.json; `--iptables=false`, and `--bridge none`: pushing and pulling need no network
-/// for containers, so no bridge is made and no subnet can collide with another daemon's. The
-/// docker CLI (the first `docker` on PATH, docker 28 here) reaches it through DOCKER_HOST,
-/// with a DOCKER_CONFIG of its own. Drop stops it (SIGTERM, SIGKILL after 30 s), waits, kills
-/// whatever it left running, detaches its mounts and removes its directories.
-pub struct Dockerd {
-    child: Child,
-    /// `/run/berth-dockerd-<pid>-<n>`: the socket, the exec root and the pid file (short:
-    /// containerd's sockets live under the exec root, and socket paths are limited to 108
-    /// bytes).
-    run_dir: PathBuf,
-    /// `data/` (the data root), `daemon.json`, `client/` (DOCKER_CONFIG), `dockerd.log`.
-    dir: tempfile::TempDir,
-}
-
-impl Dockerd {
-    /// Starts a dockerd and waits until it answers; panics, with its log, when it cannot run.
-    pub fn start() -> Dockerd {
-        require_tool("dockerd");
-        require_tool("docker");
-        let dir = fixture_dir("dockerd-");
-        let run_dir = PathBuf::from(format!(
-            "/run/berth-dockerd-{}-{}",
-            std::process::id(),
-            unique()
-        ));
-        let _ = std::fs::remove_dir_all(&run_dir);
-        std::fs::create_dir_all(&run_dir)
-            .unwrap_or_else(|e| panic!("create {}: {e}", run_dir.display()));
-        let config = dir.path().join("daemon.json");
-        std::fs::write(&config, "{}\n").expect("write daemon.json");
-        let log = std::fs::File::create(dir.path().join("dockerd.log")).expect("dockerd.log");
-        let child = Command::new("dockerd")
-            .arg("--config-file")
-            .arg(&config)
-            .arg("--host")
-            .arg(format!("unix://{}/docker.sock", run_dir.display()))
-            .arg("--data-root")
-            .arg(dir.path().join("data"))
-            .arg("--exec-root")
-            .arg(run_dir.join("exec"))
-            .arg("--pidfile")
-            .arg(run_dir.join("docker.pid"))
-            .args(["--bridge", "none", "--iptables=false"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup dockerd.log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("dockerd cannot run here: {e}"));
-        // From here on Drop cleans up, whatever fails.
-        let mut dockerd = Dockerd {
-            child,
-            run_dir,
-            dir,
-        };
-        let deadline = Instant::now() + DOCKERD_START;
-        loop {
-            if let Ok(Some(status)) = dockerd.child.try_wait() {
-                panic!(
-                    "dockerd cannot run here: it exited ({status}) before answering; its log:\n{}",
-                    dockerd.log()
-                );
-            }
-            let out = dockerd.run(&["version", "--format", "{{.Server.Version}}"]);
-            if out.status.success() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dockerd cannot run here: it did not answer within {DOCKERD_START:?} ({}); its log:\n{}",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                dockerd.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        dockerd
-    }
-
-    /// `unix:///run/berth-dockerd-…/docker.sock`, for DOCKER_HOST.
-    pub fn docker_host(&self) -> String {
-        format!("unix://{}/docker.sock", self.run_dir.display())
-    }
-
-    /// A `docker` command that talks to this daemon only.
-    pub fn command(&self) -> Command {
-        let mut c = Command::new("docker");
-        for var in [
-            "DOCKER_CONTEXT",
-            "DOCKER_TLS_VERIFY",
-            "DOCKER_CERT_PATH",
-            "DOCKER_TLS",
-        ] {
-            c.env_remove(var);
-        }
-        c.env("DOCKER_HOST", self.docker_host())
-            .env("DOCKER_CONFIG", self.dir.path().join("client"))
-            .stdin(Stdio::null());
-        c
-    }
-
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().expect("run docker")
-    }
-
-    /// Runs `docker ARGS` and expects success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndockerd's log ends:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            tail(&self.log(), 30)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 stdout")
-    }
-
-    /// What dockerd logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
-    }
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + DOCKERD_STOP;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-        // dockerd stops its containerd on the way out; not when it had to be killed.
-        kill_processes_mentioning(&self.run_dir);
-        unmount_under(&self.run_dir);
-        unmount_under(self.dir.path());
-        let _ = std::fs::remove_dir_all(&self.run_dir);
-        // `dir` removes itself.
-    }
 }
 
 /// A podman image store of its own (`--root` in a temp dir; `--runroot` and `--tmpdir` under
