@@ -91,6 +91,9 @@ impl Api {
     }
 }
 
+/// The largest JSON request body read (a container's create document is a few KiB).
+const MAX_DOCUMENT_BODY: usize = 16 << 20;
+
 /// One request, parsed enough to route.
 pub struct Call {
     /// Method, URI, headers and extensions (where a connection upgrade waits).
@@ -169,10 +172,22 @@ impl Call {
         let Some(body) = self.body.take() else {
             return Ok(Bytes::new());
         };
-        body.collect()
+        // Only JSON documents are read whole (tars stream through `body_reader`): a client
+        // cannot make the server hold an unbounded body in memory.
+        http_body_util::Limited::new(body, MAX_DOCUMENT_BODY)
+            .collect()
             .await
             .map(|b| b.to_bytes())
-            .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body larger than {MAX_DOCUMENT_BODY} bytes"),
+                    )
+                } else {
+                    ApiError::bad_request(format!("reading the request body: {e}"))
+                }
+            })
     }
 
     /// The body as a blocking reader (for a blocking thread), fed as it arrives. A body
