@@ -105,11 +105,28 @@ pub(crate) fn summary_row(rec: &ContainerRecord, now: jiff::Timestamp) -> Value 
     })
 }
 
-/// `GET /containers/{id}/json`.
-pub async fn inspect(api: &Api, id: String) -> Result<Response<Body>, ApiError> {
-    let doc = api
-        .engine(move |engine| Ok(engine.inspect_container(&id)?))
+/// `GET /containers/{id}/json?size=`.
+pub async fn inspect(api: &Api, call: &Call, id: String) -> Result<Response<Body>, ApiError> {
+    let with_size = call.flag("size");
+    let mut doc = api
+        .engine(move |engine| {
+            let mut doc = engine.inspect_container(&id)?;
+            if with_size {
+                let rec = engine.container(&id)?;
+                let own = engine.container_size(&rec.id);
+                let image = engine.store().resolve(&rec.image).map_or(0, |i| i.size);
+                doc["SizeRw"] = json!(own);
+                doc["SizeRootFs"] = json!(image + own);
+            }
+            Ok(doc)
+        })
         .await?;
+    if let Some(id) = doc["Id"].as_str() {
+        let execs = api.execs.unfinished_of(id);
+        if !execs.is_empty() {
+            doc["ExecIDs"] = json!(execs);
+        }
+    }
     json(StatusCode::OK, &doc)
 }
 

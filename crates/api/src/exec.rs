@@ -55,6 +55,18 @@ impl Execs {
         });
     }
 
+    /// The container's execs that have not ended (created or running): `ExecIDs` of its
+    /// inspect document, as dockerd forgets an exec there once it exits.
+    pub fn unfinished_of(&self, container_id: &str) -> Vec<String> {
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|i| i.container_id == container_id && !i.finished())
+            .map(|i| i.id.clone())
+            .collect()
+    }
+
     fn get(&self, id: &str) -> Result<Arc<Instance>, ApiError> {
         self.0
             .lock()

@@ -363,7 +363,7 @@ async fn route(api: Arc<Api>, call: Call) -> Result<Response<Body>, ApiError> {
         (&Method::POST, ["containers", "create"]) => containers::create(&api, call).await,
         (&Method::GET, ["containers", id, "json"]) => {
             let id = id.to_string();
-            containers::inspect(&api, id).await
+            containers::inspect(&api, &call, id).await
         }
         (&Method::POST, ["containers", id, "exec"]) => {
             let id = id.to_string();

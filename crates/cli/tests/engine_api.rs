@@ -979,6 +979,12 @@ fn docker_top_and_stats() {
     assert!(doc["networks"]["eth0"]["rx_bytes"].is_u64(), "{body}");
     let (status, _) = api.http("GET", "/containers/busy/stats?stream=1&one-shot=1", None);
     assert_eq!(status, 400);
+    // inspect: the running exec among ExecIDs, and the sizes with -s.
+    api.docker_ok(&["exec", "-d", "busy", "sleep", "30"]);
+    let execs = api.docker_ok(&["inspect", "--format", "{{len .ExecIDs}}", "busy"]);
+    assert_eq!(execs.trim(), "1");
+    let sizes = api.docker_ok(&["inspect", "-s", "--format", "{{.SizeRootFs}}", "busy"]);
+    assert!(sizes.trim().parse::<u64>().unwrap() > 1_000_000, "{sizes}");
     api.docker_ok(&["stop", "-t", "0", "busy"]);
     let out = api.docker(&["top", "busy"]);
     assert!(text(&out).1.contains("is not running"), "{:?}", text(&out));
