@@ -265,6 +265,7 @@ fn create_options(body: Value, name: Option<&str>) -> Result<CreateRequest, ApiE
             "config cannot be empty in order to create a container",
         ));
     }
+    refuse_unsupported(&body.host_config)?;
     let mount_specs: Vec<MountSpec> = match body.host_config.get("Mounts") {
         Some(m) => serde_json::from_value(m.clone()).map_err(bad)?,
         None => Vec::new(),
@@ -354,6 +355,66 @@ fn create_options(body: Value, name: Option<&str>) -> Result<CreateRequest, ApiE
         },
         more_networks,
     ))
+}
+
+/// `HostConfig` fields berth does not act on yet, with the values that mean "not asked"
+/// beside the zero values clients send for every field (`""`, `0`, `false`, `null`, `[]`,
+/// `{}`). A create that asks for one of them is refused, never run without it.
+const UNSUPPORTED_HOST_CONFIG: &[(&str, &[&str])] = &[
+    ("Devices", &[]),
+    ("DeviceRequests", &[]),
+    ("DeviceCgroupRules", &[]),
+    ("Sysctls", &[]),
+    ("PidMode", &[]),
+    ("IpcMode", &["private", "shareable"]),
+    ("UTSMode", &[]),
+    ("UsernsMode", &["host"]),
+    ("Links", &[]),
+    ("DnsSearch", &[]),
+    ("DnsOptions", &[]),
+    ("CpuQuota", &[]),
+    ("CpuPeriod", &[]),
+    ("CpuRealtimePeriod", &[]),
+    ("CpuRealtimeRuntime", &[]),
+    ("CpusetMems", &[]),
+    ("BlkioWeight", &[]),
+    ("BlkioWeightDevice", &[]),
+    ("BlkioDeviceReadBps", &[]),
+    ("BlkioDeviceWriteBps", &[]),
+    ("BlkioDeviceReadIOps", &[]),
+    ("BlkioDeviceWriteIOps", &[]),
+    ("MemoryReservation", &[]),
+    ("MemorySwappiness", &["-1"]),
+    ("OomKillDisable", &[]),
+    ("OomScoreAdj", &[]),
+    ("CgroupParent", &[]),
+    ("VolumeDriver", &["local"]),
+    ("StorageOpt", &[]),
+    ("Runtime", &["runc", "berth"]),
+    ("Isolation", &["default"]),
+];
+
+/// Refuses a create that asks for what berth would otherwise silently leave out.
+fn refuse_unsupported(host_config: &Value) -> Result<(), ApiError> {
+    for (field, defaults) in UNSUPPORTED_HOST_CONFIG {
+        let asked = match host_config.get(field) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Number(n)) => {
+                n.as_f64() != Some(0.0) && !defaults.contains(&n.to_string().as_str())
+            }
+            Some(Value::String(s)) => !s.is_empty() && !defaults.contains(&s.as_str()),
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Object(o)) => !o.is_empty(),
+        };
+        if asked {
+            return Err(ApiError::bad_request(format!(
+                "HostConfig.{field} is not supported by berth yet (asked: {})",
+                host_config[field]
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `POST /containers/create?name=`.
@@ -853,6 +914,31 @@ mod tests {
         assert!(opts.mounts[1].read_only);
         let e = create_options(json!({ "Image": "" }), None).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn host_config_fields_berth_lacks_are_refused_unless_empty() {
+        let zeroes = json!({
+            "Image": "busybox",
+            "HostConfig": {
+                "Devices": [], "Sysctls": null, "IpcMode": "private", "PidMode": "",
+                "MemorySwappiness": -1, "OomKillDisable": false, "CpuQuota": 0,
+                "Runtime": "runc", "Links": null,
+            }
+        });
+        assert!(create_options(zeroes, None).is_ok());
+        for (field, value) in [
+            ("Sysctls", json!({ "net.core.somaxconn": "1024" })),
+            ("PidMode", json!("host")),
+            ("Devices", json!([{ "PathOnHost": "/dev/fuse" }])),
+            ("OomKillDisable", json!(true)),
+            ("MemorySwappiness", json!(10)),
+        ] {
+            let body = json!({ "Image": "busybox", "HostConfig": { field: value } });
+            let err = create_options(body, None).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert!(err.message.contains(field), "{}", err.message);
+        }
     }
 
     #[test]

@@ -59,6 +59,23 @@ fn version_negotiation_and_error_bodies() {
     );
     let (status, body) = api.http("POST", "/v1.50/containers/create", Some("{not json"));
     assert_eq!(status, 400, "{body}");
+    // What berth cannot do yet is refused, not silently left out.
+    let out = api.docker(&[
+        "run",
+        "--rm",
+        "--sysctl",
+        "net.core.somaxconn=1024",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out)
+            .1
+            .contains("HostConfig.Sysctls is not supported by berth yet"),
+        "{:?}",
+        text(&out)
+    );
     let info = json(&api.http("GET", "/info", None).1);
     assert_eq!(info["Images"], 1);
     assert_eq!(info["OSType"], "linux");
