@@ -639,7 +639,17 @@ fn docker_image_commands_match_berth() {
     api.docker_ok(&["image", "tag", "busybox", "tools/bb:2"]);
     let format = "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}";
     let listed = api.docker_ok(&["images", "--format", format]);
-    assert_eq!(listed, host.berth.ok(&["images", "--format", format]));
+    // The docker CLI lists one image's repositories in Go's map order (random, against
+    // dockerd too): the lines are compared as a set.
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        sorted(&listed),
+        sorted(&host.berth.ok(&["images", "--format", format]))
+    );
     assert!(listed.contains("tools/bb:1 ") && listed.contains("tools/bb:2 "));
     // Filters run daemon-side: reference patterns and dangling.
     for filter in [
@@ -649,9 +659,12 @@ fn docker_image_commands_match_berth() {
         "dangling=true",
     ] {
         assert_eq!(
-            api.docker_ok(&["images", "--filter", filter, "--format", format]),
-            host.berth
-                .ok(&["images", "--filter", filter, "--format", format]),
+            sorted(&api.docker_ok(&["images", "--filter", filter, "--format", format])),
+            sorted(
+                &host
+                    .berth
+                    .ok(&["images", "--filter", filter, "--format", format])
+            ),
             "{filter}"
         );
     }
@@ -983,7 +996,8 @@ fn docker_top_and_stats() {
     let fields: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(fields[0], "busy", "{row}");
     let cpu: f64 = fields[1].trim_end_matches('%').parse().unwrap();
-    assert!(cpu > 50.0, "a busy loop shows its CPU: {row}");
+    // Well below the 100% it takes alone: the tests beside it share the two CPUs.
+    assert!(cpu > 10.0, "a busy loop shows its CPU: {row}");
     assert_eq!(&fields[3..], ["/", "64MiB", "2"], "{row}");
     // One-shot reading over raw HTTP: Docker's field names.
     let (status, body) = api.http("GET", "/containers/busy/stats?stream=0&one-shot=1", None);
@@ -1154,9 +1168,30 @@ fn docker_system_df_matches_berth() {
     assert_eq!(rows[0][..3], ["Images", "1", "1"], "{summary}");
     assert_eq!(rows[1][..4], ["Containers", "2", "1", "300kB"], "{summary}");
     assert_eq!(rows[2][..4], ["Local Volumes", "2", "1", "3B"], "{summary}");
+    // Two calls a moment apart: relative times ("1 second ago") and the column widths
+    // they set are the only things allowed to differ.
+    let timeless = |text: &str| {
+        text.lines()
+            .map(|l| {
+                let line = l.split_whitespace().collect::<Vec<_>>().join(" ");
+                let line = line.replace("Less than a second", "<t>");
+                let mut words: Vec<&str> = line.split(' ').collect();
+                for i in 0..words.len().saturating_sub(1) {
+                    if words[i].parse::<u32>().is_ok()
+                        && matches!(words[i + 1], "second" | "seconds")
+                    {
+                        words[i] = "<t>";
+                        words[i + 1] = "";
+                    }
+                }
+                words.retain(|w| !w.is_empty());
+                words.join(" ")
+            })
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        api.docker_ok(&["system", "df", "-v"]),
-        host.berth.ok(&["system", "df", "-v"])
+        timeless(&api.docker_ok(&["system", "df", "-v"])),
+        timeless(&host.berth.ok(&["system", "df", "-v"]))
     );
     let (status, body) = api.http("GET", "/system/df?type=volume", None);
     assert_eq!(status, 200);

@@ -977,7 +977,7 @@ impl Engine {
             .with("image", rec.config.image.clone())
             .with("name", rec.name.clone())
             .with_all(&rec.config.labels);
-        berth_store::events::emit(&self.root, event);
+        self.store.record_event(event);
     }
 
     /// A container's end: `oom` when the kernel killed it for memory, then `die`.

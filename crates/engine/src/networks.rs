@@ -298,7 +298,7 @@ impl Engine {
         if let Some(container) = container {
             event = event.with("container", container);
         }
-        berth_store::events::emit(&self.root, event);
+        self.store.record_event(event);
     }
 
     /// The network named `key`, or whose ID starts with it.

@@ -284,10 +284,8 @@ impl Engine {
         if let Some(orphan) = orphan {
             orphan.remove();
         }
-        berth_store::events::emit(
-            &self.root,
-            Event::now("volume", "create", &name).with("driver", LOCAL_DRIVER),
-        );
+        self.store
+            .record_event(Event::now("volume", "create", &name).with("driver", LOCAL_DRIVER));
         Ok(self.volume_doc(row))
     }
 
@@ -386,10 +384,8 @@ impl Engine {
         if let Some(trash) = trash {
             trash.remove();
         }
-        berth_store::events::emit(
-            &self.root,
-            Event::now("volume", "destroy", name).with("driver", LOCAL_DRIVER),
-        );
+        self.store
+            .record_event(Event::now("volume", "destroy", name).with("driver", LOCAL_DRIVER));
         Ok(())
     }
 
@@ -427,10 +423,8 @@ impl Engine {
                 reclaimed += dir_size(&trash.path.join(DATA_DIR));
                 trash.remove();
             }
-            berth_store::events::emit(
-                &self.root,
-                Event::now("volume", "destroy", &name).with("driver", LOCAL_DRIVER),
-            );
+            self.store
+                .record_event(Event::now("volume", "destroy", &name).with("driver", LOCAL_DRIVER));
             names.push(name);
         }
         debris.into_iter().for_each(Trash::remove);

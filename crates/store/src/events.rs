@@ -4,8 +4,9 @@
 //!
 //! berth has no daemon to hold events in memory as dockerd does, so they live in
 //! `events.db`: SQLite (WAL) because many processes append at once and readers must not
-//! block them. The newest [`KEPT_EVENTS`] are kept. An event that cannot be written is
-//! logged and dropped: telling of a change never fails the change.
+//! block them. The newest [`KEPT_EVENTS`] are kept. Changes are recorded through
+//! `Store::record_event`, which logs and drops an event that cannot be written: telling of a
+//! change never fails the change.
 
 use std::{
     collections::BTreeMap,
@@ -306,13 +307,6 @@ pub fn follow(
     }
 }
 
-/// Appends `event` to the log under `root`; a failure is logged, never returned.
-pub fn emit(root: &Path, event: Event) {
-    if let Err(e) = EventLog::open(root).and_then(|log| log.append(&event)) {
-        tracing::warn!("event {} {} not recorded: {e}", event.kind, event.action);
-    }
-}
-
 fn path(root: &Path) -> PathBuf {
     root.join("events.db")
 }
@@ -333,7 +327,8 @@ mod tests {
         assert_eq!(log.last_seq().unwrap(), 0);
         let first = Event::now("container", "create", "abc").with("name", "web");
         log.append(&first).unwrap();
-        emit(tmp.path(), Event::now("container", "start", "abc"));
+        log.append(&Event::now("container", "start", "abc"))
+            .unwrap();
         let read = log.after(0, 10).unwrap();
         assert_eq!(read.len(), 2);
         assert_eq!(read[0].event, first);
@@ -347,9 +342,14 @@ mod tests {
     fn follow_replays_since_and_stops_at_until() {
         let tmp = tempfile::tempdir().unwrap();
         let start = jiff::Timestamp::now();
-        emit(tmp.path(), Event::now("volume", "create", "a"));
-        emit(tmp.path(), Event::now("container", "create", "c"));
-        emit(tmp.path(), Event::now("volume", "destroy", "a"));
+        let log = EventLog::open(tmp.path()).unwrap();
+        for (kind, action, actor) in [
+            ("volume", "create", "a"),
+            ("container", "create", "c"),
+            ("volume", "destroy", "a"),
+        ] {
+            log.append(&Event::now(kind, action, actor)).unwrap();
+        }
         let until = jiff::Timestamp::now();
         let mut seen = Vec::new();
         let volumes = Filters::parse(&["type=volume".to_string()], EVENT_FILTERS).unwrap();

@@ -241,10 +241,7 @@ impl Store {
     /// Tells the event log of `action` on an image: its ID (or, for `pull` and `push`, the
     /// reference) as the actor, `name` as Docker's attribute.
     pub fn image_event(&self, action: &str, actor: &str, name: &str) {
-        crate::events::emit(
-            &self.root,
-            crate::events::Event::now("image", action, actor).with("name", name),
-        );
+        self.record_event(crate::events::Event::now("image", action, actor).with("name", name));
     }
 
     /// Records an image whose manifest, config and layers are all in place, and tags it.

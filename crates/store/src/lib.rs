@@ -89,6 +89,8 @@ pub struct Store {
     layers: LayerStore,
     locks: Locks,
     meta: Meta,
+    /// The event log, opened at the first event this handle records.
+    events: std::cell::OnceCell<Option<events::EventLog>>,
 }
 
 impl Store {
@@ -116,7 +118,27 @@ impl Store {
             layers,
             locks,
             meta,
+            events: std::cell::OnceCell::new(),
         })
+    }
+
+    /// Records an event in the state root's log (opened once per handle); a failure is
+    /// logged, never returned: telling of a change never fails the change.
+    pub fn record_event(&self, event: events::Event) {
+        let log = self
+            .events
+            .get_or_init(|| match events::EventLog::open(&self.root) {
+                Ok(log) => Some(log),
+                Err(e) => {
+                    tracing::warn!("the event log cannot be opened: {e}");
+                    None
+                }
+            });
+        if let Some(log) = log
+            && let Err(e) = log.append(&event)
+        {
+            tracing::warn!("event {} {} not recorded: {e}", event.kind, event.action);
+        }
     }
 
     /// The state root.
