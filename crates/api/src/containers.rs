@@ -173,6 +173,7 @@ struct CreateBody {
     stop_signal: String,
     stop_timeout: Option<i64>,
     exposed_ports: BTreeMap<String, Value>,
+    healthcheck: Option<berth_engine::health::HealthConfig>,
     host_config: Value,
     networking_config: NetworkingConfig,
 }
@@ -351,6 +352,7 @@ fn create_options(body: Value, name: Option<&str>) -> Result<CreateRequest, ApiE
             volumes_from: host.volumes_from.clone(),
             expose: body.exposed_ports.into_keys().collect(),
             network_aliases,
+            healthcheck: body.healthcheck,
             host,
         },
         more_networks,

@@ -187,43 +187,6 @@ pub fn go_quote(s: &str) -> String {
     out
 }
 
-/// A duration in nanoseconds as Go's `time.Duration` prints it (`30s`, `1m30s`, `500ms`).
-fn go_duration(ns: i64) -> String {
-    if ns == 0 {
-        return "0s".into();
-    }
-    let sign = if ns < 0 { "-" } else { "" };
-    let ns = ns.unsigned_abs();
-    if ns < 1_000_000_000 {
-        let (unit, div) = match ns {
-            n if n < 1_000 => ("ns", 1),
-            n if n < 1_000_000 => ("µs", 1_000),
-            _ => ("ms", 1_000_000),
-        };
-        return format!("{sign}{}{unit}", trim_fraction(ns, div));
-    }
-    let (h, rest) = (ns / 3_600_000_000_000, ns % 3_600_000_000_000);
-    let (m, rest) = (rest / 60_000_000_000, rest % 60_000_000_000);
-    let secs = trim_fraction(rest, 1_000_000_000);
-    match (h, m) {
-        (0, 0) => format!("{sign}{secs}s"),
-        (0, m) => format!("{sign}{m}m{secs}s"),
-        (h, m) => format!("{sign}{h}h{m}m{secs}s"),
-    }
-}
-
-/// `n / div` with its fraction, trailing zeros dropped (`1500, 1000` is `1.5`).
-fn trim_fraction(n: u64, div: u64) -> String {
-    let whole = n / div;
-    let frac = n % div;
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let width = div.to_string().len() - 1;
-    let digits = format!("{frac:0width$}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
-}
-
 /// `HEALTHCHECK`'s history text: Go's `%q` of BuildKit's health config
 /// (`&{["CMD-SHELL" "curl -f http://localhost/"] "30s" "5s" "0s" "0s" '\x03'}`).
 fn healthcheck_history(check: &Healthcheck) -> String {
@@ -245,10 +208,10 @@ fn healthcheck_history(check: &Healthcheck) -> String {
             format!(
                 "&{{{} \"{}\" \"{}\" \"{}\" \"{}\" {retries}}}",
                 go_quoted(&test),
-                go_duration(*interval),
-                go_duration(*timeout),
-                go_duration(*start_period),
-                go_duration(*start_interval),
+                berth_store::format_go_duration(*interval),
+                berth_store::format_go_duration(*timeout),
+                berth_store::format_go_duration(*start_period),
+                berth_store::format_go_duration(*start_interval),
             )
         }
     }

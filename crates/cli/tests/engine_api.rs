@@ -1210,6 +1210,78 @@ fn docker_system_df_matches_berth() {
     api.docker_ok(&["rm", "-f", "dfup", "dfdone"]);
 }
 
+#[test]
+fn docker_health_checks_from_flags_and_from_the_dockerfile() {
+    let host = Host::new();
+    let api = ApiServer::start(&host.berth);
+    // From the docker CLI's flags (the API's Config.Healthcheck).
+    api.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flagged",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "200ms",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    eventually(10, "healthy", || {
+        api.docker_ok(&["inspect", "--format", "{{.State.Health.Status}}", "flagged"])
+            .trim()
+            == "healthy"
+    });
+    assert!(
+        api.docker_ok(&[
+            "ps",
+            "--filter",
+            "health=healthy",
+            "--format",
+            "{{.Names}} {{.Status}}"
+        ])
+        .starts_with("flagged Up"),
+    );
+    // From a Dockerfile's HEALTHCHECK, failing.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM busybox\nHEALTHCHECK --interval=200ms --retries=1 CMD [\"false\"]\n",
+    )
+    .unwrap();
+    api.docker_ok(&[
+        "build",
+        "-q",
+        "-t",
+        "checked:1",
+        dir.path().to_str().unwrap(),
+    ]);
+    api.docker_ok(&["run", "-d", "--name", "imaged", "checked:1", "sleep", "100"]);
+    eventually(10, "unhealthy", || {
+        api.docker_ok(&[
+            "ps",
+            "--filter",
+            "health=unhealthy",
+            "--format",
+            "{{.Names}}",
+        ])
+        .trim()
+            == "imaged"
+    });
+    assert_eq!(
+        api.docker_ok(&[
+            "inspect",
+            "--format",
+            "{{json .Config.Healthcheck.Test}}",
+            "imaged"
+        ])
+        .trim(),
+        r#"["CMD","false"]"#
+    );
+    api.docker_ok(&["rm", "-f", "flagged", "imaged"]);
+}
+
 /// Now as `events --since` takes it: Unix seconds with nanoseconds.
 fn unix_now() -> String {
     let now = std::time::SystemTime::now()

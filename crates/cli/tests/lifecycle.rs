@@ -570,3 +570,103 @@ fn pause_unpause_and_rename() {
     assert!(err.contains("ticker"), "{err}");
     host.ok(&["rm", "clock", "other"]);
 }
+
+#[test]
+fn health_checks_set_the_status_the_log_and_events() {
+    let host = Host::new();
+    // Healthy once /tmp/ok exists, unhealthy after two failures once it is gone.
+    let id = host.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "checked",
+        "--health-cmd",
+        "cat /tmp/ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo fine > /tmp/ok; sleep 2; rm /tmp/ok; exec sleep 100",
+    ]);
+    let id = id.trim();
+    eventually(10, "healthy", || {
+        inspect(&host, "checked", "{{.State.Health.Status}}") == "healthy"
+    });
+    assert!(
+        host.ok(&["ps", "--format", "{{.Status}}"])
+            .contains("(healthy)"),
+        "ps shows the health"
+    );
+    assert_eq!(
+        host.ok(&["ps", "-q", "--filter", "health=healthy"]).trim(),
+        &id[..12]
+    );
+    let log = inspect(&host, "checked", "{{(index .State.Health.Log 0).Output}}");
+    assert_eq!(log, "fine");
+    eventually(10, "unhealthy", || {
+        inspect(&host, "checked", "{{.State.Health.Status}}") == "unhealthy"
+    });
+    let streak: i64 = inspect(&host, "checked", "{{.State.Health.FailingStreak}}")
+        .parse()
+        .unwrap();
+    assert!(streak >= 2, "{streak}");
+    // The status is written just before its event.
+    eventually(5, "both health events", || {
+        let events = host.ok(&[
+            "events",
+            "--since",
+            "1m",
+            "--until",
+            "0s",
+            "--filter",
+            "container=checked",
+            "--format",
+            "{{.Action}}",
+        ]);
+        events.contains("health_status: healthy\n") && events.contains("health_status: unhealthy\n")
+    });
+    // The checks stop with the container; its last outcome stays, as dockerd keeps it.
+    host.ok(&["stop", "-t", "0", "checked"]);
+    assert_eq!(
+        inspect(&host, "checked", "{{.State.Health.Status}}"),
+        "unhealthy"
+    );
+    // Flags are checked as the docker CLI checks them.
+    let out = host.run(&[
+        "--rm",
+        "--no-healthcheck",
+        "--health-cmd",
+        "true",
+        "busybox",
+        "true",
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("--no-healthcheck conflicts with --health-* options"),
+        "{}",
+        out.stderr
+    );
+    // `--no-healthcheck` turns an image's check off.
+    host.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "unchecked",
+        "--no-healthcheck",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    assert_eq!(
+        inspect(&host, "unchecked", "{{json .Config.Healthcheck.Test}}"),
+        r#"["NONE"]"#
+    );
+    assert_eq!(
+        inspect(&host, "unchecked", "{{.State.Health}}"),
+        "<no value>"
+    );
+}

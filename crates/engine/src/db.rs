@@ -186,6 +186,22 @@ impl Db {
         Ok(())
     }
 
+    /// Writes `State`, keeping the `State.Health` already there (a JSON null removes a key
+    /// in `json_patch`, so a container without one stays without).
+    pub(crate) fn set_state_keeping_health(
+        &mut self,
+        id: &str,
+        state: &crate::ContainerState,
+    ) -> Result<(), EngineError> {
+        self.conn.execute(
+            "UPDATE containers SET record = json_set(record, '$.State',
+                 json_patch(json(?2), json_object('Health', json(json_extract(record, '$.State.Health')))))
+             WHERE id = ?1",
+            params![id, serde_json::to_string(state)?],
+        )?;
+        Ok(())
+    }
+
     /// Renames a container; fails with `NameInUse` when another has the name.
     pub(crate) fn rename(&mut self, id: &str, name: &str) -> Result<(), EngineError> {
         let tx = self

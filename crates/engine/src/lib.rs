@@ -19,6 +19,7 @@ pub mod contents;
 mod db;
 mod disk;
 pub mod exec;
+pub mod health;
 pub mod lifecycle;
 pub mod logfile;
 pub mod monitor;
@@ -268,6 +269,8 @@ pub struct CreateOptions {
     pub expose: Vec<String>,
     /// `--network-alias`: more DNS names on its (user-defined) network.
     pub network_aliases: Vec<String>,
+    /// `--health-*`, the API's `Healthcheck`: over the image's `HEALTHCHECK`.
+    pub healthcheck: Option<health::HealthConfig>,
     /// Everything else Docker keeps in `HostConfig`.
     pub host: HostConfig,
 }
@@ -363,12 +366,23 @@ impl Engine {
     }
 
     /// Records a container's state, leaving the rest of its record as it is.
+    /// Writes a container's state, keeping the `Health` its checker wrote: a state made
+    /// from an earlier read must not undo a newer check.
     pub(crate) fn set_state(
         &mut self,
         id: &str,
         state: &ContainerState,
     ) -> Result<(), EngineError> {
-        self.db.set_field(id, "State", state)
+        self.db.set_state_keeping_health(id, state)
+    }
+
+    /// Writes a container's `State.Health` (its checker's results).
+    pub(crate) fn set_health(
+        &mut self,
+        id: &str,
+        health: &health::Health,
+    ) -> Result<(), EngineError> {
+        self.db.set_field(id, "State.Health", health)
     }
 
     /// Sets or clears `HasBeenManuallyStopped` (see [`ContainerRecord`]).
@@ -451,6 +465,16 @@ impl Engine {
         security_options(&opts.host.security_opt)?;
         let mut labels = run.labels.clone().unwrap_or_default();
         labels.extend(opts.labels.iter().cloned());
+        if let Some(check) = &opts.healthcheck {
+            check.validate()?;
+        }
+        // An image's check that does not read as one is left out, as an unknown field.
+        let image_check: Option<health::HealthConfig> = run
+            .healthcheck
+            .as_ref()
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        let healthcheck =
+            health::HealthConfig::merged(opts.healthcheck.as_ref(), image_check.as_ref());
         let env = spec::environment(
             run.env.as_deref().unwrap_or_default(),
             &opts.env,
@@ -608,6 +632,7 @@ impl Engine {
                 attach_stdout: opts.attach,
                 attach_stderr: opts.attach,
                 exposed_ports: exposed_ports.clone(),
+                healthcheck,
             },
             host_config: host,
             graph_driver,
@@ -752,6 +777,14 @@ impl Engine {
             ..Default::default()
         };
         self.set_state(&rec.id, &rec.state)?;
+        if rec
+            .config
+            .healthcheck
+            .as_ref()
+            .is_some_and(|h| h.probe_command().is_some())
+        {
+            self.set_health(&rec.id, &health::Health::starting())?;
+        }
         self.container_event(&rec, "start", &[]);
         Ok(Started {
             volumes: volume_names(&rec),

@@ -328,7 +328,10 @@ fn monitor(
             );
         }
         let began = Instant::now();
-        let (started, exit) = session.wait()?;
+        let health = crate::health::HealthMonitor::start(root, &engine.record(id)?);
+        let waited = session.wait();
+        drop(health);
+        let (started, exit) = waited?;
         ports.stopped();
         let rec = engine.record(id)?;
         if rec.host_config.auto_remove {

@@ -212,6 +212,10 @@ pub struct ContainerState {
     pub started_at: String,
     /// RFC 3339, or Docker's zero time.
     pub finished_at: String,
+    /// Its health check's outcome, when it has one (written by the checker alone: see
+    /// `Engine::set_state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
 }
 
 /// Docker's zero time, for times that have not happened.
@@ -263,6 +267,9 @@ pub struct ContainerConfig {
     /// Ports the container listens on (`EXPOSE`, `--expose`, `-p`), as `80/tcp` keys.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub exposed_ports: BTreeMap<String, serde_json::Value>,
+    /// Its health check (`--health-cmd` over the image's `HEALTHCHECK`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::health::HealthConfig>,
 }
 
 /// Docker's `HostConfig`: what berth honours today. Fields left out read as their defaults

@@ -12,7 +12,7 @@ use crate::{ContainerRecord, Engine, EngineError, ZERO_TIME};
 /// The filters `ps` and `GET /containers/json` accept.
 pub const CONTAINER_FILTERS: &[&str] = &[
     "status", "name", "label", "label!", "ancestor", "exited", "id", "before", "since", "network",
-    "volume", "publish", "expose", "is-task",
+    "volume", "publish", "expose", "is-task", "health",
 ];
 
 /// The ports a `publish=`/`expose=` filter names (`80`, `80/udp`, `8000-8002/tcp`), as
@@ -63,6 +63,11 @@ impl Engine {
                 "created" | "restarting" | "running" | "removing" | "paused" | "exited" | "dead"
             ) {
                 return Err(invalid("status", s));
+            }
+        }
+        for h in filters.get("health") {
+            if !matches!(h.as_str(), "starting" | "healthy" | "unhealthy" | "none") {
+                return Err(invalid("health", h));
             }
         }
         let exited: Vec<i32> = filters
@@ -122,6 +127,12 @@ impl Engine {
             if !exited.is_empty()
                 && (state.status != "exited" || !exited.contains(&state.exit_code))
             {
+                continue;
+            }
+            // `none`: no check; a stopped container's last outcome still counts (dockerd).
+            let health = filters.get("health");
+            let status = state.health.as_ref().map_or("none", |h| h.status.as_str());
+            if !health.is_empty() && !health.iter().any(|h| h == status) {
                 continue;
             }
             let names = filters.get("name");
@@ -293,10 +304,10 @@ pub fn status_text(rec: &ContainerRecord, now: jiff::Timestamp) -> String {
     }
     if state.running {
         let up = format!("Up {}", since(&state.started_at));
-        return if state.paused {
-            format!("{up} (Paused)")
-        } else {
-            up
+        return match &state.health {
+            _ if state.paused => format!("{up} (Paused)"),
+            Some(health) => format!("{up} ({})", health.shown()),
+            None => up,
         };
     }
     if state.dead {

@@ -70,7 +70,7 @@ pub use pack::{
     PackError, PackOptions, PackStats, PathKind, PathStat, open_dir_in_root, open_file_in_root,
     pack_path, stat_in_root,
 };
-pub use timearg::parse_time_arg;
+pub use timearg::{format_go_duration, parse_go_duration, parse_time_arg};
 pub use unpack::{UnpackError, UnpackOptions, UnpackStats, unpack_into, unpack_layer};
 pub use written::with_written_layer;
 

@@ -31,8 +31,8 @@ pub fn parse_time_arg(value: &str, now: Timestamp) -> Result<Timestamp, String> 
     parse_unix(value).ok_or_else(|| format!("failed to parse value as time or duration: {value:?}"))
 }
 
-/// Go's `time.ParseDuration`, in nanoseconds.
-fn parse_go_duration(value: &str) -> Option<i128> {
+/// Go's `time.ParseDuration`, in nanoseconds (`1m30s`, `500ms`, `-2h`).
+pub fn parse_go_duration(value: &str) -> Option<i128> {
     let (negative, mut rest) = match value.as_bytes().first() {
         Some(b'-') => (true, &value[1..]),
         Some(b'+') => (false, &value[1..]),
@@ -195,6 +195,43 @@ fn parse_unix(value: &str) -> Option<Timestamp> {
         nanos = kept.parse::<i32>().ok()? * 10i32.pow(9 - kept.len() as u32);
     }
     Timestamp::new(secs, nanos).ok()
+}
+
+/// A duration in nanoseconds as Go's `time.Duration` prints it (`30s`, `1m30s`, `500ms`).
+pub fn format_go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let sign = if ns < 0 { "-" } else { "" };
+    let ns = ns.unsigned_abs();
+    if ns < 1_000_000_000 {
+        let (unit, div) = match ns {
+            n if n < 1_000 => ("ns", 1),
+            n if n < 1_000_000 => ("µs", 1_000),
+            _ => ("ms", 1_000_000),
+        };
+        return format!("{sign}{}{unit}", trim_fraction(ns, div));
+    }
+    let (h, rest) = (ns / 3_600_000_000_000, ns % 3_600_000_000_000);
+    let (m, rest) = (rest / 60_000_000_000, rest % 60_000_000_000);
+    let secs = trim_fraction(rest, 1_000_000_000);
+    match (h, m) {
+        (0, 0) => format!("{sign}{secs}s"),
+        (0, m) => format!("{sign}{m}m{secs}s"),
+        (h, m) => format!("{sign}{h}h{m}m{secs}s"),
+    }
+}
+
+/// `n / div` with its fraction, trailing zeros dropped (`1500, 1000` is `1.5`).
+fn trim_fraction(n: u64, div: u64) -> String {
+    let whole = n / div;
+    let frac = n % div;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = div.to_string().len() - 1;
+    let digits = format!("{frac:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 #[cfg(test)]

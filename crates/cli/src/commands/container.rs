@@ -8,7 +8,7 @@ use std::{
     thread,
 };
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use berth_engine::{
     CreateOptions, Engine, EngineError, HostConfig, LogConfig, RestartPolicy, Ulimit,
     logfile::Stream,
@@ -58,6 +58,32 @@ pub struct RunArgs {
     /// Timeout (in seconds) to stop a container
     #[arg(long = "stop-timeout", value_name = "int", allow_hyphen_values = true)]
     stop_timeout: Option<i64>,
+    /// Command to run to check health
+    #[arg(long = "health-cmd", value_name = "string")]
+    health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h) (default 0s)
+    #[arg(long = "health-interval", value_name = "duration")]
+    health_interval: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(
+        long = "health-retries",
+        value_name = "int",
+        allow_hyphen_values = true
+    )]
+    health_retries: Option<i64>,
+    /// Start period for the container to initialize before starting health-retries
+    /// countdown (ms|s|m|h) (default 0s)
+    #[arg(long = "health-start-period", value_name = "duration")]
+    health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h) (default 0s)
+    #[arg(long = "health-start-interval", value_name = "duration")]
+    health_start_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h) (default 0s)
+    #[arg(long = "health-timeout", value_name = "duration")]
+    health_timeout: Option<String>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long = "no-healthcheck")]
+    no_healthcheck: bool,
     /// Keep STDIN open even if not attached
     #[arg(short, long)]
     interactive: bool,
@@ -231,6 +257,48 @@ fn size_flag(flag: &str, value: &Option<String>) -> Result<i64> {
 }
 
 impl RunArgs {
+    /// The `--health-*` flags as Docker's `HealthConfig` (`--no-healthcheck`: `NONE`), with
+    /// the docker CLI's checks; `None` when none is given (the image's check stands).
+    fn healthcheck(&self) -> Result<Option<berth_engine::health::HealthConfig>> {
+        let duration = |flag: &str, value: &Option<String>| -> Result<i64> {
+            let Some(v) = value else { return Ok(0) };
+            let ns = berth_store::parse_go_duration(v).ok_or_else(|| {
+                anyhow!(
+                    "invalid argument {v:?} for \"--{flag}\" flag: time: invalid duration {v:?}"
+                )
+            })?;
+            if ns < 0 {
+                bail!("--{flag} cannot be negative");
+            }
+            Ok(i64::try_from(ns).unwrap_or(i64::MAX))
+        };
+        let config = berth_engine::health::HealthConfig {
+            test: match &self.health_cmd {
+                Some(cmd) if !cmd.is_empty() => vec!["CMD-SHELL".into(), cmd.clone()],
+                _ => Vec::new(),
+            },
+            interval: duration("health-interval", &self.health_interval)?,
+            timeout: duration("health-timeout", &self.health_timeout)?,
+            start_period: duration("health-start-period", &self.health_start_period)?,
+            start_interval: duration("health-start-interval", &self.health_start_interval)?,
+            retries: self.health_retries.unwrap_or(0),
+        };
+        if config.retries < 0 {
+            bail!("--health-retries cannot be negative");
+        }
+        let any = config != berth_engine::health::HealthConfig::default();
+        if self.no_healthcheck {
+            if any {
+                bail!("--no-healthcheck conflicts with --health-* options");
+            }
+            return Ok(Some(berth_engine::health::HealthConfig {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }));
+        }
+        Ok(any.then_some(config))
+    }
+
     pub(crate) fn create_options(&self) -> Result<CreateOptions> {
         let mut env = Vec::new();
         for f in &self.env_file {
@@ -295,7 +363,9 @@ impl RunArgs {
                 .ok_or_else(|| anyhow!("invalid key value pair format in logging opts"))?;
             log_config.config.insert(k.to_string(), v.to_string());
         }
+        let healthcheck = self.healthcheck()?;
         Ok(CreateOptions {
+            healthcheck,
             image: image.clone(),
             name: self.name.clone(),
             cmd: cmd.to_vec(),
@@ -454,7 +524,12 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
     }
     forward_signals(signals, pid, args.tty.then(|| hub.clone()));
 
+    let health = engine
+        .container(&rec.id)
+        .ok()
+        .and_then(|rec| berth_engine::health::HealthMonitor::start(root, &rec));
     let waited = session.wait();
+    drop(health);
     drop(raw_mode);
     let (started, exit) = waited.map_err(|e| fail(EXIT_ENGINE, e))?;
     let finished = if args.rm {
