@@ -36,6 +36,7 @@ use common::{
     dockerd::{RunningDockerd, require_peer},
     host::Host,
     registry::{Registry, free_port},
+    unix_now,
 };
 
 /// The names one run of the test uses, the same on every daemon (they appear in outputs).
@@ -627,14 +628,6 @@ fn scenario(target: &Target, n: &Names) -> Vec<Step> {
     s.step(&["run", "--rm", &n.missing_image], Shape::Text);
 
     s.steps
-}
-
-/// Now as `docker events --since` takes it: Unix seconds with nanoseconds.
-fn unix_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970");
-    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }
 
 /// Removes what the scenario makes on a berth root (containers, the network, the volume),

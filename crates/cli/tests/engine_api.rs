@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use common::{api::ApiServer, eventually, host::Host, json};
+use common::{api::ApiServer, eventually, host::Host, json, unix_now};
 
 fn text(out: &std::process::Output) -> (String, String) {
     (
@@ -1280,14 +1280,6 @@ fn docker_health_checks_from_flags_and_from_the_dockerfile() {
         r#"["CMD","false"]"#
     );
     api.docker_ok(&["rm", "-f", "flagged", "imaged"]);
-}
-
-/// Now as `events --since` takes it: Unix seconds with nanoseconds.
-fn unix_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }
 
 fn tar_names(bytes: &[u8]) -> Vec<String> {

@@ -264,7 +264,7 @@ const BATCH: usize = 512;
 /// it when it is ahead), else for ever. Each event that `filters` let through goes to
 /// `show`; following ends when `show` fails (the reader went away) or `gone` says so.
 pub fn follow(
-    root: &Path,
+    log: &EventLog,
     since: Option<jiff::Timestamp>,
     until: Option<jiff::Timestamp>,
     filters: &Filters,
@@ -274,7 +274,6 @@ pub fn follow(
     let nano = |t: jiff::Timestamp| i64::try_from(t.as_nanosecond()).unwrap_or(i64::MAX);
     let since = since.map(nano);
     let until = until.map(nano);
-    let log = EventLog::open(root)?;
     let mut seq = match since {
         Some(_) => 0,
         None => log.last_seq()?,
@@ -354,7 +353,7 @@ mod tests {
         let mut seen = Vec::new();
         let volumes = Filters::parse(&["type=volume".to_string()], EVENT_FILTERS).unwrap();
         follow(
-            tmp.path(),
+            &log,
             Some(start),
             Some(until),
             &volumes,
@@ -369,7 +368,7 @@ mod tests {
         // Without `since`, only what comes after: nothing here, and `until` has passed.
         let mut count = 0;
         follow(
-            tmp.path(),
+            &log,
             None,
             Some(until),
             &Filters::default(),

@@ -1,6 +1,6 @@
-//! What runs in a container and what it uses: `top` (the host's `ps`, narrowed to the
-//! container's processes), `stats` (CPU, memory, network, block I/O and pids from its
-//! cgroup and network namespace), and `port` (its published ports).
+//! What runs in a container and what it uses, as the docker CLI prints it: `top` (the
+//! engine's `ps` table) and `stats` (tables of the engine's `procs::Usage` readings, live or
+//! once), and `port` (its published ports).
 
 use std::{
     cmp::Ordering,

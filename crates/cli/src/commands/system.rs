@@ -75,7 +75,8 @@ pub fn events(root: &Path, args: EventsArgs) -> Result<()> {
     };
     let mut out = io::stdout().lock();
     let mut failed = None;
-    berth_store::events::follow(root, since, until, &filters, &|| false, &mut |ev| {
+    let log = berth_store::events::EventLog::open(root)?;
+    berth_store::events::follow(&log, since, until, &filters, &|| false, &mut |ev| {
         let line = match (&format, &renderer) {
             (format::Format::Json, _) => ev.docker_message().to_string(),
             (_, Some(r)) => match r.render(&ev.docker_message()) {

@@ -405,3 +405,11 @@ pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for {what}");
 }
+
+/// Now as `events --since/--until` take it: Unix seconds with nanoseconds.
+pub fn unix_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
