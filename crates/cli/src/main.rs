@@ -97,6 +97,8 @@ enum Command {
     },
     /// Serve the Docker Engine API (for the docker CLI, docker-py and compose)
     Serve(commands::serve::ServeArgs),
+    /// Define and run multi-container applications (compose files)
+    Compose(commands::compose::ComposeArgs),
     /// Build an image from a Dockerfile
     Build(commands::build::BuildArgs),
     /// Manage builds
@@ -262,6 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(args) => commands::registry::logout(args),
         Command::Registry { command } => commands::registry_server::dispatch(command, log_level),
         Command::Serve(args) => commands::serve::serve(&root, args),
+        Command::Compose(args) => commands::compose::compose(&root, args),
         Command::Build(args) => commands::build::build(&root, args),
         Command::Builder { command } => commands::build::builder(&root, command),
         Command::ContainerShared(command) => container_command(&root, command),

@@ -32,6 +32,7 @@ pub mod record;
 pub mod seccomp;
 pub mod spec;
 pub mod summary;
+pub mod units;
 pub mod volumes;
 
 use std::{

@@ -468,14 +468,25 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
             Err(e) => Err(fail(e.status, e)),
         };
     }
+    run_foreground(root, &mut engine, &rec, args.rm, args.interactive, args.tty)
+}
+
+/// Starts a created container with this process's stdio as its own, waits for it and exits
+/// with its status (`run` without `-d`, `compose run`); `rm` removes it at the end.
+pub(crate) fn run_foreground(
+    root: &Path,
+    engine: &mut Engine,
+    rec: &berth_engine::ContainerRecord,
+    rm: bool,
+    interactive: bool,
+    tty: bool,
+) -> Result<()> {
     let remove = |engine: &mut Engine| {
-        if args.rm
-            && let Err(e) = engine.remove(&rec.id, true)
-        {
+        if rm && let Err(e) = engine.remove(&rec.id, true) {
             eprintln!("berth: Error: removing container {}: {e}", &rec.id[..12]);
         }
     };
-    let lock = match monitor::lock_for_foreground(&engine, &rec.id) {
+    let lock = match monitor::lock_for_foreground(engine, &rec.id) {
         Ok(lock) => lock,
         Err(e) => return Err(fail(EXIT_ENGINE, e)),
     };
@@ -486,35 +497,35 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
         console_size,
         feed_stdin,
         raw_mode,
-    } = Foreground::new(args.interactive, args.tty)?;
+    } = Foreground::new(interactive, tty)?;
     // Installed before the start, so that a Ctrl-C from here on reaches the container
     // instead of killing berth (and, through its death signal, the container unrecorded).
     let signals = match signal_handlers() {
         Ok(s) => s,
         Err(e) => {
-            remove(&mut engine);
+            remove(engine);
             return Err(fail(EXIT_ENGINE, e));
         }
     };
-    let ports = match monitor::PublishedPorts::bind(&rec) {
+    let ports = match monitor::PublishedPorts::bind(rec) {
         Ok(p) => p,
         Err(e) => {
             drop(lock);
-            remove(&mut engine);
+            remove(engine);
             return Err(fail(EXIT_ENGINE, e));
         }
     };
-    let session = match Session::start(&mut engine, &rec.id, &hub, stdin, console_size) {
+    let session = match Session::start(engine, &rec.id, &hub, stdin, console_size) {
         Ok(s) => s,
         Err(e) => {
             let code = monitor::exit_status_for(&e);
             drop(lock);
-            remove(&mut engine);
+            remove(engine);
             return Err(fail(code, e));
         }
     };
     let pid = session.pid();
-    if let Err(e) = ports.running(&mut engine, &rec.id, session.address()) {
+    if let Err(e) = ports.running(engine, &rec.id, session.address()) {
         eprintln!("berth: Error: {e}");
     }
     // The container runs: no early return from here on, or it would go unrecorded.
@@ -522,7 +533,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
     if feed_stdin {
         feed(hub.clone());
     }
-    forward_signals(signals, pid, args.tty.then(|| hub.clone()));
+    forward_signals(signals, pid, tty.then(|| hub.clone()));
 
     let health = engine
         .container(&rec.id)
@@ -532,7 +543,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
     drop(health);
     drop(raw_mode);
     let (started, exit) = waited.map_err(|e| fail(EXIT_ENGINE, e))?;
-    let finished = if args.rm {
+    let finished = if rm {
         engine.finish_and_remove(started, &exit)
     } else {
         engine.finish(started, exit)

@@ -22,34 +22,34 @@ use super::{
 pub struct ExecArgs {
     /// Detached mode: run command in the background
     #[arg(short, long)]
-    detach: bool,
+    pub(crate) detach: bool,
     /// Override the key sequence for detaching a container
     #[arg(long = "detach-keys", value_name = "string")]
-    detach_keys: Option<String>,
+    pub(crate) detach_keys: Option<String>,
     /// Set environment variables
     #[arg(short, long, value_name = "list")]
-    env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// Read in a file of environment variables
     #[arg(long = "env-file", value_name = "list")]
-    env_file: Vec<String>,
+    pub(crate) env_file: Vec<String>,
     /// Keep STDIN open even if not attached
     #[arg(short, long)]
-    interactive: bool,
+    pub(crate) interactive: bool,
     /// Give extended privileges to the command
     #[arg(long)]
-    privileged: bool,
+    pub(crate) privileged: bool,
     /// Allocate a pseudo-TTY
     #[arg(short, long)]
-    tty: bool,
+    pub(crate) tty: bool,
     /// Username or UID (format: "<name|uid>[:<group|gid>]")
     #[arg(short, long, value_name = "string")]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Working directory inside the container
     #[arg(short, long, value_name = "string")]
-    workdir: Option<String>,
+    pub(crate) workdir: Option<String>,
     /// CONTAINER
     #[arg(value_name = "CONTAINER")]
-    container: String,
+    pub(crate) container: String,
     /// COMMAND [ARG...]
     #[arg(
         required = true,
@@ -57,7 +57,7 @@ pub struct ExecArgs {
         allow_hyphen_values = true,
         value_name = "COMMAND"
     )]
-    command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
 /// `berth exec`: runs the command in the container and exits with its status; with `-d`,

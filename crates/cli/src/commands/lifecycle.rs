@@ -522,7 +522,7 @@ fn attach_session(
 
 /// Docker's PORTS column: `127.0.0.1:8080->80/tcp` for each published binding, the bare
 /// `80/tcp` for an exposed port that is not.
-fn ports_column(rec: &ContainerRecord) -> String {
+pub(crate) fn ports_column(rec: &ContainerRecord) -> String {
     let mut parts = Vec::new();
     for (port, bindings) in &rec.network_settings.ports {
         match bindings.as_deref() {

@@ -2,6 +2,7 @@
 //! parsed arguments.
 
 pub mod build;
+pub mod compose;
 pub mod container;
 pub mod contents;
 pub mod exec;

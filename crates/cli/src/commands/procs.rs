@@ -52,7 +52,11 @@ pub fn top(root: &Path, args: TopArgs) -> Result<()> {
 
 /// Prints the table as `docker top` does: every column but the last as wide as its widest
 /// cell plus 3 spaces, and at least 20.
-fn write_top(out: &mut dyn Write, titles: &[String], rows: &[Vec<String>]) -> io::Result<()> {
+pub(crate) fn write_top(
+    out: &mut dyn Write,
+    titles: &[String],
+    rows: &[Vec<String>],
+) -> io::Result<()> {
     // Go's width is max(minwidth, cell + padding); this tabwriter's is
     // max(minwidth, cell) + padding.
     let mut tw = TabWriter::new(out)

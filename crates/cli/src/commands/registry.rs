@@ -24,33 +24,33 @@ use crate::units::human_size_with_precision;
 pub struct PullArgs {
     /// Download all tagged images in the repository
     #[arg(short = 'a', long = "all-tags")]
-    all_tags: bool,
+    pub(crate) all_tags: bool,
     /// Set platform if server is multi-platform capable
     #[arg(long, env = "DOCKER_DEFAULT_PLATFORM")]
-    platform: Option<String>,
+    pub(crate) platform: Option<String>,
     /// Suppress verbose output
     #[arg(short, long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
     /// Skip image verification (accepted for compatibility; berth always verifies digests)
     #[arg(long = "disable-content-trust", hide = true)]
-    disable_content_trust: bool,
+    pub(crate) disable_content_trust: bool,
     /// NAME[:TAG|@DIGEST]
-    name: String,
+    pub(crate) name: String,
 }
 
 #[derive(Args, Debug)]
 pub struct PushArgs {
     /// Push all tags of an image to the repository
     #[arg(short = 'a', long = "all-tags")]
-    all_tags: bool,
+    pub(crate) all_tags: bool,
     /// Suppress verbose output
     #[arg(short, long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
     /// Skip image signing (accepted for compatibility)
     #[arg(long = "disable-content-trust", hide = true)]
-    disable_content_trust: bool,
+    pub(crate) disable_content_trust: bool,
     /// NAME[:TAG]
-    name: String,
+    pub(crate) name: String,
 }
 
 #[derive(Args, Debug)]
@@ -283,7 +283,12 @@ pub fn create_pulling(
 
 /// Pulls the image a container is created from; false when `image` is no reference (an ID
 /// or ID prefix is never pulled, and the create reports it missing).
-fn pull_for_run(root: &Path, image: &str, platform: Option<&str>, always: bool) -> Result<bool> {
+pub(crate) fn pull_for_run(
+    root: &Path,
+    image: &str,
+    platform: Option<&str>,
+    always: bool,
+) -> Result<bool> {
     let Ok(reference) = Reference::parse_with_default_tag(image) else {
         return Ok(false);
     };
