@@ -413,11 +413,13 @@ fn merge(base: Node, over: Node, path: &str) -> Node {
                     continue;
                 }
                 let here = yaml::join(path, &k);
-                let merged = match base.shift_remove(&k) {
-                    Some(b) => merge(b, v, &here),
-                    None => v.untagged(),
-                };
-                base.insert(k, merged);
+                // In place: the first file's order of keys (services) stands.
+                match base.get_mut(&k) {
+                    Some(b) => *b = merge(std::mem::replace(b, Node::Null), v, &here),
+                    None => {
+                        base.insert(k, v.untagged());
+                    }
+                }
             }
             Node::Map(base)
         }
