@@ -271,7 +271,18 @@ fn read_file(
     let name = path.display().to_string();
     let text =
         std::fs::read_to_string(path).map_err(|e| ComposeError::Invalid(format!("{name}: {e}")))?;
-    let node = yaml::parse(&text).map_err(|e| ComposeError::Invalid(format!("{name}: {e}")))?;
+    parse_document(&text, &name, env, warnings)
+}
+
+/// One compose document's text (named `name` in errors): parsed, interpolated with `env`,
+/// and checked alone against the model. No I/O: the fuzz target's entry.
+pub fn parse_document(
+    text: &str,
+    name: &str,
+    env: &HashMap<String, String>,
+    warnings: &mut Vec<String>,
+) -> Result<Node, ComposeError> {
+    let node = yaml::parse(text).map_err(|e| ComposeError::Invalid(format!("{name}: {e}")))?;
     let node = match node {
         Node::Map(m) => Node::Map(m),
         Node::Null => Node::Map(IndexMap::new()),
@@ -292,7 +303,7 @@ fn read_file(
         }
     }
     let node = strip_extensions(node);
-    typed(&node.clone().untagged().to_json(), &name)?;
+    typed(&node.clone().untagged().to_json(), name)?;
     Ok(node)
 }
 

@@ -433,7 +433,7 @@ impl ServiceVolume {
             source: source.map(str::to_string),
             target: target.into(),
             read_only: modes.contains(&"ro"),
-            bind: is_path.then(|| BindOptions {
+            bind: is_path.then_some(BindOptions {
                 propagation,
                 create_host_path: Some(true),
                 selinux: None,
