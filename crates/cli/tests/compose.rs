@@ -225,7 +225,7 @@ fn three_service_project_up_change_down() {
 
     // A change to the client recreates the client only.
     std::fs::write(dir.join("compose.yaml"), project_file(port, 601)).unwrap();
-    let (_, progress) = compose_ok(&host, &dir, &["up", "-d", "--wait"]);
+    let (_, progress) = compose_ok(&host, &dir, &["up", "-d", "--wait", "-t", "1"]);
     assert!(
         progress.contains(" Container mlapp-client-1  Recreated"),
         "{progress}"
@@ -247,7 +247,7 @@ fn three_service_project_up_change_down() {
     assert!(!progress.contains("Recreate"), "{progress}");
 
     // stop / start / restart keep the containers.
-    compose_ok(&host, &dir, &["stop", "client"]);
+    compose_ok(&host, &dir, &["stop", "-t", "1", "client"]);
     let (ps, _) = compose_ok(&host, &dir, &["ps", "--services"]);
     assert_eq!(ps, "web\njob\nclient\n");
     compose_ok(&host, &dir, &["start", "client"]);
@@ -258,7 +258,7 @@ fn three_service_project_up_change_down() {
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    compose_ok(&host, &dir, &["down", "-v"]);
+    compose_ok(&host, &dir, &["down", "-v", "-t", "1"]);
     assert!(containers(&host, "mlapp").is_empty());
     for id in &ids {
         host.assert_gone(id);
@@ -368,7 +368,7 @@ fn docker_compose_v1_through_serve_gives_the_same_project() {
     let (ps, _) = compose_ok(&host, &dir, &["ps", "-a", "--format", "json"]);
     assert_eq!(json(&ps).as_array().unwrap().len(), 3, "{ps}");
     assert!(http_get(port).ends_with("hello-from-web\n"));
-    v1(&["down", "-v"]);
+    v1(&["down", "-v", "-t", "1"]);
     assert!(containers(&host, "shared").is_empty());
 
     compose_ok(&host, &dir, &["up", "-d", "--wait"]);
@@ -381,7 +381,7 @@ fn docker_compose_v1_through_serve_gives_the_same_project() {
     for s in ["shared-web-1", "shared-job-1", "shared-client-1"] {
         assert!(ps.contains(s), "{ps}");
     }
-    v1(&["down", "-v"]);
+    v1(&["down", "-v", "-t", "1"]);
     assert!(containers(&host, "shared").is_empty());
     assert!(!host.ok(&["network", "ls"]).contains("shared"));
     assert_eq!(host.ok(&["volume", "ls", "-q"]), "");
@@ -517,4 +517,145 @@ fn run_one_off_and_build_service() {
     compose_ok(&host, &dir, &["down", "--rmi", "local"]);
     assert_eq!(host.ok(&["images", "-q", "jobs-app"]), "");
     assert_eq!(host.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn service_options_reach_the_containers() {
+    let host = Host::new();
+    let dir = project_dir(
+        &host,
+        "opts",
+        r#"services:
+  api:
+    image: busybox
+    command: sleep 600
+    user: "1000:1000"
+    working_dir: /tmp
+    hostname: api-host
+    shm_size: 64m
+    init: true
+    stop_signal: SIGUSR1
+    stop_grace_period: 3s
+    restart: on-failure:2
+    labels: [team=ml]
+    environment:
+      MODE: serve
+    env_file: [vars.env]
+    deploy:
+      resources:
+        limits: {cpus: "0.5", memory: 64M}
+    networks:
+      front:
+        aliases: [model-server]
+      back: {}
+  probe:
+    image: busybox
+    command: ["sh", "-c", "wget -q -O /dev/null http://model-server:1 2>&1; nslookup model-server 2>&1; sleep 600"]
+    networks: [front]
+    depends_on: [api]
+networks:
+  front:
+  back:
+    internal: true
+"#,
+    );
+    std::fs::write(dir.join("vars.env"), "FROM_FILE=yes\nMODE=overridden\n").unwrap();
+    compose_ok(&host, &dir, &["up", "-d"]);
+    let api = json(&host.ok(&["inspect", "opts-api-1"]));
+    let api = &api[0];
+    assert_eq!(api["Config"]["User"], "1000:1000");
+    assert_eq!(api["Config"]["WorkingDir"], "/tmp");
+    assert_eq!(api["Config"]["Hostname"], "api-host");
+    assert_eq!(api["Config"]["StopSignal"], "SIGUSR1");
+    assert_eq!(api["Config"]["StopTimeout"], 3);
+    assert_eq!(api["Config"]["Labels"]["team"], "ml");
+    let env: Vec<&str> = api["Config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"MODE=serve") && env.contains(&"FROM_FILE=yes"),
+        "{env:?}"
+    );
+    assert_eq!(api["HostConfig"]["ShmSize"], 64 << 20);
+    assert_eq!(api["HostConfig"]["Init"], true);
+    assert_eq!(api["HostConfig"]["NanoCpus"], 500_000_000);
+    assert_eq!(api["HostConfig"]["Memory"], 64 << 20);
+    assert_eq!(api["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+    assert_eq!(api["HostConfig"]["RestartPolicy"]["MaximumRetryCount"], 2);
+    let nets = api["NetworkSettings"]["Networks"].as_object().unwrap();
+    assert_eq!(nets.keys().collect::<Vec<_>>(), ["opts_back", "opts_front"]);
+    let aliases = nets["opts_front"]["Aliases"].to_string();
+    assert!(
+        aliases.contains("model-server") && aliases.contains("\"api\""),
+        "{aliases}"
+    );
+    assert_eq!(
+        json(&host.ok(&["network", "inspect", "opts_back"]))[0]["Internal"],
+        true
+    );
+    // The probe finds the api by its alias on the shared network.
+    common::eventually(20, "the probe resolved the alias", || {
+        host.ok(&["logs", "opts-probe-1"]).contains("Address")
+    });
+
+    // --scale adds numbered containers; --no-deps touches only the named service.
+    compose_ok(
+        &host,
+        &dir,
+        &["up", "-d", "--no-deps", "--scale", "probe=3", "probe"],
+    );
+    let (ps, _) = compose_ok(&host, &dir, &["ps", "--format", "json", "probe"]);
+    let mut names: Vec<String> = json(&ps)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["opts-probe-1", "opts-probe-2", "opts-probe-3"]);
+    let (_, progress) = compose_ok(
+        &host,
+        &dir,
+        &[
+            "up",
+            "-d",
+            "-t",
+            "1",
+            "--scale",
+            "probe=1",
+            "--force-recreate",
+            "probe",
+        ],
+    );
+    assert!(
+        progress.contains("opts-probe-3  Removed") && progress.contains("opts-probe-1  Recreated"),
+        "{progress}"
+    );
+
+    // A service removed from the file is an orphan: a warning, then --remove-orphans.
+    std::fs::write(
+        dir.join("compose.yaml"),
+        "services:\n  api:\n    image: busybox\n    command: sleep 600\n",
+    )
+    .unwrap();
+    let (_, progress) = compose_ok(&host, &dir, &["up", "-d"]);
+    assert!(
+        progress.contains("Found orphan containers ([opts-probe-1])"),
+        "{progress}"
+    );
+    let (_, progress) = compose_ok(&host, &dir, &["up", "-d", "-t", "1", "--remove-orphans"]);
+    assert!(
+        progress.contains("Container opts-probe-1  Removed"),
+        "{progress}"
+    );
+    compose_ok(&host, &dir, &["down", "-t", "1"]);
+    assert_eq!(host.ok(&["ps", "-aq"]), "");
+    // The networks the earlier file had are the project's still: gone with a down that
+    // knows them (the file has only the default network now).
+    for n in ["opts_front", "opts_back"] {
+        host.ok(&["network", "rm", n]);
+    }
 }
