@@ -659,3 +659,52 @@ networks:
         host.ok(&["network", "rm", n]);
     }
 }
+
+#[test]
+fn push_and_pull_service_images_through_a_registry() {
+    let host = Host::new();
+    let registry = common::registry::Registry::plain();
+    let image = registry.image("team/app:1");
+    let dir = project_dir(
+        &host,
+        "shipit",
+        &format!(
+            "services:\n  app:\n    build: ./app\n    image: {image}\n  cache:\n    image: {image}\n    command: cat /built\n"
+        ),
+    );
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    std::fs::write(
+        dir.join("app/Dockerfile"),
+        "FROM busybox\nRUN echo shipped > /built\n",
+    )
+    .unwrap();
+    compose_ok(&host, &dir, &["build", "app"]);
+    compose_ok(&host, &dir, &["push"]);
+    host.ok(&["rmi", &image]);
+    let (_, progress) = compose_ok(&host, &dir, &["pull", "cache"]);
+    assert!(progress.contains("cache Pulled"), "{progress}");
+    let (out, _) = compose_ok(&host, &dir, &["run", "--rm", "cache"]);
+    assert_eq!(out, "shipped\n");
+    compose_ok(&host, &dir, &["down"]);
+    // A missing image of a service that is not built: the pull's error, named.
+    std::fs::write(
+        dir.join("compose.yaml"),
+        format!(
+            "services:\n  gone:\n    image: {}\n",
+            registry.image("team/none:1")
+        ),
+    )
+    .unwrap();
+    let out = compose(&host, &dir, &["up", "-d"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("team/none:1") && stderr.contains("manifest unknown"),
+        "{stderr}"
+    );
+    assert_eq!(host.ok(&["ps", "-aq"]), "");
+    assert!(
+        !host.ok(&["network", "ls"]).contains("shipit"),
+        "a network made before the pull failed"
+    );
+}

@@ -120,8 +120,7 @@ pub fn up(
             );
         }
     }
-    ensure_networks(engine, project, &project.networks_used(&services), report)?;
-    ensure_volumes(engine, project, &project.volumes_used(&services), report)?;
+    // Images first: a missing one fails the command before anything is created.
     ensure_images(
         engine,
         project,
@@ -130,6 +129,8 @@ pub fn up(
         opts.no_build,
         images,
     )?;
+    ensure_networks(engine, project, &project.networks_used(&services), report)?;
+    ensure_volumes(engine, project, &project.volumes_used(&services), report)?;
 
     let mut brought_up = Vec::new();
     for name in &services {
@@ -258,6 +259,81 @@ fn remove_container(
         Err(e) => return Err(e.into()),
     }
     report("Container", &c.name, "Removed");
+    Ok(())
+}
+
+/// Stops `list`'s running containers, dependents before what they depend on, those at one
+/// level of the dependency graph at the same time (each on a thread with an engine of its
+/// own), as Docker Compose does: a project of processes that ignore SIGTERM takes one stop
+/// timeout per level, not per container.
+fn stop_in_levels(
+    engine: &mut Engine,
+    project: &Project,
+    list: &[ContainerRecord],
+    timeout: Option<i64>,
+    report: Report,
+) -> Result<(), ComposeError> {
+    // A service's level: 0 when nothing depends on it, else one more than its dependents'.
+    fn level(project: &Project, service: &str, seen: &mut Vec<String>) -> usize {
+        if seen.iter().any(|s| s == service) {
+            return 0;
+        }
+        seen.push(service.to_string());
+        let l = project
+            .model
+            .services
+            .iter()
+            .filter(|(_, s)| s.depends_on.contains_key(service))
+            .map(|(name, _)| level(project, name, seen) + 1)
+            .max()
+            .unwrap_or(0);
+        seen.pop();
+        l
+    }
+    let mut running: Vec<(usize, &ContainerRecord)> = Vec::new();
+    for c in list {
+        if is_active(&engine.container(&c.id)?.state) {
+            running.push((level(project, service_of(c), &mut Vec::new()), c));
+        }
+    }
+    let root = engine.root().to_path_buf();
+    let deepest = running.iter().map(|(l, _)| *l).max().unwrap_or(0);
+    for l in 0..=deepest {
+        let batch: Vec<&ContainerRecord> = running
+            .iter()
+            .filter(|(x, _)| *x == l)
+            .map(|(_, c)| *c)
+            .collect();
+        for c in &batch {
+            report("Container", &c.name, "Stopping");
+        }
+        let results: Vec<Result<(), ComposeError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|c| {
+                    let root = &root;
+                    scope.spawn(move || -> Result<(), ComposeError> {
+                        let mut engine = Engine::open(root)?;
+                        match engine.stop(&c.id, timeout, None) {
+                            Ok(_) | Err(EngineError::NoSuchContainer(_)) => Ok(()),
+                            Err(e) => Err(e.into()),
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(ComposeError::Failed("a stop panicked".into())))
+                })
+                .collect()
+        });
+        for (c, r) in batch.iter().zip(results) {
+            r?;
+            report("Container", &c.name, "Stopped");
+        }
+    }
     Ok(())
 }
 
@@ -592,6 +668,7 @@ pub fn down(
     let (ours, orphans): (Vec<_>, Vec<_>) = all
         .into_iter()
         .partition(|c| project.model.services.contains_key(service_of(c)));
+    stop_in_levels(engine, project, &ours, opts.timeout, report)?;
     for c in &ours {
         remove_container(engine, c, opts.timeout, opts.volumes, report)?;
     }
@@ -726,17 +803,8 @@ pub fn stop(
     timeout: Option<i64>,
     report: Report,
 ) -> Result<(), ComposeError> {
-    let mut all = service_containers(engine, project, services)?;
-    all.reverse();
-    for c in all {
-        if !is_active(&c.state) {
-            continue;
-        }
-        report("Container", &c.name, "Stopping");
-        engine.stop(&c.id, timeout, None)?;
-        report("Container", &c.name, "Stopped");
-    }
-    Ok(())
+    let all = service_containers(engine, project, services)?;
+    stop_in_levels(engine, project, &all, timeout, report)
 }
 
 /// The container of `service` number `index` (`exec --index`).
