@@ -879,6 +879,20 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any text: an error or a model, never a panic; what is accepted serializes back
+        /// into the same model.
+        #[test]
+        fn any_document_loads_or_errs(text in "(services|image|ports|volumes|build|\\$\\{A:-x\\}|<<|&a|\\*a|!reset|!override|[ :\\-\\[\\]{},'\"\n]|[a-z0-9]){0,60}") {
+            let env = HashMap::from([("A".to_string(), "1".to_string())]);
+            if let Ok(node) = parse_document(&text, "f", &env, &mut Vec::new()) {
+                let model: ComposeFile = serde_json::from_value(node.untagged().to_json()).unwrap();
+                let again: ComposeFile = serde_json::from_value(serde_json::to_value(&model).unwrap()).unwrap();
+                proptest::prop_assert_eq!(model.services.len(), again.services.len());
+            }
+        }
+    }
+
     #[test]
     fn names() {
         assert_eq!(normalize_project_name("My.App_1"), "myapp_1");
