@@ -416,6 +416,14 @@ fn malformed_files_name_file_and_path_and_start_nothing() {
             "services:\n  web:\n    image: busybox\n    healthcheck:\n      interval: soon\n",
             "compose.yaml: services.web.healthcheck.interval: \"soon\": expected a duration",
         ),
+        (
+            "services:\n  web:\n    image: busybox\n    sysctls: {net.core.somaxconn: 1024}\n",
+            "compose.yaml: services.web.sysctls: not supported by berth",
+        ),
+        (
+            "services:\n  web:\n    image: busybox\n    container_name: one\n    scale: 2\n",
+            "service \"web\" has a container_name and 2 replicas",
+        ),
     ];
     for (i, (file, expected)) in cases.iter().enumerate() {
         let dir = project_dir(&host, &format!("bad{i}"), file);
@@ -445,7 +453,7 @@ fn config_merges_files_and_interpolates() {
     let dir = project_dir(
         &host,
         "cfg",
-        "name: ${PROJECT:-fallback}\nservices:\n  nb:\n    image: busybox:${TAG}\n    environment: [A=1, B=2]\n    ports: ['${PORT:-8888}:8888']\n  gpu:\n    image: busybox\n    profiles: [gpu]\n",
+        "name: ${PROJECT:-fallback}\nservices:\n  nb:\n    image: busybox:${TAG}\n    tty: ${TTY:-yes}\n    healthcheck:\n      test: 'true'\n      retries: ${RETRIES:-4}\n    environment: [A=1, B=2]\n    ports: ['${PORT:-8888}:8888']\n  gpu:\n    image: busybox\n    profiles: [gpu]\n",
     );
     std::fs::write(dir.join(".env"), "TAG=latest\nPROJECT=lab\n").unwrap();
     std::fs::write(
@@ -464,6 +472,9 @@ fn config_merges_files_and_interpolates() {
     );
     assert_eq!(nb["command"], serde_json::json!(["sh"]));
     assert_eq!(nb["ports"][0]["published"], "8888");
+    // Interpolated values take the field's type.
+    assert_eq!(nb["tty"], true);
+    assert_eq!(nb["healthcheck"]["retries"], 4);
     assert!(
         model["services"].get("gpu").is_none(),
         "an inactive profile's service: {out}"
@@ -707,4 +718,29 @@ fn push_and_pull_service_images_through_a_registry() {
         !host.ok(&["network", "ls"]).contains("shipit"),
         "a network made before the pull failed"
     );
+}
+
+#[test]
+fn recreate_keeps_anonymous_volumes() {
+    let host = Host::new();
+    let file = |cmd: &str| {
+        format!(
+            "services:\n  db:\n    image: busybox\n    command: {cmd}\n    volumes: [/data]\n    stop_grace_period: 1s\n"
+        )
+    };
+    let dir = project_dir(&host, "keep", &file("sleep 600"));
+    compose_ok(&host, &dir, &["up", "-d"]);
+    compose_ok(
+        &host,
+        &dir,
+        &["exec", "-T", "db", "sh", "-c", "echo rows > /data/table"],
+    );
+    std::fs::write(dir.join("compose.yaml"), file("sleep 601")).unwrap();
+    let (_, progress) = compose_ok(&host, &dir, &["up", "-d"]);
+    assert!(progress.contains("keep-db-1  Recreated"), "{progress}");
+    let (out, _) = compose_ok(&host, &dir, &["exec", "-T", "db", "cat", "/data/table"]);
+    assert_eq!(out, "rows\n");
+    assert_eq!(host.ok(&["volume", "ls", "-q"]).lines().count(), 1);
+    compose_ok(&host, &dir, &["down", "-v"]);
+    assert_eq!(host.ok(&["volume", "ls", "-q"]), "");
 }

@@ -303,6 +303,7 @@ pub fn parse_document(
         }
     }
     let node = strip_extensions(node);
+    let node = unsupported(node, name, warnings)?;
     typed(&node.clone().untagged().to_json(), name)?;
     Ok(node)
 }
@@ -370,6 +371,89 @@ fn strip_extensions(node: Node) -> Node {
     Node::Map(top)
 }
 
+/// Top-level keys of the specification berth does not act on: refused by name rather than
+/// run without.
+const UNSUPPORTED_TOP: &[&str] = &["secrets", "configs", "include", "models"];
+/// Service keys berth does not act on and that change what runs: refused.
+const UNSUPPORTED_SERVICE: &[&str] = &[
+    "secrets",
+    "configs",
+    "extends",
+    "sysctls",
+    "devices",
+    "device_cgroup_rules",
+    "ipc",
+    "pid",
+    "userns_mode",
+    "cgroup_parent",
+    "links",
+    "external_links",
+    "volumes_from",
+    "runtime",
+    "isolation",
+    "storage_opt",
+    "blkio_config",
+    "oom_kill_disable",
+    "domainname",
+    "mac_address",
+    "dns_search",
+    "dns_opt",
+    "cpu_quota",
+    "cpu_period",
+    "develop",
+    "post_start",
+    "pre_stop",
+];
+/// Service keys that are hints a single engine may skip: a warning.
+const IGNORED_SERVICE: &[&str] = &[
+    "mem_reservation",
+    "mem_swappiness",
+    "memswap_limit",
+    "oom_score_adj",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_rt_runtime",
+    "cpu_rt_period",
+    "stop_signal_timeout",
+    "attach",
+    "annotations",
+    "credential_spec",
+    "label_file",
+    "use_api_socket",
+];
+
+/// Refuses what berth cannot do (`file: path: not supported by berth`), drops with a
+/// warning what it may skip.
+fn unsupported(node: Node, file: &str, warnings: &mut Vec<String>) -> Result<Node, ComposeError> {
+    let Node::Map(mut top) = node else {
+        return Ok(node);
+    };
+    for key in UNSUPPORTED_TOP {
+        if top.get(*key).is_some_and(|v| !matches!(v, Node::Null)) {
+            return Err(ComposeError::Invalid(format!(
+                "{file}: {key}: not supported by berth"
+            )));
+        }
+        top.shift_remove(*key);
+    }
+    if let Some(Node::Map(services)) = top.get_mut("services") {
+        for (name, service) in services.iter_mut() {
+            let Node::Map(keys) = service else { continue };
+            if let Some(key) = UNSUPPORTED_SERVICE.iter().find(|k| keys.contains_key(**k)) {
+                return Err(ComposeError::Invalid(format!(
+                    "{file}: services.{name}.{key}: not supported by berth"
+                )));
+            }
+            for key in IGNORED_SERVICE {
+                if keys.shift_remove(*key).is_some() {
+                    warnings.push(format!("services.{name}.{key}: ignored by berth"));
+                }
+            }
+        }
+    }
+    Ok(Node::Map(top))
+}
+
 /// JSON into the typed model; an error names `file`, the path in the document and what
 /// was expected there.
 fn typed(json: &Value, file: &str) -> Result<ComposeFile, ComposeError> {
@@ -390,20 +474,8 @@ impl Node {
     }
 }
 
-/// Service keys whose lists are sets: a later file's entries are added.
-const APPENDED: &[&str] = &[
-    "ports",
-    "expose",
-    "env_file",
-    "dns",
-    "cap_add",
-    "cap_drop",
-    "profiles",
-    "security_opt",
-    "tmpfs",
-    "group_add",
-    "extra_hosts",
-];
+/// Service keys that take one string or a list of them.
+const ONE_OR_MANY: &[&str] = &["env_file", "dns", "dns_search", "tmpfs"];
 /// Service keys a later file replaces whole.
 const REPLACED: &[&str] = &["command", "entrypoint", "test"];
 /// Service keys given as lists or mappings: merged by key.
@@ -414,6 +486,24 @@ fn merge(base: Node, over: Node, path: &str) -> Node {
     let key = path.rsplit('.').next().unwrap_or(path);
     match (base, over) {
         (_, Node::Tagged(Tag::Override, inner)) => inner.untagged(),
+        // Short forms as their long ones, so that both sides merge.
+        (base, over) if key == "build" && (is_str(&base) || is_str(&over)) => {
+            let long = |n: Node| match n {
+                Node::Str(context) => Node::Map(IndexMap::from([(
+                    "context".to_string(),
+                    Node::Str(context),
+                )])),
+                other => other,
+            };
+            merge(long(base), long(over), path)
+        }
+        (base, over) if ONE_OR_MANY.contains(&key) && (is_str(&base) || is_str(&over)) => {
+            let long = |n: Node| match n {
+                Node::Str(one) => Node::Seq(vec![Node::Str(one)]),
+                other => other,
+            };
+            merge(long(base), long(over), path)
+        }
         (base, over) if KEYED.contains(&key) && (is_list(&base) || is_list(&over)) => {
             merge(keyed(base, key), keyed(over, key), &format!("{path}#"))
         }
@@ -462,9 +552,8 @@ fn merge(base: Node, over: Node, path: &str) -> Node {
             }
             Node::Seq(out)
         }
-        (Node::Seq(base), Node::Seq(over))
-            if APPENDED.contains(&key) && !REPLACED.contains(&key) =>
-        {
+        // Other sequences: a later file's entries are added (compose's merge rules).
+        (Node::Seq(base), Node::Seq(over)) if !REPLACED.contains(&key) => {
             let mut out = base;
             for v in over {
                 let v = v.untagged();
@@ -476,6 +565,10 @@ fn merge(base: Node, over: Node, path: &str) -> Node {
         }
         (_, over) => over.untagged(),
     }
+}
+
+fn is_str(n: &Node) -> bool {
+    matches!(n, Node::Str(_))
 }
 
 fn is_list(n: &Node) -> bool {
@@ -525,6 +618,15 @@ fn check(project: &Project) -> Result<(), ComposeError> {
         if s.image.is_none() && s.build.is_none() {
             return invalid(format!(
                 "service {name:?} has neither an image nor a build context specified"
+            ));
+        }
+        let replicas = s
+            .scale
+            .or_else(|| s.deploy.as_ref().and_then(|d| d.replicas))
+            .unwrap_or(1);
+        if s.container_name.is_some() && replicas > 1 {
+            return invalid(format!(
+                "service {name:?} has a container_name and {replicas} replicas: a name can be given to one container only"
             ));
         }
         for dep in s.depends_on.keys() {
@@ -582,7 +684,7 @@ fn check(project: &Project) -> Result<(), ComposeError> {
         }
         stack.push(name);
         if let Some(s) = model.services.get(name) {
-            for dep in s.depends_on.keys() {
+            for dep in s.dependencies() {
                 visit(model, dep, stack, done)?;
             }
         }
@@ -661,12 +763,7 @@ pub fn parse_env_file(
                 end = closing_quote(&text);
             }
             let body = &text[..end.unwrap_or(text.len())];
-            (
-                body.replace("\\n", "\n")
-                    .replace("\\\"", "\"")
-                    .replace("\\\\", "\\"),
-                true,
-            )
+            (unescape(body), true)
         } else {
             let value = match raw.find(" #") {
                 Some(at) => &raw[..at],
@@ -684,6 +781,32 @@ pub fn parse_env_file(
         out.insert(key.to_string(), value);
     }
     Ok(out)
+}
+
+/// A double-quoted value's escapes, in one pass: `\n`, `\r`, `\t`, `\"`, `\\`; any other
+/// backslash stays.
+fn unescape(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('"') => out.push('"'),
+            Some('\\') => out.push('\\'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 fn closing_quote(s: &str) -> Option<usize> {
@@ -785,12 +908,37 @@ mod tests {
     }
 
     #[test]
+    fn short_forms_merge_with_long_ones() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "compose.yaml",
+            "services:\n  app:\n    build: ./app\n    env_file: a.env\n    cap_add: [NET_ADMIN]\n",
+        );
+        write(
+            d.path(),
+            "compose.override.yaml",
+            "services:\n  app:\n    build:\n      args: {X: '1'}\n    env_file: [b.env]\n    cap_add: [SYS_TIME]\n",
+        );
+        let p = load(&opts(d.path())).unwrap();
+        let app = &p.model.services["app"];
+        let build = app.build.as_ref().unwrap();
+        assert_eq!(
+            (build.context.as_str(), build.args["X"].as_deref()),
+            ("./app", Some("1"))
+        );
+        let files: Vec<&str> = app.env_file.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(files, ["a.env", "b.env"]);
+        assert_eq!(app.cap_add, ["NET_ADMIN", "SYS_TIME"]);
+    }
+
+    #[test]
     fn env_file_and_interpolation() {
         let d = tempfile::tempdir().unwrap();
         write(
             d.path(),
             ".env",
-            "# comment\nTAG=1.36\nexport NAME='my proj'\nPORT=8080 # inline\nQ=\"a\\nb\"\n",
+            "# comment\nTAG=1.36\nexport NAME='my proj'\nPORT=8080 # inline\nQ=\"a\\nb\"\nWIN=\"C:\\\\new\"\n",
         );
         write(
             d.path(),
@@ -805,6 +953,7 @@ mod tests {
         assert_eq!(web.ports[0].published.as_deref(), Some("8080"));
         assert_eq!(web.environment["N"].as_deref(), Some("my proj"));
         assert_eq!(web.environment["Q"].as_deref(), Some("a\nb"));
+        assert_eq!(p.environment["WIN"], "C:\\new");
         assert_eq!(p.name, "p1");
         assert!(
             p.warnings.iter().any(|w| w.contains("\"UNSET\"")),

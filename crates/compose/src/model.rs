@@ -153,9 +153,17 @@ pub struct Service {
         deserialize_with = "opt_cpus"
     )]
     pub cpus: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_flex_int"
+    )]
     pub pids_limit: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_flex_bool"
+    )]
     pub init: Option<bool>,
     #[serde(
         default,
@@ -171,13 +179,29 @@ pub struct Service {
     pub stop_grace_period: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "flex_bool"
+    )]
     pub tty: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "flex_bool"
+    )]
     pub stdin_open: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "flex_bool"
+    )]
     pub privileged: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "flex_bool"
+    )]
     pub read_only: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
@@ -217,6 +241,61 @@ pub struct Service {
     /// GPU requests: accepted in the model, refused when run (berth has no GPU support yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpus: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    /// `nofile: 1024` or `nofile: {soft: 1024, hard: 2048}`.
+    #[serde(
+        default,
+        skip_serializing_if = "IndexMap::is_empty",
+        deserialize_with = "ulimits"
+    )]
+    pub ulimits: IndexMap<String, Ulimit>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_flex_int"
+    )]
+    pub cpu_shares: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<String>,
+}
+
+/// `logging:`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "IndexMap::is_empty",
+        deserialize_with = "labels"
+    )]
+    pub options: IndexMap<String, String>,
+}
+
+/// One `ulimits:` entry.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ulimit {
+    pub soft: i64,
+    pub hard: i64,
+}
+
+impl Service {
+    /// The services this one needs first: `depends_on`, and the one whose network
+    /// namespace it joins (`network_mode: service:x`).
+    pub fn dependencies(&self) -> Vec<&str> {
+        let mut deps: Vec<&str> = self.depends_on.keys().map(String::as_str).collect();
+        if let Some(other) = self
+            .network_mode
+            .as_deref()
+            .and_then(|m| m.strip_prefix("service:"))
+            && !deps.contains(&other)
+        {
+            deps.push(other);
+        }
+        deps
+    }
 }
 
 /// `build:`.
@@ -243,9 +322,17 @@ pub struct Build {
     pub labels: IndexMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "flex_bool"
+    )]
     pub no_cache: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "flex_bool"
+    )]
     pub pull: bool,
 }
 
@@ -258,7 +345,7 @@ fn dot() -> String {
 #[serde(deny_unknown_fields)]
 pub struct EnvFile {
     pub path: String,
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "flex_bool")]
     pub required: bool,
 }
 
@@ -362,7 +449,11 @@ pub struct ServiceVolume {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     pub target: String,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "flex_bool"
+    )]
     pub read_only: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind: Option<BindOptions>,
@@ -388,7 +479,11 @@ pub struct BindOptions {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeOptions {
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "flex_bool"
+    )]
     pub nocopy: bool,
 }
 
@@ -452,7 +547,11 @@ impl ServiceVolume {
 pub struct ServiceNetwork {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_flex_int"
+    )]
     pub priority: Option<i64>,
 }
 
@@ -462,9 +561,13 @@ pub struct ServiceNetwork {
 pub struct Dependency {
     #[serde(default = "service_started")]
     pub condition: Condition,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "flex_bool"
+    )]
     pub restart: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "flex_bool")]
     pub required: bool,
 }
 
@@ -529,7 +632,11 @@ pub struct Limits {
         deserialize_with = "opt_bytes"
     )]
     pub memory: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_flex_int"
+    )]
     pub pids: Option<i64>,
 }
 
@@ -558,7 +665,11 @@ pub struct Reservations {
 pub struct DeployRestart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_flex_int"
+    )]
     pub max_attempts: Option<i64>,
 }
 
@@ -597,9 +708,17 @@ pub struct Healthcheck {
         deserialize_with = "opt_duration"
     )]
     pub start_interval: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_flex_int"
+    )]
     pub retries: Option<i64>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "flex_bool"
+    )]
     pub disable: bool,
 }
 
@@ -632,9 +751,17 @@ pub struct NetworkDef {
         deserialize_with = "external"
     )]
     pub external: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "flex_bool"
+    )]
     pub internal: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "flex_bool"
+    )]
     pub attachable: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam: Option<Ipam>,
@@ -1022,10 +1149,87 @@ where
 fn external<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     let v = Value::deserialize(d)?;
     match &v {
-        Value::Bool(b) => Ok(*b),
         Value::Object(_) => Ok(true),
-        _ => Err(expected("a boolean", &v)),
+        _ => bool_of(&v).ok_or_else(|| expected("a boolean", &v)),
     }
+}
+
+/// A boolean, also as the text an interpolated value leaves (`"true"`, `"yes"`, `"off"`).
+fn bool_of(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "y" | "on" => Some(true),
+            "false" | "no" | "n" | "off" | "" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let v = Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(false);
+    }
+    bool_of(&v).ok_or_else(|| expected("a boolean", &v))
+}
+
+fn opt_flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    let v = Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    bool_of(&v)
+        .map(Some)
+        .ok_or_else(|| expected("a boolean", &v))
+}
+
+/// An integer, also as text (an interpolated value).
+fn opt_flex_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = Value::deserialize(d)?;
+    match &v {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| expected("an integer", &v)),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| expected("an integer", &v)),
+        _ => Err(expected("an integer", &v)),
+    }
+}
+
+fn ulimits<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, Ulimit>, D::Error> {
+    let v = Value::deserialize(d)?;
+    let Value::Object(map) = &v else {
+        return if v.is_null() {
+            Ok(IndexMap::new())
+        } else {
+            Err(expected("a mapping of limits", &v))
+        };
+    };
+    map.iter()
+        .map(|(name, limit)| {
+            let limit = match limit {
+                Value::Number(n) => n.as_i64().map(|n| Ulimit { soft: n, hard: n }),
+                Value::Object(o) => match (
+                    o.get("soft").and_then(Value::as_i64),
+                    o.get("hard").and_then(Value::as_i64),
+                ) {
+                    (Some(soft), Some(hard)) if o.len() == 2 => Some(Ulimit { soft, hard }),
+                    _ => None,
+                },
+                _ => None,
+            };
+            limit.map(|l| (name.clone(), l)).ok_or_else(|| {
+                D::Error::custom(format!("{name}: expected a number or {{soft: N, hard: N}}"))
+            })
+        })
+        .collect()
 }
 
 fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {

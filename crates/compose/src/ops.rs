@@ -85,6 +85,8 @@ pub struct UpOptions {
     pub no_start: bool,
     /// `-t`: seconds to wait when stopping a container being replaced.
     pub timeout: Option<i64>,
+    /// `--pull always|missing|never` over each service's `pull_policy`.
+    pub pull: Option<String>,
 }
 
 /// `up`: networks, volumes, images, then each service's containers in dependency order,
@@ -125,8 +127,11 @@ pub fn up(
         engine,
         project,
         &services,
-        opts.build,
-        opts.no_build,
+        &ImagePolicy {
+            build: opts.build,
+            no_build: opts.no_build,
+            pull: opts.pull.clone(),
+        },
         images,
     )?;
     ensure_networks(engine, project, &project.networks_used(&services), report)?;
@@ -169,8 +174,14 @@ pub fn up(
             if (stale || opts.force_recreate) && !opts.no_recreate {
                 report("Container", &c.name, "Recreate");
                 let number = number_of(c);
-                remove_container(engine, c, opts.timeout, true, &mut |_, _, _| {})?;
-                *c = create_container(engine, project, name, number, report)?;
+                // The old container's anonymous volumes are the new one's (their data
+                // stays), as Docker Compose keeps them.
+                let kept = anonymous_volumes(engine, c);
+                remove_container(engine, c, opts.timeout, false, &mut |_, _, _| {})?;
+                let cname = project.container_name(name, number);
+                *c = create_named(engine, project, name, &cname, number, false, &|o| {
+                    keep_volumes(o, &kept)
+                })?;
                 report("Container", &c.name, "Recreated");
             } else if is_active(&c.state) {
                 report("Container", &c.name, "Running");
@@ -197,6 +208,34 @@ pub fn up(
         brought_up.extend(current);
     }
     Ok(brought_up)
+}
+
+/// A container's anonymous volumes, as `(name, destination)`.
+fn anonymous_volumes(engine: &mut Engine, c: &ContainerRecord) -> Vec<(String, String)> {
+    c.mounts
+        .iter()
+        .filter(|m| m.kind == "volume")
+        .filter(|m| engine.volume(&m.name).is_ok_and(|v| v.is_anonymous()))
+        .map(|m| (m.name.clone(), m.destination.clone()))
+        .collect()
+}
+
+/// Mounts `kept` volumes where a new container would get anonymous ones (or an image's
+/// `VOLUME` would).
+fn keep_volumes(opts: &mut berth_engine::CreateOptions, kept: &[(String, String)]) {
+    for (name, dest) in kept {
+        match opts.mounts.iter_mut().find(|m| &m.target == dest) {
+            Some(m) if m.kind == berth_engine::mounts::MountKind::Volume && m.source.is_none() => {
+                m.source = Some(name.clone());
+            }
+            Some(_) => {}
+            None => {
+                if let Ok(m) = berth_engine::mounts::parse_volume_flag(&format!("{name}:{dest}")) {
+                    opts.mounts.push(m);
+                }
+            }
+        }
+    }
 }
 
 fn create_container(
@@ -236,6 +275,7 @@ pub fn create_named(
     let rec = engine.create(&opts)?;
     let svc = project.service(service)?;
     for (network, aliases) in project.service_networks(service, svc).into_iter().skip(1) {
+        let aliases = if oneoff { Vec::new() } else { aliases };
         engine.network_connect(&network, &rec.id, &aliases)?;
     }
     Ok(engine.container(&rec.id)?)
@@ -415,36 +455,52 @@ pub fn ensure_volumes(
 
 /// Builds the services that are built and have no image yet (all of them with `build`),
 /// and pulls the images of the others that are missing.
+/// How `up` and `run` come by images.
+#[derive(Debug, Clone, Default)]
+pub struct ImagePolicy {
+    /// `--build`: build every built service.
+    pub build: bool,
+    /// `--no-build`: build none.
+    pub no_build: bool,
+    /// `--pull`, over the services' `pull_policy`.
+    pub pull: Option<String>,
+}
+
 pub fn ensure_images(
     engine: &mut Engine,
     project: &Project,
     services: &[String],
-    build: bool,
-    no_build: bool,
+    policy: &ImagePolicy,
     images: &mut dyn Images,
 ) -> Result<(), ComposeError> {
     for name in services {
         let service = project.service(name)?;
         let image = project.image_name(name);
         let present = engine.store().resolve(&image).is_ok();
-        let policy = service.pull_policy.as_deref().unwrap_or("missing");
-        match project.build_spec(name) {
-            Some(spec) if (build || !present) && !no_build || policy == "build" => {
+        let pull = policy
+            .pull
+            .as_deref()
+            .or(service.pull_policy.as_deref())
+            .unwrap_or("missing");
+        if let Some(spec) = project.build_spec(name) {
+            let wanted = policy.build || pull == "build" || !present;
+            if wanted && !policy.no_build {
                 images.build(name, &spec).map_err(ComposeError::Failed)?;
-            }
-            Some(_) if !present => {
+            } else if !present {
                 return Err(ComposeError::Failed(format!(
                     "service {name:?} has no image {image} and --no-build was given"
                 )));
             }
-            _ if !present && policy != "never" || policy == "always" => {
-                images.pull(&image).map_err(ComposeError::Failed)?;
-            }
-            _ if !present => {
+            continue;
+        }
+        match pull {
+            "always" => images.pull(&image).map_err(ComposeError::Failed)?,
+            "never" if !present => {
                 return Err(ComposeError::Failed(format!(
-                    "service {name:?}: no such image {image} (pull_policy: never)"
+                    "service {name:?}: no such image {image} (pull policy: never)"
                 )));
             }
+            _ if !present => images.pull(&image).map_err(ComposeError::Failed)?,
             _ => {}
         }
     }
@@ -454,7 +510,8 @@ pub fn ensure_images(
 /// How long `depends_on` and `--wait` wait at most.
 const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn wait_for_dependency(
+/// Waits until `dep`'s containers meet `condition` (an optional one's failure is a warning).
+pub fn wait_for_dependency(
     engine: &mut Engine,
     project: &Project,
     dep: &str,

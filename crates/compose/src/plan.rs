@@ -76,10 +76,10 @@ impl Project {
     /// Whether a service runs with the active profiles.
     pub fn is_active(&self, service: &Service) -> bool {
         service.profiles.is_empty()
-            || service
+            || self
                 .profiles
                 .iter()
-                .any(|p| self.profiles.contains(p) || p == "*")
+                .any(|p| p == "*" || service.profiles.contains(p))
     }
 
     /// The services a command works on, dependencies first: those named (each must exist),
@@ -106,7 +106,7 @@ impl Project {
                 return;
             }
             if deps && let Some(s) = p.model.services.get(name) {
-                for d in s.depends_on.keys() {
+                for d in s.dependencies() {
                     visit(p, d, deps, order);
                 }
             }
@@ -288,12 +288,20 @@ impl Project {
             return String::new();
         };
         let mut s = service.clone();
+        // What does not make a different container: counts, order, how the image is had.
         s.scale = None;
         s.depends_on.clear();
+        s.profiles.clear();
+        s.build = None;
+        s.pull_policy = None;
         if let Some(d) = s.deploy.as_mut() {
             d.replicas = None;
         }
-        let json = serde_json::to_vec(&s).unwrap_or_default();
+        // The environment as the container gets it (env files and the shell's values).
+        s.environment.clear();
+        s.env_file.clear();
+        let env = service_environment(self, service).unwrap_or_default();
+        let json = serde_json::to_vec(&(s, env)).unwrap_or_default();
         hex::encode(Sha256::digest(&json))
     }
 
@@ -518,10 +526,37 @@ impl Project {
             pids_limit: limits.pids.or(s.pids_limit).filter(|p| *p > 0),
             dns: s.dns.clone(),
             extra_hosts: s.extra_hosts.clone(),
+            cpu_shares: s.cpu_shares.unwrap_or(0),
+            cpuset_cpus: s.cpuset.clone().unwrap_or_default(),
+            ulimits: s
+                .ulimits
+                .iter()
+                .map(|(name, l)| berth_engine::Ulimit {
+                    name: name.clone(),
+                    soft: l.soft,
+                    hard: l.hard,
+                })
+                .collect(),
+            log_config: s
+                .logging
+                .as_ref()
+                .map(|l| berth_engine::LogConfig {
+                    kind: l.driver.clone().unwrap_or_default(),
+                    config: l
+                        .options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                })
+                .unwrap_or_default(),
             ..Default::default()
         };
         berth_engine::validate_host_config(&host).map_err(invalid)?;
-        let aliases = networks.first().map(|(_, a)| a.clone()).unwrap_or_default();
+        // A one-off container does not answer to the service's names.
+        let aliases = match networks.first() {
+            Some((_, a)) if !oneoff => a.clone(),
+            _ => Vec::new(),
+        };
         Ok(CreateOptions {
             image: self.image_name(name),
             name: Some(container_name.to_string()),
@@ -542,7 +577,8 @@ impl Project {
             stop_timeout: s
                 .stop_grace_period
                 .as_ref()
-                .map(|d| d.nanos / 1_000_000_000),
+                // Whole seconds, rounded up: 500ms still gives the process time.
+                .map(|d| (d.nanos + 999_999_999) / 1_000_000_000),
             attach: false,
             mounts,
             volumes_from: Vec::new(),

@@ -668,12 +668,22 @@ fn up(root: &Path, project: &Project, a: UpArgs, color: bool) -> Result<()> {
         remove_orphans: a.remove_orphans,
         no_start: a.no_start,
         timeout: a.timeout,
+        pull: (a.pull != "policy").then(|| a.pull.clone()),
     };
+    if !matches!(
+        a.pull.as_str(),
+        "policy" | "always" | "missing" | "never" | "build"
+    ) {
+        bail!(
+            "invalid --pull {:?}: expected always, missing, never or build",
+            a.pull
+        );
+    }
     let mut images = CliImages {
         root: root.to_path_buf(),
         quiet: false,
         no_cache: false,
-        pull: a.pull == "always",
+        pull: false,
         build_args: Vec::new(),
     };
     let mut engine = Engine::open(root)?;
@@ -689,8 +699,11 @@ fn up(root: &Path, project: &Project, a: UpArgs, color: bool) -> Result<()> {
     // Attached: everyone's output until they all stop; Ctrl-C stops them.
     drop(engine);
     let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    // A second Ctrl-C leaves at once (the containers' stops go on without berth).
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
     let view = LogView {
         follow: true,
         tail: "all".into(),
@@ -700,7 +713,14 @@ fn up(root: &Path, project: &Project, a: UpArgs, color: bool) -> Result<()> {
         color: color && !a.no_color,
         prefix: !a.no_log_prefix,
     };
-    let services = a.services.clone();
+    // Every service it shows: the named ones and what they depend on.
+    let mut services: Vec<String> = Vec::new();
+    for c in &brought_up {
+        let s = ops::service_of(c).to_string();
+        if !services.contains(&s) {
+            services.push(s);
+        }
+    }
     let timeout = a.timeout;
     let stopper = {
         let stop = stop.clone();
@@ -939,6 +959,17 @@ fn run(root: &Path, project: &Project, a: RunArgs) -> Result<()> {
             &mut images,
             &mut report,
         )?;
+        // And is in the state the service waits for.
+        for (dep, d) in &service.depends_on {
+            ops::wait_for_dependency(
+                &mut engine,
+                project,
+                dep,
+                d.condition,
+                d.required,
+                &mut report,
+            )?;
+        }
     }
     let mut images = CliImages {
         root: root.to_path_buf(),
@@ -963,8 +994,10 @@ fn run(root: &Path, project: &Project, a: RunArgs) -> Result<()> {
         &mut engine,
         project,
         std::slice::from_ref(&a.service),
-        a.build,
-        false,
+        &ops::ImagePolicy {
+            build: a.build,
+            ..Default::default()
+        },
         &mut images,
     )?;
     let mut project = project.clone();
@@ -995,6 +1028,11 @@ fn run(root: &Path, project: &Project, a: RunArgs) -> Result<()> {
         }
         s.container_name = None;
         s.restart = None;
+        if let Some(d) = s.deploy.as_mut() {
+            d.restart_policy = None;
+            d.replicas = None;
+        }
+        s.scale = None;
         let tty = !a.no_tty && io::stdin().is_terminal();
         s.tty = tty;
         s.stdin_open = true;
