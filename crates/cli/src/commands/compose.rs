@@ -574,6 +574,19 @@ struct CliImages {
     build_args: Vec<String>,
 }
 
+impl CliImages {
+    /// Pulls and builds as `up` and `run` do them: with progress, the files' options only.
+    fn new(root: &Path) -> CliImages {
+        CliImages {
+            root: root.to_path_buf(),
+            quiet: false,
+            no_cache: false,
+            pull: false,
+            build_args: Vec::new(),
+        }
+    }
+}
+
 impl Images for CliImages {
     fn pull(&mut self, image: &str) -> Result<(), String> {
         if !self.quiet {
@@ -679,13 +692,7 @@ fn up(root: &Path, project: &Project, a: UpArgs, color: bool) -> Result<()> {
             a.pull
         );
     }
-    let mut images = CliImages {
-        root: root.to_path_buf(),
-        quiet: false,
-        no_cache: false,
-        pull: false,
-        build_args: Vec::new(),
-    };
+    let mut images = CliImages::new(root);
     let mut engine = Engine::open(root)?;
     let brought_up = ops::up(&mut engine, project, &opts, &mut images, &mut report)?;
     if a.wait {
@@ -942,13 +949,7 @@ fn run(root: &Path, project: &Project, a: RunArgs) -> Result<()> {
     // What it depends on comes up first, as `up` would bring it.
     if !a.no_deps && !service.depends_on.is_empty() {
         let deps: Vec<String> = service.depends_on.keys().cloned().collect();
-        let mut images = CliImages {
-            root: root.to_path_buf(),
-            quiet: false,
-            no_cache: false,
-            pull: false,
-            build_args: Vec::new(),
-        };
+        let mut images = CliImages::new(root);
         ops::up(
             &mut engine,
             project,
@@ -971,13 +972,7 @@ fn run(root: &Path, project: &Project, a: RunArgs) -> Result<()> {
             )?;
         }
     }
-    let mut images = CliImages {
-        root: root.to_path_buf(),
-        quiet: false,
-        no_cache: false,
-        pull: false,
-        build_args: Vec::new(),
-    };
+    let mut images = CliImages::new(root);
     ops::ensure_networks(
         &mut engine,
         project,
