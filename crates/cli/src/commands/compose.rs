@@ -789,7 +789,6 @@ fn show_logs(
             .to_string()
     };
     let width = containers.iter().map(|c| short(c).len()).max().unwrap_or(0);
-    let _ = stop;
     std::thread::scope(|scope| -> Result<()> {
         let mut handles = Vec::new();
         for (i, c) in containers.iter().enumerate() {
@@ -830,7 +829,10 @@ fn show_logs(
         }
         Ok(())
     })?;
-    if view.follow && stop.is_none_or(|s| !s.load(Ordering::Relaxed)) {
+    // `up` attached says how each ended (not when Ctrl-C stopped them).
+    if let Some(stop) = stop
+        && !stop.load(Ordering::Relaxed)
+    {
         let mut engine = Engine::open(root)?;
         for c in containers {
             if let Ok(now) = engine.container(&c.id) {
