@@ -10,7 +10,7 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Output, Stdio},
     time::Duration,
 };
 
@@ -278,23 +278,7 @@ fn docker_compose_v1_through_serve_gives_the_same_project() {
     let api = ApiServer::start(&host.berth);
     let port = common::registry::free_port();
     let dir = project_dir(&host, "shared", &project_file(port, 600));
-    let v1 = |args: &[&str]| {
-        let out = Command::new("docker-compose")
-            .current_dir(&dir)
-            .env("DOCKER_HOST", format!("unix://{}", api.socket.display()))
-            .env_remove("COMPOSE_PROJECT_NAME")
-            .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run docker-compose");
-        let (stdout, stderr) = text(&out);
-        assert!(
-            out.status.success(),
-            "docker-compose {args:?}: {stdout}{stderr}"
-        );
-        stdout
-    };
+    let v1 = |args: &[&str]| api.compose_v1(&dir, None, args).0;
     // What a project is, apart from names and IDs: per container its service, number,
     // image, command, the networks and volumes it is on and its published ports; the
     // project's networks and volumes with their compose labels.

@@ -1338,23 +1338,7 @@ volumes:
         ),
     )
     .unwrap();
-    let compose = |args: &[&str]| {
-        let out = Command::new("docker-compose")
-            .current_dir(&project)
-            .env("DOCKER_HOST", format!("unix://{}", api.socket.display()))
-            .env("COMPOSE_PROJECT_NAME", "mlapp")
-            .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run docker-compose");
-        let (stdout, stderr) = text(&out);
-        assert!(
-            out.status.success(),
-            "docker-compose {args:?}: {stdout}{stderr}"
-        );
-        (stdout, stderr)
-    };
+    let compose = |args: &[&str]| api.compose_v1(&project, Some("mlapp"), args);
     let (_, stderr) = compose(&["up", "-d"]);
     assert!(
         stderr.contains("Creating network \"mlapp_backend\""),

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::{
     ComposeError,
     interpolate::interpolate,
-    model::{ComposeFile, list_or_map_value},
+    model::ComposeFile,
     yaml::{self, Node, Tag},
 };
 
@@ -116,7 +116,7 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
     for file in &files {
         let node = read_file(file, &environment, &mut warnings)?;
         merged = Some(match merged {
-            None => node.untagged_top(),
+            None => node.untagged(),
             Some(base) => merge(base, node, ""),
         });
     }
@@ -468,12 +468,6 @@ fn typed(json: &Value, file: &str) -> Result<ComposeFile, ComposeError> {
     })
 }
 
-impl Node {
-    fn untagged_top(self) -> Node {
-        self.untagged()
-    }
-}
-
 /// Service keys that take one string or a list of them.
 const ONE_OR_MANY: &[&str] = &["env_file", "dns", "dns_search", "tmpfs"];
 /// Service keys a later file replaces whole.
@@ -620,10 +614,7 @@ fn check(project: &Project) -> Result<(), ComposeError> {
                 "service {name:?} has neither an image nor a build context specified"
             ));
         }
-        let replicas = s
-            .scale
-            .or_else(|| s.deploy.as_ref().and_then(|d| d.replicas))
-            .unwrap_or(1);
+        let replicas = s.replicas();
         if s.container_name.is_some() && replicas > 1 {
             return invalid(format!(
                 "service {name:?} has a container_name and {replicas} replicas: a name can be given to one container only"
@@ -856,11 +847,6 @@ pub fn service_environment(
         }
     }
     Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
-}
-
-/// A `list_or_map` node's value (for callers outside the model).
-pub fn key_values(v: &Value) -> Result<IndexMap<String, Option<String>>, String> {
-    list_or_map_value(v)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde_json::Value;
 #[serde(deny_unknown_fields)]
 pub struct ComposeFile {
     /// Obsolete, ignored (compose warns).
-    #[serde(default, skip_serializing, deserialize_with = "any_scalar")]
+    #[serde(default, skip_serializing, deserialize_with = "opt_scalar")]
     pub version: Option<String>,
     /// The project's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,6 +282,26 @@ pub struct Ulimit {
 }
 
 impl Service {
+    /// How many containers it has: `scale`, else `deploy.replicas`, else one (`up --scale`
+    /// overrides).
+    pub fn replicas(&self) -> u32 {
+        self.scale
+            .or_else(|| self.deploy.as_ref().and_then(|d| d.replicas))
+            .unwrap_or(1)
+    }
+
+    /// The file's network keys its containers join, in the file's order: `default` when it
+    /// names none, nothing with a `network_mode`.
+    pub fn network_keys(&self) -> Vec<&str> {
+        if self.network_mode.is_some() {
+            Vec::new()
+        } else if self.networks.is_empty() {
+            vec!["default"]
+        } else {
+            self.networks.keys().map(String::as_str).collect()
+        }
+    }
+
     /// The services this one needs first: `depends_on`, and the one whose network
     /// namespace it joins (`network_mode: service:x`).
     pub fn dependencies(&self) -> Vec<&str> {
@@ -857,10 +877,6 @@ fn opt_scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
         .ok_or_else(|| expected("a string or a number", &v))
 }
 
-fn any_scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    opt_scalar(d)
-}
-
 fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let v = Value::deserialize(d)?;
     match &v {
@@ -906,7 +922,7 @@ fn health_test<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 
 /// `KEY=VALUE` lists and `KEY: value` mappings alike; a bare `KEY` (or `KEY:` with no
 /// value) is `None`.
-pub(crate) fn list_or_map_value(v: &Value) -> Result<IndexMap<String, Option<String>>, String> {
+fn list_or_map_value(v: &Value) -> Result<IndexMap<String, Option<String>>, String> {
     let mut out = IndexMap::new();
     match v {
         Value::Null => {}

@@ -20,8 +20,8 @@ use crate::{
 
 /// Where images come from: the CLI pulls and builds with its own progress output.
 pub trait Images {
-    /// Pulls `image`.
-    fn pull(&mut self, image: &str) -> Result<(), String>;
+    /// Pulls a service's `image` (for `platform`, when the service names one).
+    fn pull(&mut self, service: &str, image: &str, platform: Option<&str>) -> Result<(), String>;
     /// Builds a service's image.
     fn build(&mut self, service: &str, spec: &BuildSpec) -> Result<(), String>;
 }
@@ -101,48 +101,32 @@ pub fn up(
 ) -> Result<Vec<ContainerRecord>, ComposeError> {
     let services = project.selected(&opts.services, !opts.no_deps)?;
     let existing = containers(engine, &project.name, false)?;
-    let orphans: Vec<&ContainerRecord> = existing
-        .iter()
+    let orphans: Vec<ContainerRecord> = existing
+        .into_iter()
         .filter(|c| !project.model.services.contains_key(service_of(c)))
         .collect();
-    if !orphans.is_empty() {
-        if opts.remove_orphans {
-            for c in orphans {
-                remove_container(engine, c, opts.timeout, false, report)?;
-            }
-        } else {
-            let names: Vec<&str> = orphans.iter().map(|c| c.name.as_str()).collect();
-            report(
-                "",
-                &format!(
-                    "Found orphan containers ([{}]) for this project. If you removed or renamed this service in your compose file, you can run this command with the --remove-orphans flag to clean it up.",
-                    names.join(" ")
-                ),
-                "Warning",
-            );
-        }
-    }
-    // Images first: a missing one fails the command before anything is created.
-    ensure_images(
+    remove_orphans(
         engine,
-        project,
-        &services,
-        &ImagePolicy {
-            build: opts.build,
-            no_build: opts.no_build,
-            pull: opts.pull.clone(),
-        },
-        images,
+        &orphans,
+        opts.remove_orphans,
+        opts.timeout,
+        false,
+        report,
     )?;
-    ensure_networks(engine, project, &project.networks_used(&services), report)?;
-    ensure_volumes(engine, project, &project.volumes_used(&services), report)?;
+    let policy = ImagePolicy {
+        build: opts.build,
+        no_build: opts.no_build,
+        pull: opts.pull.clone(),
+    };
+    prepare(engine, project, &services, &policy, images, report)?;
 
     let mut brought_up = Vec::new();
     for name in &services {
         let service = project.service(name)?;
         if !opts.no_start {
             for (dep, d) in &service.depends_on {
-                if services.contains(dep) || !opts.no_deps {
+                // With --no-deps, only a dependency that is itself being brought up.
+                if services.contains(dep) {
                     wait_for_dependency(engine, project, dep, d.condition, d.required, report)?;
                 }
             }
@@ -152,7 +136,7 @@ pub fn up(
             .iter()
             .rev()
             .find(|(s, _)| s == name)
-            .map_or_else(|| project.replicas(service), |(_, n)| *n);
+            .map_or_else(|| service.replicas(), |(_, n)| *n);
         let hash = project.config_hash(name);
         let image_id = engine
             .store()
@@ -263,7 +247,17 @@ pub fn create_named(
     oneoff: bool,
     adjust: &dyn Fn(&mut berth_engine::CreateOptions),
 ) -> Result<ContainerRecord, ComposeError> {
-    let peers = containers(engine, &project.name, false)?;
+    // `network_mode: service:x` needs x's container; only then are the records read.
+    let shares_network = project
+        .service(service)?
+        .network_mode
+        .as_deref()
+        .is_some_and(|m| m.starts_with("service:"));
+    let peers = if shares_network {
+        containers(engine, &project.name, false)?
+    } else {
+        Vec::new()
+    };
     let peer = |other: &str| {
         peers
             .iter()
@@ -302,6 +296,49 @@ fn remove_container(
     Ok(())
 }
 
+/// Containers of services the file no longer has: removed when asked, else Docker
+/// Compose's warning.
+fn remove_orphans(
+    engine: &mut Engine,
+    orphans: &[ContainerRecord],
+    remove: bool,
+    timeout: Option<i64>,
+    volumes: bool,
+    report: Report,
+) -> Result<(), ComposeError> {
+    if remove {
+        for c in orphans {
+            remove_container(engine, c, timeout, volumes, report)?;
+        }
+    } else if !orphans.is_empty() {
+        let names: Vec<&str> = orphans.iter().map(|c| c.name.as_str()).collect();
+        report(
+            "",
+            &format!(
+                "Found orphan containers ([{}]) for this project. If you removed or renamed this service in your compose file, you can run this command with the --remove-orphans flag to clean it up.",
+                names.join(" ")
+            ),
+            "Warning",
+        );
+    }
+    Ok(())
+}
+
+/// What `services` need before a container is made: their images first (a missing one fails
+/// the command before anything is created), then their networks and volumes.
+pub fn prepare(
+    engine: &mut Engine,
+    project: &Project,
+    services: &[String],
+    policy: &ImagePolicy,
+    images: &mut dyn Images,
+    report: Report,
+) -> Result<(), ComposeError> {
+    ensure_images(engine, project, services, policy, images)?;
+    ensure_networks(engine, project, &project.networks_used(services), report)?;
+    ensure_volumes(engine, project, &project.volumes_used(services), report)
+}
+
 /// Stops `list`'s running containers, dependents before what they depend on, those at one
 /// level of the dependency graph at the same time (each on a thread with an engine of its
 /// own), as Docker Compose does: a project of processes that ignore SIGTERM takes one stop
@@ -323,7 +360,7 @@ fn stop_in_levels(
             .model
             .services
             .iter()
-            .filter(|(_, s)| s.depends_on.contains_key(service))
+            .filter(|(_, s)| s.dependencies().contains(&service))
             .map(|(name, _)| level(project, name, seen) + 1)
             .max()
             .unwrap_or(0);
@@ -453,8 +490,6 @@ pub fn ensure_volumes(
     Ok(())
 }
 
-/// Builds the services that are built and have no image yet (all of them with `build`),
-/// and pulls the images of the others that are missing.
 /// How `up` and `run` come by images.
 #[derive(Debug, Clone, Default)]
 pub struct ImagePolicy {
@@ -466,6 +501,8 @@ pub struct ImagePolicy {
     pub pull: Option<String>,
 }
 
+/// Builds the services that are built and have no image yet (all of them with `build`),
+/// and pulls the images of the others as the pull policy says.
 pub fn ensure_images(
     engine: &mut Engine,
     project: &Project,
@@ -477,6 +514,7 @@ pub fn ensure_images(
         let service = project.service(name)?;
         let image = project.image_name(name);
         let present = engine.store().resolve(&image).is_ok();
+        let platform = service.platform.as_deref();
         let pull = policy
             .pull
             .as_deref()
@@ -494,13 +532,17 @@ pub fn ensure_images(
             continue;
         }
         match pull {
-            "always" => images.pull(&image).map_err(ComposeError::Failed)?,
+            "always" => images
+                .pull(name, &image, platform)
+                .map_err(ComposeError::Failed)?,
             "never" if !present => {
                 return Err(ComposeError::Failed(format!(
                     "service {name:?}: no such image {image} (pull policy: never)"
                 )));
             }
-            _ if !present => images.pull(&image).map_err(ComposeError::Failed)?,
+            _ if !present => images
+                .pull(name, &image, platform)
+                .map_err(ComposeError::Failed)?,
             _ => {}
         }
     }
@@ -561,55 +603,19 @@ pub fn wait_for_dependency(
     Ok(())
 }
 
-/// Waits until a container meets `condition`.
-fn wait_container(
+/// Reads a container's record every 100 ms until `done` says it is (or fails), or until
+/// `timeout`; returns the record `done` accepted.
+fn poll(
     engine: &mut Engine,
     id: &str,
-    condition: Condition,
     timeout: Duration,
-) -> Result<(), ComposeError> {
+    mut done: impl FnMut(&ContainerRecord) -> Result<bool, ComposeError>,
+) -> Result<ContainerRecord, ComposeError> {
     let deadline = Instant::now() + timeout;
     loop {
         let c = engine.container(id)?;
-        let exited = !is_active(&c.state) && c.state.status != "created";
-        let done = match condition {
-            Condition::ServiceStarted => true,
-            Condition::ServiceHealthy => match c.state.health.as_ref().map(|h| h.status.as_str()) {
-                Some("healthy") => true,
-                Some("unhealthy") => {
-                    return Err(ComposeError::Failed(format!(
-                        "dependency failed to start: container {} is unhealthy",
-                        c.name
-                    )));
-                }
-                None if c.state.running && !has_healthcheck(&c) => {
-                    return Err(ComposeError::Failed(format!(
-                        "dependency failed to start: container {} has no healthcheck configured",
-                        c.name
-                    )));
-                }
-                _ if exited => {
-                    return Err(ComposeError::Failed(format!(
-                        "dependency failed to start: container {} exited ({})",
-                        c.name, c.state.exit_code
-                    )));
-                }
-                _ => false,
-            },
-            Condition::ServiceCompletedSuccessfully if exited => {
-                if c.state.exit_code != 0 {
-                    return Err(ComposeError::Failed(format!(
-                        "service {:?} didn't complete successfully: exit {}",
-                        service_of(&c),
-                        c.state.exit_code
-                    )));
-                }
-                true
-            }
-            Condition::ServiceCompletedSuccessfully => false,
-        };
-        if done {
-            return Ok(());
+        if done(&c)? {
+            return Ok(c);
         }
         if Instant::now() > deadline {
             return Err(ComposeError::Failed(format!(
@@ -619,6 +625,51 @@ fn wait_container(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// It ran and ended (not merely created).
+fn has_exited(c: &ContainerRecord) -> bool {
+    !is_active(&c.state) && c.state.status != "created"
+}
+
+fn health_of(c: &ContainerRecord) -> Option<&str> {
+    c.state.health.as_ref().map(|h| h.status.as_str())
+}
+
+/// Waits until a container meets `condition`.
+fn wait_container(
+    engine: &mut Engine,
+    id: &str,
+    condition: Condition,
+    timeout: Duration,
+) -> Result<(), ComposeError> {
+    let failed = |c: &ContainerRecord, why: String| {
+        Err(ComposeError::Failed(format!(
+            "dependency failed to start: container {} {why}",
+            c.name
+        )))
+    };
+    poll(engine, id, timeout, |c| match condition {
+        Condition::ServiceStarted => Ok(true),
+        Condition::ServiceHealthy => match health_of(c) {
+            Some("healthy") => Ok(true),
+            Some("unhealthy") => failed(c, "is unhealthy".into()),
+            None if c.state.running && !has_healthcheck(c) => {
+                failed(c, "has no healthcheck configured".into())
+            }
+            _ if has_exited(c) => failed(c, format!("exited ({})", c.state.exit_code)),
+            _ => Ok(false),
+        },
+        Condition::ServiceCompletedSuccessfully if has_exited(c) && c.state.exit_code != 0 => {
+            Err(ComposeError::Failed(format!(
+                "service {:?} didn't complete successfully: exit {}",
+                service_of(c),
+                c.state.exit_code
+            )))
+        }
+        Condition::ServiceCompletedSuccessfully => Ok(has_exited(c)),
+    })?;
+    Ok(())
 }
 
 fn has_healthcheck(c: &ContainerRecord) -> bool {
@@ -646,46 +697,33 @@ pub fn wait_ready(
                 .is_some_and(|d| d.condition == Condition::ServiceCompletedSuccessfully)
         });
         report("Container", &c.name, "Waiting");
-        loop {
-            let now = engine.container(&c.id)?;
-            let exited = !is_active(&now.state) && now.state.status != "created";
-            if exited {
-                if one_shot && now.state.exit_code == 0 {
-                    report("Container", &c.name, "Exited");
-                    break;
-                }
-                return Err(ComposeError::Failed(format!(
-                    "container {} exited ({})",
-                    c.name, now.state.exit_code
-                )));
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ready = poll(engine, &c.id, left, |now| {
+            if has_exited(now) {
+                return if one_shot && now.state.exit_code == 0 {
+                    Ok(true)
+                } else {
+                    Err(ComposeError::Failed(format!(
+                        "container {} exited ({})",
+                        now.name, now.state.exit_code
+                    )))
+                };
             }
-            let health = now.state.health.as_ref().map(|h| h.status.as_str());
-            if health == Some("unhealthy") {
-                return Err(ComposeError::Failed(format!(
+            match health_of(now) {
+                Some("unhealthy") => Err(ComposeError::Failed(format!(
                     "container {} is unhealthy",
-                    c.name
-                )));
+                    now.name
+                ))),
+                Some("healthy") => Ok(now.state.running),
+                _ => Ok(now.state.running && !has_healthcheck(now)),
             }
-            if now.state.running && (health == Some("healthy") || !has_healthcheck(&now)) {
-                report(
-                    "Container",
-                    &c.name,
-                    if health.is_some() {
-                        "Healthy"
-                    } else {
-                        "Running"
-                    },
-                );
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(ComposeError::Failed(format!(
-                    "timed out waiting for container {} to be ready",
-                    c.name
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })?;
+        let state = match health_of(&ready) {
+            _ if has_exited(&ready) => "Exited",
+            Some(_) => "Healthy",
+            None => "Running",
+        };
+        report("Container", &c.name, state);
     }
     Ok(())
 }
@@ -711,39 +749,29 @@ pub fn down(
     opts: &DownOptions,
     report: Report,
 ) -> Result<(), ComposeError> {
-    let mut all = containers(engine, &project.name, true)?;
-    let order = project.selected(&[], true).unwrap_or_default();
-    // Dependents before what they depend on.
-    all.sort_by_key(|c| {
-        std::cmp::Reverse(
-            order
-                .iter()
-                .position(|s| s == service_of(c))
-                .unwrap_or(usize::MAX),
-        )
-    });
-    let (ours, orphans): (Vec<_>, Vec<_>) = all
+    if let Some(rmi) = &opts.rmi
+        && !matches!(rmi.as_str(), "all" | "local")
+    {
+        return Err(ComposeError::Invalid(format!(
+            "invalid --rmi option {rmi:?}: expected all or local"
+        )));
+    }
+    let (ours, orphans): (Vec<_>, Vec<_>) = containers(engine, &project.name, true)?
         .into_iter()
         .partition(|c| project.model.services.contains_key(service_of(c)));
+    // Dependents stop before what they depend on.
     stop_in_levels(engine, project, &ours, opts.timeout, report)?;
     for c in &ours {
         remove_container(engine, c, opts.timeout, opts.volumes, report)?;
     }
-    if opts.remove_orphans {
-        for c in &orphans {
-            remove_container(engine, c, opts.timeout, opts.volumes, report)?;
-        }
-    } else if !orphans.is_empty() {
-        let names: Vec<&str> = orphans.iter().map(|c| c.name.as_str()).collect();
-        report(
-            "",
-            &format!(
-                "Found orphan containers ([{}]) for this project. If you removed or renamed this service in your compose file, you can run this command with the --remove-orphans flag to clean it up.",
-                names.join(" ")
-            ),
-            "Warning",
-        );
-    }
+    remove_orphans(
+        engine,
+        &orphans,
+        opts.remove_orphans,
+        opts.timeout,
+        opts.volumes,
+        report,
+    )?;
     let mut keys: Vec<String> = project.model.networks.keys().cloned().collect();
     if !keys.iter().any(|k| k == "default") {
         keys.push("default".into());
@@ -785,11 +813,6 @@ pub fn down(
         }
     }
     if let Some(rmi) = &opts.rmi {
-        if !matches!(rmi.as_str(), "all" | "local") {
-            return Err(ComposeError::Invalid(format!(
-                "invalid --rmi option {rmi:?}: expected all or local"
-            )));
-        }
         let mut seen = Vec::new();
         for (name, s) in &project.model.services {
             if rmi == "local" && s.image.is_some() {
@@ -817,15 +840,10 @@ pub fn service_containers(
     services: &[String],
 ) -> Result<Vec<ContainerRecord>, ComposeError> {
     let order = project.selected(services, false)?;
-    let mut out = Vec::new();
-    for name in &order {
-        out.extend(
-            containers(engine, &project.name, false)?
-                .into_iter()
-                .filter(|c| service_of(c) == name),
-        );
-    }
-    Ok(out)
+    let mut all = containers(engine, &project.name, false)?;
+    all.retain(|c| order.iter().any(|s| s == service_of(c)));
+    all.sort_by_key(|c| order.iter().position(|s| s == service_of(c)));
+    Ok(all)
 }
 
 /// `start`: the services' stopped containers, dependencies first.
@@ -837,9 +855,10 @@ pub fn start(
 ) -> Result<(), ComposeError> {
     let all = service_containers(engine, project, services)?;
     if all.is_empty() {
-        return Err(ComposeError::Failed(
-            "service has no container to start".into(),
-        ));
+        return Err(ComposeError::Failed(format!(
+            "no container to start for {}: run `up` first",
+            project.selected(services, false)?.join(", ")
+        )));
     }
     for c in all {
         if is_active(&c.state) {

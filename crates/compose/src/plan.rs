@@ -127,21 +127,32 @@ impl Project {
         Ok(order)
     }
 
-    /// The engine's name of a network of the file.
+    /// The engine's name of a network of the file: its `name:`, an external one's key, or
+    /// `<project>_<key>`.
     pub fn network_name(&self, key: &str) -> String {
-        match self.model.networks.get(key) {
-            Some(def) if def.name.is_some() => def.name.clone().unwrap_or_default(),
-            Some(def) if def.external => key.to_string(),
-            _ => format!("{}_{key}", self.name),
-        }
+        let def = self.model.networks.get(key);
+        self.object_name(
+            key,
+            def.and_then(|d| d.name.as_deref()),
+            def.is_some_and(|d| d.external),
+        )
     }
 
-    /// The engine's name of a volume of the file.
+    /// The engine's name of a volume of the file (as [`Project::network_name`]).
     pub fn volume_name(&self, key: &str) -> String {
-        match self.model.volumes.get(key) {
-            Some(def) if def.name.is_some() => def.name.clone().unwrap_or_default(),
-            Some(def) if def.external => key.to_string(),
-            _ => format!("{}_{key}", self.name),
+        let def = self.model.volumes.get(key);
+        self.object_name(
+            key,
+            def.and_then(|d| d.name.as_deref()),
+            def.is_some_and(|d| d.external),
+        )
+    }
+
+    fn object_name(&self, key: &str, name: Option<&str>, external: bool) -> String {
+        match name {
+            Some(name) => name.to_string(),
+            None if external => key.to_string(),
+            None => format!("{}_{key}", self.name),
         }
     }
 
@@ -171,34 +182,31 @@ impl Project {
         }
     }
 
-    /// How many containers a service has (`--scale` overrides).
-    pub fn replicas(&self, service: &Service) -> u32 {
-        service
-            .scale
-            .or_else(|| service.deploy.as_ref().and_then(|d| d.replicas))
-            .unwrap_or(1)
-    }
-
     /// The networks a service's containers join, with their aliases there; none when it
     /// has a `network_mode`. The first is the one they are created on.
     pub fn service_networks(&self, name: &str, service: &Service) -> Vec<(String, Vec<String>)> {
-        if service.network_mode.is_some() {
-            return Vec::new();
-        }
-        let mut nets: Vec<(String, Vec<String>, i64)> = if service.networks.is_empty() {
-            vec![("default".into(), Vec::new(), 0)]
-        } else {
-            service
-                .networks
-                .iter()
-                .map(|(k, n)| (k.clone(), n.aliases.clone(), n.priority.unwrap_or(0)))
-                .collect()
-        };
-        nets.sort_by_key(|n| std::cmp::Reverse(n.2));
+        let mut nets: Vec<(&str, i64)> = service
+            .network_keys()
+            .into_iter()
+            .map(|k| {
+                (
+                    k,
+                    service
+                        .networks
+                        .get(k)
+                        .and_then(|n| n.priority)
+                        .unwrap_or(0),
+                )
+            })
+            .collect();
+        nets.sort_by_key(|n| std::cmp::Reverse(n.1));
         nets.into_iter()
-            .map(|(key, mut aliases, _)| {
-                aliases.insert(0, name.to_string());
-                (self.network_name(&key), aliases)
+            .map(|(key, _)| {
+                let mut aliases = vec![name.to_string()];
+                if let Some(n) = service.networks.get(key) {
+                    aliases.extend(n.aliases.iter().cloned());
+                }
+                (self.network_name(key), aliases)
             })
             .collect()
     }
@@ -206,21 +214,10 @@ impl Project {
     /// The file's network keys a set of services uses.
     pub fn networks_used(&self, services: &[String]) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
-        for name in services {
-            let Some(s) = self.model.services.get(name) else {
-                continue;
-            };
-            if s.network_mode.is_some() {
-                continue;
-            }
-            let used: Vec<String> = if s.networks.is_empty() {
-                vec!["default".into()]
-            } else {
-                s.networks.keys().cloned().collect()
-            };
-            for k in used {
-                if !keys.contains(&k) {
-                    keys.push(k);
+        for s in services.iter().filter_map(|n| self.model.services.get(n)) {
+            for k in s.network_keys() {
+                if !keys.iter().any(|have| have == k) {
+                    keys.push(k.to_string());
                 }
             }
         }
@@ -287,26 +284,19 @@ impl Project {
         let Some(service) = self.model.services.get(name) else {
             return String::new();
         };
-        let mut s = service.clone();
-        // What does not make a different container: counts, order, how the image is had.
-        s.scale = None;
-        s.depends_on.clear();
-        s.profiles.clear();
-        s.build = None;
-        s.pull_policy = None;
-        if let Some(d) = s.deploy.as_mut() {
-            d.replicas = None;
-        }
         // The environment as the container gets it (env files and the shell's values).
-        s.environment.clear();
-        s.env_file.clear();
         let env = service_environment(self, service).unwrap_or_default();
-        let json = serde_json::to_vec(&(s, env)).unwrap_or_default();
-        hex::encode(Sha256::digest(&json))
+        hash_of(service, &env)
     }
 
     /// The labels of a service's container.
-    pub fn container_labels(&self, name: &str, number: u32, oneoff: bool) -> Vec<(String, String)> {
+    fn container_labels(
+        &self,
+        name: &str,
+        number: u32,
+        oneoff: bool,
+        hash: String,
+    ) -> Vec<(String, String)> {
         let files = self
             .files
             .iter()
@@ -332,7 +322,7 @@ impl Project {
                 ONEOFF_LABEL.to_string(),
                 if oneoff { "True" } else { "False" }.to_string(),
             ),
-            (CONFIG_HASH_LABEL.to_string(), self.config_hash(name)),
+            (CONFIG_HASH_LABEL.to_string(), hash),
             (
                 WORKING_DIR_LABEL.to_string(),
                 self.dir.display().to_string(),
@@ -356,6 +346,72 @@ impl Project {
         labels.insert(kind_label.into(), key.into());
         labels.insert(VERSION_LABEL.into(), COMPOSE_VERSION.into());
         labels
+    }
+
+    /// A service's `volumes:` as the engine's mounts, and Docker's `Binds` for them.
+    fn service_mounts(&self, s: &Service) -> Result<(Vec<MountRequest>, Vec<String>), String> {
+        let mut mounts: Vec<MountRequest> = Vec::new();
+        let mut binds = Vec::new();
+        for v in &s.volumes {
+            let mut m = match v.kind.as_str() {
+                "tmpfs" => MountRequest::tmpfs(
+                    &v.target,
+                    v.tmpfs.as_ref().and_then(|t| t.size).unwrap_or(0),
+                ),
+                "bind" => {
+                    let src = v
+                        .source
+                        .as_deref()
+                        .ok_or_else(|| format!("bind mount at {} has no source", v.target))?;
+                    let path = match src.strip_prefix("~/") {
+                        Some(rest) => std::path::PathBuf::from(
+                            self.environment.get("HOME").cloned().unwrap_or_default(),
+                        )
+                        .join(rest),
+                        None => self.dir.join(src),
+                    };
+                    let path = clean(&path);
+                    let create = v
+                        .bind
+                        .as_ref()
+                        .and_then(|b| b.create_host_path)
+                        .unwrap_or(false);
+                    let mode = if v.read_only { ":ro" } else { "" };
+                    let spec = format!("{}:{}{mode}", path.display(), v.target);
+                    let mut m = parse_volume_flag(&spec)?;
+                    if !create && !path.exists() {
+                        return Err(format!(
+                            "bind source path does not exist: {}",
+                            path.display()
+                        ));
+                    }
+                    m.create_source = create;
+                    if let Some(p) = v.bind.as_ref().and_then(|b| b.propagation.clone()) {
+                        m.propagation = p;
+                    }
+                    binds.push(spec);
+                    m
+                }
+                _ => {
+                    let mut m = match &v.source {
+                        Some(src) => {
+                            let spec = format!("{}:{}", self.volume_name(src), v.target);
+                            binds.push(spec.clone());
+                            parse_volume_flag(&spec)?
+                        }
+                        None => parse_volume_flag(&v.target)?,
+                    };
+                    m.no_copy = v.volume.as_ref().is_some_and(|o| o.nocopy);
+                    m
+                }
+            };
+            m.read_only = v.read_only;
+            if v.read_only && m.mode.is_empty() {
+                m.mode = "ro".into();
+            }
+            mounts.push(m);
+        }
+        Ok((mounts, binds))
     }
 
     /// The create options of container `number` of service `name` (`container_name` set:
@@ -383,66 +439,7 @@ impl Project {
             ));
         }
         let env = service_environment(self, s)?;
-        let mut mounts: Vec<MountRequest> = Vec::new();
-        let mut binds = Vec::new();
-        for v in &s.volumes {
-            let mut m = match v.kind.as_str() {
-                "tmpfs" => MountRequest::tmpfs(
-                    &v.target,
-                    v.tmpfs.as_ref().and_then(|t| t.size).unwrap_or(0),
-                ),
-                "bind" => {
-                    let src = v.source.as_deref().ok_or_else(|| {
-                        invalid(format!("bind mount at {} has no source", v.target))
-                    })?;
-                    let path = match src.strip_prefix("~/") {
-                        Some(rest) => std::path::PathBuf::from(
-                            self.environment.get("HOME").cloned().unwrap_or_default(),
-                        )
-                        .join(rest),
-                        None => self.dir.join(src),
-                    };
-                    let path = clean(&path);
-                    let create = v
-                        .bind
-                        .as_ref()
-                        .and_then(|b| b.create_host_path)
-                        .unwrap_or(false);
-                    let mode = if v.read_only { ":ro" } else { "" };
-                    let spec = format!("{}:{}{mode}", path.display(), v.target);
-                    let mut m = parse_volume_flag(&spec).map_err(invalid)?;
-                    if !create && !path.exists() {
-                        return Err(invalid(format!(
-                            "bind source path does not exist: {}",
-                            path.display()
-                        )));
-                    }
-                    m.create_source = create;
-                    if let Some(p) = v.bind.as_ref().and_then(|b| b.propagation.clone()) {
-                        m.propagation = p;
-                    }
-                    binds.push(spec);
-                    m
-                }
-                _ => {
-                    let mut m = match &v.source {
-                        Some(src) => {
-                            let spec = format!("{}:{}", self.volume_name(src), v.target);
-                            binds.push(spec.clone());
-                            parse_volume_flag(&spec).map_err(invalid)?
-                        }
-                        None => parse_volume_flag(&v.target).map_err(invalid)?,
-                    };
-                    m.no_copy = v.volume.as_ref().is_some_and(|o| o.nocopy);
-                    m
-                }
-            };
-            m.read_only = v.read_only;
-            if v.read_only && m.mode.is_empty() {
-                m.mode = "ro".into();
-            }
-            mounts.push(m);
-        }
+        let (mounts, binds) = self.service_mounts(s).map_err(invalid)?;
         let mut port_bindings = PortMap::new();
         for p in &s.ports {
             parse_publish(&p.publish_flag(), &mut port_bindings).map_err(invalid)?;
@@ -557,6 +554,7 @@ impl Project {
             Some((_, a)) if !oneoff => a.clone(),
             _ => Vec::new(),
         };
+        let labels = self.container_labels(name, number, oneoff, hash_of(s, &env));
         Ok(CreateOptions {
             image: self.image_name(name),
             name: Some(container_name.to_string()),
@@ -572,7 +570,7 @@ impl Project {
             tty: s.tty,
             interactive: s.stdin_open,
             stdin_once: false,
-            labels: self.container_labels(name, number, oneoff),
+            labels,
             stop_signal: s.stop_signal.clone(),
             stop_timeout: s
                 .stop_grace_period
@@ -588,6 +586,24 @@ impl Project {
             host,
         })
     }
+}
+
+/// [`Project::config_hash`] of a service whose container gets `env`: what does not make a
+/// different container (counts, order, how the image is had) is left out.
+fn hash_of(service: &Service, env: &[String]) -> String {
+    let mut s = service.clone();
+    s.scale = None;
+    s.depends_on.clear();
+    s.profiles.clear();
+    s.build = None;
+    s.pull_policy = None;
+    if let Some(d) = s.deploy.as_mut() {
+        d.replicas = None;
+    }
+    s.environment.clear();
+    s.env_file.clear();
+    let json = serde_json::to_vec(&(s, env)).unwrap_or_default();
+    hex::encode(Sha256::digest(&json))
 }
 
 /// `a/./b/../c` as `a/c`, without touching the file system.

@@ -143,7 +143,7 @@ struct DownArgs {
     #[arg(short, long)]
     volumes: bool,
     /// Remove images used by services. "local" remove only images that don't have a custom tag ("local"|"all")
-    #[arg(long, value_name = "string")]
+    #[arg(long, value_name = "string", value_parser = ["local", "all"])]
     rmi: Option<String>,
     /// Remove containers for services not defined in the Compose file
     #[arg(long = "remove-orphans")]
@@ -173,21 +173,8 @@ struct PsArgs {
 
 #[derive(Args, Debug)]
 struct LogsArgs {
-    /// Follow log output
-    #[arg(short, long)]
-    follow: bool,
-    /// Number of lines to show from the end of the logs for each container
-    #[arg(short = 'n', long, default_value = "all")]
-    tail: String,
-    /// Show timestamps
-    #[arg(short, long)]
-    timestamps: bool,
-    /// Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m for 42 minutes)
-    #[arg(long)]
-    since: Option<String>,
-    /// Show logs before a timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m for 42 minutes)
-    #[arg(long)]
-    until: Option<String>,
+    #[command(flatten)]
+    log: super::lifecycle::LogFlags,
     /// Produce monochrome output
     #[arg(long = "no-color")]
     no_color: bool,
@@ -361,11 +348,9 @@ pub fn compose(root: &Path, args: ComposeArgs) -> Result<()> {
             let mut engine = Engine::open(root)?;
             let containers = ops::service_containers(&mut engine, &project, &a.services)?;
             let opts = LogView {
-                follow: a.follow,
-                tail: a.tail,
-                timestamps: a.timestamps,
-                since: a.since,
-                until: a.until,
+                read: a.log.read_options()?,
+                follow: a.log.follow,
+                timestamps: a.log.timestamps,
                 color: color && !a.no_color,
                 prefix: !a.no_log_prefix,
             };
@@ -387,25 +372,24 @@ pub fn compose(root: &Path, args: ComposeArgs) -> Result<()> {
             Ok(())
         }
         ComposeCommand::Pull(a) => {
+            let mut images = CliImages {
+                quiet: a.quiet,
+                ..CliImages::new(root)
+            };
             for name in project.selected(&a.services, false)? {
                 let service = project.service(&name)?;
                 if service.image.is_none() {
                     continue;
                 }
-                let image = project.image_name(&name);
-                if !a.quiet {
-                    eprintln!(" {name} Pulling");
-                }
-                let pulled =
-                    super::registry::pull_for_run(root, &image, service.platform.as_deref(), true);
-                match pulled {
-                    Ok(_) if !a.quiet => eprintln!(" {name} Pulled"),
-                    Ok(_) => {}
+                match images.pull(
+                    &name,
+                    &project.image_name(&name),
+                    service.platform.as_deref(),
+                ) {
+                    Ok(()) => {}
                     // A service that is also built may have no image in a registry yet.
-                    Err(e) if service.build.is_some() => {
-                        eprintln!("WARN[0000] {name}: {}", super::one_line(&e))
-                    }
-                    Err(e) => return Err(fail(1, format!("{name}: {}", super::one_line(&e)))),
+                    Err(e) if service.build.is_some() => eprintln!("WARN[0000] {name}: {e}"),
+                    Err(e) => return Err(fail(1, format!("service {name:?}: {e}"))),
                 }
             }
             Ok(())
@@ -588,14 +572,15 @@ impl CliImages {
 }
 
 impl Images for CliImages {
-    fn pull(&mut self, image: &str) -> Result<(), String> {
+    /// Progress as Docker Compose prints it: ` web Pulling`, ` web Pulled`.
+    fn pull(&mut self, service: &str, image: &str, platform: Option<&str>) -> Result<(), String> {
         if !self.quiet {
-            eprintln!(" Image {image}  Pulling");
+            eprintln!(" {service} Pulling");
         }
-        super::registry::pull_for_run(&self.root, image, None, true)
+        super::registry::pull_for_run(&self.root, image, platform, true)
             .map_err(|e| format!("{image}: {}", super::one_line(&e)))?;
         if !self.quiet {
-            eprintln!(" Image {image}  Pulled");
+            eprintln!(" {service} Pulled");
         }
         Ok(())
     }
@@ -712,11 +697,10 @@ fn up(root: &Path, project: &Project, a: UpArgs, color: bool) -> Result<()> {
         signal_hook::flag::register(signal, stop.clone())?;
     }
     let view = LogView {
+        read: ReadOptions::from_docker("all", None, None, jiff::Timestamp::now())
+            .map_err(|e| anyhow!(e))?,
         follow: true,
-        tail: "all".into(),
         timestamps: false,
-        since: None,
-        until: None,
         color: color && !a.no_color,
         prefix: !a.no_log_prefix,
     };
@@ -754,11 +738,10 @@ fn up(root: &Path, project: &Project, a: UpArgs, color: bool) -> Result<()> {
 
 /// How logs are shown.
 struct LogView {
+    /// Which entries.
+    read: ReadOptions,
     follow: bool,
-    tail: String,
     timestamps: bool,
-    since: Option<String>,
-    until: Option<String>,
     color: bool,
     prefix: bool,
 }
@@ -775,13 +758,7 @@ fn show_logs(
     view: &LogView,
     stop: Option<&Arc<AtomicBool>>,
 ) -> Result<()> {
-    let opts = ReadOptions::from_docker(
-        &view.tail,
-        view.since.as_deref(),
-        view.until.as_deref(),
-        jiff::Timestamp::now(),
-    )
-    .map_err(|e| anyhow!(e))?;
+    let opts = &view.read;
     let short = |c: &ContainerRecord| {
         c.name
             .strip_prefix(&format!("{}-", project.name))
@@ -872,7 +849,7 @@ fn ps(root: &Path, project: &Project, a: PsArgs) -> Result<()> {
                 "ID": c.id,
                 "Name": c.name,
                 "Image": c.config.image,
-                "Command": format!("\"{}\"", super::super::units::ellipsis(&c.command_line(), 20)),
+                "Command": berth_build::metadata::go_quote(&super::super::units::ellipsis(&c.command_line(), 20)),
                 "Project": project.name,
                 "Service": ops::service_of(c),
                 "Created": created.map(|t| super::super::units::ago(t, now)).unwrap_or_default(),
@@ -974,20 +951,7 @@ fn run(root: &Path, project: &Project, a: RunArgs) -> Result<()> {
             )?;
         }
     }
-    let mut images = CliImages::new(root);
-    ops::ensure_networks(
-        &mut engine,
-        project,
-        &project.networks_used(std::slice::from_ref(&a.service)),
-        &mut report,
-    )?;
-    ops::ensure_volumes(
-        &mut engine,
-        project,
-        &project.volumes_used(std::slice::from_ref(&a.service)),
-        &mut report,
-    )?;
-    ops::ensure_images(
+    ops::prepare(
         &mut engine,
         project,
         std::slice::from_ref(&a.service),
@@ -995,7 +959,8 @@ fn run(root: &Path, project: &Project, a: RunArgs) -> Result<()> {
             build: a.build,
             ..Default::default()
         },
-        &mut images,
+        &mut CliImages::new(root),
+        &mut report,
     )?;
     let mut project = project.clone();
     {

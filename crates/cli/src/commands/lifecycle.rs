@@ -283,24 +283,44 @@ pub fn rename(root: &Path, args: RenameArgs) -> Result<()> {
 
 // ---------------------------------------------------------------- logs
 
-/// `berth logs` flags.
+/// The flags of `logs` that choose what is read, shared with `compose logs`.
 #[derive(Args, Debug)]
-pub struct LogsArgs {
+pub struct LogFlags {
     /// Follow log output
     #[arg(short, long)]
-    follow: bool,
+    pub(crate) follow: bool,
     /// Number of lines to show from the end of the logs
     #[arg(short = 'n', long, default_value = "all")]
     tail: String,
     /// Show timestamps
     #[arg(short, long)]
-    timestamps: bool,
+    pub(crate) timestamps: bool,
     /// Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m" for 42 minutes)
     #[arg(long)]
     since: Option<String>,
     /// Show logs before a timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m" for 42 minutes)
     #[arg(long)]
     until: Option<String>,
+}
+
+impl LogFlags {
+    /// What to read, as of now.
+    pub(crate) fn read_options(&self) -> Result<ReadOptions> {
+        ReadOptions::from_docker(
+            &self.tail,
+            self.since.as_deref(),
+            self.until.as_deref(),
+            jiff::Timestamp::now(),
+        )
+        .map_err(|e| anyhow!(e))
+    }
+}
+
+/// `berth logs` flags.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    log: LogFlags,
     /// Show extra details provided to logs
     #[arg(long)]
     details: bool,
@@ -312,16 +332,10 @@ pub struct LogsArgs {
 pub fn logs(root: &Path, args: LogsArgs) -> Result<()> {
     let mut engine = Engine::open(root)?;
     let rec = engine.container(&args.container)?;
-    let opts = ReadOptions::from_docker(
-        &args.tail,
-        args.since.as_deref(),
-        args.until.as_deref(),
-        jiff::Timestamp::now(),
-    )
-    .map_err(|e| anyhow!(e))?;
+    let opts = args.log.read_options()?;
     let stdout = io::stdout();
     let stderr = io::stderr();
-    let timestamps = args.timestamps;
+    let timestamps = args.log.timestamps;
     let mut emit = |entry: &logfile::LogEntry| -> io::Result<()> {
         let line = entry.shown(timestamps);
         match entry.stream {
@@ -337,7 +351,7 @@ pub fn logs(root: &Path, args: LogsArgs) -> Result<()> {
             }
         }
     };
-    let result = engine.read_log(&rec, &opts, args.follow, &|| false, &mut emit);
+    let result = engine.read_log(&rec, &opts, args.log.follow, &|| false, &mut emit);
     match result {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),

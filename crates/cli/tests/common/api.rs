@@ -99,6 +99,33 @@ impl ApiServer {
             .expect("run script")
     }
 
+    /// `docker-compose ARGS` (compose v1, Debian's) in `dir` on this server, which must
+    /// succeed; its stdout and stderr. `project` is `COMPOSE_PROJECT_NAME` (none: the
+    /// directory's name).
+    pub fn compose_v1(&self, dir: &Path, project: Option<&str>, args: &[&str]) -> (String, String) {
+        super::require_tool("docker-compose");
+        let mut c = Command::new("docker-compose");
+        c.current_dir(dir)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
+            .env_remove("COMPOSE_PROJECT_NAME");
+        if let Some(p) = project {
+            c.env("COMPOSE_PROJECT_NAME", p);
+        }
+        let out = c
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker-compose");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "docker-compose {args:?}: {stdout}{stderr}"
+        );
+        (stdout, stderr)
+    }
+
     /// `docker ARGS`, which must succeed; its stdout.
     pub fn docker_ok(&self, args: &[&str]) -> String {
         let out = self.docker(args);
