@@ -266,7 +266,7 @@ fn three_service_project_up_change_down() {
     assert!(!host.ok(&["network", "ls"]).contains("mlapp"));
     assert_eq!(host.ok(&["volume", "ls", "-q"]), "");
     assert!(
-        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        common::nothing_listens(("127.0.0.1", port)),
         "the port is still published"
     );
 }

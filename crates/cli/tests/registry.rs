@@ -12,7 +12,6 @@
 mod common;
 
 use std::{
-    net::TcpStream,
     path::{Path, PathBuf},
     process::{Command, Output},
     time::{Duration, Instant},
@@ -401,7 +400,7 @@ fn fixture_plain_registry_with_skopeo() {
     // Drop kills the registry and removes its storage.
     let (host, dir) = (reg.host(), reg.dir().to_path_buf());
     drop(reg);
-    assert!(TcpStream::connect(&host).is_err(), "{host} still answers");
+    assert!(common::nothing_listens(&host), "{host} still answers");
     assert!(!dir.exists(), "{} is left", dir.display());
 }
 
@@ -603,7 +602,7 @@ fn fixture_token_registry() {
     let token_host = tokens.host();
     drop(reg);
     assert!(
-        TcpStream::connect(&token_host).is_err(),
+        common::nothing_listens(&token_host),
         "the token server still listens"
     );
 }
@@ -671,7 +670,7 @@ fn fixture_cut_proxy_with_curl() {
     let proxy_host = proxy.host();
     drop(proxy);
     assert!(
-        TcpStream::connect(&proxy_host).is_err(),
+        common::nothing_listens(&proxy_host),
         "the proxy still listens"
     );
 }

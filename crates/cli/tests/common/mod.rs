@@ -413,3 +413,13 @@ pub fn unix_now() -> String {
         .expect("after 1970");
     format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }
+
+/// Whether nothing listens on `addr` (`HOST:PORT`). A connect that succeeds to itself does
+/// not count: Linux lets a socket whose ephemeral port is the one just freed connect to
+/// itself (TCP simultaneous open), which made "the server stopped" checks flaky.
+pub fn nothing_listens(addr: impl std::net::ToSocketAddrs) -> bool {
+    match std::net::TcpStream::connect(addr) {
+        Err(_) => true,
+        Ok(s) => s.local_addr().ok() == s.peer_addr().ok(),
+    }
+}
