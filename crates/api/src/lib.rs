@@ -19,6 +19,8 @@ mod contents;
 mod error;
 mod events;
 mod exec;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod images;
 mod networks;

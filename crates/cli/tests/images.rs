@@ -394,7 +394,7 @@ fn system_check_finds_corruption() {
     );
     assert!(
         b.ok(&["system", "check"])
-            .ends_with("1 images, 1 layers: no problems\n")
+            .ends_with("1 images, 1 layers, 0 containers: no problems\n")
     );
     // Damage the layer blob behind berth's back.
     let layer = json(&b.ok(&["image", "inspect", "c:1"]))[0]["RootFS"]["Layers"][0]

@@ -232,9 +232,15 @@ impl Db {
         Ok(())
     }
 
+    /// Deletes a container's record and frees its addresses, in one transaction: a crash
+    /// never leaves an address held by a container that is gone.
     pub(crate) fn delete(&mut self, id: &str) -> Result<(), EngineError> {
-        self.conn
-            .execute("DELETE FROM containers WHERE id = ?1", [id])?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM containers WHERE id = ?1", [id])?;
+        tx.execute("DELETE FROM ip_allocations WHERE container = ?1", [id])?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -292,6 +298,29 @@ impl Db {
         rows.iter()
             .map(|j| serde_json::from_str(j).map_err(EngineError::from))
             .collect()
+    }
+
+    /// Every record as stored (ID, JSON), unparsed: what `system check` reads, so that one
+    /// bad record is reported rather than hiding the rest.
+    pub(crate) fn raw_records(&self) -> Result<Vec<(String, String)>, EngineError> {
+        let mut stmt = self.conn.prepare("SELECT id, record FROM containers")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Containers that hold an address but have no record (left by a crash between the two
+    /// in older versions, or by a create that died after allocating).
+    pub(crate) fn allocations_without_record(&self) -> Result<Vec<String>, EngineError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT container FROM ip_allocations \
+             WHERE container NOT IN (SELECT id FROM containers)",
+        )?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     // ------------------------------------------------------------ volumes

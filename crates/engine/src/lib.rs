@@ -15,6 +15,7 @@
 //! Each container holds its image in the store (`container:<id>`), so `rmi` and prune
 //! leave it alone while the container exists.
 
+mod check;
 pub mod contents;
 mod db;
 mod disk;
@@ -46,6 +47,7 @@ use berth_store::{Store, StoreError, events::Event};
 /// The filters `container prune` takes.
 pub const CONTAINER_PRUNE_FILTERS: &[&str] = &["until", "label", "label!"];
 
+pub use check::SystemCheck;
 pub use disk::{ContainerUsage, DiskUsage, ImageUsage, VolumeUsage};
 pub use volumes::{VOLUME_FILTERS, VOLUME_PRUNE_FILTERS, Volume, VolumeOptions};
 
@@ -652,13 +654,17 @@ impl Engine {
         if image_has_no_layers {
             subdirs.push("empty");
         }
-        for sub in subdirs {
-            fs::create_dir_all(dir.join(sub))
-                .map_err(io_err(format!("create {}", dir.join(sub).display())))?;
-        }
+        // From the directory's making to the record's insertion this container is an
+        // orphan to `sweep_orphans`, which the shared lock keeps away.
+        let _containers = self.lock_containers(false)?;
         let holder = holder(&id);
         let registered = (|| {
+            for sub in subdirs {
+                fs::create_dir_all(dir.join(sub))
+                    .map_err(io_err(format!("create {}", dir.join(sub).display())))?;
+            }
             self.store.hold_image(&holder, &image.record.id)?;
+            berth_store::crash::point("create.held");
             match &opts.name {
                 Some(name) => {
                     rec.name = names::validate_name(name)
@@ -1083,18 +1089,26 @@ impl Engine {
         }
     }
 
-    /// Removes a container whose processes and cgroup are gone: its directory, record and
-    /// hold on its image.
+    /// Removes a container whose processes and cgroup are gone: its record (with its
+    /// addresses), then its hold on its image, then its directory. In that order a crash
+    /// between two steps leaves at worst a hold or a directory without a record, which
+    /// `sweep_orphans` (`container prune`) removes, never a record whose files are half gone.
     fn discard(&mut self, id: &str) -> Result<(), EngineError> {
+        let _containers = self.lock_containers(false)?;
+        self.db.delete(id)?;
+        berth_store::crash::point("rm.record-deleted");
+        self.store.release_image(&holder(id))?;
+        berth_store::crash::point("rm.released");
         let dir = self.container_dir(id);
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(format!("remove {}", dir.display()))(e)),
+            // The container is gone; what is left of its files is the sweep's.
+            Err(e) => tracing::warn!(
+                "removing {}: {e} (`berth container prune` removes what is left)",
+                dir.display()
+            ),
         }
-        self.db.delete(id)?;
-        self.db.release_ips(id)?;
-        self.store.release_image(&holder(id))?;
         Ok(())
     }
 

@@ -241,6 +241,8 @@ impl Engine {
         filters: &berth_store::Filters,
     ) -> Result<(Vec<String>, u64), EngineError> {
         let until = filters.until()?;
+        // What crashed creates and removals left goes first (it is no container any more).
+        self.sweep_orphans()?;
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
         for rec in self.containers()? {

@@ -208,6 +208,7 @@ impl Ingest {
             return Ok(actual);
         }
         let tmp_path = self.file.path().to_owned();
+        crate::crash::point("blob.written");
         if fsync {
             self.file.as_file().sync_all().ctx("fsync", &tmp_path)?;
         }
@@ -219,6 +220,7 @@ impl Ingest {
             .map_err(|e| e.error)
             .ctx("publish blob", &dest)?;
         sync_dir(&dir)?;
+        crate::crash::point("blob.published");
         Ok(actual)
     }
 }

@@ -179,6 +179,7 @@ impl Store {
     /// tagged with `tags` (tags that named other images move, as `docker build -t` does).
     pub fn promote(&mut self, id: &Digest, tags: &[Reference]) -> Result<()> {
         self.meta.set_parent(id, None)?;
+        crate::crash::point("build.promoting");
         for tag in tags {
             self.meta.set_tag(tag, id)?;
         }

@@ -96,6 +96,7 @@ impl Store {
                     report.reclaimed += info.size;
                 }
                 self.layers.remove(&chain)?;
+                crate::crash::point("gc.layer-removed");
                 report.layers_removed.push(chain);
             }
         }
@@ -103,6 +104,7 @@ impl Store {
             if !live_blobs.contains(&blob) {
                 report.reclaimed += self.blobs.size(&blob).unwrap_or(0);
                 self.blobs.remove(&blob)?;
+                crate::crash::point("gc.blob-removed");
                 report.blobs_removed.push(blob);
             }
         }

@@ -288,7 +288,9 @@ impl Store {
             tags: tags.to_vec(),
             repo_digests: repo_digests.to_vec(),
         };
+        crate::crash::point("image.registering");
         let displaced = self.meta.register_image(&rec, tags)?;
+        crate::crash::point("image.registered");
         Ok((rec, displaced))
     }
 
@@ -384,7 +386,9 @@ impl Store {
                 events.push(RemoveEvent::Untagged(d.familiar_string()));
             }
         }
+        crate::crash::point("rmi.untagged");
         if self.meta.remove_image_if_untagged(&rec.id)? {
+            crate::crash::point("rmi.deleted");
             events.push(RemoveEvent::Deleted(rec.id.clone()));
             events.extend(self.collect_quietly().into_iter().map(RemoveEvent::Deleted));
         }
@@ -445,6 +449,11 @@ impl Store {
     /// Drops `holder`'s hold on its image.
     pub fn release_image(&mut self, holder: &str) -> Result<()> {
         self.meta.release(holder)
+    }
+
+    /// The image whose ID is `id`, if the store has it (no name or prefix lookup).
+    pub fn image_by_id(&self, id: &Digest) -> Result<Option<ImageRecord>> {
+        self.meta.image(id)
     }
 
     /// Every hold: the holder and the image it holds.

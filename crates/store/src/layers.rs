@@ -263,8 +263,10 @@ impl LayerStore {
         file.sync_all().ctx("fsync", &info_path)?;
         let dest = self.dir.join(chain.encoded());
         let tmp_path = unpacked.tmp.keep();
+        crate::crash::point("layer.unpacked");
         fs::rename(&tmp_path, &dest).ctx("publish layer", &dest)?;
         sync_dir(&self.dir)?;
+        crate::crash::point("layer.published");
         Ok(info)
     }
 
@@ -295,6 +297,7 @@ impl LayerStore {
             std::process::id()
         ));
         fs::rename(&path, &doomed).ctx("rename", &path)?;
+        crate::crash::point("layer.removing");
         fs::remove_dir_all(&doomed).ctx("remove", &doomed)
     }
 

@@ -24,11 +24,14 @@ mod blobs;
 mod check;
 mod commit;
 mod compression;
+pub mod crash;
 mod config;
 mod error;
 pub mod events;
 mod extend;
 mod filters;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gc;
 mod gzip;
 mod image;
@@ -63,6 +66,7 @@ pub use image::{CACHE_HOLDER_PREFIX, HistoryEntry, Image, RemoveEvent, check_lay
 pub use import::ImportOptions;
 pub use incoming::{Incoming, LayerWork};
 pub use layers::{LayerInfo, chain_id};
+pub use lock::{LockGuard, Locks};
 pub use listing::{IMAGE_FILTERS, ImageQuery, ListedImage};
 pub use meta::{ImageRecord, open_sqlite, retry_busy};
 pub use overlay::{Change, ChangeKind, overlay_changes, write_overlay_layer};
@@ -76,7 +80,7 @@ pub use written::with_written_layer;
 
 use std::path::{Path, PathBuf};
 
-use crate::{atomic::ensure_dir, layers::LayerStore, lock::Locks, meta::Meta};
+use crate::{atomic::ensure_dir, layers::LayerStore, meta::Meta};
 
 /// The name of the store-wide lock: held shared by every writer that adds content, and
 /// exclusively by the garbage collector while it sweeps.
@@ -149,6 +153,11 @@ impl Store {
     /// The blob store.
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
+    }
+
+    /// The state root's named locks (`locks/`), for the engine's own orderings.
+    pub fn locks(&self) -> &Locks {
+        &self.locks
     }
 
     /// Where a layer's files are (an overlayfs lowerdir).

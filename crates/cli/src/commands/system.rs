@@ -6,10 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::{
-    image::{headers, since},
-    open_store,
-};
+use super::image::{headers, since};
 use crate::{format, units};
 
 #[derive(Subcommand, Debug)]
@@ -308,32 +305,40 @@ fn df_verbose(usage: &berth_engine::DiskUsage) -> Result<()> {
 }
 
 fn check(root: &Path) -> Result<()> {
-    let store = open_store(root)?;
-    let report = store.check()?;
+    let report = berth_engine::Engine::open(root)?.check()?;
     let mut out = io::stdout().lock();
-    for p in &report.problems {
+    for p in report.store.problems.iter().chain(&report.problems) {
         writeln!(out, "problem: {p}")?;
     }
+    let problems = report.store.problems.len() + report.problems.len();
     writeln!(
         out,
-        "checked {} blobs, {} images, {} layers: {}",
-        report.blobs,
-        report.images,
-        report.layers,
-        if report.problems.is_empty() {
+        "checked {} blobs, {} images, {} layers, {} containers: {}",
+        report.store.blobs,
+        report.store.images,
+        report.store.layers,
+        report.containers,
+        if problems == 0 {
             "no problems".to_string()
         } else {
-            format!("{} problems", report.problems.len())
+            format!("{problems} problems")
         }
     )?;
-    if report.debris > 0 {
+    if report.store.debris > 0 {
         writeln!(
             out,
             "{} leftovers of interrupted writes (removed by the next `image prune` or `rmi`)",
+            report.store.debris
+        )?;
+    }
+    if report.debris > 0 {
+        writeln!(
+            out,
+            "{} leftovers of interrupted container creates or removals (removed by the next `container prune`)",
             report.debris
         )?;
     }
-    if !report.problems.is_empty() {
+    if !report.is_sound() {
         return Err(super::Status(1).into());
     }
     Ok(())
