@@ -182,3 +182,169 @@ fn fresh_store_stampede() {
         4
     );
 }
+
+/// What one worker of the stampede does, by its number.
+#[derive(Clone, Copy, Debug)]
+enum Work {
+    /// `run --rm busybox true`: must succeed.
+    RunRm,
+    /// `run -d` a sleeper, then `rm -f` it: both must succeed.
+    DetachAndRemove,
+    /// `create` then `rm`: both must succeed.
+    CreateAndRemove,
+    /// `pull` the registry's image: must succeed.
+    Pull,
+    /// `tag` busybox under a name of its own, then `rmi` that name: both must succeed.
+    TagAndRmi,
+    /// `rmi` the pulled image: may find it gone or in use, never anything else.
+    RmiPulled,
+}
+
+const STAMPEDE: [Work; 6] = [
+    Work::RunRm,
+    Work::DetachAndRemove,
+    Work::CreateAndRemove,
+    Work::Pull,
+    Work::TagAndRmi,
+    Work::RmiPulled,
+];
+
+/// 50 berth processes at once, for a bounded time, running, removing, pulling, tagging and
+/// deleting on one root. Afterwards the store is sound and nothing of any container is left
+/// on the host: no record, directory, cgroup, process, mount, veth, bridge or monitor.
+#[test]
+fn fifty_processes_run_rm_pull_tag_rmi_at_once() {
+    use common::{host::Host, registry::Registry};
+    let host = std::sync::Arc::new(Host::new());
+    let registry = Registry::plain();
+    // An image of its own (not busybox under another name), so that `rmi` deletes it and
+    // its layers while other processes pull it again.
+    let source = Berth::new();
+    let pulled = registry.image("stampede:1");
+    let layout = oci_layout(
+        &big_layer(9),
+        &LayoutOptions {
+            gzip_layer: true,
+            name: Some(pulled.clone()),
+            ..Default::default()
+        },
+    );
+    assert_success(&source.run_stdin(&["load"], &layout), &["load"]);
+    source.ok(&["push", &pulled]);
+    let bridge = host
+        .ok(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{index .Options \"com.docker.network.bridge.name\"}}",
+            "bridge",
+        ])
+        .trim()
+        .to_string();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let workers: Vec<_> = (0..50)
+        .map(|n| {
+            let (host, ids, pulled) = (host.clone(), ids.clone(), pulled.clone());
+            thread::spawn(move || {
+                let work = STAMPEDE[n % STAMPEDE.len()];
+                let mut rounds = 0;
+                while rounds == 0 || std::time::Instant::now() < deadline {
+                    stampede_round(&host, work, n, rounds, &pulled, &ids);
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    let rounds: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    eprintln!("stampede: {rounds} rounds of 50 workers");
+
+    let b = &host.berth;
+    let check = b.ok(&["system", "check"]);
+    assert!(check.contains(": no problems"), "{check}");
+    assert!(!check.contains("leftovers"), "{check}");
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    let ids = ids.lock().unwrap();
+    assert!(ids.len() >= 25, "only {} containers in {rounds} rounds", ids.len());
+    for id in ids.iter() {
+        host.assert_gone(id);
+    }
+    let root = b.root().display().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !(cmdline.contains(&root) && cmdline.contains("container-monitor")),
+            "a monitor is left: {cmdline}"
+        );
+    }
+    // The root's bridge goes with its last container, and its veths with their containers.
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains(&format!(" {bridge}:")) && !links.contains(&format!("master {bridge} ")),
+        "{bridge} or a port of it is left:\n{links}"
+    );
+    let containers_dir = b.root().join("containers");
+    let left: Vec<_> = std::fs::read_dir(&containers_dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in containers/: {left:?}");
+}
+
+fn stampede_round(
+    host: &common::host::Host,
+    work: Work,
+    worker: usize,
+    round: usize,
+    pulled: &str,
+    ids: &std::sync::Mutex<Vec<String>>,
+) {
+    let b = &host.berth;
+    let must = |args: &[&str]| {
+        let out = b.run(args);
+        assert_success(&out, args);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    match work {
+        Work::RunRm => {
+            let ran = host.run(&["--rm", "busybox", "true"]);
+            assert_eq!(ran.code, 0, "run --rm: {}", ran.stderr);
+            ids.lock().unwrap().push(ran.id);
+        }
+        Work::DetachAndRemove => {
+            let name = format!("w{worker}-{round}");
+            let id = must(&["run", "-d", "--name", &name, "busybox", "sleep", "60"]);
+            must(&["rm", "-f", &name]);
+            ids.lock().unwrap().push(id);
+        }
+        Work::CreateAndRemove => {
+            let id = must(&["create", "busybox"]);
+            must(&["rm", &id]);
+            ids.lock().unwrap().push(id);
+        }
+        Work::Pull => {
+            must(&["pull", "-q", pulled]);
+        }
+        Work::TagAndRmi => {
+            let tag = format!("mine{worker}:{round}");
+            must(&["tag", "busybox", &tag]);
+            must(&["rmi", &tag]);
+        }
+        Work::RmiPulled => {
+            let out = b.run(&["rmi", pulled]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() || stderr.contains("No such image"),
+                "rmi {pulled}: {:?} {stderr}",
+                out.status
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

@@ -158,11 +158,7 @@ impl Registries {
             .with_digest(repo_digest.clone());
 
         // Docker's "Image is up to date": the image (its config) is here already.
-        if store.resolve(config_digest.as_str()).is_ok() {
-            for tag in &tags {
-                store.tag(config_digest.as_str(), tag)?;
-            }
-            store.add_repo_digest(&config_digest, &repo_ref)?;
+        if store.adopt_present(&config_digest, &tags, &repo_ref)? {
             return Ok(Pulled {
                 reference: reference.clone(),
                 new: before != Some(&config_digest),

@@ -235,7 +235,8 @@ impl Container {
             Ok(None) => Err(RuntimeError::Init(
                 "the container's init exited while setting up".into(),
             )),
-            Err(e) => Err(RuntimeError::host("read from the container's init", e)),
+            // Reset: init is gone without reading what was sent to it; say how it ended.
+            Err(e) => Err(self.init_gone("read from the container's init", e)),
         }
     }
 
@@ -282,7 +283,10 @@ impl Container {
             .and_then(|()| match protocol::recv::<FromInit>(&sock) {
                 Ok(None) => Ok(()),
                 Ok(Some(other)) => Err(other.into_error()),
-                Err(e) => Err(RuntimeError::host("read from the container's init", e)),
+                Err(e) => {
+                    self.sock = Some(sock);
+                    Err(self.init_gone("read from the container's init", e))
+                }
             });
         if result.is_err() {
             self.abort();

@@ -83,7 +83,7 @@ impl LoadedImage {
 /// An entry of a Docker archive's `manifest.json`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DockerArchiveEntry {
+pub(crate) struct DockerArchiveEntry {
     config: String,
     #[serde(default)]
     repo_tags: Option<Vec<String>>,
@@ -113,7 +113,7 @@ struct ArchiveContents {
     unpacked: HashMap<Digest, Unpacked>,
 }
 
-fn clean_archive_path(p: &str) -> String {
+pub(crate) fn clean_archive_path(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {
         match c {

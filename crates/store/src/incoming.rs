@@ -108,10 +108,24 @@ impl Store {
 }
 
 impl Store {
-    /// Points a repository digest (`name@sha256:…`) at image `id` (a pull of an image that
-    /// was here already).
-    pub fn add_repo_digest(&mut self, id: &Digest, name: &Reference) -> Result<()> {
-        self.meta.add_repo_digest(id, name)
+    /// A pull of an image the store has already: names it `tags` and `repo_digest` in one
+    /// transaction with the check that it is still there. False when it is not (an `rmi`
+    /// got there first), and the pull must fetch it after all.
+    pub fn adopt_present(
+        &mut self,
+        id: &Digest,
+        tags: &[Reference],
+        repo_digest: &Reference,
+    ) -> Result<bool> {
+        let named = self
+            .meta
+            .name_if_present(id, tags, std::slice::from_ref(repo_digest))?;
+        if named {
+            for tag in tags {
+                self.image_event("tag", id.as_str(), &tag.familiar_string());
+            }
+        }
+        Ok(named)
     }
 
     /// Records that image `id` was pushed as `manifest` (stored already, through

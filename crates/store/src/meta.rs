@@ -193,19 +193,6 @@ impl Meta {
         Ok(())
     }
 
-    /// Points a repository digest (`name@sha256:…`) at an existing image.
-    pub(crate) fn add_repo_digest(&mut self, image: &Digest, name: &Reference) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if !row_exists(&tx, "SELECT 1 FROM images WHERE id = ?1", image)? {
-            return Err(StoreError::ImageNotFound(image.to_string()));
-        }
-        point_name(&tx, "repo_digests", name, image)?;
-        tx.commit()?;
-        Ok(())
-    }
-
     /// Records a push: the image's manifest becomes `manifest` (the one pushed), and
     /// `names` (`name@sha256:…`) are its repository digests; one that named another image
     /// moves.
@@ -243,6 +230,30 @@ impl Meta {
         point_name(&tx, "tags", tag, image)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Points `tags` and `repo_digests` at `image` if it is still there, in one transaction
+    /// (so an `rmi` cannot delete it in between); false when it is gone.
+    pub(crate) fn name_if_present(
+        &mut self,
+        image: &Digest,
+        tags: &[Reference],
+        repo_digests: &[Reference],
+    ) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !row_exists(&tx, "SELECT 1 FROM images WHERE id = ?1", image)? {
+            return Ok(false);
+        }
+        for tag in tags {
+            point_name(&tx, "tags", tag, image)?;
+        }
+        for name in repo_digests {
+            point_name(&tx, "repo_digests", name, image)?;
+        }
+        tx.commit()?;
+        Ok(true)
     }
 
     /// The image a tag points at.
