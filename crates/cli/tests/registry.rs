@@ -1649,3 +1649,42 @@ fn kill_9_mid_pull_leaves_store_consistent() {
     );
     host.run_ok(&[&reference, "true"]);
 }
+
+/// A registry that stops sending a blob, or never stops: the pull gives up with one clear
+/// line, and the store keeps nothing of it.
+#[test]
+fn a_stalled_or_endless_blob_fails_the_pull_clearly() {
+    let reg = Registry::plain();
+    let b = Berth::new();
+    let big = layer_tar(&[("big/", b""), ("big/random", &random_bytes(4 << 20, 5))]);
+    let img = TestImage::new(berth_arch(), &[big]);
+    skopeo_push(&reg, &work_dir(&b, "scratch"), &img, "test/stall:1");
+    let digest = img.layer_digests()[0].clone();
+
+    let stalling = CutProxy::stalling(&reg.host());
+    let reference = format!("{}/test/stall:1", stalling.host());
+    let out = b
+        .command()
+        .env("BERTH_BLOB_REQUEST_TIMEOUT", "1")
+        .args(["pull", &reference])
+        .output()
+        .unwrap();
+    let cut = stalling.cut().expect("the proxy stalled a download");
+    let gave_up = format!("gave up after 5 attempts to resume at byte {}", cut.forwarded);
+    let line = assert_error(&out, "pull of a stalled blob", &[&gave_up]);
+    assert!(line.contains(&digest), "{line}");
+    assert_store_sound(&b);
+    assert_eq!(b.ok(&["images", "-q"]), "");
+
+    let endless = CutProxy::endless(&reg.host());
+    let reference = format!("{}/test/stall:1", endless.host());
+    let out = b.run(&["pull", &reference]);
+    let line = assert_error(
+        &out,
+        "pull of an endless blob",
+        &["the registry sent more than the"],
+    );
+    assert!(line.contains(&digest), "{line}");
+    assert_store_sound(&b);
+    assert_eq!(b.ok(&["images", "-q"]), "");
+}

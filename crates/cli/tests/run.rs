@@ -581,3 +581,49 @@ fn berth_binary_is_not_reachable_through_proc_exe() {
     let bin = std::fs::metadata(berth_bin()).unwrap();
     assert!(bin.len() > 1000);
 }
+
+#[test]
+fn exhausting_memory_pids_and_shm_leaves_a_neighbour_working() {
+    let host = Host::new();
+    let neighbour = host.ok(&["run", "-d", "--name", "neighbour", "busybox", "sleep", "120"]);
+    let neighbour = neighbour.trim();
+
+    // /dev/shm stops at --shm-size: the writer is told no space, nothing reaches the host's.
+    let out = host.run_ok(&[
+        "--shm-size",
+        "8m",
+        "busybox",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=64 2>&1; df -k /dev/shm | tail -1",
+    ]);
+    assert!(out.contains("No space left on device"), "{out}");
+    let used: Vec<&str> = out.lines().last().unwrap().split_whitespace().collect();
+    assert_eq!(used[1], "8192", "the tmpfs is 8 MiB: {out}");
+    assert!(!std::path::Path::new("/dev/shm/fill").exists());
+    // Memory and pids, beside it.
+    let hog = host.run(&["--rm", "--memory", "32m", "busybox", "tail", "/dev/zero"]);
+    assert_eq!(hog.code, 137, "{}", hog.stderr);
+    host.run_ok(&[
+        "--pids-limit",
+        "10",
+        "busybox",
+        "sh",
+        "-c",
+        "(while true; do sleep 30 & done) 2>/dev/null; true",
+    ]);
+
+    // The neighbour still runs, forks, allocates, and has its own empty 64 MiB /dev/shm.
+    let out = host.ok(&[
+        "exec",
+        "neighbour",
+        "sh",
+        "-c",
+        "ls /dev/shm; head -c 16m /dev/zero > /dev/shm/mine && df -k /dev/shm | tail -1",
+    ]);
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fields[1], "65536", "{out}");
+    assert_eq!(fields[2], "16384", "{out}");
+    host.ok(&["rm", "-f", "neighbour"]);
+    host.assert_gone(neighbour);
+}

@@ -42,8 +42,22 @@ const ATTEMPTS: u32 = 5;
 /// Time limit of a request without a large body (ping, manifest, HEAD, token).
 const SMALL_REQUEST: Duration = Duration::from_secs(60);
 /// Time limit of one blob GET, reads included: a download that takes longer goes on in
-/// another ranged request, so this bounds how long a stalled body can hang a pull.
+/// another ranged request, so this bounds how long a stalled body can hang a pull (`ATTEMPTS`
+/// segments without a byte, then the pull fails). `BERTH_BLOB_REQUEST_TIMEOUT` (seconds)
+/// changes it: for links so slow or so flaky that the default does not suit, and for tests.
 const BLOB_SEGMENT: Duration = Duration::from_secs(120);
+
+/// [`BLOB_SEGMENT`], or `BERTH_BLOB_REQUEST_TIMEOUT`'s seconds when set to a positive number.
+fn blob_segment() -> Duration {
+    static SEGMENT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SEGMENT.get_or_init(|| {
+        std::env::var("BERTH_BLOB_REQUEST_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&secs| secs > 0)
+            .map_or(BLOB_SEGMENT, Duration::from_secs)
+    })
+}
 /// Time limit of one upload request (a chunk or a monolithic PUT): a stalled upload fails
 /// and the blob's upload starts again.
 const UPLOAD_REQUEST: Duration = Duration::from_secs(900);
@@ -646,6 +660,7 @@ impl Repository {
             size,
             response: None,
             failures: 0,
+            last_failure: String::new(),
             progress,
         };
         reader.response = Some(self.retrying(|| reader.open())?);
@@ -847,6 +862,8 @@ pub struct BlobReader<'a, F> {
     size: Option<u64>,
     response: Option<Response>,
     failures: u32,
+    /// What went wrong last, for the error when the attempts run out.
+    last_failure: String,
     progress: F,
 }
 
@@ -857,7 +874,7 @@ impl<F: FnMut(u64)> BlobReader<'_, F> {
         let resp = self.repo.send(Method::GET, self.url.clone(), |r| {
             // A body that stalls (a live peer that stops sending, which keepalive cannot
             // see) fails after this long, and the download resumes from where it was.
-            let r = r.timeout(BLOB_SEGMENT);
+            let r = r.timeout(blob_segment());
             if offset > 0 {
                 r.header(header::RANGE, format!("bytes={offset}-"))
             } else {
@@ -878,14 +895,17 @@ impl<F: FnMut(u64)> BlobReader<'_, F> {
 
     /// Reopens after a failure; a 200 answer to a ranged request is skipped up to the
     /// offset.
-    fn reopen(&mut self) -> io::Result<()> {
+    fn reopen(&mut self, why: impl std::fmt::Display) -> io::Result<()> {
         self.response = None;
+        self.last_failure = why.to_string();
         loop {
             self.failures += 1;
             if self.failures > ATTEMPTS {
+                let of = self.size.map(|s| format!(" of {s}")).unwrap_or_default();
                 return Err(io::Error::other(format!(
-                    "{}: gave up after {ATTEMPTS} attempts to resume at byte {}",
-                    self.url, self.offset
+                    "{}: gave up after {ATTEMPTS} attempts to resume at byte {}{of}, none of which \
+                     got a byte further (last: {})",
+                    self.url, self.offset, self.last_failure
                 )));
             }
             thread::sleep(backoff(self.failures));
@@ -897,6 +917,7 @@ impl<F: FnMut(u64)> BlobReader<'_, F> {
                 }
                 Err(e) => {
                     tracing::debug!(url = %self.url, error = %e, attempt = self.failures, "resume failed");
+                    self.last_failure = e.to_string();
                     // An answer that is not a passing trouble (404, 401) will not change.
                     if let Some(DistributionError::Registry { status, .. }) = e
                         .get_ref()
@@ -951,14 +972,14 @@ impl<F: FnMut(u64)> Read for BlobReader<'_, F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let Some(resp) = self.response.as_mut() else {
-                self.reopen()?;
+                self.reopen("no response")?;
                 continue;
             };
             match resp.read(buf) {
                 Ok(0) => {
                     if self.size.is_some_and(|s| self.offset < s) {
                         tracing::debug!(url = %self.url, offset = self.offset, "blob cut short");
-                        self.reopen()?;
+                        self.reopen("the body ended early")?;
                         continue;
                     }
                     return Ok(0);
@@ -986,10 +1007,19 @@ impl<F: FnMut(u64)> Read for BlobReader<'_, F> {
                 }
                 Err(e) => {
                     tracing::debug!(url = %self.url, offset = self.offset, error = %e, "blob read failed");
-                    self.reopen()?;
+                    self.reopen(error_chain(&e))?;
                 }
             }
         }
+    }
+}
+
+/// A read error of a body in words: reqwest's, with its causes (a timeout says so).
+fn error_chain(e: &io::Error) -> String {
+    match e.get_ref().and_then(|e| e.downcast_ref::<reqwest::Error>()) {
+        Some(e) if e.is_timeout() => format!("no more data within {:?}", blob_segment()),
+        Some(e) => crate::error::describe_transport(e),
+        None => e.to_string(),
     }
 }
 

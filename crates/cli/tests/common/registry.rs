@@ -1231,9 +1231,22 @@ pub struct Cut {
     pub forwarded: u64,
 }
 
+/// What a [`CutProxy`] does to a big blob download.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Misbehaviour {
+    /// Half the body, then the connection closes (the first such download only).
+    Cut,
+    /// Half the body, then silence with the connection open; later downloads get silence
+    /// from the start.
+    Stall,
+    /// A body without end instead of the blob (every such download).
+    Endless,
+}
+
 struct ProxyState {
     upstream: String,
     threshold: u64,
+    misbehaviour: Misbehaviour,
     /// Bytes per second for each blob download's body; 0: as fast as they come.
     rate: AtomicU64,
     cut_done: AtomicBool,
@@ -1259,9 +1272,26 @@ impl CutProxy {
 
     /// Cuts the first blob download whose Content-Length is over `threshold` bytes.
     pub fn with_threshold(upstream_host: &str, threshold: u64) -> CutProxy {
+        CutProxy::misbehaving(upstream_host, threshold, Misbehaviour::Cut)
+    }
+
+    /// The first blob download over 1 MiB stops half-way and stays silent, its connection
+    /// open (until the client closes it, or a minute); later ones send no byte of the body.
+    pub fn stalling(upstream_host: &str) -> CutProxy {
+        CutProxy::misbehaving(upstream_host, 1024 * 1024, Misbehaviour::Stall)
+    }
+
+    /// Every blob download over 1 MiB gets an endless body (no length, never closed) instead
+    /// of the blob.
+    pub fn endless(upstream_host: &str) -> CutProxy {
+        CutProxy::misbehaving(upstream_host, 1024 * 1024, Misbehaviour::Endless)
+    }
+
+    fn misbehaving(upstream_host: &str, threshold: u64, misbehaviour: Misbehaviour) -> CutProxy {
         let state = Arc::new(ProxyState {
             upstream: upstream_host.to_string(),
             threshold,
+            misbehaviour,
             rate: AtomicU64::new(0),
             cut_done: AtomicBool::new(false),
             cut: Mutex::new(None),
@@ -1378,23 +1408,48 @@ fn proxy_conn(client: TcpStream, state: &ProxyState) -> io::Result<()> {
         };
         let status = rhead.status();
         state.seen.lock().unwrap()[index].status = status;
-        to_client.write_all(&raw)?;
         let len = rhead.content_length().unwrap_or(0);
         let blob_get =
             method == "GET" && target.starts_with("/v2/") && target.contains("/blobs/sha256:");
-        if blob_get
+        let misbehave = blob_get
             && (status == 200 || status == 206)
             && len > state.threshold
-            && !state.cut_done.swap(true, Ordering::SeqCst)
-        {
-            let half = len / 2;
+            && (state.misbehaviour != Misbehaviour::Cut
+                || !state.cut_done.swap(true, Ordering::SeqCst));
+        if misbehave && state.misbehaviour == Misbehaviour::Endless {
+            // No length: the body ends when the connection does, which it never does.
+            to_client.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                  Connection: close\r\n\r\n",
+            )?;
+            let block = vec![0x5a; 64 << 10];
+            loop {
+                to_client.write_all(&block)?;
+            }
+        }
+        to_client.write_all(&raw)?;
+        if misbehave {
+            // A stall after the first sends nothing at all: no progress, so the client's
+            // attempts run out.
+            let first = !state.cut_done.swap(true, Ordering::SeqCst)
+                || state.misbehaviour == Misbehaviour::Cut;
+            let half = if first { len / 2 } else { 0 };
             let forwarded = io::copy(&mut from_upstream.by_ref().take(half), &mut to_client)?;
             to_client.flush()?;
-            *state.cut.lock().unwrap() = Some(Cut {
-                target: target.clone(),
-                content_length: len,
-                forwarded,
-            });
+            if first {
+                *state.cut.lock().unwrap() = Some(Cut {
+                    target: target.clone(),
+                    content_length: len,
+                    forwarded,
+                });
+            }
+            if state.misbehaviour == Misbehaviour::Stall {
+                // Silent, not closed, until the client gives up: the pump of its side ends
+                // when it closes the connection (or after the read timeout, a minute).
+                while !pump.is_finished() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
         } else if blob_get {
             copy_throttled(&mut from_upstream, &mut to_client, &state.rate)?;
         } else {
