@@ -258,7 +258,13 @@ fn fifty_processes_run_rm_pull_tag_rmi_at_once() {
             })
         })
         .collect();
-    let rounds: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    // Every worker ends before any failure is reported: the Host's cleanup (`rm -f` of every
+    // container) must not run under workers that still start containers.
+    let results: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+    let rounds: usize = results
+        .into_iter()
+        .map(|r| r.expect("a worker failed (its message is above)"))
+        .sum();
     eprintln!("stampede: {rounds} rounds of 50 workers");
 
     let b = &host.berth;
@@ -267,7 +273,11 @@ fn fifty_processes_run_rm_pull_tag_rmi_at_once() {
     assert!(!check.contains("leftovers"), "{check}");
     assert_eq!(b.ok(&["ps", "-aq"]), "");
     let ids = ids.lock().unwrap();
-    assert!(ids.len() >= 25, "only {} containers in {rounds} rounds", ids.len());
+    assert!(
+        ids.len() >= 25,
+        "only {} containers in {rounds} rounds",
+        ids.len()
+    );
     for id in ids.iter() {
         host.assert_gone(id);
     }

@@ -84,11 +84,11 @@ fn load_killed_at_each_point() {
         crash(&b, point, &["load"], Some(&archive));
         assert_sound(&b, point);
         assert_success(&b.run_stdin(&["load"], &archive), &["load", point]);
-        let dir = json(&b.ok(&["image", "inspect", "loaded:1"]))[0]["GraphDriver"]["Data"]
-            ["UpperDir"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let dir =
+            json(&b.ok(&["image", "inspect", "loaded:1"]))[0]["GraphDriver"]["Data"]["UpperDir"]
+                .as_str()
+                .unwrap()
+                .to_string();
         assert_eq!(
             std::fs::read_to_string(std::path::Path::new(&dir).join("etc/marker")).unwrap(),
             "loaded",
@@ -125,7 +125,9 @@ fn rmi_killed_at_each_point() {
         b.ok(&["image", "prune", "-f"]);
         assert_clean(&b, point);
         assert_eq!(
-            std::fs::read_dir(b.root().join("blobs/sha256")).unwrap().count(),
+            std::fs::read_dir(b.root().join("blobs/sha256"))
+                .unwrap()
+                .count(),
             0,
             "{point}"
         );
@@ -136,7 +138,10 @@ fn rmi_killed_at_each_point() {
 fn pull_killed_at_each_point() {
     let registry = Registry::plain();
     let source = Berth::new();
-    assert_success(&source.run_stdin(&["load"], &loadable_image("pulled")), &["load"]);
+    assert_success(
+        &source.run_stdin(&["load"], &loadable_image("pulled")),
+        &["load"],
+    );
     let image = registry.image("pulled:1");
     source.ok(&["tag", "pulled:1", &image]);
     source.ok(&["push", &image]);
@@ -203,7 +208,14 @@ fn build_killed_at_each_point() {
 fn commit_killed_at_each_point() {
     let host = Host::new();
     let b = &host.berth;
-    let ran = host.run(&["--name", "changed", "busybox", "sh", "-c", "echo kept > /kept"]);
+    let ran = host.run(&[
+        "--name",
+        "changed",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /kept",
+    ]);
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     for point in [
         "layer.unpacked",
@@ -234,9 +246,17 @@ fn create_and_rm_killed_at_each_point() {
     let host = Host::new();
     let b = &host.berth;
 
-    crash(b, "create.held", &["create", "--name", "half", "busybox"], None);
+    crash(
+        b,
+        "create.held",
+        &["create", "--name", "half", "busybox"],
+        None,
+    );
     let report = assert_sound(b, "create.held");
-    assert!(report.contains("leftovers of interrupted container"), "{report}");
+    assert!(
+        report.contains("leftovers of interrupted container"),
+        "{report}"
+    );
     assert_eq!(b.ok(&["ps", "-aq"]), "");
     b.ok(&["container", "prune", "-f"]);
     assert_clean(b, "create.held");
@@ -254,7 +274,10 @@ fn create_and_rm_killed_at_each_point() {
             .to_string();
         crash(b, point, &["rm", "-f", &running], None);
         let report = assert_sound(b, point);
-        assert!(report.contains("leftovers of interrupted container"), "{report}");
+        assert!(
+            report.contains("leftovers of interrupted container"),
+            "{report}"
+        );
         assert_eq!(b.ok(&["ps", "-aq"]), "", "{point}");
         b.ok(&["container", "prune", "-f"]);
         assert_clean(b, point);

@@ -1670,7 +1670,10 @@ fn a_stalled_or_endless_blob_fails_the_pull_clearly() {
         .output()
         .unwrap();
     let cut = stalling.cut().expect("the proxy stalled a download");
-    let gave_up = format!("gave up after 5 attempts to resume at byte {}", cut.forwarded);
+    let gave_up = format!(
+        "gave up after 5 attempts to resume at byte {}",
+        cut.forwarded
+    );
     let line = assert_error(&out, "pull of a stalled blob", &[&gave_up]);
     assert!(line.contains(&digest), "{line}");
     assert_store_sound(&b);

@@ -585,7 +585,15 @@ fn berth_binary_is_not_reachable_through_proc_exe() {
 #[test]
 fn exhausting_memory_pids_and_shm_leaves_a_neighbour_working() {
     let host = Host::new();
-    let neighbour = host.ok(&["run", "-d", "--name", "neighbour", "busybox", "sleep", "120"]);
+    let neighbour = host.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "neighbour",
+        "busybox",
+        "sleep",
+        "120",
+    ]);
     let neighbour = neighbour.trim();
 
     // /dev/shm stops at --shm-size: the writer is told no space, nothing reaches the host's.

@@ -104,13 +104,23 @@ impl Engine {
             }
         }
         for mount in &rec.mounts {
-            if mount.kind == "volume" && self.db.volume(&mount.name).map_err(|e| e.to_string())?.is_none() {
+            if mount.kind == "volume"
+                && self
+                    .db
+                    .volume(&mount.name)
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+            {
                 return Err(format!("its volume {} is missing", mount.name));
             }
         }
         for network in rec.network_settings.networks.keys() {
             if networks::uses_embedded_dns_on(network)
-                && self.db.network(network).map_err(|e| e.to_string())?.is_none()
+                && self
+                    .db
+                    .network(network)
+                    .map_err(|e| e.to_string())?
+                    .is_none()
             {
                 return Err(format!("its network {network} is missing"));
             }
@@ -171,7 +181,8 @@ impl Engine {
         for id in &orphans.dirs {
             let dir = self.container_dir(id);
             // A leftover cgroup of a container killed with its monitor goes too.
-            if let Ok(cgroup) = berth_runtime::cgroups::Cgroup::open(&crate::lifecycle::cgroup_path(id))
+            if let Ok(cgroup) =
+                berth_runtime::cgroups::Cgroup::open(&crate::lifecycle::cgroup_path(id))
             {
                 let _ = cgroup.destroy();
             }

@@ -85,7 +85,8 @@ impl Db {
     pub(crate) fn open(path: &Path) -> Result<Db, EngineError> {
         let conn = berth_store::open_sqlite(path)?;
         // NORMAL: in WAL mode a power cut may lose the last records, never corrupt the file.
-        // A container record is cheap to lose (its directory is found and removed as stale),
+        // A container record is cheap to lose (its directory becomes an orphan that `container
+        // prune` sweeps),
         // and an fsync per state change would double the time a short container takes.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         berth_store::retry_busy(|| conn.execute_batch(SCHEMA))?;

@@ -44,7 +44,8 @@ fn target() -> Option<&'static Target> {
 pub fn point(name: &str) {
     let Some(target) = target() else { return };
     if target.point == name && target.arrivals.fetch_add(1, Ordering::SeqCst) + 1 == target.nth {
-        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
         // SIGKILL cannot be caught; this is only reached if sending it failed.
         std::process::abort();
     }
