@@ -99,3 +99,63 @@ fn privileged_operations_fail_inside_a_default_container() {
         "the host's clock was set back"
     );
 }
+
+/// `tests/fixtures/escape_probe.c`, built static (the busybox image has no libc) once.
+fn escape_probe() -> &'static std::path::Path {
+    static PROBE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PROBE.get_or_init(|| {
+        let source =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/escape_probe.c");
+        let out = common::test_tmp().join(format!("escape_probe-{}", std::process::id()));
+        let status = std::process::Command::new("cc")
+            .args(["-static", "-O2", "-Wall", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .status()
+            .expect("run cc (build-essential)");
+        assert!(status.success(), "building {}", source.display());
+        out
+    })
+}
+
+#[test]
+fn keyrings_ptrace_shocker_bpf_perf_and_chroot_climbs_fail() {
+    let host = Host::new();
+    let probe = escape_probe().display().to_string();
+    // A host process (this test) and a host path, neither of which the container can see.
+    let host_pid = std::process::id().to_string();
+    let host_only = env!("CARGO_MANIFEST_DIR");
+    let ran = host.run(&[
+        "--rm",
+        "-v",
+        &format!("{probe}:/probe:ro"),
+        "busybox",
+        "/probe",
+        &host_pid,
+        host_only,
+    ]);
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    assert_eq!(lines.len(), 8, "{}{}", ran.stdout, ran.stderr);
+    for line in &lines {
+        assert!(
+            line.contains(": blocked ("),
+            "escaped: {line}\n{}",
+            ran.stdout
+        );
+    }
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    // Refused for the reasons expected: seccomp or capabilities (EPERM), invisibility (ESRCH),
+    // absence (ENOENT).
+    // (On the host, as root, the same probe escapes six times: keyrings, ptrace, the signal,
+    // the handle and the chroot climb; bpf and perf fail there only on their bad arguments.)
+    for i in [0, 1, 4, 5, 6] {
+        assert!(lines[i].contains("Operation not permitted"), "{}", lines[i]);
+    }
+    assert!(lines[2].contains("No such process"), "{}", lines[2]);
+    assert!(lines[3].contains("No such process"), "{}", lines[3]);
+    assert!(
+        lines[7].contains("No such file or directory"),
+        "{}",
+        lines[7]
+    );
+}
