@@ -8,7 +8,8 @@
 #   scripts/fuzz.sh --quick         every target for a fixed 100,000 inputs from seed 1 (CI:
 #                                   the same inputs every time, so a red run is a real find)
 #
-# The corpus each run grows (fuzz/corpus/TARGET) is kept between runs and not committed.
+# The corpus each run grows (fuzz/corpus/TARGET) is kept between runs and not committed; the
+# seeds in fuzz/seeds/TARGET are read too.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -38,7 +39,13 @@ for target in "${targets[@]}"; do
     fi
     echo "fuzz.sh: $target (${args[*]})"
     mkdir -p "fuzz/corpus/$target"
-    if ! cargo fuzz run --sanitizer none "$target" -- "${args[@]}" >"fuzz/$target.log" 2>&1; then
+    # New inputs go to the first directory; fuzz/seeds/TARGET (committed, hand-made) starts
+    # targets whose inputs random bytes rarely become (a tar header needs its checksum).
+    corpora=("$PWD/fuzz/corpus/$target")
+    if [ -d "fuzz/seeds/$target" ]; then
+        corpora+=("$PWD/fuzz/seeds/$target")
+    fi
+    if ! cargo fuzz run --sanitizer none "$target" "${corpora[@]}" -- "${args[@]}" >"fuzz/$target.log" 2>&1; then
         tail -40 "fuzz/$target.log" >&2
         echo "fuzz.sh: $target found a crash; see fuzz/artifacts/$target/" >&2
         exit 1

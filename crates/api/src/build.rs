@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// A JSON map parameter (`buildargs`, `labels`); a `null` value is left out.
-fn map_param(call: &Call, key: &str) -> Result<BTreeMap<String, String>, ApiError> {
+pub(crate) fn map_param(call: &Call, key: &str) -> Result<BTreeMap<String, String>, ApiError> {
     let Some(text) = call.param(key).filter(|t| !t.trim().is_empty()) else {
         return Ok(BTreeMap::new());
     };

@@ -257,7 +257,7 @@ impl MountSpec {
 /// their aliases).
 type CreateRequest = (CreateOptions, Vec<(String, Vec<String>)>);
 
-fn create_options(body: Value, name: Option<&str>) -> Result<CreateRequest, ApiError> {
+pub(crate) fn create_options(body: Value, name: Option<&str>) -> Result<CreateRequest, ApiError> {
     let bad =
         |e: serde_json::Error| ApiError::bad_request(format!("invalid container config: {e}"));
     let body: CreateBody = serde_json::from_value(body).map_err(bad)?;
@@ -544,7 +544,9 @@ async fn spawn(api: &Arc<Api>, id: String) -> Result<(), ApiError> {
 }
 
 /// `t` (seconds before SIGKILL) and `signal` of `stop` and `restart`.
-fn stop_params(call: &Call) -> Result<(Option<i64>, Option<rustix::process::Signal>), ApiError> {
+pub(crate) fn stop_params(
+    call: &Call,
+) -> Result<(Option<i64>, Option<rustix::process::Signal>), ApiError> {
     let timeout = call
         .param("t")
         .filter(|t| !t.is_empty())

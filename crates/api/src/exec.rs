@@ -116,7 +116,7 @@ impl Instance {
 /// `POST /containers/{id}/exec`'s body (Docker's `ExecConfig`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     attach_stdin: bool,
     attach_stdout: bool,
     attach_stderr: bool,
@@ -133,7 +133,7 @@ struct CreateBody {
 /// `POST /exec/{id}/start`'s body.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct StartBody {
+pub(crate) struct StartBody {
     detach: bool,
     console_size: Option<[u16; 2]>,
 }

@@ -99,7 +99,7 @@ pub struct Call {
     /// Method, URI, headers and extensions (where a connection upgrade waits).
     pub parts: hyper::http::request::Parts,
     /// The body, until read.
-    body: Option<Incoming>,
+    pub(crate) body: Option<Incoming>,
     /// The API version it asked for (the newest when it named none).
     pub version: (u32, u32),
     /// The path after the version, split at `/` (percent-decoded).
@@ -128,13 +128,7 @@ impl Call {
     /// Reads the body as JSON; an empty body reads as `null`.
     pub async fn json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, ApiError> {
         let bytes = self.body_bytes().await?;
-        let text = if bytes.iter().all(u8::is_ascii_whitespace) {
-            &b"null"[..]
-        } else {
-            &bytes[..]
-        };
-        serde_json::from_slice(text)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+        json_body(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
     }
 
     /// The `filters` query parameter (either of Docker's JSON forms), keys limited to
@@ -158,11 +152,7 @@ impl Call {
     /// Reads a JSON body of a Go client, whose unset pointers, slices and maps are `null`:
     /// nulls are dropped at every depth, so they read as the field's default.
     pub async fn lenient_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, ApiError> {
-        let mut value: serde_json::Value = self.json().await?;
-        strip_nulls(&mut value);
-        if value.is_null() {
-            value = serde_json::Value::Object(Default::default());
-        }
+        let value = lenient(self.json().await?);
         serde_json::from_value(value)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
     }
@@ -314,9 +304,7 @@ fn parse(req: Request<Incoming>) -> Result<Call, ApiError> {
         .filter(|s| !s.is_empty())
         .map(percent_decode)
         .collect();
-    let query = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let query = query_pairs(&parts);
     Ok(Call {
         parts,
         body: Some(body),
@@ -326,12 +314,39 @@ fn parse(req: Request<Incoming>) -> Result<Call, ApiError> {
     })
 }
 
-fn parse_version(v: &str) -> Option<(u32, u32)> {
+/// A JSON body: blank is `null` (clients send no body for "no options").
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+        &b"null"[..]
+    } else {
+        bytes
+    };
+    serde_json::from_slice(text)
+}
+
+/// What `lenient_json` reads a body as: nulls dropped at every depth, `null` itself an
+/// empty object (docker-py sends `"Key": null` for options it leaves unset).
+pub(crate) fn lenient(mut value: serde_json::Value) -> serde_json::Value {
+    strip_nulls(&mut value);
+    if value.is_null() {
+        value = serde_json::Value::Object(Default::default());
+    }
+    value
+}
+
+/// The query's parameters, decoded.
+pub(crate) fn query_pairs(parts: &hyper::http::request::Parts) -> HashMap<String, String> {
+    form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+pub(crate) fn parse_version(v: &str) -> Option<(u32, u32)> {
     let (major, minor) = v.split_once('.')?;
     Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
-fn percent_decode(segment: &str) -> String {
+pub(crate) fn percent_decode(segment: &str) -> String {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8_lossy()
         .into_owned()

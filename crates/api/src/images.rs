@@ -163,13 +163,19 @@ fn pull_error(e: &DistributionError) -> ApiError {
 type AuthConfig = serde_json::Map<String, Value>;
 
 /// The credential an `AuthConfig` carries (read as `config.json`'s entries are).
-fn credential_of(header: &str, config: &AuthConfig) -> Result<Option<Credential>, ApiError> {
+pub(crate) fn credential_of(
+    header: &str,
+    config: &AuthConfig,
+) -> Result<Option<Credential>, ApiError> {
     berth_distribution::credentials::auth_entry_credential(config)
         .map_err(|e| ApiError::bad_request(format!("invalid {header}: {e}")))
 }
 
 /// A header of base64url JSON (padded or not, as Go's clients vary).
-fn decode_header<T: serde::de::DeserializeOwned>(name: &str, value: &str) -> Result<T, ApiError> {
+pub(crate) fn decode_header<T: serde::de::DeserializeOwned>(
+    name: &str,
+    value: &str,
+) -> Result<T, ApiError> {
     let text = value.trim().trim_end_matches('=');
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)

@@ -42,7 +42,7 @@ pub async fn inspect(api: &Api, key: String) -> Result<Response<Body>, ApiError>
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     name: String,
     driver: String,
     internal: bool,
@@ -112,7 +112,7 @@ pub async fn remove(api: &Api, key: String) -> Result<Response<Body>, ApiError> 
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct ConnectBody {
+pub(crate) struct ConnectBody {
     container: String,
     endpoint_config: EndpointConfig,
     force: bool,

@@ -27,7 +27,7 @@ pub async fn list(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
 /// `POST /volumes/create`'s body.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     name: String,
     driver: String,
     driver_opts: BTreeMap<String, String>,

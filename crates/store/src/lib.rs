@@ -24,8 +24,8 @@ mod blobs;
 mod check;
 mod commit;
 mod compression;
-pub mod crash;
 mod config;
+pub mod crash;
 mod error;
 pub mod events;
 mod extend;
@@ -66,8 +66,8 @@ pub use image::{CACHE_HOLDER_PREFIX, HistoryEntry, Image, RemoveEvent, check_lay
 pub use import::ImportOptions;
 pub use incoming::{Incoming, LayerWork};
 pub use layers::{LayerInfo, chain_id};
-pub use lock::{LockGuard, Locks};
 pub use listing::{IMAGE_FILTERS, ImageQuery, ListedImage};
+pub use lock::{LockGuard, Locks};
 pub use meta::{ImageRecord, open_sqlite, retry_busy};
 pub use overlay::{Change, ChangeKind, overlay_changes, write_overlay_layer};
 pub use pack::{
