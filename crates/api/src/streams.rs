@@ -88,6 +88,11 @@ impl Streams {
         }
     }
 
+    /// Whether an observer of this server reads `id`'s monitor (and so will hear its end).
+    pub fn is_observing(&self, id: &str) -> bool {
+        self.observing.lock().expect("lock").contains(id)
+    }
+
     /// Records an end of `id`.
     pub fn record_exit(&self, id: &str, code: i32) {
         let mut exits = self.exits.lock().expect("lock");

@@ -42,8 +42,8 @@ const ATTEMPTS: u32 = 5;
 /// Time limit of a request without a large body (ping, manifest, HEAD, token).
 const SMALL_REQUEST: Duration = Duration::from_secs(60);
 /// Time limit of one blob GET, reads included: a download that takes longer goes on in
-/// another ranged request, so this bounds how long a stalled body can hang a pull (`ATTEMPTS`
-/// segments without a byte, then the pull fails). `BERTH_BLOB_REQUEST_TIMEOUT` (seconds)
+/// another ranged request, so this bounds how long a stalled body can hang a pull (the first
+/// request and `ATTEMPTS` resumes without a byte, then the pull fails). `BERTH_BLOB_REQUEST_TIMEOUT` (seconds)
 /// changes it: for links so slow or so flaky that the default does not suit, and for tests.
 const BLOB_SEGMENT: Duration = Duration::from_secs(120);
 

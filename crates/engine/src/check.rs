@@ -56,6 +56,9 @@ impl Engine {
             store: self.store.check()?,
             ..Default::default()
         };
+        // Exclusive, so that no create or removal is seen half done (a record read before
+        // its hold was, a directory after its record went).
+        let _containers = self.lock_containers(true)?;
         let holds: HashSet<(String, String)> = self
             .store
             .image_holds()?
@@ -151,7 +154,11 @@ impl Engine {
             Ok(entries) => entries
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| is_container_id(name) && !known.contains(name))
+                .filter(|name| {
+                    // A `.removing-*` directory is a sweep's that was cut short.
+                    let id = name.strip_prefix(".removing-").unwrap_or(name);
+                    is_container_id(id) && !known.contains(name)
+                })
                 .collect(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(crate::io_err(format!("read {}", dir.display()))(e)),
@@ -175,30 +182,58 @@ impl Engine {
     /// Removes what crashed creates and removals left without a record: directories, holds
     /// on images, addresses. Returns how many. Takes the containers' lock exclusively, so a
     /// create or removal in progress is not mistaken for one.
+    ///
+    /// An orphan that cannot go is logged and left (the others still go), as `container
+    /// prune` does with containers; a directory whose container lock is held (a monitor still
+    /// finishing a removal) is left to its holder. Directories are renamed aside under the
+    /// lock and deleted after it, so a large one holds up no create.
     pub fn sweep_orphans(&mut self) -> Result<usize, EngineError> {
-        let _containers = self.lock_containers(true)?;
-        let orphans = self.orphans()?;
-        for id in &orphans.dirs {
-            let dir = self.container_dir(id);
-            // A leftover cgroup of a container killed with its monitor goes too.
-            if let Ok(cgroup) =
-                berth_runtime::cgroups::Cgroup::open(&crate::lifecycle::cgroup_path(id))
-            {
-                let _ = cgroup.destroy();
+        let mut swept = 0;
+        let mut doomed = Vec::new();
+        {
+            let _containers = self.lock_containers(true)?;
+            let orphans = self.orphans()?;
+            for name in &orphans.dirs {
+                let id = name.strip_prefix(".removing-").unwrap_or(name);
+                if matches!(self.try_lock(name), Ok(None)) {
+                    continue;
+                }
+                // A leftover cgroup of a container killed with its monitor goes too.
+                if let Ok(cgroup) =
+                    berth_runtime::cgroups::Cgroup::open(&crate::lifecycle::cgroup_path(id))
+                {
+                    let _ = cgroup.destroy();
+                }
+                let dir = self.container_dir(name);
+                let aside = self.root.join("containers").join(format!(".removing-{id}"));
+                match fs::rename(&dir, &aside) {
+                    Ok(()) => doomed.push(aside),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!("sweeping {}: {e}", dir.display());
+                        continue;
+                    }
+                }
+                swept += 1;
             }
-            match fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(crate::io_err(format!("remove {}", dir.display()))(e)),
+            for h in &orphans.holds {
+                match self.store.release_image(h) {
+                    Ok(()) => swept += 1,
+                    Err(e) => tracing::warn!("sweeping the image hold {h}: {e}"),
+                }
+            }
+            for id in &orphans.addresses {
+                // Its veths, addresses and, with the last, this root's bridge.
+                self.detach_networks(id);
+                swept += 1;
             }
         }
-        for h in &orphans.holds {
-            self.store.release_image(h)?;
+        for dir in doomed {
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                tracing::warn!("removing {}: {e}", dir.display());
+            }
         }
-        for id in &orphans.addresses {
-            self.db.release_ips(id)?;
-        }
-        Ok(orphans.count())
+        Ok(swept)
     }
 }
 

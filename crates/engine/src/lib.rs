@@ -654,11 +654,11 @@ impl Engine {
         if image_has_no_layers {
             subdirs.push("empty");
         }
-        // From the directory's making to the record's insertion this container is an
-        // orphan to `sweep_orphans`, which the shared lock keeps away.
-        let _containers = self.lock_containers(false)?;
         let holder = holder(&id);
         let registered = (|| {
+            // From the directory's making to the record's insertion this container is an
+            // orphan to `sweep_orphans`, which the shared lock keeps away.
+            let _containers = self.lock_containers(false)?;
             for sub in subdirs {
                 fs::create_dir_all(dir.join(sub))
                     .map_err(io_err(format!("create {}", dir.join(sub).display())))?;
@@ -1097,7 +1097,12 @@ impl Engine {
         let _containers = self.lock_containers(false)?;
         self.db.delete(id)?;
         berth_store::crash::point("rm.record-deleted");
-        self.store.release_image(&holder(id))?;
+        // The container is gone from here on: what fails now is left to the sweep.
+        if let Err(e) = self.store.release_image(&holder(id)) {
+            tracing::warn!(
+                "releasing the image of container {id}: {e} (`berth container prune` does)"
+            );
+        }
         berth_store::crash::point("rm.released");
         let dir = self.container_dir(id);
         match fs::remove_dir_all(&dir) {

@@ -335,9 +335,10 @@ fn monitor(
         ports.stopped();
         let rec = engine.record(id)?;
         if rec.host_config.auto_remove {
-            let removed = engine.finish_and_remove(started, &exit);
+            // Clients hear the end before the removal: once the record is gone, a waiter
+            // (`wait?condition=removed`) has nothing else to read the code from.
             hub.end(exit.code);
-            return removed;
+            return engine.finish_and_remove(started, &exit);
         }
         engine.finish(started, exit)?;
         hub.end(exit.code);

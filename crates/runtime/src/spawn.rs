@@ -7,13 +7,14 @@ use std::{
         fd::{AsRawFd, OwnedFd, RawFd},
         unix::net::UnixStream,
     },
+    time::{Duration, Instant},
 };
 
 use nix::{
     sched::CloneFlags,
     sys::{
         signal::{Signal, kill},
-        wait::{WaitStatus, waitpid},
+        wait::{WaitPidFlag, WaitStatus, waitpid},
     },
     unistd::Pid,
 };
@@ -249,7 +250,24 @@ impl Container {
             return RuntimeError::Init(message);
         }
         self.sock = None;
-        let status = match waitpid(self.pid, None) {
+        // Its socket failed, so init is ending or has ended; one that is somehow still there
+        // after a moment is killed, so that this never waits forever.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut waited = None;
+        while Instant::now() < deadline {
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+                other => {
+                    waited = Some(other);
+                    break;
+                }
+            }
+        }
+        let waited = waited.unwrap_or_else(|| {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            waitpid(self.pid, None)
+        });
+        let status = match waited {
             Ok(WaitStatus::Exited(_, code)) => {
                 self.reaped = true;
                 let why = match code {

@@ -3,7 +3,9 @@
 //! Lock order, outermost first: `meta-open` (held alone, only while opening the database);
 //! then `gc` (shared by writers, exclusive by the sweep) ->
 //! `layer-<chain-id>` (one unpacker per layer) -> SQLite's own transaction lock (held only
-//! for short transactions, never across I/O on blobs or layers).
+//! for short transactions, never across I/O on blobs or layers). The engine's `containers`
+//! lock (shared by a container's create and removal, exclusive for the orphan sweep and
+//! `system check`) is taken before any SQLite transaction and never under another of these.
 
 use std::{
     fs::{File, OpenOptions},
