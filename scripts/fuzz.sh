@@ -38,10 +38,17 @@ for target in "${targets[@]}"; do
         args=(-max_total_time="$seconds")
     fi
     echo "fuzz.sh: $target (${args[*]})"
-    mkdir -p "fuzz/corpus/$target"
-    # New inputs go to the first directory; fuzz/seeds/TARGET (committed, hand-made) starts
-    # targets whose inputs random bytes rarely become (a tar header needs its checksum).
-    corpora=("$PWD/fuzz/corpus/$target")
+    # New inputs go to the first directory: the kept corpus, or for --quick a fresh one, so
+    # that --quick runs the same inputs wherever it runs. fuzz/seeds/TARGET (committed,
+    # hand-made) starts targets whose inputs random bytes rarely become (a tar header needs
+    # its checksum).
+    if [ "$quick" -eq 1 ]; then
+        corpus=$(mktemp -d)
+    else
+        corpus="$PWD/fuzz/corpus/$target"
+        mkdir -p "$corpus"
+    fi
+    corpora=("$corpus")
     if [ -d "fuzz/seeds/$target" ]; then
         corpora+=("$PWD/fuzz/seeds/$target")
     fi
@@ -51,5 +58,8 @@ for target in "${targets[@]}"; do
         exit 1
     fi
     grep -E '^Done [0-9]+ runs' "fuzz/$target.log" || true
+    if [ "$quick" -eq 1 ]; then
+        rm -rf "$corpus"
+    fi
 done
 echo "fuzz.sh: no crash in ${#targets[@]} targets"

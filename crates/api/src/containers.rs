@@ -727,13 +727,16 @@ async fn wait_for(
         match looked {
             Ok(None) => {
                 // Removed (`--rm`): the exit frame, sent before the removal, may still be on
-                // its way through this server's observer; give it a moment.
-                if exited.is_none() && api.streams.is_observing(&id) {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), woken).await;
-                }
-                let (seen, code) = api.streams.exits(&id);
-                let heard = if seen > baseline { code } else { None };
-                return Some(exited.or(heard).unwrap_or(last_code));
+                // its way through this server's observer or attach relay; give it a moment.
+                let heard = match exited {
+                    Some(code) => Some(code),
+                    None => {
+                        api.streams
+                            .exit_after(&id, baseline, Duration::from_secs(1))
+                            .await
+                    }
+                };
+                return Some(heard.unwrap_or(last_code));
             }
             Ok(Some((rec, dir))) => {
                 last_code = rec.state.exit_code;

@@ -88,9 +88,28 @@ impl Streams {
         }
     }
 
-    /// Whether an observer of this server reads `id`'s monitor (and so will hear its end).
-    pub fn is_observing(&self, id: &str) -> bool {
-        self.observing.lock().expect("lock").contains(id)
+    /// The code of an end of `id` after the `baseline`th, waiting up to `within` for it to
+    /// be heard (other containers' ends wake the wait too, and are not it).
+    pub async fn exit_after(
+        &self,
+        id: &str,
+        baseline: u64,
+        within: std::time::Duration,
+    ) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let woken = self.exited.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if let (seen, Some(code)) = self.exits(id)
+                && seen > baseline
+            {
+                return Some(code);
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return None;
+            }
+        }
     }
 
     /// Records an end of `id`.

@@ -1040,11 +1040,14 @@ fn events_stream_and_replay_through_the_api_and_the_cli() {
     let host = Host::new();
     let api = ApiServer::start(&host.berth);
     let since = unix_now();
-    // A follower started first sees what happens next.
+    // A follower sees what happens next. With `--since` it replays from there first, so
+    // the events it gets do not depend on how soon it subscribed.
     let mut follower = api
         .docker_command()
         .args([
             "events",
+            "--since",
+            &since,
             "--filter",
             "type=volume",
             "--format",
@@ -1053,7 +1056,6 @@ fn events_stream_and_replay_through_the_api_and_the_cli() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
     api.docker_ok(&["volume", "create", "evvol"]);
     let out = api.docker(&[
         "run", "--name", "evc", "--label", "tier=x", "busybox", "sh", "-c", "exit 3",

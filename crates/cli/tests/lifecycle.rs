@@ -574,7 +574,8 @@ fn pause_unpause_and_rename() {
 #[test]
 fn health_checks_set_the_status_the_log_and_events() {
     let host = Host::new();
-    // Healthy once /tmp/ok exists, unhealthy after two failures once it is gone.
+    // Healthy once /tmp/ok exists, unhealthy after two failures once the test removes it
+    // (the test, not a timer: healthy lasts as long as the checks below need).
     let id = host.ok(&[
         "run",
         "-d",
@@ -589,7 +590,7 @@ fn health_checks_set_the_status_the_log_and_events() {
         "busybox",
         "sh",
         "-c",
-        "echo fine > /tmp/ok; sleep 2; rm /tmp/ok; exec sleep 100",
+        "echo fine > /tmp/ok; exec sleep 100",
     ]);
     let id = id.trim();
     eventually(10, "healthy", || {
@@ -606,6 +607,7 @@ fn health_checks_set_the_status_the_log_and_events() {
     );
     let log = inspect(&host, "checked", "{{(index .State.Health.Log 0).Output}}");
     assert_eq!(log, "fine");
+    host.ok(&["exec", "checked", "rm", "/tmp/ok"]);
     eventually(10, "unhealthy", || {
         inspect(&host, "checked", "{{.State.Health.Status}}") == "unhealthy"
     });

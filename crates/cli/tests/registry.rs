@@ -1665,7 +1665,7 @@ fn a_stalled_or_endless_blob_fails_the_pull_clearly() {
     let reference = format!("{}/test/stall:1", stalling.host());
     let out = b
         .command()
-        .env("BERTH_BLOB_REQUEST_TIMEOUT", "1")
+        .env("BERTH_BLOB_REQUEST_TIMEOUT", "2")
         .args(["pull", &reference])
         .output()
         .unwrap();

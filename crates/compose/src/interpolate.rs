@@ -17,7 +17,14 @@ pub enum InterpolateError {
     /// A `${` that does not close, or what is inside is not a variable form.
     #[error("invalid interpolation format for {0:?}; you may need to escape any $ with another $")]
     Format(String),
+    /// Defaults nested deeper than [`MAX_NESTING`] (each level is a recursion).
+    #[error("interpolation in {0:?} nests more than {MAX_NESTING} levels deep")]
+    TooDeep(String),
 }
+
+/// How deep `${A:-${B:-...}}` may nest: far beyond any real file, and a bound on the
+/// recursion a crafted one could ask for.
+pub const MAX_NESTING: usize = 64;
 
 /// Interpolates `text` with `lookup`; names of variables that were not set and had no
 /// default are added to `unset` (compose warns and uses an empty string).
@@ -35,7 +42,11 @@ pub fn interpolate(
             out.push('$');
             rest = tail;
         } else if let Some(tail) = after.strip_prefix('{') {
-            let end = closing_brace(tail).ok_or_else(|| InterpolateError::Format(text.into()))?;
+            let (end, nesting) =
+                closing_brace(tail).ok_or_else(|| InterpolateError::Format(text.into()))?;
+            if nesting > MAX_NESTING {
+                return Err(InterpolateError::TooDeep(text.into()));
+            }
             out.push_str(&braced(&tail[..end], text, lookup, unset)?);
             rest = &tail[end + 1..];
         } else {
@@ -54,18 +65,20 @@ pub fn interpolate(
     Ok(out)
 }
 
-/// The index of the `}` that closes a `${`, counting nested `${`.
-fn closing_brace(s: &str) -> Option<usize> {
+/// The index of the `}` that closes a `${`, counting nested `${`, and how deep they nest.
+fn closing_brace(s: &str) -> Option<(usize, usize)> {
     let bytes = s.as_bytes();
     let mut depth = 0usize;
+    let mut deepest = 0usize;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'$' if bytes.get(i + 1) == Some(&b'{') => {
                 depth += 1;
+                deepest = deepest.max(depth);
                 i += 1;
             }
-            b'}' if depth == 0 => return Some(i),
+            b'}' if depth == 0 => return Some((i, deepest)),
             b'}' => depth -= 1,
             _ => {}
         }
@@ -155,6 +168,16 @@ mod tests {
         assert_eq!(ok("$$SET $$ ${NOPE:-${SET}x}"), "$SET $ vx");
         assert_eq!(ok("cost: 5$ and $1"), "cost: 5$ and $1");
         assert_eq!(ok("${SET:?boom}"), "v");
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = |n: usize| format!("{}x{}", "${A:-".repeat(n), "}".repeat(n));
+        assert_eq!(run(&deep(MAX_NESTING)).unwrap().0, "x");
+        assert!(matches!(
+            run(&deep(100_000)),
+            Err(InterpolateError::TooDeep(_))
+        ));
     }
 
     #[test]

@@ -408,7 +408,6 @@ const UNSUPPORTED_SERVICE: &[&str] = &[
 const IGNORED_SERVICE: &[&str] = &[
     "mem_reservation",
     "mem_swappiness",
-    "memswap_limit",
     "oom_score_adj",
     "cpu_count",
     "cpu_percent",

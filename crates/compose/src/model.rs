@@ -147,6 +147,13 @@ pub struct Service {
         deserialize_with = "opt_bytes"
     )]
     pub mem_limit: Option<i64>,
+    /// Memory and swap together (`--memory-swap`; -1: unlimited swap).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_bytes"
+    )]
+    pub memswap_limit: Option<i64>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -428,8 +435,7 @@ impl Port {
             (Some(ip), [p, t]) => (Some(ip), Some(*p), *t),
             _ => return Err(invalid()),
         };
-        let ok = |s: &str| !s.is_empty() && s.split('-').all(|p| p.parse::<u16>().is_ok());
-        if !ok(target) || published.is_some_and(|p| !p.is_empty() && !ok(p)) {
+        if target.is_empty() {
             return Err(invalid());
         }
         Ok(Port {
@@ -1019,16 +1025,26 @@ fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Port>, D::Error> {
     };
     items
         .iter()
-        .map(|item| match item {
-            Value::String(s) => Port::parse(s),
-            Value::Number(n) => Port::parse(&n.to_string()),
-            Value::Object(_) => serde_json::from_value(item.clone()).map_err(|e| e.to_string()),
-            other => Err(format!(
-                "expected a port (a string, a number or a mapping), got {}",
-                kind(other)
-            )),
+        .map(|item| {
+            let port: Port = match item {
+                Value::String(s) => Port::parse(s)?,
+                Value::Number(n) => Port::parse(&n.to_string())?,
+                Value::Object(_) => {
+                    serde_json::from_value(item.clone()).map_err(|e| e.to_string())?
+                }
+                other => {
+                    return Err(format!(
+                        "expected a port (a string, a number or a mapping), got {}",
+                        kind(other)
+                    ));
+                }
+            };
+            // Checked here by the engine's `-p` rules (ranges, protocols, addresses), so that
+            // `config` refuses what `up` would, with the file and path.
+            berth_engine::ports::parse_publish(&port.publish_flag(), &mut Default::default())?;
+            Ok(port)
         })
-        .collect::<Result<_, _>>()
+        .collect::<Result<_, String>>()
         .map_err(D::Error::custom)
 }
 

@@ -672,11 +672,12 @@ fn wait_container(
     Ok(())
 }
 
+/// Whether the engine runs a check for it (`["CMD"]` alone or `NONE` is none).
 fn has_healthcheck(c: &ContainerRecord) -> bool {
     c.config
         .healthcheck
         .as_ref()
-        .is_some_and(|h| !h.test.is_empty() && h.test[0] != "NONE")
+        .is_some_and(|h| h.probe_command().is_some())
 }
 
 /// `up --wait`: every container running (healthy when it has a check); a container that

@@ -499,11 +499,7 @@ impl Project {
                 retries: h.retries.unwrap_or(0),
             }
         });
-        let mut tmpfs = BTreeMap::new();
-        for t in &s.tmpfs {
-            let (path, opts) = t.split_once(':').unwrap_or((t, ""));
-            tmpfs.insert(path.to_string(), opts.to_string());
-        }
+        let tmpfs = berth_engine::mounts::tmpfs_flags(&s.tmpfs);
         let host = HostConfig {
             binds,
             port_bindings,
@@ -519,6 +515,7 @@ impl Project {
             tmpfs,
             shm_size: s.shm_size.unwrap_or(0),
             memory: limits.memory.or(s.mem_limit).unwrap_or(0),
+            memory_swap: s.memswap_limit.unwrap_or(0),
             nano_cpus: cpus.map_or(0, |c| (c * 1e9) as i64),
             pids_limit: limits.pids.or(s.pids_limit).filter(|p| *p > 0),
             dns: s.dns.clone(),

@@ -1017,7 +1017,10 @@ impl<F: FnMut(u64)> Read for BlobReader<'_, F> {
 /// A read error of a body in words: reqwest's, with its causes (a timeout says so).
 fn error_chain(e: &io::Error) -> String {
     match e.get_ref().and_then(|e| e.downcast_ref::<reqwest::Error>()) {
-        Some(e) if e.is_timeout() => format!("no more data within {:?}", blob_segment()),
+        Some(e) if e.is_timeout() => format!(
+            "no more data within {:?}, the limit of one request (BERTH_BLOB_REQUEST_TIMEOUT)",
+            blob_segment()
+        ),
         Some(e) => crate::error::describe_transport(e),
         None => e.to_string(),
     }

@@ -143,12 +143,7 @@ impl Engine {
 
     /// Directories, holds and addresses of containers that have no record.
     fn orphans(&self) -> Result<Orphans, EngineError> {
-        let known: HashSet<String> = self
-            .db
-            .raw_records()?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let known: HashSet<String> = self.db.container_ids()?.into_iter().collect();
         let dir = self.root.join("containers");
         let dirs = match fs::read_dir(&dir) {
             Ok(entries) => entries
@@ -187,7 +182,7 @@ impl Engine {
     /// prune` does with containers; a directory whose container lock is held (a monitor still
     /// finishing a removal) is left to its holder. Directories are renamed aside under the
     /// lock and deleted after it, so a large one holds up no create.
-    pub fn sweep_orphans(&mut self) -> Result<usize, EngineError> {
+    pub(crate) fn sweep_orphans(&mut self) -> Result<usize, EngineError> {
         let mut swept = 0;
         let mut doomed = Vec::new();
         {

@@ -313,6 +313,15 @@ impl Db {
         Ok(rows)
     }
 
+    /// Every container's ID.
+    pub(crate) fn container_ids(&self) -> Result<Vec<String>, EngineError> {
+        let mut stmt = self.conn.prepare("SELECT id FROM containers")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     /// Containers that hold an address but have no record (left by a crash between the two
     /// in older versions, or by a create that died after allocating).
     pub(crate) fn allocations_without_record(&self) -> Result<Vec<String>, EngineError> {

@@ -328,7 +328,8 @@ fn monitor(
             );
         }
         let began = Instant::now();
-        let health = crate::health::HealthMonitor::start(root, &engine.record(id)?);
+        // The record read at the top: a container's check does not change after create.
+        let health = crate::health::HealthMonitor::start(root, &rec);
         let waited = session.wait();
         drop(health);
         let (started, exit) = waited?;

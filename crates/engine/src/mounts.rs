@@ -129,6 +129,18 @@ fn container_path(path: &str, spec: &str) -> Result<String, String> {
     Ok(format!("/{}", parts.join("/")))
 }
 
+/// `--tmpfs PATH[:OPTIONS]` flags as `HostConfig.Tmpfs` (path to its mount options; the
+/// last of a path wins, as Docker's map does).
+pub fn tmpfs_flags(flags: &[String]) -> BTreeMap<String, String> {
+    flags
+        .iter()
+        .map(|t| {
+            let (path, opts) = t.split_once(':').unwrap_or((t, ""));
+            (path.to_string(), opts.to_string())
+        })
+        .collect()
+}
+
 /// `-v [SOURCE:]TARGET[:MODE]`: SOURCE a host path (absolute) or a volume name; no SOURCE
 /// is an anonymous volume. MODE is comma-separated `ro`, `rw`, `nocopy`, a propagation, and
 /// SELinux's `z`/`Z` (accepted, without SELinux nothing to do).

@@ -252,7 +252,7 @@ impl Container {
         self.sock = None;
         // Its socket failed, so init is ending or has ended; one that is somehow still there
         // after a moment is killed, so that this never waits forever.
-        let deadline = Instant::now() + Duration::from_millis(500);
+        let deadline = Instant::now() + Duration::from_secs(3);
         let mut waited = None;
         while Instant::now() < deadline {
             match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
@@ -263,11 +263,16 @@ impl Container {
                 }
             }
         }
+        let killed_here = waited.is_none();
         let waited = waited.unwrap_or_else(|| {
             let _ = kill(self.pid, Signal::SIGKILL);
             waitpid(self.pid, None)
         });
         let status = match waited {
+            Ok(_) if killed_here => {
+                self.reaped = true;
+                "did not exit within 3 s, so berth killed it".to_string()
+            }
             Ok(WaitStatus::Exited(_, code)) => {
                 self.reaped = true;
                 let why = match code {

@@ -117,15 +117,9 @@ impl Store {
         tags: &[Reference],
         repo_digest: &Reference,
     ) -> Result<bool> {
-        let named = self
-            .meta
-            .name_if_present(id, tags, std::slice::from_ref(repo_digest))?;
-        if named {
-            for tag in tags {
-                self.image_event("tag", id.as_str(), &tag.familiar_string());
-            }
-        }
-        Ok(named)
+        // No `tag` events: a pull is logged as `pull` alone, whether the image was here.
+        self.meta
+            .name_if_present(id, tags, std::slice::from_ref(repo_digest))
     }
 
     /// Records that image `id` was pushed as `manifest` (stored already, through

@@ -221,15 +221,11 @@ impl Meta {
 
     /// Points one more tag at an existing image.
     pub(crate) fn set_tag(&mut self, tag: &Reference, image: &Digest) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if !row_exists(&tx, "SELECT 1 FROM images WHERE id = ?1", image)? {
-            return Err(StoreError::ImageNotFound(image.to_string()));
+        if self.name_if_present(image, std::slice::from_ref(tag), &[])? {
+            Ok(())
+        } else {
+            Err(StoreError::ImageNotFound(image.to_string()))
         }
-        point_name(&tx, "tags", tag, image)?;
-        tx.commit()?;
-        Ok(())
     }
 
     /// Points `tags` and `repo_digests` at `image` if it is still there, in one transaction

@@ -23,8 +23,10 @@
 //! GNU tar headers (base-256 numbers where octal does not fit), PAX extended headers for
 //! names and link names over 100 bytes and for the `security.capability` attribute (the
 //! only one Docker carries in layers), directories named with a trailing `/`, times in
-//! whole seconds, no user or group names. Entries of a directory are sorted by name, so
-//! the same tree gives the same bytes.
+//! whole seconds. Entries of a directory are sorted by name, so the same tree gives the same
+//! bytes. Layers carry no user or group names (a layer's bytes must not depend on the
+//! machine that wrote it, nor carry its accounts); `cp` and `export` archives carry the
+//! host's names, as dockerd's do.
 
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Write};
@@ -201,6 +203,7 @@ pub fn pack_path(
             source: e,
         })?;
     let mut packer = Packer::new(out, opts.owner);
+    packer.owner_names = true;
     let err_path = |rel: &[u8]| join_display(path, rel);
     if contents {
         let st = rustix::fs::fstat(&top).map_err(io_err("stat", path))?;
@@ -420,7 +423,9 @@ pub(crate) struct Packer<W: Write> {
     buf: Vec<u8>,
     /// Whether reopening through /proc/self/fd works here.
     proc_fd: bool,
-    /// The host's user and group names, read at the first entry.
+    /// Whether headers carry the host's user and group names (`cp`, `export`; not layers).
+    owner_names: bool,
+    /// Those names, read at the first entry that needs them.
     names: Option<OwnerNames>,
 }
 
@@ -436,6 +441,7 @@ impl<W: Write> Packer<W> {
             links: HashMap::new(),
             buf: vec![0; 256 << 10],
             proc_fd: true,
+            owner_names: false,
             names: None,
         }
     }
@@ -756,13 +762,15 @@ impl<W: Write> Packer<W> {
         h.set_mode(mode | type_bits(kind));
         h.set_uid(u64::from(uid));
         h.set_gid(u64::from(gid));
-        let names = self.names.get_or_insert_with(OwnerNames::read);
-        if let Some(user) = names.users.get(&uid) {
-            // Only fails for a name longer than the field, which is then left empty.
-            let _ = h.set_username(user);
-        }
-        if let Some(group) = names.groups.get(&gid) {
-            let _ = h.set_groupname(group);
+        if self.owner_names {
+            let names = self.names.get_or_insert_with(OwnerNames::read);
+            if let Some(user) = names.users.get(&uid) {
+                // Only fails for a name longer than the field, which is then left empty.
+                let _ = h.set_username(user);
+            }
+            if let Some(group) = names.groups.get(&gid) {
+                let _ = h.set_groupname(group);
+            }
         }
         h.set_mtime(mtime);
         h.set_size(size);

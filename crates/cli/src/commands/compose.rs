@@ -1024,5 +1024,5 @@ fn run(root: &Path, project: &Project, a: RunArgs) -> Result<()> {
         return Ok(());
     }
     let tty = rec.config.tty;
-    super::container::run_foreground(root, &mut engine, &rec, a.rm, true, tty)
+    super::container::run_foreground(&mut engine, &rec, a.rm, true, tty)
 }

@@ -328,11 +328,7 @@ impl RunArgs {
                 _ => security_opt.push(opt.clone()),
             }
         }
-        let mut tmpfs = std::collections::BTreeMap::new();
-        for t in &self.tmpfs {
-            let (path, opts) = t.split_once(':').unwrap_or((t, ""));
-            tmpfs.insert(path.to_string(), opts.to_string());
-        }
+        let tmpfs = berth_engine::mounts::tmpfs_flags(&self.tmpfs);
         let labels = super::key_values(&self.label, "label")?
             .into_iter()
             .collect();
@@ -468,13 +464,12 @@ pub fn run(root: &Path, args: RunArgs) -> Result<()> {
             Err(e) => Err(fail(e.status, e)),
         };
     }
-    run_foreground(root, &mut engine, &rec, args.rm, args.interactive, args.tty)
+    run_foreground(&mut engine, &rec, args.rm, args.interactive, args.tty)
 }
 
 /// Starts a created container with this process's stdio as its own, waits for it and exits
 /// with its status (`run` without `-d`, `compose run`); `rm` removes it at the end.
 pub(crate) fn run_foreground(
-    root: &Path,
     engine: &mut Engine,
     rec: &berth_engine::ContainerRecord,
     rm: bool,
@@ -535,10 +530,7 @@ pub(crate) fn run_foreground(
     }
     forward_signals(signals, pid, tty.then(|| hub.clone()));
 
-    let health = engine
-        .container(&rec.id)
-        .ok()
-        .and_then(|rec| berth_engine::health::HealthMonitor::start(root, &rec));
+    let health = berth_engine::health::HealthMonitor::start(engine.root(), rec);
     let waited = session.wait();
     drop(health);
     drop(raw_mode);

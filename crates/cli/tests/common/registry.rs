@@ -1411,11 +1411,10 @@ fn proxy_conn(client: TcpStream, state: &ProxyState) -> io::Result<()> {
         let len = rhead.content_length().unwrap_or(0);
         let blob_get =
             method == "GET" && target.starts_with("/v2/") && target.contains("/blobs/sha256:");
-        let misbehave = blob_get
-            && (status == 200 || status == 206)
-            && len > state.threshold
-            && (state.misbehaviour != Misbehaviour::Cut
-                || !state.cut_done.swap(true, Ordering::SeqCst));
+        let big_blob = blob_get && (status == 200 || status == 206) && len > state.threshold;
+        // The first big download is cut half-way (Cut, Stall); only Cut lets later ones be.
+        let first = big_blob && !state.cut_done.swap(true, Ordering::SeqCst);
+        let misbehave = big_blob && (state.misbehaviour != Misbehaviour::Cut || first);
         if misbehave && state.misbehaviour == Misbehaviour::Endless {
             // No length: the body ends when the connection does, which it never does.
             to_client.write_all(
@@ -1431,8 +1430,6 @@ fn proxy_conn(client: TcpStream, state: &ProxyState) -> io::Result<()> {
         if misbehave {
             // A stall after the first sends nothing at all: no progress, so the client's
             // attempts run out.
-            let first = !state.cut_done.swap(true, Ordering::SeqCst)
-                || state.misbehaviour == Misbehaviour::Cut;
             let half = if first { len / 2 } else { 0 };
             let forwarded = io::copy(&mut from_upstream.by_ref().take(half), &mut to_client)?;
             to_client.flush()?;
