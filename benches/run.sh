@@ -12,25 +12,38 @@ Usage: benches/run.sh [-h] [--runs N] [--warmup N] [--rounds N] [--only LIST] [-
 Times starting a container that runs `true` and exits, from the command's start to its exit,
 with hyperfine (no intermediate shell: hyperfine -N), side by side in one run:
 
-  berth   berth --root ROOT run --rm busybox true
-  crun    crun run --bundle BUNDLE ID          (run deletes its container on exit)
-  runc    runc run --bundle BUNDLE ID
-  podman  podman run --rm --ulimit nofile=20000:20000 --ulimit nproc=20000:20000 busybox true
-          (a private store: podman --root/--runroot/--tmpdir in the work directory)
-  docker  docker -H unix://SOCK run --rm busybox true
-          (a private dockerd that this script starts and stops, with its own data root,
-          socket and bridge, --iptables=false and --default-ulimit nofile/nproc)
+  berth        berth --root ROOT run --rm busybox true
+  berth-nonet  berth --root ROOT run --rm --network none busybox true
+               (with the default network only: the row compared with crun and runc, whose
+               bundle gets a new, empty network namespace, as --network none does)
+  crun         crun run --bundle BUNDLE ID          (run deletes its container on exit)
+  crun-bare    crun run --bundle BUNDLE-BARE ID-bare  (runc spec's defaults: see below)
+  runc         runc run --bundle BUNDLE ID
+  podman       podman run --rm --ulimit nofile=20000:20000 --ulimit nproc=20000:20000 busybox true
+               (a private store: podman --root/--runroot/--tmpdir in the work directory)
+  docker       docker -H unix://SOCK run --rm busybox true
+               (a private dockerd that this script starts and stops, with its own data root,
+               socket and bridge, --iptables=false and --default-ulimit nofile/nproc)
+
+With the default network, a detached berth container (`sleep`) runs in the berth root for the
+whole measurement: the root's bridge then stays, as the default root's (/var/lib/berth,
+bridge berth0) always does and as dockerd's does; without it a root other than the default
+makes and removes its bridge and NAT rules with every container.
 
 All use the same busybox root filesystem (scripts/make-busybox-image.sh): imported into a fresh
 berth root (or $BERTH_ROOT), `podman import`ed, `docker import`ed, and unpacked as the rootfs of
-an OCI bundle whose config.json is `runc spec` with process.args ["true"], terminal false and a
-writable root (namespaces as runc spec makes them: pid, network, ipc, uts, mount).
+an OCI bundle whose config.json is `runc spec` with process.args ["true"], terminal false, a
+writable root (namespaces as runc spec makes them: pid, network, ipc, uts, mount), and what
+berth gives a container by default: Docker's capability set and a seccomp profile
+(containers-common's /usr/share/containers/seccomp.json, podman's default, derived from
+Docker's, in the OCI form for those capabilities). crun-bare runs the same root with runc
+spec's defaults (three capabilities, no seccomp), for a look at the runtime's own floor.
 
 The timed runs are split into rounds (--rounds); each round is one hyperfine call over every
 selected command, with its own warm-up runs, so the engines alternate and a slow phase of the
 machine hits them all alike. Prints mean, median, stddev, min and max per engine and the ratios
-of medians berth/crun, berth/runc, docker/berth and podman/berth (goal: berth within 1.2x of
-crun, at least 10x faster than docker). Raw hyperfine JSON of every round, a merged
+of medians berth-nonet/crun (berth/crun with --network none), berth/runc, docker/berth and
+podman/berth (goal: berth within 1.2x of crun, at least 10x faster than docker). Raw hyperfine JSON of every round, a merged
 hyperfine-format JSON, a summary JSON, a CSV of every run and machine notes go to
 $BENCH_DIR/results/run-<timestamp>[-tmpfs]/.
 
@@ -71,6 +84,8 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp/berth-bench}
 DOCKER=${DOCKER:-docker}
 ENGINES=(berth crun runc podman docker)
 ULIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=20000:20000)
+# Docker's default capability set (berth's too).
+DOCKER_CAPS='["CAP_CHOWN","CAP_DAC_OVERRIDE","CAP_FSETID","CAP_FOWNER","CAP_MKNOD","CAP_NET_RAW","CAP_SETGID","CAP_SETUID","CAP_SETFCAP","CAP_SETPCAP","CAP_NET_BIND_SERVICE","CAP_SYS_CHROOT","CAP_KILL","CAP_AUDIT_WRITE"]'
 
 runs=20
 warmup=2
@@ -219,7 +234,10 @@ cleanup() {
         wait "$hf_pid" 2>/dev/null
         sleep 1                     # the command hyperfine was running finishes on its own
     fi
-    if want crun; then crun delete -f "$CID_CRUN" >/dev/null 2>&1; fi
+    if want crun; then
+        crun delete -f "$CID_CRUN" >/dev/null 2>&1
+        crun delete -f "$CID_CRUN-bare" >/dev/null 2>&1
+    fi
     if want runc; then runc delete -f "$CID_RUNC" >/dev/null 2>&1; fi
     if want podman && [ -d "$WORK/podman" ]; then
         "${PODMAN[@]}" rm -af -t 0 >/dev/null 2>&1
@@ -239,6 +257,7 @@ cleanup() {
     umount_under "$DRUN"
     rm -rf "$DRUN"
     if [ "$bridge_made" = 1 ]; then ip link del "$BRIDGE" 2>/dev/null; fi
+    if [ -n "${KEEPER:-}" ]; then "$BERTH" --root "$BERTH_ROOT" rm -f "$KEEPER" >/dev/null 2>&1; fi
     if [ "$berth_root_tmp" = 1 ]; then umount_under "$BERTH_ROOT"; fi
     umount_under "$WORK"
     if [ "$keep" = 1 ]; then
@@ -271,16 +290,56 @@ else
     "$REPO_ROOT/scripts/make-busybox-image.sh" -o "$TARBALL" --tar-only
 fi
 
+# With the default network, a container that runs meanwhile keeps the root's bridge (see -h).
+KEEPER=
+if want berth && [ -z "$network" ]; then
+    KEEPER="berth-bench-keeper-$TAG"
+    "$BERTH" --root "$BERTH_ROOT" run -d --name "$KEEPER" busybox sleep 2147483647 >/dev/null ||
+        die "berth: cannot start the container that keeps the bridge ($KEEPER)"
+fi
+
 BUNDLE="$WORK/bundle"
+BUNDLE_BARE="$WORK/bundle-bare"
 if want crun || want runc; then
     mkdir -p "$BUNDLE/rootfs"
     tar -C "$BUNDLE/rootfs" -xf "$TARBALL"
     runc spec --bundle "$BUNDLE"
-    jq '.process.args = ["true"] | .process.terminal = false | .root.path = "rootfs"
-        | .root.readonly = false' "$BUNDLE/config.json" >"$BUNDLE/config.json.new"
+    # What berth (and Docker) give a container by default: Docker's capability set and a
+    # seccomp profile. `runc spec` has three capabilities and no profile; loading one costs
+    # the runtime about a millisecond. The profile is containers-common's (podman's default,
+    # derived from Docker's), put in the OCI form for these capabilities on x86-64.
+    SECCOMP_PROFILE=/usr/share/containers/seccomp.json
+    if [ -r "$SECCOMP_PROFILE" ]; then
+        seccomp=$(jq --argjson caps "$DOCKER_CAPS" '
+            def listed($set): . as $c | $set | index($c);
+            {defaultAction, defaultErrnoRet,
+             architectures: [.archMap[] | select(.architecture == "SCMP_ARCH_X86_64")
+                             | .architecture, .subArchitectures[]],
+             syscalls: [.syscalls[]
+                | select((.includes.arches // null) == null or (.includes.arches | index("amd64")))
+                | select((.includes.caps // null) == null or (.includes.caps | all(listed($caps))))
+                | select((.excludes.arches // null) == null or (.excludes.arches | index("amd64") | not))
+                | select((.excludes.caps // null) == null or (.excludes.caps | any(listed($caps)) | not))
+                | {names, action} + (if .args then {args} else {} end)
+                  + (if .errnoRet then {errnoRet} else {} end)]}' "$SECCOMP_PROFILE")
+    else
+        log "WARNING: no $SECCOMP_PROFILE (package golang-github-containers-common): the crun and runc bundle gets no seccomp profile"
+        seccomp=null
+    fi
+    jq --argjson caps "$DOCKER_CAPS" --argjson seccomp "$seccomp" '
+        .process.args = ["true"] | .process.terminal = false | .root.path = "rootfs"
+        | .root.readonly = false
+        | .process.capabilities = {bounding: $caps, effective: $caps, permitted: $caps}
+        | if $seccomp then .linux.seccomp = $seccomp else . end' \
+        "$BUNDLE/config.json" >"$BUNDLE/config.json.new"
+    # The same without them (runc spec's three capabilities, no seccomp), for crun-bare.
+    mkdir -p "$BUNDLE_BARE"
+    jq --arg root "$BUNDLE/rootfs" '.process.args = ["true"] | .process.terminal = false
+        | .root.path = $root | .root.readonly = false' "$BUNDLE/config.json" \
+        >"$BUNDLE_BARE/config.json"
     mv "$BUNDLE/config.json.new" "$BUNDLE/config.json"
     # Leftovers of an earlier run of this script with the same PID would make `run` fail.
-    if want crun; then crun delete -f "$CID_CRUN" >/dev/null 2>&1 || true; fi
+    if want crun; then crun delete -f "$CID_CRUN" >/dev/null 2>&1 || true; crun delete -f "$CID_CRUN-bare" >/dev/null 2>&1 || true; fi
     if want runc; then runc delete -f "$CID_RUNC" >/dev/null 2>&1 || true; fi
 fi
 
@@ -335,7 +394,9 @@ net=()
 declare -A CMD
 quote() { local s; s=$(printf '%q ' "$@"); echo "${s% }"; }
 CMD[berth]=$(quote "$BERTH" --root "${BERTH_ROOT:-}" run --rm "${net[@]}" busybox true)
+CMD[berth-nonet]=$(quote "$BERTH" --root "${BERTH_ROOT:-}" run --rm --network none busybox true)
 CMD[crun]=$(quote crun run --bundle "$BUNDLE" "$CID_CRUN")
+CMD[crun-bare]=$(quote crun run --bundle "$BUNDLE_BARE" "$CID_CRUN-bare")
 CMD[runc]=$(quote runc run --bundle "$BUNDLE" "$CID_RUNC")
 CMD[podman]=$(quote "${PODMAN[@]}" run --rm "${ULIMITS[@]}" "${net[@]}" busybox true)
 CMD[docker]=$(quote "$DOCKER" -H "unix://$DSOCK" run --rm "${net[@]}" busybox true)
@@ -343,8 +404,12 @@ CMD[docker]=$(quote "$DOCKER" -H "unix://$DSOCK" run --rm "${net[@]}" busybox tr
 # Each command once, by hand, so that a failure shows the engine's own message (hyperfine hides
 # the output and only says that a command failed).
 selected=()
-for e in "${ENGINES[@]}"; do
-    want "$e" || continue
+for e in berth berth-nonet crun crun-bare runc podman docker; do
+    case "$e" in
+        berth-nonet) want berth && [ -z "$network" ] || continue ;;
+        crun-bare) want crun || continue ;;
+        *) want "$e" || continue ;;
+    esac
     selected+=("$e")
     if ! out=$(eval "${CMD[$e]}" </dev/null 2>&1); then
         log "$e: the command fails: ${CMD[$e]}"
@@ -371,8 +436,10 @@ version_of() { "$@" 2>&1 | head -n1 || true; }
     echo "hyperfine: $(hyperfine --version)"
     for e in "${selected[@]}"; do
         case "$e" in
-            berth) echo "berth:     $BERTH ($(version_of "$BERTH" --version)); root $BERTH_ROOT" ;;
+            berth) echo "berth:     $BERTH ($(version_of "$BERTH" --version)); root $BERTH_ROOT${KEEPER:+; $KEEPER runs meanwhile, keeping the bridge of the root}" ;;
+            berth-nonet) echo "berth-nonet: the same, with --network none" ;;
             crun) echo "crun:      $(version_of crun --version)" ;;
+            crun-bare) echo "crun-bare: crun on runc spec's defaults (3 capabilities, no seccomp)" ;;
             runc) echo "runc:      $(version_of runc --version)" ;;
             podman) echo "podman:    $(version_of podman --version) ($(version_of "${PODMAN[@]}" info --format '{{.Host.OCIRuntime.Name}} {{.Host.OCIRuntime.Version}}'))" ;;
             docker) echo "docker:    client $(version_of "$DOCKER" -H "unix://$DSOCK" version --format '{{.Client.Version}}'), dockerd $(version_of "$DOCKER" -H "unix://$DSOCK" version --format '{{.Server.Version}} (runtime {{range .Server.Components}}{{if eq .Name "runc"}}runc {{.Version}}{{end}}{{end}})')" ;;
@@ -412,10 +479,11 @@ done
 # Leftovers: `run` deletes its container, `--rm` removes it; check that nothing stayed.
 left=()
 if want crun && crun state "$CID_CRUN" >/dev/null 2>&1; then left+=("crun:$CID_CRUN"); fi
+if want crun && crun state "$CID_CRUN-bare" >/dev/null 2>&1; then left+=("crun:$CID_CRUN-bare"); fi
 if want runc && runc state "$CID_RUNC" >/dev/null 2>&1; then left+=("runc:$CID_RUNC"); fi
 if want podman && [ -n "$("${PODMAN[@]}" ps -aq 2>/dev/null)" ]; then left+=(podman); fi
 if want docker && [ -n "$("$DOCKER" -H "unix://$DSOCK" ps -aq 2>/dev/null)" ]; then left+=(docker); fi
-if want berth && [ -n "$("$BERTH" --root "$BERTH_ROOT" ps -aq 2>/dev/null || true)" ]; then left+=(berth); fi
+if want berth && [ -n "$("$BERTH" --root "$BERTH_ROOT" ps -a --format '{{.Names}}' 2>/dev/null | grep -vx "${KEEPER:-}" || true)" ]; then left+=(berth); fi
 [ ${#left[@]} -eq 0 ] || log "WARNING: containers left behind after the runs (removed now): ${left[*]}"
 
 # ---------------------------------------------------------------------------------------------
@@ -427,7 +495,7 @@ jq -s '
     def stddev: if length < 2 then null
                 else (mean as $m | map((. - $m) * (. - $m)) | add / (length - 1) | sqrt) end;
     [.[].results[]] | group_by(.command)
-    | sort_by(.[0].command | {"berth": 0, "crun": 1, "runc": 2, "podman": 3, "docker": 4}[.] // 9)
+    | sort_by(.[0].command | {"berth": 0, "berth-nonet": 1, "crun": 2, "crun-bare": 3, "runc": 4, "podman": 5, "docker": 6}[.] // 9)
     | map((map(.times) | add) as $t
         | {command: .[0].command, mean: ($t | mean), stddev: ($t | stddev), median: ($t | median),
            user: (map(.user * (.times | length)) | add / ($t | length)),
@@ -441,15 +509,20 @@ jq --argjson runs "$runs" --argjson rounds "$rounds" --argjson warmup "$warmup" 
     --arg network "${network:-default}" '
     (.results | map({(.command): .}) | add) as $r
     | def ratio(a; b; k): if $r[a] and $r[b] then {(a + "/" + b): ($r[a][k] / $r[b][k])} else {} end;
-    def ratios(k): {} + ratio("berth"; "crun"; k) + ratio("berth"; "runc"; k)
+    # crun and runc get an empty network namespace: the berth row to compare them with is the
+    # one without a network (berth-nonet, or berth itself under --network none).
+    (if $r["berth-nonet"] then "berth-nonet" else "berth" end) as $bare
+    | def ratios(k): {} + ratio($bare; "crun"; k) + ratio($bare; "crun-bare"; k) + ratio($bare; "runc"; k)
         + ratio("docker"; "berth"; k) + ratio("podman"; "berth"; k)
+        + (if $bare != "berth" then ratio("berth"; $bare; k) else {} end)
         + ratio("runc"; "crun"; k) + ratio("podman"; "crun"; k) + ratio("docker"; "crun"; k);
     {runs: $runs, rounds: $rounds, warmup_per_round: $warmup, network: $network,
      results: (.results | map(del(.times, .exit_codes))),
      ratios_of_medians: ratios("median"), ratios_of_means: ratios("mean"),
+     goal_ratios: {crun: ($bare + "/crun"), docker: "docker/berth"},
      goals: {"berth/crun at most": 1.2, "docker/berth at least": 10}}
     | .goals_met = (if $r.berth and $r.crun and $r.docker then
-        {"berth/crun": (.ratios_of_medians["berth/crun"] <= 1.2),
+        {"berth/crun": (.ratios_of_medians[$bare + "/crun"] <= 1.2),
          "docker/berth": (.ratios_of_medians["docker/berth"] >= 10)} else null end)
 ' "$RES/hyperfine.json" >"$RES/summary.json"
 
@@ -462,11 +535,11 @@ jq --argjson runs "$runs" --argjson rounds "$rounds" --argjson warmup "$warmup" 
 {
     echo
     echo "container start to exit (\`true\` in busybox), $runs runs per engine, network: ${network:-default}"
-    printf '%-8s %10s %10s %10s %10s %10s %9s %9s\n' engine mean median stddev min max user sys
+    printf '%-12s %10s %10s %10s %10s %10s %9s %9s\n' engine mean median stddev min max user sys
     jq -r '.results[] | [.command] + ([.mean, .median, (.stddev // 0), .min, .max, .user, .system]
         | map(. * 1000)) | @tsv' "$RES/summary.json" |
         while IFS=$'\t' read -r c mean med sd mn mx u s; do
-            printf '%-8s %8.1fms %8.1fms %8.1fms %8.1fms %8.1fms %7.1fms %7.1fms\n' "$c" \
+            printf '%-12s %8.1fms %8.1fms %8.1fms %8.1fms %8.1fms %7.1fms %7.1fms\n' "$c" \
                 "$mean" "$med" "$sd" "$mn" "$mx" "$u" "$s"
         done
     echo
@@ -478,7 +551,7 @@ jq --argjson runs "$runs" --argjson rounds "$rounds" --argjson warmup "$warmup" 
     jq -r '
         def verdict(k; ok): "  \(k) = \(.ratios_of_medians[k] * 100 | round / 100): \(if ok then "met" else "NOT met" end)";
         if .goals_met == null then "  not checked: needs berth, crun and docker in the same run"
-        else verdict("berth/crun"; .goals_met["berth/crun"]), verdict("docker/berth"; .goals_met["docker/berth"])
+        else verdict(.goal_ratios.crun; .goals_met["berth/crun"]), verdict("docker/berth"; .goals_met["docker/berth"])
         end' "$RES/summary.json"
     echo
     echo "raw data: $RES"

@@ -62,6 +62,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum Command {
     /// List images
     Images(commands::image::ListArgs),
@@ -149,6 +150,7 @@ enum Command {
 
 /// The container commands docker has both at the top level and under `docker container`.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum ContainerCommand {
     /// Create and run a new container from an image
     Run(Box<commands::container::RunArgs>),
@@ -196,6 +198,7 @@ enum ContainerCommand {
 
 /// `berth container ...`: the container commands under one name, as in docker.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum ContainerGroup {
     #[command(flatten)]
     Shared(ContainerCommand),

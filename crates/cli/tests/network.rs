@@ -51,6 +51,14 @@ fn wget_from_container(host: &Host, flags: &[&str], url: &str) -> Option<String>
     None
 }
 
+/// The veth pairs of a container that has exited go with its network namespace, which the
+/// kernel tears down a moment after the container's end.
+fn no_veths_soon(id: &str) {
+    eventually(5, &format!("the veths of {id} to go"), || {
+        veths_of(id).is_empty()
+    });
+}
+
 fn veths_of(id: &str) -> Vec<String> {
     let out = Command::new("ip")
         .args(["-o", "link", "show"])
@@ -171,7 +179,7 @@ fn published_ports_reach_a_container_from_the_host() {
     let doc = json(&host.ok(&["inspect", &id]));
     assert_eq!(doc[0]["NetworkSettings"]["IPAddress"], "");
     host.ok(&["rm", &id]);
-    assert!(veths_of(&id).is_empty(), "{:?}", veths_of(&id));
+    no_veths_soon(&id);
     assert_no_bridge(&host);
 }
 
@@ -215,7 +223,7 @@ fn containers_reach_each_other_and_get_distinct_addresses() {
     all.extend(ids.iter().map(String::as_str));
     host.ok(&all);
     for id in ids.iter().chain([&server]) {
-        assert!(veths_of(id).is_empty());
+        no_veths_soon(id);
     }
     assert_no_bridge(&host);
 }
@@ -553,6 +561,7 @@ fn containers_find_each_other_by_name_and_alias() {
         host.ok(&["rm", "-f", id]);
     }
     host.ok(&["network", "rm", "dnsnet"]);
-    assert!(veths_of(&server).is_empty() && veths_of(other).is_empty());
+    no_veths_soon(&server);
+    no_veths_soon(other);
     assert_no_bridge(&host);
 }

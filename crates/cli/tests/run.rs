@@ -28,6 +28,33 @@ fn pid_1_is_the_command_and_host_processes_are_invisible() {
     assert!(visible <= 3, "{visible} processes visible: {out}");
 }
 
+/// As with Docker and crun, the command starts with every signal at its default action and
+/// none blocked: nothing of berth's own handling (Rust ignores SIGPIPE, `run` forwards signals)
+/// carries over, whether init ran in berth's process (the usual case) or was executed (with
+/// `--init`, where it stays PID 1 and the command is its child).
+#[test]
+fn the_command_starts_with_default_signal_handling() {
+    let host = Host::new();
+    for extra in [&[][..], &["--init"][..]] {
+        let mut args = extra.to_vec();
+        args.extend([
+            "busybox",
+            "grep",
+            "-E",
+            "^Sig(Ign|Blk|Cgt)",
+            "/proc/self/status",
+        ]);
+        let out = host.run_ok(&args);
+        for field in ["SigIgn", "SigBlk", "SigCgt"] {
+            assert!(
+                out.lines()
+                    .any(|l| l == format!("{field}:\t0000000000000000")),
+                "{extra:?}: {field} is not empty:\n{out}"
+            );
+        }
+    }
+}
+
 #[test]
 fn hostname_is_set() {
     let host = Host::new();

@@ -219,7 +219,7 @@ impl Engine {
             }
             for id in &orphans.addresses {
                 // Its veths, addresses and, with the last, this root's bridge.
-                self.detach_networks(id);
+                self.detach_networks(id, crate::networks::Links::Delete);
                 swept += 1;
             }
         }

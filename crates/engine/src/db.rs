@@ -234,17 +234,22 @@ impl Db {
     }
 
     /// Deletes a container's record and frees its addresses, in one transaction: a crash
-    /// never leaves an address held by a container that is gone. Durably (`FULL`): the
-    /// directory and hold go after it, and a power cut must not bring back a record whose
-    /// files are gone.
-    pub(crate) fn delete(&mut self, id: &str) -> Result<(), EngineError> {
-        self.durably(|conn| {
+    /// never leaves an address held by a container that is gone. With `durable`, synced to
+    /// disk (`FULL`) before it returns: the directory and hold go after it, and a power cut
+    /// must not bring back a record whose files are gone.
+    pub(crate) fn delete(&mut self, id: &str, durable: bool) -> Result<(), EngineError> {
+        let delete = |conn: &mut Connection| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM containers WHERE id = ?1", [id])?;
             tx.execute("DELETE FROM ip_allocations WHERE container = ?1", [id])?;
             tx.commit()?;
             Ok(())
-        })
+        };
+        if durable {
+            self.durably(delete)
+        } else {
+            delete(&mut self.conn)
+        }
     }
 
     pub(crate) fn get(&self, id: &str) -> Result<Option<ContainerRecord>, EngineError> {

@@ -754,7 +754,7 @@ impl Engine {
                         });
                     if let Err(e) = saved {
                         let _ = container.delete();
-                        self.detach_networks(&rec.id);
+                        self.detach_networks(&rec.id, networks::Links::Delete);
                         return Err(e);
                     }
                 }
@@ -768,14 +768,10 @@ impl Engine {
                 }
             }
         }
-        if let Err(e) = container.start() {
-            if address.is_some() {
-                self.detach_networks(&rec.id);
-            }
-            let _ = container.delete();
-            return Err(self.record_start_failure(rec, e));
-        }
-        rec.state = ContainerState {
+        // Recorded while the kernel executes the command: a command that cannot run is
+        // recorded as exited right after.
+        let released = container.release();
+        let running = ContainerState {
             status: "running".into(),
             running: true,
             pid: container.pid(),
@@ -783,7 +779,19 @@ impl Engine {
             finished_at: ZERO_TIME.into(),
             ..Default::default()
         };
-        self.set_state(&rec.id, &rec.state)?;
+        let recorded = match &released {
+            Ok(()) => self.set_state(&rec.id, &running),
+            Err(_) => Ok(()),
+        };
+        if let Err(e) = released.and_then(|()| container.confirm_start()) {
+            if address.is_some() {
+                self.detach_networks(&rec.id, networks::Links::Delete);
+            }
+            let _ = container.delete();
+            return Err(self.record_start_failure(rec, e));
+        }
+        rec.state = running;
+        recorded?;
         if rec
             .config
             .healthcheck
@@ -931,7 +939,7 @@ impl Engine {
     pub fn finish(&mut self, started: Started, exit: Exit) -> Result<(), EngineError> {
         let result = started.container.delete();
         if started.address.is_some() {
-            self.detach_networks(&started.id);
+            self.detach_networks(&started.id, networks::Links::GoWithNamespace);
             self.clear_network_settings(&started.id)?;
         }
         let mut rec = self.record(&started.id)?;
@@ -977,7 +985,7 @@ impl Engine {
         if let Ok(cgroup) = berth_runtime::cgroups::Cgroup::open(&lifecycle::cgroup_path(&rec.id)) {
             cgroup.destroy().map_err(RuntimeError::from)?;
         }
-        self.discard(&rec.id)?;
+        self.discard(&rec.id, true)?;
         self.container_event(&rec, "destroy", &[]);
         if volumes {
             self.remove_anonymous_volumes(&volume_names(&rec));
@@ -990,11 +998,11 @@ impl Engine {
     pub fn finish_and_remove(&mut self, started: Started, exit: &Exit) -> Result<(), EngineError> {
         let deleted = started.container.delete();
         if started.address.is_some() {
-            self.detach_networks(&started.id);
+            self.detach_networks(&started.id, networks::Links::GoWithNamespace);
         }
         let rec = self.record(&started.id)?;
         self.die_events(&rec, exit);
-        self.discard(&started.id)?;
+        self.discard(&started.id, false)?;
         self.container_event(&rec, "destroy", &[]);
         // Docker's --rm takes the container's anonymous volumes with it.
         self.remove_anonymous_volumes(&started.volumes);
@@ -1093,9 +1101,13 @@ impl Engine {
     /// addresses), then its hold on its image, then its directory. In that order a crash
     /// between two steps leaves at worst a hold or a directory without a record, which
     /// `sweep_orphans` (`container prune`) removes, never a record whose files are half gone.
-    fn discard(&mut self, id: &str) -> Result<(), EngineError> {
+    ///
+    /// `durable` syncs the record's deletion to disk before the directory goes. A container
+    /// started with `--rm` does without: should a power cut bring its record back, it is
+    /// that of a `--rm` container that no one looks after, which `reconcile` removes.
+    fn discard(&mut self, id: &str, durable: bool) -> Result<(), EngineError> {
         let _containers = self.lock_containers(false)?;
-        self.db.delete(id)?;
+        self.db.delete(id, durable)?;
         berth_store::crash::point("rm.record-deleted");
         // The container is gone from here on: what fails now is left to the sweep.
         if let Err(e) = self.store.release_image(&holder(id)) {

@@ -86,9 +86,9 @@ impl Engine {
         if let Ok(cgroup) = berth_runtime::cgroups::Cgroup::open(&cgroup_path(&rec.id)) {
             cgroup.destroy().map_err(RuntimeError::from)?;
         }
-        self.detach_networks(&rec.id);
+        self.detach_networks(&rec.id, crate::networks::Links::Delete);
         if rec.host_config.auto_remove {
-            self.discard(&rec.id)?;
+            self.discard(&rec.id, false)?;
             self.remove_anonymous_volumes(&crate::volume_names(&rec));
             drop(lock);
             return Ok(None);

@@ -435,7 +435,7 @@ impl Engine {
                     self.endpoint_event(name, "connect", &rec.id);
                 }
                 Err(e) => {
-                    self.detach_networks(&rec.id);
+                    self.detach_networks(&rec.id, Links::Delete);
                     return Err(e);
                 }
             }
@@ -645,13 +645,19 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(format!("embedded DNS server: {e}")))
     }
 
-    /// Frees what a container held on its networks once it stopped: its addresses and veth
-    /// pairs (which would go with its network namespace anyway).
-    pub(crate) fn detach_networks(&mut self, id: &str) {
+    /// Frees what a container held on its networks once it stopped: its addresses, and its
+    /// veth pairs when `links` says so. A container whose processes have all exited needs
+    /// [`Links::GoWithNamespace`]: its network namespace is gone or going, and the kernel
+    /// deletes both ends of each pair with it, without the RCU grace periods (tens of
+    /// milliseconds) an explicit delete waits for; a later start of the same container finds
+    /// a pair still being deleted and replaces it (`berth_net::attach`).
+    pub(crate) fn detach_networks(&mut self, id: &str, links: Links) {
         match self.db.endpoints_of(id) {
             Ok(endpoints) => {
                 for (name, iface) in endpoints {
-                    let _ = berth_net::detach(&berth_net::host_ifname(id, iface));
+                    if links == Links::Delete {
+                        let _ = berth_net::detach(&berth_net::host_ifname(id, iface));
+                    }
                     self.endpoint_event(&name, "disconnect", id);
                 }
             }
@@ -681,6 +687,16 @@ impl Engine {
         berth_net::remove_nat(&network.bridge).map_err(net_err)?;
         berth_net::remove_bridge(&network.bridge).map_err(net_err)
     }
+}
+
+/// What [`Engine::detach_networks`] does with a container's veth pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Links {
+    /// Deletes them: the container's network namespace may live on.
+    Delete,
+    /// Leaves them to the kernel, which deletes them with the container's network
+    /// namespace: every process of the container has exited.
+    GoWithNamespace,
 }
 
 /// The host-wide lock on choosing subnets and making and removing bridges.

@@ -832,8 +832,8 @@ mod tests {
             );
         }
         assert!(Path::new(&engine.volume("busy").unwrap().mountpoint).is_dir());
-        engine.db.delete(&a).unwrap();
-        engine.db.delete(&b).unwrap();
+        engine.db.delete(&a, true).unwrap();
+        engine.db.delete(&b, true).unwrap();
         assert!(engine.volume_users("busy").unwrap().is_empty());
         engine.volume_remove("busy", false).unwrap();
         assert!(!engine.volumes_dir().join("busy").exists());

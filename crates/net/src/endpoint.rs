@@ -89,7 +89,20 @@ pub fn attach(netns: BorrowedFd<'_>, ep: &Endpoint) -> Result<(), NetError> {
         peer_mac: ep.mac,
         peer_netns: netns,
     };
-    if let Err(e) = link::create_veth(&mut nl, &pair) {
+    let mut created = link::create_veth(&mut nl, &pair);
+    if let Err(e) = &created
+        && e.errno() == Some(errno::EEXIST)
+        && let Some(stale) = link::get_link(&mut nl, &ep.host_ifname)?
+        && stale.kind == Some(InfoKind::Veth)
+    {
+        // The host name is made from the container's ID: a veth under it is this container's
+        // from its last run, which the kernel deletes with that run's network namespace but
+        // had not yet. Delete it now and make the pair again.
+        tracing::debug!("replacing a stale veth pair");
+        link::delete_link(&mut nl, stale.index, &ep.host_ifname)?;
+        created = link::create_veth(&mut nl, &pair);
+    }
+    if let Err(e) = created {
         if e.errno() == Some(errno::EEXIST) {
             // Either end's name can be the one taken; say which.
             if link::get_link(&mut nl, &ep.host_ifname)?.is_some() {

@@ -55,7 +55,33 @@ pub fn init_main() -> ! {
     // SAFETY: the host side placed the socket at fd 3 before executing us, and nothing else
     // in this fresh process owns that fd.
     let sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(SOCKET_FD) });
-    let failure = match run(&sock) {
+    let result = run(&sock);
+    report_and_quit(&sock, result)
+}
+
+/// Runs as the container's init in the child that `clone` made of the host side's process,
+/// without executing anything first (see `spawn::clone_in_process` for when that is safe):
+/// the configuration is this process's copy of the host side's, and the socket to the host
+/// is at fd 3. Never returns.
+#[allow(unsafe_code)]
+pub(crate) fn run_in_process(config: &InitConfig) -> ! {
+    // The host side's signal handlers (berth run forwards signals) mean nothing here.
+    reset_signals();
+    // SAFETY: the clone placed the socket at fd 3; this process's copy of whatever the host
+    // side had there was closed by that dup2, so nothing else owns the fd.
+    let sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(SOCKET_FD) });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rustix::io::fcntl_setfd(&sock, rustix::io::FdFlags::CLOEXEC)
+            .map_err(|e| Failure::Setup(format!("socket: {e}")))?;
+        run_container(&sock, config.clone())
+    }))
+    .unwrap_or_else(|_| Err(Failure::Setup("the container's init panicked".into())));
+    report_and_quit(&sock, result)
+}
+
+/// Tells the host why init failed and exits with the matching status.
+fn report_and_quit(sock: &UnixStream, result: Result<Infallible, Failure>) -> ! {
+    let failure = match result {
         Ok(never) => match never {},
         Err(f) => f,
     };
@@ -66,8 +92,56 @@ pub fn init_main() -> ! {
             i32::from(failure.exit_code()),
         ),
     };
-    let _ = protocol::send(&sock, &msg);
-    std::process::exit(code)
+    let _ = protocol::send(sock, &msg);
+    quit(code)
+}
+
+/// Ends init at once: `_exit`, because an init running in a copy of the host side's process
+/// must not run that process's exit handlers or flush its buffers.
+#[allow(unsafe_code)]
+pub(crate) fn quit(code: i32) -> ! {
+    // SAFETY: _exit takes no pointers and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Every signal back to its default action and none blocked, as a new container process
+/// expects (Docker's and crun's processes start so): berth's own handlers and the signals
+/// ignored by berth or its caller (Rust ignores SIGPIPE) would otherwise carry over to the
+/// command, since an ignored signal stays ignored across `execve`. The raw system call,
+/// because glibc's wrappers refuse the two real-time signals it keeps for itself.
+#[allow(unsafe_code)]
+pub(crate) fn reset_signals() {
+    /// The kernel's `struct sigaction` (x86-64 and arm64 alike); a zero handler is SIG_DFL.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `default` is a valid kernel sigaction that outlives the call; the old action
+        // is not asked for; the size is that of the kernel's signal set.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
@@ -77,7 +151,7 @@ fn run(sock: &UnixStream) -> Result<Infallible, Failure> {
         Ok(Some(ToInit::Config(c))) => run_container(sock, *c),
         Ok(Some(ToInit::Exec(c))) => crate::exec::join_and_fork(sock, *c),
         Ok(Some(_)) => Err("expected the configuration first".to_string().into()),
-        Ok(None) => std::process::exit(1),
+        Ok(None) => quit(1),
         Err(e) => Err(format!("read the configuration: {e}").into()),
     }
 }
@@ -106,7 +180,7 @@ fn run_container(sock: &UnixStream, config: InitConfig) -> Result<Infallible, Fa
     let mut joined = || -> Result<(), String> {
         match protocol::recv::<ToInit>(sock) {
             Ok(Some(ToInit::Joined)) => {}
-            Ok(_) | Err(_) => std::process::exit(1),
+            Ok(_) | Err(_) => quit(1),
         }
         if new_cgroup_ns {
             // Rooted at the cgroup the host just put us in.
@@ -159,7 +233,7 @@ fn run_container(sock: &UnixStream, config: InitConfig) -> Result<Infallible, Fa
     protocol::send(sock, &FromInit::Ready).map_err(|e| format!("report ready: {e}"))?;
     match protocol::recv::<ToInit>(sock) {
         Ok(Some(ToInit::Start)) => {}
-        Ok(_) | Err(_) => std::process::exit(1),
+        Ok(_) | Err(_) => quit(1),
     }
     if config.init {
         return reaper(sock, &command.program, &command.argv, &command.envp);
@@ -253,6 +327,7 @@ pub(crate) fn become_process(
         seccomp.load()?;
     }
     mark_fds_cloexec()?;
+    reset_signals();
     Ok(Command {
         program,
         arg0: arg0.clone(),

@@ -78,7 +78,6 @@ pub struct Container {
 /// Clones the container's init into new namespaces, puts it in its cgroup, and has it build
 /// the container. Returns when the container is ready to start.
 pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
-    let exe = exe::sealed_self().map_err(|e| RuntimeError::host("open berth's binary", e))?;
     let (host_sock, init_sock) =
         UnixStream::pair().map_err(|e| RuntimeError::host("socketpair", e))?;
 
@@ -106,49 +105,38 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
         };
     }
     let user_ns = flags.contains(CloneFlags::CLONE_NEWUSER);
-    // In a new user namespace the child must not exec before its uid and gid maps exist:
-    // exec as an unmapped uid would drop every capability. It waits on this pipe.
-    let maps_ready = if user_ns {
-        Some(std::io::pipe().map_err(|e| RuntimeError::host("pipe", e))?)
+    let fds = [
+        opts.stdio.stdin.as_raw_fd(),
+        opts.stdio.stdout.as_raw_fd(),
+        opts.stdio.stderr.as_raw_fd(),
+        init_sock.as_raw_fd(),
+    ];
+    let in_process = may_init_in_process(&opts.config, flags);
+    let pid = if in_process {
+        clone_in_process(flags, fds, &opts.config)?
     } else {
-        None
+        let exe = exe::sealed_self().map_err(|e| RuntimeError::host("open berth's binary", e))?;
+        // In a new user namespace the child must not exec before its uid and gid maps
+        // exist: exec as an unmapped uid would drop every capability. It waits on this pipe.
+        let maps_ready = if user_ns {
+            Some(std::io::pipe().map_err(|e| RuntimeError::host("pipe", e))?)
+        } else {
+            None
+        };
+        let pid = clone_init(
+            exe.as_raw_fd(),
+            flags,
+            maps_ready.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
+            fds,
+        )?;
+        if let Some((reader, writer)) = maps_ready {
+            drop(reader);
+            write_id_maps(pid, &opts.config, writer)?;
+        }
+        pid
     };
-    let pid = clone_init(
-        exe.as_raw_fd(),
-        flags,
-        maps_ready.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
-        [
-            opts.stdio.stdin.as_raw_fd(),
-            opts.stdio.stdout.as_raw_fd(),
-            opts.stdio.stderr.as_raw_fd(),
-            init_sock.as_raw_fd(),
-        ],
-    )?;
     drop(init_sock);
     drop(opts.stdio);
-    if let Some((reader, mut writer)) = maps_ready {
-        drop(reader);
-        let linux = opts.config.spec.linux().as_ref();
-        let uid = linux
-            .and_then(|l| l.uid_mappings().clone())
-            .unwrap_or_default();
-        let gid = linux
-            .and_then(|l| l.gid_mappings().clone())
-            .unwrap_or_default();
-        let mapped = write_id_map(pid, "uid_map", &uid)
-            .and_then(|()| write_id_map(pid, "gid_map", &gid))
-            .and_then(|()| {
-                use std::io::Write;
-                writer
-                    .write_all(b"m")
-                    .map_err(|e| RuntimeError::host("release init", e))
-            });
-        if let Err(e) = mapped {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-            return Err(e);
-        }
-    }
     let mut container = Container {
         pid,
         sock: Some(host_sock),
@@ -156,7 +144,13 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
         console: None,
         reaped: false,
     };
-    match container.configure(&opts.config, opts.cgroup_path.as_deref(), opts.console_size) {
+    let configured = container.configure(
+        (!in_process).then_some(&opts.config),
+        &opts.config,
+        opts.cgroup_path.as_deref(),
+        opts.console_size,
+    );
+    match configured {
         Ok(()) => Ok(container),
         Err(e) => {
             container.abort();
@@ -167,6 +161,67 @@ pub fn create(opts: CreateOptions) -> Result<Container, RuntimeError> {
             Err(e)
         }
     }
+}
+
+/// Writes the uid and gid maps of a child cloned into a new user namespace, then lets it go
+/// on through `writer`; kills and reaps it when that fails.
+fn write_id_maps(
+    pid: Pid,
+    config: &InitConfig,
+    mut writer: std::io::PipeWriter,
+) -> Result<(), RuntimeError> {
+    let linux = config.spec.linux().as_ref();
+    let uid = linux
+        .and_then(|l| l.uid_mappings().clone())
+        .unwrap_or_default();
+    let gid = linux
+        .and_then(|l| l.gid_mappings().clone())
+        .unwrap_or_default();
+    let mapped = write_id_map(pid, "uid_map", &uid)
+        .and_then(|()| write_id_map(pid, "gid_map", &gid))
+        .and_then(|()| {
+            use std::io::Write;
+            writer
+                .write_all(b"m")
+                .map_err(|e| RuntimeError::host("release init", e))
+        });
+    if let Err(e) = mapped {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Whether the container's init may run in the cloned copy of this process instead of a
+/// fresh `berth init` executed from a sealed copy of the binary, which saves the
+/// milliseconds an exec of berth costs. Only when all of these hold:
+/// - this process has a single thread: the child of a `clone` has only the calling thread,
+///   and a lock another thread held at that moment (the allocator's, stdio's) would stay
+///   held in the child for ever; with one thread there is no such lock;
+/// - the container gets its own PID namespace and no `--init`: until init executes the
+///   command, it is the only process in there, so nothing in the container can open
+///   `/proc/<pid>/exe` and reach berth's binary on the host (CVE-2019-5736); with `--init`
+///   berth's code would stay PID 1 for the container's whole life;
+/// - no new user namespace (its id maps are written between clone and exec).
+fn may_init_in_process(config: &InitConfig, flags: CloneFlags) -> bool {
+    if config.init
+        || !flags.contains(CloneFlags::CLONE_NEWPID)
+        || flags.contains(CloneFlags::CLONE_NEWUSER)
+    {
+        return false;
+    }
+    // A thread berth started for itself (the cgroup pre-warm) is waited for here.
+    crate::cgroups::finish_prewarm();
+    thread_count() == Some(1)
+}
+
+/// This process's number of threads, from `/proc/self/stat` (field 20).
+fn thread_count() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after its end.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(17)?.parse().ok()
 }
 
 impl Container {
@@ -185,14 +240,20 @@ impl Container {
         self.cgroup.as_ref()
     }
 
+    /// Sends init `send` (an init running in a copy of this process has its configuration
+    /// already), makes the cgroup and puts init in it, takes the pty, and waits until init
+    /// is ready to start the command.
     fn configure(
         &mut self,
+        send: Option<&InitConfig>,
         config: &InitConfig,
         cgroup_path: Option<&str>,
         console_size: Option<(u16, u16)>,
     ) -> Result<(), RuntimeError> {
         let sock = self.sock.as_ref().expect("socket");
-        if let Err(e) = protocol::send(sock, &ToInit::Config(Box::new(config.clone()))) {
+        if let Some(config) = send
+            && let Err(e) = protocol::send(sock, &ToInit::Config(Box::new(config.clone())))
+        {
             return Err(self.init_gone("send the container's configuration to init", e));
         }
         // Made while init starts up and builds the rootfs (it waits for `Joined` only before
@@ -296,21 +357,42 @@ impl Container {
     /// Lets the container execute its command. Returns once the command runs (the exec
     /// succeeded) or with [`RuntimeError::Exec`] when it could not be executed.
     pub fn start(&mut self) -> Result<(), RuntimeError> {
+        self.release()?;
+        self.confirm_start()
+    }
+
+    /// Tells init to execute the command, without waiting to learn whether it could:
+    /// [`Container::confirm_start`] says that. The caller may record the start meanwhile, while
+    /// the kernel executes the command.
+    pub fn release(&mut self) -> Result<(), RuntimeError> {
+        let Some(sock) = &self.sock else {
+            return Err(RuntimeError::Init(
+                "the container was already started".into(),
+            ));
+        };
+        if let Err(e) = protocol::send(sock, &ToInit::Start) {
+            self.abort();
+            return Err(RuntimeError::host("start the container", e));
+        }
+        Ok(())
+    }
+
+    /// After [`Container::release`]: returns once the command runs, or with
+    /// [`RuntimeError::Exec`] when it could not be executed.
+    pub fn confirm_start(&mut self) -> Result<(), RuntimeError> {
         let Some(sock) = self.sock.take() else {
             return Err(RuntimeError::Init(
                 "the container was already started".into(),
             ));
         };
-        let result = protocol::send(&sock, &ToInit::Start)
-            .map_err(|e| RuntimeError::host("start the container", e))
-            .and_then(|()| match protocol::recv::<FromInit>(&sock) {
-                Ok(None) => Ok(()),
-                Ok(Some(other)) => Err(other.into_error()),
-                Err(e) => {
-                    self.sock = Some(sock);
-                    Err(self.init_gone("read from the container's init", e))
-                }
-            });
+        let result = match protocol::recv::<FromInit>(&sock) {
+            Ok(None) => Ok(()),
+            Ok(Some(other)) => Err(other.into_error()),
+            Err(e) => {
+                self.sock = Some(sock);
+                Err(self.init_gone("read from the container's init", e))
+            }
+        };
         if result.is_err() {
             self.abort();
         }
@@ -428,18 +510,8 @@ pub(crate) fn clone_init(
                     libc::_exit(CHILD_ID_SETUP_FAILED);
                 }
             }
-            // Move the fds above 3 first, so that placing one cannot clobber another.
-            let mut high = [0; 4];
-            for (i, fd) in fds.iter().enumerate() {
-                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
-                if high[i] < 0 {
-                    libc::_exit(CHILD_FD_SETUP_FAILED);
-                }
-            }
-            for (target, fd) in high.iter().enumerate() {
-                if libc::dup2(*fd, target as libc::c_int) < 0 {
-                    libc::_exit(CHILD_FD_SETUP_FAILED);
-                }
+            if !place_fds(&fds) {
+                libc::_exit(CHILD_FD_SETUP_FAILED);
             }
             // Die with the process that created us rather than linger unsupervised.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -450,6 +522,121 @@ pub(crate) fn clone_init(
     // SAFETY: the child runs only the closure above, which execs or exits; CLONE_VM is not
     // set, so it has its own copy of memory, including `stack`.
     let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .map_err(|e| RuntimeError::host("clone the container's init", e))?;
+    Ok(pid)
+}
+
+/// Puts `fds` at 0, 1, 2 and 3 in a freshly cloned child; false when a `dup` failed.
+///
+/// # Safety
+/// Only async-signal-safe calls: it runs in a child cloned from a process that may have other
+/// threads.
+#[allow(unsafe_code)]
+unsafe fn place_fds(fds: &[RawFd; 4]) -> bool {
+    // Move the fds above 3 first, so that placing one cannot clobber another.
+    let mut high = [0; 4];
+    for (i, fd) in fds.iter().enumerate() {
+        // SAFETY: fcntl on an fd number; no pointers.
+        high[i] = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10) };
+        if high[i] < 0 {
+            return false;
+        }
+    }
+    for (target, fd) in high.iter().enumerate() {
+        // SAFETY: dup2 on fd numbers; no pointers.
+        if unsafe { libc::dup2(*fd, target as libc::c_int) } < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// The stack the child of [`clone_in_process`] runs init on: its own mapping with a guard
+/// page below it, so that an overflow faults instead of writing over the heap.
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    const SIZE: usize = 8 << 20;
+    const GUARD: usize = 64 << 10;
+
+    #[allow(unsafe_code)]
+    fn new() -> Result<ChildStack, RuntimeError> {
+        let len = Self::SIZE + Self::GUARD;
+        // SAFETY: a fresh anonymous private mapping; no existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(RuntimeError::host(
+                "map the container init's stack",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let stack = ChildStack { base, len };
+        // SAFETY: the lowest GUARD bytes of the mapping just made.
+        if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } != 0 {
+            return Err(RuntimeError::host(
+                "guard the container init's stack",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(stack)
+    }
+
+    #[allow(unsafe_code)]
+    fn usable(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping above the guard is readable and writable, owned by self, and
+        // SIZE bytes long.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.base.cast::<u8>().add(Self::GUARD), Self::SIZE)
+        }
+    }
+}
+
+impl Drop for ChildStack {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in new(), unmapped once. The child has its own copy.
+        unsafe {
+            libc::munmap(self.base, self.len);
+        }
+    }
+}
+
+/// Clones a child into `flags`' new namespaces that puts `fds` at 0, 1, 2 and 3 and runs
+/// the container's init on its copy of `config`, without executing anything (see
+/// `may_init_in_process` for when this is allowed).
+#[allow(unsafe_code)]
+fn clone_in_process(
+    flags: CloneFlags,
+    fds: [RawFd; 4],
+    config: &InitConfig,
+) -> Result<Pid, RuntimeError> {
+    let mut stack = ChildStack::new()?;
+    let child = Box::new(move || -> isize {
+        // SAFETY: fd placement and prctl take no pointers into shared state; this process
+        // has only this thread (checked before the clone), so what follows may allocate.
+        unsafe {
+            if !place_fds(&fds) {
+                libc::_exit(CHILD_FD_SETUP_FAILED);
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        }
+        crate::init::run_in_process(config)
+    });
+    // SAFETY: CLONE_VM is not set, so the child runs the closure on its own copy of `stack`
+    // and of everything the closure borrows; it never returns (init execs or exits).
+    let pid = unsafe { nix::sched::clone(child, stack.usable(), flags, Some(libc::SIGCHLD)) }
         .map_err(|e| RuntimeError::host("clone the container's init", e))?;
     Ok(pid)
 }

@@ -72,6 +72,7 @@ pub struct BuildArgs {
 
 /// `berth builder ...`.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum BuilderCommand {
     /// Remove build cache
     Prune(PruneArgs),

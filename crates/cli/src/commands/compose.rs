@@ -52,6 +52,7 @@ pub struct ComposeArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum ComposeCommand {
     /// Create and start containers
     Up(UpArgs),

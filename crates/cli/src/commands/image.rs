@@ -20,6 +20,7 @@ use super::{Status, one_line, open_store, print_json_indented};
 use crate::{filters::Filters, format, units};
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum ImageCommand {
     /// List images
     #[command(visible_alias = "list")]

@@ -20,6 +20,7 @@ use crate::{filters::Filters, format};
 
 /// `berth network ...`.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum NetworkCommand {
     /// Create a network
     Create(CreateArgs),

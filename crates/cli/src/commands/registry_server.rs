@@ -12,6 +12,7 @@ use crate::registry_serve::{self, RootArgs, ServeArgs};
 use crate::units;
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum RegistryCommand {
     /// Serve an OCI distribution registry
     Serve(ServeArgs),

@@ -10,6 +10,7 @@ use super::image::{headers, since};
 use crate::{format, units};
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum SystemCommand {
     /// Show berth disk usage
     Df(DfArgs),

@@ -15,6 +15,7 @@ use crate::{filters::Filters, format, units};
 
 /// `berth volume ...`.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum VolumeCommand {
     /// Create a volume
     Create(CreateArgs),

@@ -422,7 +422,21 @@ impl Cgroup {
     /// The parent directories (`berth/`) stay.
     pub fn destroy(self) -> Result<()> {
         // The usual case: the container's init has exited and took every process of its pid
-        // namespace with it; freezing and killing an empty cgroup is wasted work.
+        // namespace with it, and nothing made a cgroup below: one rmdir per directory (the
+        // kernel refuses it while a process or a child cgroup is left, and the walk below
+        // deals with those).
+        let mut left_over = false;
+        for dir in self.paths() {
+            match fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => left_over = true,
+            }
+        }
+        if !left_over {
+            return Ok(());
+        }
+        // Freezing and killing an empty cgroup is wasted work.
         if !self.pids()?.is_empty() {
             match &self.inner {
                 Inner::V1(c) => c.kill_all()?,
@@ -465,7 +479,7 @@ impl Cgroup {
 /// a few milliseconds later finds the lock already switched. Errors are ignored: it only
 /// saves time.
 pub fn prewarm_attach() {
-    let _ = std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("cgroup-prewarm".into())
         .spawn(|| {
             let Ok(Layout::V1(hierarchies)) = Layout::current() else {
@@ -495,6 +509,19 @@ pub fn prewarm_attach() {
                 let _ = fs::write(procs, me);
             }
         });
+    if let Ok(handle) = spawned {
+        *PREWARM.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+    }
+}
+
+static PREWARM: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(None);
+
+/// Waits for the thread [`prewarm_attach`] started, if any, to end.
+pub(crate) fn finish_prewarm() {
+    let handle = PREWARM.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(handle) = handle {
+        let _ = handle.join();
+    }
 }
 
 /// How long [`Cgroup::destroy`] waits for killed processes to leave and `rmdir` to succeed.
