@@ -345,3 +345,41 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand's arguments are built (clap defers them until one is invoked) and
+    /// pass clap's own consistency checks: a clash with a global argument such as `--root`
+    /// would otherwise show only when a user runs that command.
+    #[test]
+    fn every_subcommand_builds() {
+        use clap::CommandFactory;
+        fn walk(path: &mut Vec<String>, cmd: &clap::Command, seen: &mut usize) {
+            // clap's own `help` subcommands take no --help.
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                path.push(sub.get_name().to_string());
+                let mut argv = vec!["berth".to_string()];
+                argv.extend(path.iter().cloned());
+                argv.push("--help".into());
+                let err = Cli::try_parse_from(&argv).expect_err("--help stops the parse");
+                assert_eq!(
+                    err.kind(),
+                    clap::error::ErrorKind::DisplayHelp,
+                    "{argv:?}: {err}"
+                );
+                *seen += 1;
+                let mut built = sub.clone();
+                built.build();
+                walk(path, &built, seen);
+                path.pop();
+            }
+        }
+        let mut top = Cli::command();
+        top.build();
+        let mut seen = 0;
+        walk(&mut Vec::new(), &top, &mut seen);
+        assert!(seen > 50, "only {seen} subcommands found");
+    }
+}

@@ -11,8 +11,9 @@ use super::fail;
 use crate::registry_serve::{self, RootArgs, ServeArgs};
 use crate::units;
 
+/// Not `defer`red: `serve`'s own `--root` (the registry's storage) must exist before clap
+/// propagates berth's global `--root`, which it then leaves out of `serve`.
 #[derive(Subcommand, Debug)]
-#[command(defer = true)]
 pub enum RegistryCommand {
     /// Serve an OCI distribution registry
     Serve(ServeArgs),
