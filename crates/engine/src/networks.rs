@@ -490,7 +490,7 @@ impl Engine {
             default_route,
             mac: berth_net::mac_for(address),
         };
-        if let Err(e) = berth_net::attach(netns, &endpoint) {
+        if let Err(e) = berth_net::attach_replacing(netns, &endpoint) {
             let _ = self.db.release_ip(&rec.id, &network.name);
             return Err(net_err(e));
         }
@@ -650,7 +650,7 @@ impl Engine {
     /// [`Links::GoWithNamespace`]: its network namespace is gone or going, and the kernel
     /// deletes both ends of each pair with it, without the RCU grace periods (tens of
     /// milliseconds) an explicit delete waits for; a later start of the same container finds
-    /// a pair still being deleted and replaces it (`berth_net::attach`).
+    /// a pair still being deleted and replaces it (`berth_net::attach_replacing`).
     pub(crate) fn detach_networks(&mut self, id: &str, links: Links) {
         match self.db.endpoints_of(id) {
             Ok(endpoints) => {

@@ -89,20 +89,7 @@ pub fn attach(netns: BorrowedFd<'_>, ep: &Endpoint) -> Result<(), NetError> {
         peer_mac: ep.mac,
         peer_netns: netns,
     };
-    let mut created = link::create_veth(&mut nl, &pair);
-    if let Err(e) = &created
-        && e.errno() == Some(errno::EEXIST)
-        && let Some(stale) = link::get_link(&mut nl, &ep.host_ifname)?
-        && stale.kind == Some(InfoKind::Veth)
-    {
-        // The host name is made from the container's ID: a veth under it is this container's
-        // from its last run, which the kernel deletes with that run's network namespace but
-        // had not yet. Delete it now and make the pair again.
-        tracing::debug!("replacing a stale veth pair");
-        link::delete_link(&mut nl, stale.index, &ep.host_ifname)?;
-        created = link::create_veth(&mut nl, &pair);
-    }
-    if let Err(e) = created {
+    if let Err(e) = link::create_veth(&mut nl, &pair) {
         if e.errno() == Some(errno::EEXIST) {
             // Either end's name can be the one taken; say which.
             if link::get_link(&mut nl, &ep.host_ifname)?.is_some() {
@@ -133,6 +120,15 @@ pub fn attach(netns: BorrowedFd<'_>, ep: &Endpoint) -> Result<(), NetError> {
         return Err(e);
     }
     Ok(())
+}
+
+/// [`attach`] for an interface that is not attached now (a container starting, or a new
+/// interface of a running one): a veth already under the host name is left from an earlier
+/// run of the container, which the kernel deletes with that run's network namespace but had
+/// not yet (the engine leaves exited containers' pairs to it); it is deleted first.
+pub fn attach_replacing(netns: BorrowedFd<'_>, ep: &Endpoint) -> Result<(), NetError> {
+    detach(&ep.host_ifname)?;
+    attach(netns, ep)
 }
 
 /// The container side of [`attach`], on a thread inside the container's namespace.

@@ -32,7 +32,7 @@ mod netns;
 
 pub use bridge::{ensure_bridge, link_exists, links_with_prefix, remove_bridge};
 pub use dns::{Answer, DNS_ADDRESS, DnsServer, Names, answer, resolv_conf_servers};
-pub use endpoint::{Endpoint, attach, detach, host_ifname, mac_for};
+pub use endpoint::{Endpoint, attach, attach_replacing, detach, host_ifname, mac_for};
 pub use error::{KernelError, NetError};
 pub use ipv4::Ipv4Net;
 pub use nat::{NFT_TABLE, ensure_nat, nat_chains, remove_nat};
