@@ -696,6 +696,8 @@ async fn wait_for(
     }
     let mut exited: Option<i32> = None;
     let mut last_code = first.state.exit_code;
+    // Whether the container ran when last looked at: only then can an exit still be on its way.
+    let mut was_active = is_active(&first.state);
     let mut pause = POLL;
     loop {
         if client.is_closed() {
@@ -728,18 +730,21 @@ async fn wait_for(
             Ok(None) => {
                 // Removed (`--rm`): the exit frame, sent before the removal, may still be on
                 // its way through this server's observer or attach relay; give it a moment.
+                // A container that had already stopped has no exit coming.
                 let heard = match exited {
                     Some(code) => Some(code),
-                    None => {
+                    None if was_active => {
                         api.streams
                             .exit_after(&id, baseline, Duration::from_secs(1))
                             .await
                     }
+                    None => None,
                 };
                 return Some(heard.unwrap_or(last_code));
             }
             Ok(Some((rec, dir))) => {
                 last_code = rec.state.exit_code;
+                was_active = is_active(&rec.state);
                 // An end this server hears wakes it; the record is read now and then anyway.
                 pause = if rec.state.running && api.streams.observe_running(&dir, &id) {
                     POLL_HEARD
@@ -819,6 +824,18 @@ async fn attach(api: Arc<Api>, mut call: Call, id: String) -> Result<Response<Bo
 
 // ---------------------------------------------------------------- logs
 
+/// The logs query's `tail`, `since` and `until` (empty or `0`: no bound), read at `now`.
+pub(crate) fn log_options(call: &Call, now: jiff::Timestamp) -> Result<ReadOptions, ApiError> {
+    let bound = |key: &str| call.param(key).filter(|v| !v.is_empty() && *v != "0");
+    ReadOptions::from_docker(
+        call.param("tail").unwrap_or("all"),
+        bound("since"),
+        bound("until"),
+        now,
+    )
+    .map_err(ApiError::bad_request)
+}
+
 /// `GET /containers/{id}/logs`: the json-file log as Docker's multiplexed stream (raw for
 /// a TTY container), following it with `follow=1`.
 pub async fn logs(api: &Api, call: &Call, id: String) -> Result<Response<Body>, ApiError> {
@@ -828,16 +845,7 @@ pub async fn logs(api: &Api, call: &Call, id: String) -> Result<Response<Body>, 
             "Bad parameters: you must choose at least one stream",
         ));
     }
-    let nonzero = |v: Option<&str>| v.filter(|v| !v.is_empty() && *v != "0").map(str::to_string);
-    let since = nonzero(call.param("since"));
-    let until = nonzero(call.param("until"));
-    let opts = ReadOptions::from_docker(
-        call.param("tail").unwrap_or("all"),
-        since.as_deref(),
-        until.as_deref(),
-        jiff::Timestamp::now(),
-    )
-    .map_err(ApiError::bad_request)?;
+    let opts = log_options(call, jiff::Timestamp::now())?;
     let (follow, timestamps) = (call.flag("follow"), call.flag("timestamps"));
     let (tty, body) = api
         .stream(

@@ -6,15 +6,13 @@
 //! a registry auth header or a request path. None may panic, and where a value goes on to
 //! be stored or sent back, it must read back the same.
 
-use berth_engine::{
-    health::HealthConfig, logfile::ReadOptions, networks, summary::CONTAINER_FILTERS,
-};
+use berth_engine::{health::HealthConfig, networks, summary::CONTAINER_FILTERS};
 use berth_store::{Filters, RunConfig, parse_go_duration, parse_time_arg};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::{
-    MAX_VERSION, build, containers, exec,
+    build, containers, exec,
     http::{self, Call},
     images, volumes,
 };
@@ -69,14 +67,7 @@ fn call(query: &str) -> Option<Call> {
         .body(())
         .ok()?
         .into_parts();
-    let query = http::query_pairs(&parts);
-    Some(Call {
-        parts,
-        body: None,
-        version: MAX_VERSION,
-        segments: Vec::new(),
-        query,
-    })
+    Call::new(parts, None).ok()
 }
 
 /// `POST /containers/create`: the body to the engine's options. What is accepted has an
@@ -182,17 +173,8 @@ fn network_create(payload: &[u8], text: Option<&str>) {
 
 /// `X-Registry-Auth` (one `AuthConfig`) and `X-Registry-Config` (one per server).
 fn registry_auth(text: &str) {
-    type AuthConfig = serde_json::Map<String, Value>;
-    if let Ok(config) = images::decode_header::<AuthConfig>("X-Registry-Auth", text) {
-        let _ = images::credential_of("X-Registry-Auth", &config);
-    }
-    let configs = images::decode_header::<std::collections::BTreeMap<String, AuthConfig>>(
-        "X-Registry-Config",
-        text,
-    );
-    for config in configs.iter().flat_map(|c| c.values()) {
-        let _ = images::credential_of("X-Registry-Config", config);
-    }
+    let _ = images::auth_header_credential(text);
+    let _ = images::config_header_credentials(text);
 }
 
 /// The queries of stop, kill, resize, tag, logs and events. A time argument that parses as
@@ -208,12 +190,7 @@ fn lifecycle_query(text: &str) {
         let _ = berth_engine::lifecycle::parse_signal(signal);
     }
     let now = jiff::Timestamp::from_second(1_700_000_000).expect("a valid time");
-    let _ = ReadOptions::from_docker(
-        call.param("tail").unwrap_or("all"),
-        call.param("since"),
-        call.param("until"),
-        now,
-    );
+    let _ = containers::log_options(&call, now);
     for value in call.query.values() {
         if let Ok(t) = parse_time_arg(value, now)
             && t >= jiff::Timestamp::UNIX_EPOCH
@@ -245,14 +222,7 @@ fn commit_query(text: &str) {
 
 /// A request path: the `/vX.Y` prefix and percent-decoded segments, as routing reads them.
 fn request_path(text: &str) {
-    let rest = text.trim_start_matches('/');
-    if let Some(after) = rest.strip_prefix('v') {
-        let version = after.split_once('/').map_or(after, |(v, _)| v);
-        let _ = http::parse_version(version);
-    }
-    for segment in rest.split('/').filter(|s| !s.is_empty()) {
-        let _ = http::percent_decode(segment);
-    }
+    let _ = http::split_path(text);
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ pub struct Call {
     /// Method, URI, headers and extensions (where a connection upgrade waits).
     pub parts: hyper::http::request::Parts,
     /// The body, until read.
-    pub(crate) body: Option<Incoming>,
+    body: Option<Incoming>,
     /// The API version it asked for (the newest when it named none).
     pub version: (u32, u32),
     /// The path after the version, split at `/` (percent-decoded).
@@ -277,7 +277,30 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> {
 
 fn parse(req: Request<Incoming>) -> Result<Call, ApiError> {
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_string();
+    Call::new(parts, Some(body))
+}
+
+impl Call {
+    /// A request's call: its path's API version and segments, and its query, decoded.
+    pub(crate) fn new(
+        parts: hyper::http::request::Parts,
+        body: Option<Incoming>,
+    ) -> Result<Call, ApiError> {
+        let (version, segments) = split_path(parts.uri.path())?;
+        let query = query_pairs(&parts);
+        Ok(Call {
+            parts,
+            body,
+            version,
+            segments,
+            query,
+        })
+    }
+}
+
+/// A request path's `/vX.Y` prefix (the newest version without one; refused outside the
+/// versions served) and its percent-decoded segments.
+pub(crate) fn split_path(path: &str) -> Result<((u32, u32), Vec<String>), ApiError> {
     let mut rest = path.trim_start_matches('/');
     let mut version = MAX_VERSION;
     if let Some(after) = rest.strip_prefix('v')
@@ -304,14 +327,7 @@ fn parse(req: Request<Incoming>) -> Result<Call, ApiError> {
         .filter(|s| !s.is_empty())
         .map(percent_decode)
         .collect();
-    let query = query_pairs(&parts);
-    Ok(Call {
-        parts,
-        body: Some(body),
-        version,
-        segments,
-        query,
-    })
+    Ok((version, segments))
 }
 
 /// A JSON body: blank is `null` (clients send no body for "no options").
@@ -335,18 +351,18 @@ pub(crate) fn lenient(mut value: serde_json::Value) -> serde_json::Value {
 }
 
 /// The query's parameters, decoded.
-pub(crate) fn query_pairs(parts: &hyper::http::request::Parts) -> HashMap<String, String> {
+fn query_pairs(parts: &hyper::http::request::Parts) -> HashMap<String, String> {
     form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
         .into_owned()
         .collect()
 }
 
-pub(crate) fn parse_version(v: &str) -> Option<(u32, u32)> {
+fn parse_version(v: &str) -> Option<(u32, u32)> {
     let (major, minor) = v.split_once('.')?;
     Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
-pub(crate) fn percent_decode(segment: &str) -> String {
+fn percent_decode(segment: &str) -> String {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8_lossy()
         .into_owned()

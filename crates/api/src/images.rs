@@ -163,19 +163,13 @@ fn pull_error(e: &DistributionError) -> ApiError {
 type AuthConfig = serde_json::Map<String, Value>;
 
 /// The credential an `AuthConfig` carries (read as `config.json`'s entries are).
-pub(crate) fn credential_of(
-    header: &str,
-    config: &AuthConfig,
-) -> Result<Option<Credential>, ApiError> {
+fn credential_of(header: &str, config: &AuthConfig) -> Result<Option<Credential>, ApiError> {
     berth_distribution::credentials::auth_entry_credential(config)
         .map_err(|e| ApiError::bad_request(format!("invalid {header}: {e}")))
 }
 
 /// A header of base64url JSON (padded or not, as Go's clients vary).
-pub(crate) fn decode_header<T: serde::de::DeserializeOwned>(
-    name: &str,
-    value: &str,
-) -> Result<T, ApiError> {
+fn decode_header<T: serde::de::DeserializeOwned>(name: &str, value: &str) -> Result<T, ApiError> {
     let text = value.trim().trim_end_matches('=');
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)
@@ -190,22 +184,38 @@ pub(crate) fn decode_header<T: serde::de::DeserializeOwned>(
 pub fn registries(call: &Call, reference: Option<&Reference>) -> Result<Registries, ApiError> {
     let mut registries = Registries::load().map_err(|e| ApiError::internal(e.to_string()))?;
     let header = |name: &str| call.header(name).filter(|h| !h.trim().is_empty());
-    if let (Some(reference), Some(value)) = (reference, header("X-Registry-Auth")) {
-        let config: AuthConfig = decode_header("X-Registry-Auth", value)?;
-        if let Some(credential) = credential_of("X-Registry-Auth", &config)? {
-            registries.give(reference.domain(), credential);
-        }
+    if let (Some(reference), Some(value)) = (reference, header("X-Registry-Auth"))
+        && let Some(credential) = auth_header_credential(value)?
+    {
+        registries.give(reference.domain(), credential);
     }
     if let Some(value) = header("X-Registry-Config") {
-        let configs: std::collections::BTreeMap<String, AuthConfig> =
-            decode_header("X-Registry-Config", value)?;
-        for (server, config) in configs {
-            if let Some(credential) = credential_of("X-Registry-Config", &config)? {
-                registries.give(&server, credential);
-            }
+        for (server, credential) in config_header_credentials(value)? {
+            registries.give(&server, credential);
         }
     }
     Ok(registries)
+}
+
+/// The credential an `X-Registry-Auth` header carries, if any.
+pub(crate) fn auth_header_credential(value: &str) -> Result<Option<Credential>, ApiError> {
+    let config: AuthConfig = decode_header("X-Registry-Auth", value)?;
+    credential_of("X-Registry-Auth", &config)
+}
+
+/// The credentials an `X-Registry-Config` header carries, by server.
+pub(crate) fn config_header_credentials(
+    value: &str,
+) -> Result<Vec<(String, Credential)>, ApiError> {
+    let configs: std::collections::BTreeMap<String, AuthConfig> =
+        decode_header("X-Registry-Config", value)?;
+    let mut credentials = Vec::new();
+    for (server, config) in configs {
+        if let Some(credential) = credential_of("X-Registry-Config", &config)? {
+            credentials.push((server, credential));
+        }
+    }
+    Ok(credentials)
 }
 
 /// `POST /auth`: checks a credential against its registry (the client keeps it).

@@ -27,6 +27,7 @@ pub fn export_filesystem(
             name: PathBuf::new(),
             follow_top: false,
             owner: None,
+            owner_names: false,
         },
         out,
     )

@@ -305,9 +305,10 @@ fn docker_compose_v1_through_serve_gives_the_same_project() {
             })
             .collect();
         cs.sort_by_key(|c| c["service"].to_string());
-        let nets: Vec<Value> = host
-            .ok(&[
-                "network",
+        // The project's networks or volumes, each with its compose key label.
+        let labeled = |kind: &str| -> Vec<Value> {
+            host.ok(&[
+                kind,
                 "ls",
                 "--filter",
                 "label=com.docker.compose.project=shared",
@@ -316,25 +317,12 @@ fn docker_compose_v1_through_serve_gives_the_same_project() {
             ])
             .lines()
             .map(|n| {
-                let doc = json(&host.ok(&["network", "inspect", n]));
-                serde_json::json!([n, doc[0]["Labels"]["com.docker.compose.network"]])
+                let doc = json(&host.ok(&[kind, "inspect", n]));
+                serde_json::json!([n, doc[0]["Labels"][format!("com.docker.compose.{kind}")]])
             })
-            .collect();
-        let vols: Vec<Value> = host
-            .ok(&[
-                "volume",
-                "ls",
-                "--filter",
-                "label=com.docker.compose.project=shared",
-                "--format",
-                "{{.Name}}",
-            ])
-            .lines()
-            .map(|n| {
-                let doc = json(&host.ok(&["volume", "inspect", n]));
-                serde_json::json!([n, doc[0]["Labels"]["com.docker.compose.volume"]])
-            })
-            .collect();
+            .collect()
+        };
+        let (nets, vols) = (labeled("network"), labeled("volume"));
         serde_json::json!({"containers": cs, "networks": nets, "volumes": vols})
     };
     let wait_for_client = |host: &Host| {

@@ -6,29 +6,15 @@
 
 mod common;
 
-use std::{os::unix::process::ExitStatusExt, process::Stdio};
+use std::os::unix::process::ExitStatusExt;
 
 use common::{host::Host, registry::Registry, *};
 
 /// Runs `berth ARGS` (with `stdin`) until it kills itself at `point`.
 fn crash(b: &Berth, point: &str, args: &[&str], stdin: Option<&[u8]>) {
     let mut cmd = b.command();
-    cmd.env("BERTH_CRASH_AT", point)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(data) = stdin {
-        use std::io::Write;
-        // The process may die before reading everything.
-        let _ = child.stdin.take().unwrap().write_all(data);
-    }
-    let out = child.wait_with_output().unwrap();
+    cmd.env("BERTH_CRASH_AT", point).args(args);
+    let out = output_with_input(cmd, stdin);
     assert_eq!(
         out.status.signal(),
         Some(9),
@@ -39,22 +25,15 @@ fn crash(b: &Berth, point: &str, args: &[&str], stdin: Option<&[u8]>) {
     );
 }
 
-/// `system check` passes; returns its report.
-fn assert_sound(b: &Berth, after: &str) -> String {
-    let out = b.run(&["system", "check"]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && text.contains(": no problems"),
-        "system check after {after}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
-/// `system check` passes and reports nothing left over.
-fn assert_clean(b: &Berth, after: &str) {
-    let report = assert_sound(b, after);
-    assert!(!report.contains("leftovers"), "after {after}: {report}");
+/// [`crash`], then `system check` passes and the same command succeeds.
+fn crash_then_retry(b: &Berth, point: &str, args: &[&str], stdin: Option<&[u8]>) {
+    crash(b, point, args, stdin);
+    b.assert_sound(point);
+    let again = match stdin {
+        Some(input) => b.run_stdin(args, input),
+        None => b.run(args),
+    };
+    assert_success(&again, &[args, &[point]].concat());
 }
 
 fn loadable_image(name: &str) -> Vec<u8> {
@@ -81,9 +60,7 @@ fn load_killed_at_each_point() {
         "image.registering",
         "image.registered",
     ] {
-        crash(&b, point, &["load"], Some(&archive));
-        assert_sound(&b, point);
-        assert_success(&b.run_stdin(&["load"], &archive), &["load", point]);
+        crash_then_retry(&b, point, &["load"], Some(&archive));
         let dir =
             json(&b.ok(&["image", "inspect", "loaded:1"]))[0]["GraphDriver"]["Data"]["UpperDir"]
                 .as_str()
@@ -96,7 +73,7 @@ fn load_killed_at_each_point() {
         );
         b.ok(&["rmi", "loaded:1"]);
         b.ok(&["image", "prune", "-f"]);
-        assert_clean(&b, point);
+        b.assert_clean(point);
         assert_eq!(b.ok(&["images", "-q"]), "", "{point}");
     }
 }
@@ -116,14 +93,14 @@ fn rmi_killed_at_each_point() {
         assert_success(&b.run_stdin(&["load"], &archive), &["load"]);
         let id = b.image_id("doomed:1");
         crash(&b, point, &["rmi", "doomed:1"], None);
-        assert_sound(&b, point);
+        b.assert_sound(point);
         // Untagged but kept, or gone: never half there.
         let images = b.ok(&["images", "-a", "--format", "{{.Repository}}:{{.Tag}}"]);
         assert!(!images.contains("doomed"), "{point}: {images}");
         // What is left is dangling at most, and a prune takes it and the leftovers.
         let _ = b.run(&["rmi", &id]);
         b.ok(&["image", "prune", "-f"]);
-        assert_clean(&b, point);
+        b.assert_clean(point);
         assert_eq!(
             std::fs::read_dir(b.root().join("blobs/sha256"))
                 .unwrap()
@@ -156,12 +133,10 @@ fn pull_killed_at_each_point() {
         "image.registering",
         "image.registered",
     ] {
-        crash(&b, point, &["pull", "-q", &image], None);
-        assert_sound(&b, point);
-        assert_success(&b.run(&["pull", "-q", &image]), &["pull", point]);
+        crash_then_retry(&b, point, &["pull", "-q", &image], None);
         assert_eq!(b.image_id(&image), source.image_id("pulled:1"), "{point}");
         b.ok(&["rmi", &image]);
-        assert_clean(&b, point);
+        b.assert_clean(point);
     }
 }
 
@@ -186,12 +161,7 @@ fn build_killed_at_each_point() {
         "image.registered@3",
         "build.promoting",
     ] {
-        crash(b, point, &["build", "-q", "-t", "built:1", ctx], None);
-        assert_sound(b, point);
-        assert_success(
-            &b.run(&["build", "-q", "-t", "built:1", ctx]),
-            &["build", point],
-        );
+        crash_then_retry(b, point, &["build", "-q", "-t", "built:1", ctx], None);
         assert_eq!(
             host.run_ok(&["built:1", "sh", "-c", "cat /ran /file; echo $STAGE"]),
             "ran\ncopied\ndone\n",
@@ -200,7 +170,7 @@ fn build_killed_at_each_point() {
         b.ok(&["rmi", "built:1"]);
         b.ok(&["builder", "prune", "-f"]);
         b.ok(&["image", "prune", "-f"]);
-        assert_clean(b, point);
+        b.assert_clean(point);
     }
 }
 
@@ -224,12 +194,7 @@ fn commit_killed_at_each_point() {
         "image.registering",
         "image.registered",
     ] {
-        crash(b, point, &["commit", "changed", "committed:1"], None);
-        assert_sound(b, point);
-        assert_success(
-            &b.run(&["commit", "changed", "committed:1"]),
-            &["commit", point],
-        );
+        crash_then_retry(b, point, &["commit", "changed", "committed:1"], None);
         assert_eq!(
             host.run_ok(&["committed:1", "cat", "/kept"]),
             "kept\n",
@@ -237,7 +202,7 @@ fn commit_killed_at_each_point() {
         );
         b.ok(&["rmi", "committed:1"]);
         b.ok(&["image", "prune", "-f"]);
-        assert_clean(b, point);
+        b.assert_clean(point);
     }
 }
 
@@ -252,14 +217,14 @@ fn create_and_rm_killed_at_each_point() {
         &["create", "--name", "half", "busybox"],
         None,
     );
-    let report = assert_sound(b, "create.held");
+    let report = b.assert_sound("create.held");
     assert!(
         report.contains("leftovers of interrupted container"),
         "{report}"
     );
     assert_eq!(b.ok(&["ps", "-aq"]), "");
     b.ok(&["container", "prune", "-f"]);
-    assert_clean(b, "create.held");
+    b.assert_clean("create.held");
     // The name was never taken.
     b.ok(&["create", "--name", "half", "busybox"]);
     b.ok(&["rm", "half"]);
@@ -273,14 +238,14 @@ fn create_and_rm_killed_at_each_point() {
             .trim()
             .to_string();
         crash(b, point, &["rm", "-f", &running], None);
-        let report = assert_sound(b, point);
+        let report = b.assert_sound(point);
         assert!(
             report.contains("leftovers of interrupted container"),
             "{report}"
         );
         assert_eq!(b.ok(&["ps", "-aq"]), "", "{point}");
         b.ok(&["container", "prune", "-f"]);
-        assert_clean(b, point);
+        b.assert_clean(point);
         host.assert_gone(&stopped);
         host.assert_gone(&running);
     }
@@ -293,7 +258,7 @@ fn system_check_finds_what_a_crash_must_not_leave() {
     let host = Host::new();
     let b = &host.berth;
     let id = b.ok(&["create", "busybox"]).trim().to_string();
-    assert_clean(b, "create");
+    b.assert_clean("create");
     // A record whose files are half gone is a problem, not debris.
     let upper = b.root().join("containers").join(&id).join("upper");
     std::fs::remove_dir(&upper).unwrap();
@@ -309,16 +274,16 @@ fn system_check_finds_what_a_crash_must_not_leave() {
     );
     assert!(report.contains(", 1 containers: 1 problems"), "{report}");
     b.ok(&["rm", &id]);
-    assert_clean(b, "rm");
+    b.assert_clean("rm");
     // A directory without a record is debris, until a prune.
     let orphan = b.root().join("containers").join("ab".repeat(32));
     std::fs::create_dir_all(orphan.join("upper")).unwrap();
-    let report = assert_sound(b, "an orphan directory");
+    let report = b.assert_sound("an orphan directory");
     assert!(
         report.contains("1 leftovers of interrupted container creates or removals"),
         "{report}"
     );
     b.ok(&["container", "prune", "-f"]);
     assert!(!orphan.exists());
-    assert_clean(b, "prune");
+    b.assert_clean("prune");
 }

@@ -107,6 +107,7 @@ fn escape_probe() -> &'static std::path::Path {
         let source =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/escape_probe.c");
         let out = common::test_tmp().join(format!("escape_probe-{}", std::process::id()));
+        common::require_tool("cc");
         let status = std::process::Command::new("cc")
             .args(["-static", "-O2", "-Wall", "-o"])
             .arg(&out)

@@ -445,7 +445,7 @@ fn unsupported(node: Node, file: &str, warnings: &mut Vec<String>) -> Result<Nod
             }
             for key in IGNORED_SERVICE {
                 if keys.shift_remove(*key).is_some() {
-                    warnings.push(format!("services.{name}.{key}: ignored by berth"));
+                    warnings.push(format!("{file}: services.{name}.{key}: ignored by berth"));
                 }
             }
         }
@@ -467,12 +467,25 @@ fn typed(json: &Value, file: &str) -> Result<ComposeFile, ComposeError> {
     })
 }
 
-/// Service keys that take one string or a list of them.
-const ONE_OR_MANY: &[&str] = &["env_file", "dns", "dns_search", "tmpfs"];
+/// Service keys that take one string or a list of them (`dns_search` is refused before).
+const ONE_OR_MANY: &[&str] = &["env_file", "dns", "tmpfs"];
 /// Service keys a later file replaces whole.
 const REPLACED: &[&str] = &["command", "entrypoint", "test"];
 /// Service keys given as lists or mappings: merged by key.
 const KEYED: &[&str] = &["environment", "labels", "args", "depends_on", "networks"];
+
+/// A short form in its long one, so that both sides of a merge have the same shape:
+/// `build: DIR` as `{context: DIR}`, one string of a [`ONE_OR_MANY`] key as a list of it.
+fn long_form(key: &str, node: Node) -> Node {
+    match node {
+        Node::Str(context) if key == "build" => Node::Map(IndexMap::from([(
+            "context".to_string(),
+            Node::Str(context),
+        )])),
+        Node::Str(one) => Node::Seq(vec![Node::Str(one)]),
+        other => other,
+    }
+}
 
 /// Compose's merge of a later file `over` into `base` at `path`.
 fn merge(base: Node, over: Node, path: &str) -> Node {
@@ -480,22 +493,11 @@ fn merge(base: Node, over: Node, path: &str) -> Node {
     match (base, over) {
         (_, Node::Tagged(Tag::Override, inner)) => inner.untagged(),
         // Short forms as their long ones, so that both sides merge.
-        (base, over) if key == "build" && (is_str(&base) || is_str(&over)) => {
-            let long = |n: Node| match n {
-                Node::Str(context) => Node::Map(IndexMap::from([(
-                    "context".to_string(),
-                    Node::Str(context),
-                )])),
-                other => other,
-            };
-            merge(long(base), long(over), path)
-        }
-        (base, over) if ONE_OR_MANY.contains(&key) && (is_str(&base) || is_str(&over)) => {
-            let long = |n: Node| match n {
-                Node::Str(one) => Node::Seq(vec![Node::Str(one)]),
-                other => other,
-            };
-            merge(long(base), long(over), path)
+        (base, over)
+            if (key == "build" || ONE_OR_MANY.contains(&key))
+                && (is_str(&base) || is_str(&over)) =>
+        {
+            merge(long_form(key, base), long_form(key, over), path)
         }
         (base, over) if KEYED.contains(&key) && (is_list(&base) || is_list(&over)) => {
             merge(keyed(base, key), keyed(over, key), &format!("{path}#"))

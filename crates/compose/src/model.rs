@@ -873,14 +873,22 @@ fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     scalar_text(&v).ok_or_else(|| expected("a string or a number", &v))
 }
 
-fn opt_scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+/// An optional value: null is absent, anything else is what `read` makes of it, or an error
+/// saying `what` was expected.
+fn opt_with<'de, D: Deserializer<'de>, T>(
+    d: D,
+    what: &str,
+    read: impl FnOnce(&Value) -> Option<T>,
+) -> Result<Option<T>, D::Error> {
     let v = Value::deserialize(d)?;
     if v.is_null() {
         return Ok(None);
     }
-    scalar_text(&v)
-        .map(Some)
-        .ok_or_else(|| expected("a string or a number", &v))
+    read(&v).map(Some).ok_or_else(|| expected(what, &v))
+}
+
+fn opt_scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    opt_with(d, "a string or a number", scalar_text)
 }
 
 fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -889,7 +897,7 @@ fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
         Value::Null => Ok(Vec::new()),
         Value::Array(items) => items
             .iter()
-            .map(|i| scalar_text(i).ok_or_else(|| expected("a list of strings", &v)))
+            .map(|i| scalar_text(i).ok_or_else(|| expected("a string in the list", i)))
             .collect(),
         _ => Err(expected("a list of strings", &v)),
     }
@@ -1200,39 +1208,20 @@ fn bool_of(v: &Value) -> Option<bool> {
 }
 
 fn flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    let v = Value::deserialize(d)?;
-    if v.is_null() {
-        return Ok(false);
-    }
-    bool_of(&v).ok_or_else(|| expected("a boolean", &v))
+    Ok(opt_flex_bool(d)?.unwrap_or(false))
 }
 
 fn opt_flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    let v = Value::deserialize(d)?;
-    if v.is_null() {
-        return Ok(None);
-    }
-    bool_of(&v)
-        .map(Some)
-        .ok_or_else(|| expected("a boolean", &v))
+    opt_with(d, "a boolean", bool_of)
 }
 
 /// An integer, also as text (an interpolated value).
 fn opt_flex_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    let v = Value::deserialize(d)?;
-    match &v {
-        Value::Null => Ok(None),
-        Value::Number(n) => n
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| expected("an integer", &v)),
-        Value::String(s) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| expected("an integer", &v)),
-        _ => Err(expected("an integer", &v)),
-    }
+    opt_with(d, "an integer", |v| match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
 }
 
 fn ulimits<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, Ulimit>, D::Error> {
@@ -1265,14 +1254,7 @@ fn ulimits<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, Ulimit>, 
 }
 
 fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    let v = Value::deserialize(d)?;
-    match &v {
-        Value::Null => Ok(None),
-        _ => scalar_text(&v)
-            .and_then(|s| s.parse().ok())
-            .map(Some)
-            .ok_or_else(|| expected("a count (0 or more)", &v)),
-    }
+    opt_with(d, "a count (0 or more)", |v| scalar_text(v)?.parse().ok())
 }
 
 fn opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
@@ -1294,15 +1276,9 @@ fn opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
 }
 
 fn opt_cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    let v = Value::deserialize(d)?;
-    match &v {
-        Value::Null => Ok(None),
-        _ => scalar_text(&v)
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|c| *c >= 0.0)
-            .map(Some)
-            .ok_or_else(|| expected("a number of CPUs", &v)),
-    }
+    opt_with(d, "a number of CPUs", |v| {
+        scalar_text(v)?.parse::<f64>().ok().filter(|c| *c >= 0.0)
+    })
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

@@ -368,10 +368,9 @@ fn stop_in_levels(
         l
     }
     let mut running: Vec<(usize, &ContainerRecord)> = Vec::new();
-    for c in list {
-        if is_active(&engine.container(&c.id)?.state) {
-            running.push((level(project, service_of(c), &mut Vec::new()), c));
-        }
+    // The callers' lists come from `containers()`, which has just reconciled each state.
+    for c in list.iter().filter(|c| is_active(&c.state)) {
+        running.push((level(project, service_of(c), &mut Vec::new()), c));
     }
     let root = engine.root().to_path_buf();
     let deepest = running.iter().map(|(l, _)| *l).max().unwrap_or(0);
@@ -604,11 +603,13 @@ pub fn wait_for_dependency(
 }
 
 /// Reads a container's record every 100 ms until `done` says it is (or fails), or until
-/// `timeout`; returns the record `done` accepted.
+/// `timeout`, when the error says the container did not get to `what` (`"be ready"`);
+/// returns the record `done` accepted.
 fn poll(
     engine: &mut Engine,
     id: &str,
     timeout: Duration,
+    what: &str,
     mut done: impl FnMut(&ContainerRecord) -> Result<bool, ComposeError>,
 ) -> Result<ContainerRecord, ComposeError> {
     let deadline = Instant::now() + timeout;
@@ -619,7 +620,7 @@ fn poll(
         }
         if Instant::now() > deadline {
             return Err(ComposeError::Failed(format!(
-                "timed out waiting for container {}",
+                "timed out waiting for container {} to {what}",
                 c.name
             )));
         }
@@ -649,7 +650,12 @@ fn wait_container(
             c.name
         )))
     };
-    poll(engine, id, timeout, |c| match condition {
+    let what = match condition {
+        Condition::ServiceStarted => "start",
+        Condition::ServiceHealthy => "be healthy",
+        Condition::ServiceCompletedSuccessfully => "complete",
+    };
+    poll(engine, id, timeout, what, |c| match condition {
         Condition::ServiceStarted => Ok(true),
         Condition::ServiceHealthy => match health_of(c) {
             Some("healthy") => Ok(true),
@@ -699,7 +705,7 @@ pub fn wait_ready(
         });
         report("Container", &c.name, "Waiting");
         let left = deadline.saturating_duration_since(Instant::now());
-        let ready = poll(engine, &c.id, left, |now| {
+        let ready = poll(engine, &c.id, left, "be ready", |now| {
             if has_exited(now) {
                 return if one_shot && now.state.exit_code == 0 {
                     Ok(true)

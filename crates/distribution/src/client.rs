@@ -43,8 +43,9 @@ const ATTEMPTS: u32 = 5;
 const SMALL_REQUEST: Duration = Duration::from_secs(60);
 /// Time limit of one blob GET, reads included: a download that takes longer goes on in
 /// another ranged request, so this bounds how long a stalled body can hang a pull (the first
-/// request and `ATTEMPTS` resumes without a byte, then the pull fails). `BERTH_BLOB_REQUEST_TIMEOUT` (seconds)
-/// changes it: for links so slow or so flaky that the default does not suit, and for tests.
+/// request and `ATTEMPTS` resumes without a byte, then the pull fails).
+/// `BERTH_BLOB_REQUEST_TIMEOUT` (seconds) changes it: for links so slow or so flaky that the
+/// default does not suit, and for tests.
 const BLOB_SEGMENT: Duration = Duration::from_secs(120);
 
 /// [`BLOB_SEGMENT`], or `BERTH_BLOB_REQUEST_TIMEOUT`'s seconds when set to a positive number.
@@ -660,7 +661,6 @@ impl Repository {
             size,
             response: None,
             failures: 0,
-            last_failure: String::new(),
             progress,
         };
         reader.response = Some(self.retrying(|| reader.open())?);
@@ -862,8 +862,6 @@ pub struct BlobReader<'a, F> {
     size: Option<u64>,
     response: Option<Response>,
     failures: u32,
-    /// What went wrong last, for the error when the attempts run out.
-    last_failure: String,
     progress: F,
 }
 
@@ -897,7 +895,7 @@ impl<F: FnMut(u64)> BlobReader<'_, F> {
     /// offset.
     fn reopen(&mut self, why: impl std::fmt::Display) -> io::Result<()> {
         self.response = None;
-        self.last_failure = why.to_string();
+        let mut last_failure = why.to_string();
         loop {
             self.failures += 1;
             if self.failures > ATTEMPTS {
@@ -905,7 +903,7 @@ impl<F: FnMut(u64)> BlobReader<'_, F> {
                 return Err(io::Error::other(format!(
                     "{}: gave up after {ATTEMPTS} attempts to resume at byte {}{of}, none of which \
                      got a byte further (last: {})",
-                    self.url, self.offset, self.last_failure
+                    self.url, self.offset, last_failure
                 )));
             }
             thread::sleep(backoff(self.failures));
@@ -917,7 +915,7 @@ impl<F: FnMut(u64)> BlobReader<'_, F> {
                 }
                 Err(e) => {
                     tracing::debug!(url = %self.url, error = %e, attempt = self.failures, "resume failed");
-                    self.last_failure = e.to_string();
+                    last_failure = e.to_string();
                     // An answer that is not a passing trouble (404, 401) will not change.
                     if let Some(DistributionError::Registry { status, .. }) = e
                         .get_ref()

@@ -59,11 +59,10 @@ impl Engine {
         // Exclusive, so that no create or removal is seen half done (a record read before
         // its hold was, a directory after its record went).
         let _containers = self.lock_containers(true)?;
-        let holds: HashSet<(String, String)> = self
-            .store
-            .image_holds()?
-            .into_iter()
-            .map(|(h, image)| (h, image.to_string()))
+        let all_holds = self.store.image_holds()?;
+        let holds: HashSet<(String, String)> = all_holds
+            .iter()
+            .map(|(h, image)| (h.clone(), image.to_string()))
             .collect();
         for (id, json) in self.db.raw_records()? {
             report.containers += 1;
@@ -75,7 +74,7 @@ impl Engine {
                 report.problems.push(format!("container {id}: {problem}"));
             }
         }
-        report.debris = self.orphans()?.count();
+        report.debris = self.orphans(&all_holds)?.count();
         Ok(report)
     }
 
@@ -142,7 +141,8 @@ impl Engine {
     }
 
     /// Directories, holds and addresses of containers that have no record.
-    fn orphans(&self) -> Result<Orphans, EngineError> {
+    /// `holds` are the store's image holds, read under the same lock.
+    fn orphans(&self, holds: &[(String, berth_reference::Digest)]) -> Result<Orphans, EngineError> {
         let known: HashSet<String> = self.db.container_ids()?.into_iter().collect();
         let dir = self.root.join("containers");
         let dirs = match fs::read_dir(&dir) {
@@ -158,10 +158,8 @@ impl Engine {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(crate::io_err(format!("read {}", dir.display()))(e)),
         };
-        let holds = self
-            .store
-            .image_holds()?
-            .into_iter()
+        let holds = holds
+            .iter()
             .filter_map(|(h, _)| {
                 let id = h.strip_prefix("container:")?;
                 (!known.contains(id)).then(|| h.clone())
@@ -187,7 +185,7 @@ impl Engine {
         let mut doomed = Vec::new();
         {
             let _containers = self.lock_containers(true)?;
-            let orphans = self.orphans()?;
+            let orphans = self.orphans(&self.store.image_holds()?)?;
             for name in &orphans.dirs {
                 let id = name.strip_prefix(".removing-").unwrap_or(name);
                 if matches!(self.try_lock(name), Ok(None)) {

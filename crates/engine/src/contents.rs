@@ -153,6 +153,7 @@ impl PathArchive {
             name: self.name.clone(),
             follow_top: false,
             owner: None,
+            owner_names: true,
         };
         berth_store::pack_path(self.fs.root(), &self.path, &opts, out)
             .map(|stats| stats.bytes)
@@ -372,6 +373,7 @@ impl Engine {
                 name: PathBuf::new(),
                 follow_top: false,
                 owner: None,
+                owner_names: true,
             },
             out,
         )

@@ -655,10 +655,11 @@ impl Engine {
             subdirs.push("empty");
         }
         let holder = holder(&id);
+        // From the directory's making to the record's insertion (or, on failure, to the
+        // removal of what was made) this container is an orphan to `sweep_orphans`, which
+        // the shared lock keeps away.
+        let containers = self.lock_containers(false)?;
         let registered = (|| {
-            // From the directory's making to the record's insertion this container is an
-            // orphan to `sweep_orphans`, which the shared lock keeps away.
-            let _containers = self.lock_containers(false)?;
             for sub in subdirs {
                 fs::create_dir_all(dir.join(sub))
                     .map_err(io_err(format!("create {}", dir.join(sub).display())))?;
@@ -691,9 +692,11 @@ impl Engine {
         if let Err(e) = registered {
             let _ = self.store.release_image(&holder);
             let _ = fs::remove_dir_all(&dir);
+            drop(containers);
             self.remove_anonymous_volumes(&volume_names(&rec));
             return Err(e);
         }
+        drop(containers);
         self.container_event(&rec, "create", &[]);
         Ok(rec)
     }

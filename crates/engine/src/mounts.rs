@@ -587,6 +587,7 @@ fn copy_up(
                     name: PathBuf::new(),
                     follow_top: true,
                     owner: None,
+                    owner_names: false,
                 },
                 writer,
             )

@@ -1,6 +1,7 @@
-//! `berth init`: the container side. Executed (from a read-only copy of the berth binary) as
-//! the first process of the container's new namespaces, with stdio at 0-2 and the socket to
-//! the host at 3.
+//! The container side: the first process of the container's new namespaces, with stdio at
+//! 0-2 and the socket to the host at 3. Either the cloned copy of the host side's process
+//! ([`run_in_process`], when `spawn::may_init_in_process` allows it) or `berth init`
+//! executed from a read-only copy of the berth binary ([`init_main`]).
 
 use std::{
     convert::Infallible,

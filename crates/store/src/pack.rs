@@ -78,6 +78,9 @@ pub struct PackOptions {
     pub follow_top: bool,
     /// Record this uid/gid instead of the files' own.
     pub owner: Option<(u32, u32)>,
+    /// Headers carry the host's user and group names for the ids, as dockerd's archives
+    /// for `cp` and `export` do (read from `/etc/passwd` and `/etc/group` once).
+    pub owner_names: bool,
 }
 
 /// What was written.
@@ -203,7 +206,7 @@ pub fn pack_path(
             source: e,
         })?;
     let mut packer = Packer::new(out, opts.owner);
-    packer.owner_names = true;
+    packer.owner_names = opts.owner_names;
     let err_path = |rel: &[u8]| join_display(path, rel);
     if contents {
         let st = rustix::fs::fstat(&top).map_err(io_err("stat", path))?;
@@ -423,7 +426,8 @@ pub(crate) struct Packer<W: Write> {
     buf: Vec<u8>,
     /// Whether reopening through /proc/self/fd works here.
     proc_fd: bool,
-    /// Whether headers carry the host's user and group names (`cp`, `export`; not layers).
+    /// Whether headers carry the host's user and group names ([`PackOptions::owner_names`];
+    /// never for layers).
     owner_names: bool,
     /// Those names, read at the first entry that needs them.
     names: Option<OwnerNames>,

@@ -132,8 +132,10 @@ struct UpArgs {
     /// Don't print prefix in logs
     #[arg(long = "no-log-prefix")]
     no_log_prefix: bool,
-    /// Pull image before running ("always"|"missing"|"never")
-    #[arg(long, default_value = "policy")]
+    /// Pull image before running ("always"|"missing"|"never"|"build"; "policy": each
+    /// service's pull_policy)
+    #[arg(long, default_value = "policy",
+          value_parser = ["policy", "always", "missing", "never", "build"])]
     pull: String,
     services: Vec<String>,
 }
@@ -669,15 +671,6 @@ fn up(root: &Path, project: &Project, a: UpArgs, color: bool) -> Result<()> {
         timeout: a.timeout,
         pull: (a.pull != "policy").then(|| a.pull.clone()),
     };
-    if !matches!(
-        a.pull.as_str(),
-        "policy" | "always" | "missing" | "never" | "build"
-    ) {
-        bail!(
-            "invalid --pull {:?}: expected always, missing, never or build",
-            a.pull
-        );
-    }
     let mut images = CliImages::new(root);
     let mut engine = Engine::open(root)?;
     let brought_up = ops::up(&mut engine, project, &opts, &mut images, &mut report)?;
@@ -698,8 +691,7 @@ fn up(root: &Path, project: &Project, a: UpArgs, color: bool) -> Result<()> {
         signal_hook::flag::register(signal, stop.clone())?;
     }
     let view = LogView {
-        read: ReadOptions::from_docker("all", None, None, jiff::Timestamp::now())
-            .map_err(|e| anyhow!(e))?,
+        read: ReadOptions::default(),
         follow: true,
         timestamps: false,
         color: color && !a.no_color,

@@ -114,6 +114,7 @@ fn copy_out(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> 
                 name,
                 follow_top: args.follow_link,
                 owner: None,
+                owner_names: true,
             },
             out,
         )
@@ -207,6 +208,8 @@ fn copy_in(engine: &mut Engine, container: &str, path: &str, args: &CpArgs) -> R
                     name,
                     follow_top: args.follow_link,
                     owner: None,
+                    // Extracted into the container, where names are not read.
+                    owner_names: false,
                 },
                 &mut writer,
             )

@@ -65,19 +65,27 @@ impl Berth {
     }
 
     pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = self
-            .command()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn berth");
-        let mut stdin = child.stdin.take().expect("stdin");
-        // The writer may see EPIPE when berth rejects the input early; that is fine.
-        let _ = stdin.write_all(input);
-        drop(stdin);
-        child.wait_with_output().expect("wait berth")
+        let mut cmd = self.command();
+        cmd.args(args);
+        output_with_input(cmd, Some(input))
+    }
+
+    /// `system check` passes; returns its report.
+    pub fn assert_sound(&self, after: &str) -> String {
+        let out = self.run(&["system", "check"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && text.contains(": no problems"),
+            "system check after {after}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+
+    /// `system check` passes and reports nothing left over.
+    pub fn assert_clean(&self, after: &str) {
+        let report = self.assert_sound(after);
+        assert!(!report.contains("leftovers"), "after {after}: {report}");
     }
 
     /// Runs and expects success; returns stdout.
@@ -179,6 +187,23 @@ pub fn sha256_hex(data: &[u8]) -> String {
     berth_reference::Digest::sha256_of(data)
         .encoded()
         .to_string()
+}
+
+/// Runs `cmd` with `input` on its stdin (none: /dev/null) and its output captured. The
+/// writer may see EPIPE when the command stops reading early; that is fine.
+pub fn output_with_input(mut cmd: Command, input: Option<&[u8]>) -> Output {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn berth");
+    if let Some(input) = input {
+        let _ = child.stdin.take().expect("stdin").write_all(input);
+    }
+    child.wait_with_output().expect("wait berth")
 }
 
 /// Requires an external tool; a missing one fails the test with the fix, never skips it.
